@@ -1,1 +1,9 @@
-//! Switchboard gateway library.
+//! Switchboard: a conversation gateway for chat and voice. Customers are routed by their
+//! workstream's rules to a queue, served first by a bot user and handed to a human agent
+//! when the bot escalates.
+//!
+//! Start at `ARCHITECTURE.md` in the repository root for the map.
+
+pub mod config;
+pub mod context;
+pub mod routing;

@@ -1,0 +1,719 @@
+//! Configuration: the TOML file of SPEC §2, loaded, checked and resolved.
+//!
+//! Loading happens in two steps. serde turns the text into raw structs (a syntax or shape
+//! error stops there, with toml's line and column). Then [`validate`] walks the raw structs
+//! and collects *every* semantic problem as one line naming the item, so `check-config` can
+//! show them all at once. Only a configuration with no problems becomes a [`Config`], whose
+//! rules are parsed and whose references are known to resolve.
+
+pub mod condition;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::context::{Context, VarType};
+use condition::{Expr, Op};
+
+/// The built-in default configuration: the seed's sample (ChatWorkStream with BotQueue,
+/// CreditCardQueue and HomeLoanQueue) plus a fallback queue and demo agents.
+pub const DEFAULT_TOML: &str = include_str!("../../../examples/switchboard.toml");
+
+/// Default text frame limit: 28 KB, as Omnichannel's chat limit.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 28 * 1024;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    workstreams: Vec<RawWorkstream>,
+    #[serde(default)]
+    queues: Vec<RawQueue>,
+    #[serde(default)]
+    bots: Vec<RawBot>,
+    #[serde(default)]
+    agents: Vec<RawAgent>,
+}
+
+/// `[server]`: where to listen and the limits of the wire protocol.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub admin_token_env: Option<String>,
+    pub admin_token: Option<String>,
+    /// Largest text frame accepted; a larger one closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued toward one connection before it counts as a slow consumer and is closed.
+    pub outbound_queue: usize,
+    /// Lifetime of bot and agent access tokens.
+    pub token_ttl_secs: u64,
+    /// Lifetime of a customer's conversation token (used to resume).
+    pub customer_token_ttl_secs: u64,
+    /// Time a client has to send its first frame after the upgrade.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "data".into(),
+            admin_token_env: None,
+            admin_token: None,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbound_queue: 1024,
+            token_ttl_secs: 3600,
+            customer_token_ttl_secs: 24 * 3600,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkstream {
+    name: String,
+    #[serde(default)]
+    channel: Channel,
+    fallback_queue: String,
+    #[serde(default)]
+    context_variables: Vec<VarDecl>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    when: String,
+    queue: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: String,
+    #[serde(default)]
+    assignment: Assignment,
+    #[serde(default)]
+    members: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBot {
+    name: String,
+    app_id: String,
+    secret_env: Option<String>,
+    secret: Option<String>,
+    #[serde(default = "default_bot_capacity")]
+    capacity: u32,
+    #[serde(default)]
+    voice: bool,
+    endpoint: Option<String>,
+}
+
+fn default_bot_capacity() -> u32 {
+    1000
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    id: String,
+    name: Option<String>,
+    secret_env: Option<String>,
+    secret: Option<String>,
+    #[serde(default = "default_agent_capacity")]
+    capacity: u32,
+}
+
+fn default_agent_capacity() -> u32 {
+    3
+}
+
+/// A workstream's channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    #[default]
+    Chat,
+    Voice,
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Channel::Chat => "chat",
+            Channel::Voice => "voice",
+        })
+    }
+}
+
+/// How a queue picks among its eligible members.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    #[default]
+    HighestCapacity,
+    RoundRobin,
+}
+
+/// A declared context variable.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VarDecl {
+    pub name: String,
+    #[serde(rename = "type", default = "default_var_type")]
+    pub ty: VarType,
+}
+
+fn default_var_type() -> VarType {
+    VarType::Text
+}
+
+/// A shared secret. Compared in constant time; never printed.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// Constant-time comparison, so response timing says nothing about the secret.
+    pub fn matches(&self, candidate: &str) -> bool {
+        bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// A checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin_token: Option<Secret>,
+    pub workstreams: Vec<Workstream>,
+    pub queues: Vec<Queue>,
+    pub bots: Vec<Bot>,
+    pub agents: Vec<Agent>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Workstream {
+    pub name: String,
+    pub channel: Channel,
+    pub fallback_queue: String,
+    pub variables: Vec<VarDecl>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub name: String,
+    pub when_src: String,
+    pub when: Expr,
+    pub queue: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pub name: String,
+    pub assignment: Assignment,
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Bot {
+    pub name: String,
+    pub app_id: String,
+    /// `None` when `secret_env` names a variable that is not set: the bot cannot sign in.
+    pub secret: Option<Secret>,
+    pub capacity: u32,
+    pub voice: bool,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub secret: Option<Secret>,
+    pub capacity: u32,
+}
+
+/// The outcome of running a workstream's rules.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouteDecision {
+    /// The rule that matched, or `None` for the fallback queue.
+    pub rule: Option<String>,
+    pub queue: String,
+}
+
+impl Workstream {
+    /// Runs the rules in order on `ctx`: the first that holds gives the queue, none gives
+    /// the fallback queue.
+    pub fn route(&self, ctx: &Context) -> RouteDecision {
+        for rule in &self.rules {
+            if rule.when.eval(&|k| ctx.get(k)) {
+                return RouteDecision { rule: Some(rule.name.clone()), queue: rule.queue.clone() };
+            }
+        }
+        RouteDecision { rule: None, queue: self.fallback_queue.clone() }
+    }
+
+    pub fn variable(&self, name: &str) -> Option<VarType> {
+        self.variables.iter().find(|v| v.name == name).map(|v| v.ty)
+    }
+}
+
+impl Config {
+    pub fn workstream(&self, name: &str) -> Option<&Workstream> {
+        self.workstreams.iter().find(|w| w.name == name)
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+
+    /// The built-in default configuration.
+    pub fn builtin_default() -> Config {
+        match Config::from_toml(DEFAULT_TOML) {
+            Ok(checked) => checked.config,
+            // The default is checked by a unit test; reaching this is a build defect.
+            Err(e) => panic!("built-in default configuration is invalid: {e}"),
+        }
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Checked, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", path.display())]))?;
+        Config::from_toml(&text)
+    }
+
+    /// Parses and checks configuration text.
+    pub fn from_toml(text: &str) -> Result<Checked, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message spans several lines with a caret; keep it to one line.
+            let msg = e.message().to_owned();
+            let at = e.span().map(|s| line_col(text, s.start));
+            ConfigError(vec![match at {
+                Some((l, c)) => format!("TOML error at line {l}, column {c}: {msg}"),
+                None => format!("TOML error: {msg}"),
+            }])
+        })?;
+        validate(raw, &|k| std::env::var(k).ok())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// A checked configuration and its warnings.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found, one line each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn resolve_secret(
+    item: &str,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<Secret> {
+    match (secret, secret_env) {
+        (Some(_), Some(_)) => {
+            problems.push(format!("{item}: set either secret or secret_env, not both"));
+            None
+        }
+        (Some(s), None) if s.is_empty() => {
+            problems.push(format!("{item}: secret is empty"));
+            None
+        }
+        (Some(s), None) => Some(Secret(s)),
+        (None, Some(var)) => match env(&var).filter(|v| !v.is_empty()) {
+            Some(v) => Some(Secret(v)),
+            None => {
+                warnings.push(format!(
+                    "{item}: environment variable {var} (secret_env) is not set; it cannot sign in"
+                ));
+                None
+            }
+        },
+        (None, None) => {
+            problems.push(format!("{item}: no secret: set secret_env or secret"));
+            None
+        }
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Checked, ConfigError> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+
+    if raw.server.listen.parse::<SocketAddr>().is_err() {
+        problems.push(format!(
+            "server: listen {:?} is not an address like 127.0.0.1:8080",
+            raw.server.listen
+        ));
+    }
+    if raw.server.max_frame_bytes < 1024 {
+        problems.push("server: max_frame_bytes must be at least 1024".into());
+    }
+    if raw.server.outbound_queue < 16 {
+        problems.push("server: outbound_queue must be at least 16".into());
+    }
+    let admin_token = match (&raw.server.admin_token, &raw.server.admin_token_env) {
+        (Some(t), _) => Some(Secret(t.clone())),
+        (None, Some(var)) => env(var).filter(|v| !v.is_empty()).map(Secret),
+        (None, None) => None,
+    };
+
+    // Members: bot names and agent ids share one namespace, since queues list both.
+    let mut member_kind: HashMap<&str, &'static str> = HashMap::new();
+    let mut app_ids: HashMap<&str, &str> = HashMap::new();
+    let mut bots = Vec::new();
+    for b in &raw.bots {
+        let item = format!("bot {:?}", b.name);
+        if b.name.is_empty() {
+            problems.push("bot with an empty name".into());
+        }
+        if let Some(prev) = member_kind.insert(&b.name, "bot") {
+            problems.push(format!("{item}: duplicate name (also a {prev})"));
+        }
+        if b.app_id.is_empty() {
+            problems.push(format!("{item}: app_id is empty"));
+        } else if let Some(other) = app_ids.insert(&b.app_id, &b.name) {
+            problems.push(format!("{item}: app_id {:?} is also used by bot {other:?}", b.app_id));
+        }
+        if b.capacity == 0 {
+            problems.push(format!("{item}: capacity must be at least 1"));
+        }
+        let secret =
+            resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings);
+        bots.push(Bot {
+            name: b.name.clone(),
+            app_id: b.app_id.clone(),
+            secret,
+            capacity: b.capacity,
+            voice: b.voice,
+            endpoint: b.endpoint.clone(),
+        });
+    }
+    let mut agents = Vec::new();
+    for a in &raw.agents {
+        let item = format!("agent {:?}", a.id);
+        if a.id.is_empty() {
+            problems.push("agent with an empty id".into());
+        }
+        if let Some(prev) = member_kind.insert(&a.id, "agent") {
+            problems.push(format!("{item}: duplicate id (also a {prev})"));
+        }
+        if app_ids.contains_key(a.id.as_str()) {
+            problems.push(format!("{item}: id is also a bot's app_id; client ids must be unique"));
+        }
+        if a.capacity == 0 {
+            problems.push(format!("{item}: capacity must be at least 1"));
+        }
+        let secret =
+            resolve_secret(&item, a.secret.clone(), a.secret_env.clone(), env, &mut problems, &mut warnings);
+        agents.push(Agent {
+            id: a.id.clone(),
+            name: a.name.clone().unwrap_or_else(|| a.id.clone()),
+            secret,
+            capacity: a.capacity,
+        });
+    }
+
+    let mut queue_names = HashSet::new();
+    for q in &raw.queues {
+        let item = format!("queue {:?}", q.name);
+        if !queue_names.insert(q.name.as_str()) {
+            problems.push(format!("{item}: duplicate name"));
+        }
+        let mut seen = HashSet::new();
+        for m in &q.members {
+            if !member_kind.contains_key(m.as_str()) {
+                problems.push(format!("{item}: unknown member {m:?}"));
+            } else if !seen.insert(m.as_str()) {
+                problems.push(format!("{item}: member {m:?} is listed twice"));
+            }
+        }
+        if q.members.is_empty() {
+            warnings.push(format!("{item}: has no members; conversations routed here will wait"));
+        }
+        // The seed: "you must ensure that the bot user has the highest capacity among all
+        // users in the queue" so the bot is the first recipient.
+        let capacity = |m: &str| {
+            bots.iter()
+                .find(|b| b.name == m)
+                .map(|b| b.capacity)
+                .or_else(|| agents.iter().find(|a| a.id == m).map(|a| a.capacity))
+        };
+        let best_agent = q
+            .members
+            .iter()
+            .filter(|m| member_kind.get(m.as_str()) == Some(&"agent"))
+            .filter_map(|m| capacity(m).map(|c| (c, m)))
+            .max_by_key(|(c, _)| *c);
+        for m in q.members.iter().filter(|m| member_kind.get(m.as_str()) == Some(&"bot")) {
+            if let (Some(bc), Some((ac, agent))) = (capacity(m), best_agent)
+                && bc <= ac
+            {
+                warnings.push(format!(
+                    "{item}: bot {m:?} (capacity {bc}) does not have the highest capacity (agent {agent:?} has {ac})"
+                ));
+            }
+        }
+    }
+
+    let mut workstreams = Vec::new();
+    let mut ws_names = HashSet::new();
+    for w in &raw.workstreams {
+        let item = format!("workstream {:?}", w.name);
+        if !ws_names.insert(w.name.as_str()) {
+            problems.push(format!("{item}: duplicate name"));
+        }
+        if !queue_names.contains(w.fallback_queue.as_str()) {
+            problems.push(format!("{item}: fallback_queue: unknown queue {:?}", w.fallback_queue));
+        }
+        let mut vars: HashMap<&str, VarType> = HashMap::new();
+        for v in &w.context_variables {
+            if v.name.is_empty() || !v.name.chars().all(|c| c.is_alphanumeric() || "_.-".contains(c)) {
+                problems.push(format!(
+                    "{item}: context variable {:?}: names use letters, digits, '_', '.' and '-'",
+                    v.name
+                ));
+            }
+            if vars.insert(&v.name, v.ty).is_some() {
+                problems.push(format!("{item}: context variable {:?} is declared twice", v.name));
+            }
+        }
+        let mut rules = Vec::new();
+        let mut rule_names = HashSet::new();
+        for r in &w.rules {
+            let item = format!("workstream {:?} rule {:?}", w.name, r.name);
+            if !rule_names.insert(r.name.as_str()) {
+                problems.push(format!("{item}: duplicate rule name"));
+            }
+            if !queue_names.contains(r.queue.as_str()) {
+                problems.push(format!("{item}: unknown queue {:?}", r.queue));
+            }
+            match condition::parse(&r.when) {
+                Err(e) => problems.push(format!("{item}: when: {e}")),
+                Ok(expr) => {
+                    for t in expr.tests() {
+                        let Some(ty) = vars.get(t.var.as_str()) else {
+                            problems.push(format!(
+                                "{item}: when: unknown variable {:?} at column {} (declare it in context_variables)",
+                                t.var, t.column
+                            ));
+                            continue;
+                        };
+                        if let Op::Compare(op, lit) = &t.op {
+                            if !op.applies_to(*ty) {
+                                problems.push(format!(
+                                    "{item}: when: \"{op}\" does not apply to {ty} variable {:?} at column {}",
+                                    t.var, t.column
+                                ));
+                            } else if lit.var_type() != *ty {
+                                problems.push(format!(
+                                    "{item}: when: {ty} variable {:?} compared with a {} literal at column {}",
+                                    t.var,
+                                    lit.var_type(),
+                                    t.column
+                                ));
+                            }
+                        }
+                    }
+                    rules.push(Rule {
+                        name: r.name.clone(),
+                        when_src: r.when.clone(),
+                        when: expr,
+                        queue: r.queue.clone(),
+                    });
+                }
+            }
+        }
+        if w.channel == Channel::Voice {
+            let mut qs: Vec<&str> = w.rules.iter().map(|r| r.queue.as_str()).collect();
+            qs.push(&w.fallback_queue);
+            let has_voice_bot = raw
+                .queues
+                .iter()
+                .filter(|q| qs.contains(&q.name.as_str()))
+                .flat_map(|q| &q.members)
+                .any(|m| raw.bots.iter().any(|b| &b.name == m && b.voice));
+            if !has_voice_bot {
+                warnings.push(format!("{item}: voice workstream whose queues hold no voice-enabled bot"));
+            }
+        }
+        workstreams.push(Workstream {
+            name: w.name.clone(),
+            channel: w.channel,
+            fallback_queue: w.fallback_queue.clone(),
+            variables: w.context_variables.clone(),
+            rules,
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError(problems));
+    }
+    let queues = raw
+        .queues
+        .into_iter()
+        .map(|q| Queue { name: q.name, assignment: q.assignment, members: q.members })
+        .collect();
+    Ok(Checked {
+        config: Config { server: raw.server, admin_token, workstreams, queues, bots, agents },
+        warnings,
+    })
+}
+
+impl Checked {
+    /// The one-line summary `check-config` prints.
+    pub fn summary(&self) -> String {
+        let c = &self.config;
+        let rules: usize = c.workstreams.iter().map(|w| w.rules.len()).sum();
+        format!(
+            "ok: {} workstream(s), {} rule(s), {} queue(s), {} bot(s), {} agent(s), {} warning(s)",
+            c.workstreams.len(),
+            rules,
+            c.queues.len(),
+            c.bots.len(),
+            c.agents.len(),
+            self.warnings.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Checked, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        validate(raw, &|k| (k == "SET").then(|| "s3cret".to_owned()))
+    }
+
+    const BASE: &str = r#"
+[[workstreams]]
+name = "W"
+fallback_queue = "Q"
+context_variables = [ { name = "T", type = "text" }, { name = "N", type = "number" } ]
+  [[workstreams.rules]]
+  name = "R"
+  when = "T is empty"
+  queue = "Q"
+[[queues]]
+name = "Q"
+members = ["b", "a"]
+[[bots]]
+name = "b"
+app_id = "app-1"
+secret = "x"
+capacity = 10
+[[agents]]
+id = "a"
+secret_env = "SET"
+capacity = 3
+"#;
+
+    #[test]
+    fn builtin_default_is_valid() {
+        let checked = Config::from_toml(DEFAULT_TOML).unwrap();
+        assert!(checked.config.workstream("ChatWorkStream").is_some());
+    }
+
+    #[test]
+    fn base_is_valid() {
+        let c = check(BASE).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.config.agents[0].secret.as_ref().unwrap().matches("s3cret"));
+    }
+
+    #[test]
+    fn problems_table() {
+        let cases = [
+            (r#"members = ["b", "a"]"#, r#"members = ["b", "y"]"#, r#"queue "Q": unknown member "y""#),
+            (r#"  queue = "Q""#, r#"  queue = "Nope""#, r#"workstream "W" rule "R": unknown queue "Nope""#),
+            (r#"fallback_queue = "Q""#, r#"fallback_queue = "Z""#, r#"fallback_queue: unknown queue "Z""#),
+            (r#"when = "T is empty""#, r#"when = "X is empty""#, r#"unknown variable "X" at column 1"#),
+            (r#"when = "T is empty""#, r#"when = 'T == "x'"#, "unterminated string at column 6"),
+            (r#"when = "T is empty""#, r#"when = "N == \"x\"""#, "number variable \"N\" compared with a text literal at column 1"),
+            (r#"when = "T is empty""#, r#"when = "T < 3""#, "\"<\" does not apply to text variable \"T\""),
+            (r#"id = "a""#, r#"id = "b""#, r#"agent "b": duplicate id (also a bot)"#),
+            (r#"secret = "x""#, "", r#"bot "b": no secret: set secret_env or secret"#),
+            ("capacity = 3", "capacity = 0", r#"agent "a": capacity must be at least 1"#),
+        ];
+        for (from, to, want) in cases {
+            let text = BASE.replacen(from, to, 1);
+            let err = check(&text).unwrap_err();
+            assert!(err.0.iter().any(|l| l.contains(want)), "want {want:?} in {:?}", err.0);
+        }
+    }
+
+    #[test]
+    fn duplicate_app_id_and_warnings() {
+        let text = format!(
+            "{BASE}\n[[bots]]\nname = \"c\"\napp_id = \"app-1\"\nsecret = \"y\"\n"
+        );
+        let err = check(&text).unwrap_err();
+        assert_eq!(err.0, vec![r#"bot "c": app_id "app-1" is also used by bot "b""#.to_owned()]);
+
+        let text = BASE.replace("capacity = 10", "capacity = 2").replace("secret_env = \"SET\"", "secret_env = \"UNSET\"");
+        let c = check(&text).unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("does not have the highest capacity") || c.warnings[1].contains("does not have the highest capacity"));
+        assert!(c.warnings.iter().any(|w| w.contains("UNSET")));
+
+        let text = BASE.replace("name = \"W\"", "name = \"W\"\nchannel = \"voice\"");
+        let c = check(&text).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("voice workstream whose queues hold no voice-enabled bot")));
+    }
+
+    #[test]
+    fn toml_errors_name_the_line() {
+        let err = Config::from_toml("[[queues]]\nname = 5\n").unwrap_err();
+        assert!(err.0[0].starts_with("TOML error at line 2"), "{err}");
+    }
+}

@@ -1,0 +1,776 @@
+//! The engine: queues, members and conversations, and the assignment pump.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+
+use super::ConvId;
+use crate::config::{Assignment, Channel, Config, RouteDecision, Workstream};
+use crate::context::{Context, Value};
+
+/// Whether a member is a bot user or a human agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum MemberKind {
+    Bot { voice: bool },
+    Agent,
+}
+
+/// An agent's presence. Bots have none: a connected bot is available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Available,
+    Busy,
+    Away,
+    Offline,
+}
+
+impl Presence {
+    pub fn parse(s: &str) -> Option<Presence> {
+        match s {
+            "available" => Some(Presence::Available),
+            "busy" => Some(Presence::Busy),
+            "away" => Some(Presence::Away),
+            "offline" => Some(Presence::Offline),
+            _ => None,
+        }
+    }
+}
+
+/// What the outside world must do after an engine operation, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// The rules ran (or a transfer named a queue): the conversation now waits in `queue`.
+    Routed { conv: ConvId, rule: Option<String>, queue: String, trigger: Trigger },
+    /// `member` no longer holds the conversation (escalation, transfer or close).
+    Released { conv: ConvId, member: String },
+    /// `member` now holds the conversation.
+    Assigned { conv: ConvId, member: String, kind: MemberKind, queue: String },
+    /// The conversation's place in its queue changed (1 is next).
+    Position { conv: ConvId, queue: String, position: usize },
+}
+
+/// Why routing ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Start,
+    Escalation,
+    Transfer,
+    Requeue,
+}
+
+/// One routing decision, for the admin API's `routing` history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RoutingRecord {
+    pub at_ms: u64,
+    pub trigger: Trigger,
+    /// The rule that matched; `None` for the fallback queue or a transfer to a named queue.
+    pub rule: Option<String>,
+    pub queue: String,
+    pub member: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("unknown workstream {0:?}")]
+    UnknownWorkstream(String),
+    #[error("unknown queue {0:?}")]
+    UnknownQueue(String),
+    #[error("unknown conversation {0:?}")]
+    UnknownConversation(String),
+    #[error("conversation {0:?} already exists")]
+    Duplicate(String),
+    #[error("conversation {0:?} is not active")]
+    NotActive(String),
+    #[error("unknown member {0:?}")]
+    UnknownMember(String),
+}
+
+/// A conversation's routing state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvStatus {
+    Waiting,
+    Active,
+    Closed,
+}
+
+struct MemberState {
+    name: String,
+    kind: MemberKind,
+    capacity: u32,
+    load: u32,
+    online: bool,
+    presence: Presence,
+    /// Set by "Disconnect bot": gets no work until connected again by an admin.
+    disabled: bool,
+    /// Logical time of the last assignment (0: never).
+    last_assigned: u64,
+    queues: Vec<usize>,
+}
+
+impl MemberState {
+    fn free(&self) -> u32 {
+        self.capacity.saturating_sub(self.load)
+    }
+
+    fn can_work(&self) -> bool {
+        self.online
+            && !self.disabled
+            && self.free() > 0
+            && match self.kind {
+                MemberKind::Bot { .. } => true,
+                MemberKind::Agent => matches!(self.presence, Presence::Available | Presence::Busy),
+            }
+    }
+}
+
+struct QueueState {
+    name: String,
+    assignment: Assignment,
+    members: Vec<usize>,
+    /// Waiting conversations by stamp: oldest (smallest) first.
+    waiting: BTreeMap<i64, ConvId>,
+    /// Index into `members` of the last round-robin assignment.
+    rr_last: Option<usize>,
+}
+
+struct ConvState {
+    workstream: usize,
+    channel: Channel,
+    context: Context,
+    status: ConvStatus,
+    queue: usize,
+    holder: Option<usize>,
+    handled_bots: Vec<usize>,
+    /// Key in the queue's `waiting` map while waiting.
+    stamp: i64,
+    position: usize,
+    waiting_since_ms: u64,
+    history: Vec<RoutingRecord>,
+}
+
+/// A read-only view of a conversation.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConvView {
+    pub workstream: String,
+    pub channel: Channel,
+    pub status: &'static str,
+    pub queue: String,
+    pub holder: Option<String>,
+    pub position: Option<usize>,
+    pub waiting_since_ms: Option<u64>,
+    pub context: Context,
+    pub routing: Vec<RoutingRecord>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberView {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: MemberKind,
+    pub online: bool,
+    pub presence: Option<Presence>,
+    pub disabled: bool,
+    pub load: u32,
+    pub capacity: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WaitingView {
+    pub conversation: String,
+    pub position: usize,
+    pub waiting_since_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueView {
+    pub name: String,
+    pub assignment: Assignment,
+    pub waiting: Vec<WaitingView>,
+    pub members: Vec<MemberView>,
+}
+
+/// The routing and assignment state machine.
+pub struct Engine {
+    workstreams: Vec<Workstream>,
+    queues: Vec<QueueState>,
+    queue_ix: HashMap<String, usize>,
+    members: Vec<MemberState>,
+    member_ix: HashMap<String, usize>,
+    convs: HashMap<ConvId, ConvState>,
+    tick: u64,
+    next_stamp: i64,
+    front_stamp: i64,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("queues", &self.queues.len())
+            .field("members", &self.members.len())
+            .field("conversations", &self.convs.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: &Config) -> Engine {
+        let mut members = Vec::new();
+        let mut member_ix = HashMap::new();
+        for b in &cfg.bots {
+            member_ix.insert(b.name.clone(), members.len());
+            members.push(MemberState {
+                name: b.name.clone(),
+                kind: MemberKind::Bot { voice: b.voice },
+                capacity: b.capacity,
+                load: 0,
+                online: false,
+                presence: Presence::Available,
+                disabled: false,
+                last_assigned: 0,
+                queues: Vec::new(),
+            });
+        }
+        for a in &cfg.agents {
+            member_ix.insert(a.id.clone(), members.len());
+            members.push(MemberState {
+                name: a.id.clone(),
+                kind: MemberKind::Agent,
+                capacity: a.capacity,
+                load: 0,
+                online: false,
+                presence: Presence::Offline,
+                disabled: false,
+                last_assigned: 0,
+                queues: Vec::new(),
+            });
+        }
+        let mut queues = Vec::new();
+        let mut queue_ix = HashMap::new();
+        for q in &cfg.queues {
+            let qi = queues.len();
+            queue_ix.insert(q.name.clone(), qi);
+            let ms: Vec<usize> = q.members.iter().filter_map(|m| member_ix.get(m).copied()).collect();
+            for &m in &ms {
+                members[m].queues.push(qi);
+            }
+            queues.push(QueueState {
+                name: q.name.clone(),
+                assignment: q.assignment,
+                members: ms,
+                waiting: BTreeMap::new(),
+                rr_last: None,
+            });
+        }
+        Engine {
+            workstreams: cfg.workstreams.clone(),
+            queues,
+            queue_ix,
+            members,
+            member_ix,
+            convs: HashMap::new(),
+            tick: 0,
+            next_stamp: 0,
+            front_stamp: 0,
+        }
+    }
+
+    /// Runs a workstream's rules without touching any state (the `route` dry run).
+    pub fn route(&self, workstream: &str, ctx: &Context) -> Result<RouteDecision, EngineError> {
+        self.workstream(workstream).map(|(_, w)| w.route(ctx))
+    }
+
+    fn workstream(&self, name: &str) -> Result<(usize, &Workstream), EngineError> {
+        self.workstreams
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.name == name)
+            .ok_or_else(|| EngineError::UnknownWorkstream(name.to_owned()))
+    }
+
+    /// A new conversation: route it by its workstream's rules and assign it if it can be.
+    pub fn start(
+        &mut self,
+        conv: ConvId,
+        workstream: &str,
+        context: Context,
+        now_ms: u64,
+    ) -> Result<Vec<Effect>, EngineError> {
+        if self.convs.contains_key(&conv) {
+            return Err(EngineError::Duplicate(conv.to_string()));
+        }
+        let (wi, ws) = self.workstream(workstream)?;
+        let channel = ws.channel;
+        self.convs.insert(
+            conv.clone(),
+            ConvState {
+                workstream: wi,
+                channel,
+                context,
+                status: ConvStatus::Waiting,
+                queue: 0,
+                holder: None,
+                handled_bots: Vec::new(),
+                stamp: 0,
+                position: 0,
+                waiting_since_ms: now_ms,
+                history: Vec::new(),
+            },
+        );
+        let mut fx = Vec::new();
+        self.route_and_enqueue(&conv, Trigger::Start, None, false, &[], now_ms, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// The holder bot escalates ("Transfer to agent"): merge `vars` into the context and run
+    /// the rules again. `None` values unset a variable.
+    pub fn escalate(
+        &mut self,
+        conv: &ConvId,
+        vars: Vec<(String, Option<Value>)>,
+        now_ms: u64,
+    ) -> Result<Vec<Effect>, EngineError> {
+        let c = self.active(conv)?;
+        for (k, v) in vars {
+            match v {
+                Some(v) => c.context.insert(k, v),
+                None => c.context.remove(&k),
+            };
+        }
+        let mut fx = Vec::new();
+        let freed = self.release(conv, &mut fx);
+        self.route_and_enqueue(conv, Trigger::Escalation, None, false, &freed, now_ms, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// The holder transfers the conversation to a named queue, or (with `None`) back through
+    /// the rules.
+    pub fn transfer(
+        &mut self,
+        conv: &ConvId,
+        queue: Option<&str>,
+        now_ms: u64,
+    ) -> Result<Vec<Effect>, EngineError> {
+        let target = match queue {
+            Some(q) => Some(
+                *self.queue_ix.get(q).ok_or_else(|| EngineError::UnknownQueue(q.to_owned()))?,
+            ),
+            None => None,
+        };
+        self.active(conv)?;
+        let mut fx = Vec::new();
+        let freed = self.release(conv, &mut fx);
+        self.route_and_enqueue(conv, Trigger::Transfer, target, false, &freed, now_ms, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Puts an active conversation back at the *front* of its current queue (the holder was
+    /// lost through no fault of the customer's, who has already waited once).
+    pub fn requeue_front(&mut self, conv: &ConvId, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
+        let c = self.active(conv)?;
+        let queue = c.queue;
+        let mut fx = Vec::new();
+        let freed = self.release(conv, &mut fx);
+        self.route_and_enqueue(conv, Trigger::Requeue, Some(queue), true, &freed, now_ms, &mut fx)?;
+        Ok(fx)
+    }
+
+    /// Ends a conversation, freeing its holder's capacity or its place in the queue.
+    pub fn close(&mut self, conv: &ConvId) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let Some(c) = self.convs.get(conv) else { return fx };
+        let touched = match c.status {
+            ConvStatus::Closed => return fx,
+            ConvStatus::Active => self.release(conv, &mut fx),
+            ConvStatus::Waiting => {
+                let (q, stamp) = (c.queue, c.stamp);
+                self.queues[q].waiting.remove(&stamp);
+                vec![q]
+            }
+        };
+        if let Some(c) = self.convs.get_mut(conv) {
+            c.status = ConvStatus::Closed;
+            c.position = 0;
+        }
+        self.pump(&touched, &mut fx);
+        fx
+    }
+
+    /// Forgets a closed conversation (memory is bounded by open conversations).
+    pub fn forget(&mut self, conv: &ConvId) {
+        if self.convs.get(conv).is_some_and(|c| c.status == ConvStatus::Closed) {
+            self.convs.remove(conv);
+        }
+    }
+
+    /// A bot connects or disconnects; an agent signs in (as `available`) or out.
+    pub fn set_online(&mut self, member: &str, online: bool, _now_ms: u64) -> Result<Vec<Effect>, EngineError> {
+        let m = self.member(member)?;
+        let ms = &mut self.members[m];
+        ms.online = online;
+        if ms.kind == MemberKind::Agent {
+            ms.presence = if online { Presence::Available } else { Presence::Offline };
+        }
+        Ok(self.after_capacity_change(m))
+    }
+
+    /// An agent changes presence.
+    pub fn set_presence(&mut self, member: &str, presence: Presence) -> Result<Vec<Effect>, EngineError> {
+        let m = self.member(member)?;
+        self.members[m].presence = presence;
+        Ok(self.after_capacity_change(m))
+    }
+
+    /// "Disconnect bot" (disabled) and "connect" again.
+    pub fn set_disabled(&mut self, member: &str, disabled: bool) -> Result<Vec<Effect>, EngineError> {
+        let m = self.member(member)?;
+        self.members[m].disabled = disabled;
+        Ok(self.after_capacity_change(m))
+    }
+
+    fn after_capacity_change(&mut self, m: usize) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let qs = self.members[m].queues.clone();
+        self.pump(&qs, &mut fx);
+        fx
+    }
+
+    fn member(&self, name: &str) -> Result<usize, EngineError> {
+        self.member_ix.get(name).copied().ok_or_else(|| EngineError::UnknownMember(name.to_owned()))
+    }
+
+    fn active(&mut self, conv: &ConvId) -> Result<&mut ConvState, EngineError> {
+        let c = self
+            .convs
+            .get_mut(conv)
+            .ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
+        if c.status != ConvStatus::Active {
+            return Err(EngineError::NotActive(conv.to_string()));
+        }
+        Ok(c)
+    }
+
+    /// Takes the conversation from its holder, freeing capacity, and offers that capacity
+    /// to the holder's queues.
+    fn release(&mut self, conv: &ConvId, fx: &mut Vec<Effect>) -> Vec<usize> {
+        let Some(c) = self.convs.get_mut(conv) else { return Vec::new() };
+        let Some(h) = c.holder.take() else { return Vec::new() };
+        c.status = ConvStatus::Waiting;
+        let m = &mut self.members[h];
+        m.load = m.load.saturating_sub(1);
+        fx.push(Effect::Released { conv: conv.clone(), member: m.name.clone() });
+        // The caller offers the freed capacity to these queues once the conversation itself
+        // has been re-routed, so one pump sees both changes.
+        self.members[h].queues.clone()
+    }
+
+    fn route_and_enqueue(
+        &mut self,
+        conv: &ConvId,
+        trigger: Trigger,
+        target: Option<usize>,
+        front: bool,
+        also_pump: &[usize],
+        now_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) -> Result<(), EngineError> {
+        let c = self.convs.get(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
+        let (qi, rule) = match target {
+            Some(q) => (q, None),
+            None => {
+                let d = self.workstreams[c.workstream].route(&c.context);
+                let qi = *self.queue_ix.get(&d.queue).ok_or(EngineError::UnknownQueue(d.queue))?;
+                (qi, d.rule)
+            }
+        };
+        let stamp = if front {
+            self.front_stamp -= 1;
+            self.front_stamp
+        } else {
+            self.next_stamp += 1;
+            self.next_stamp
+        };
+        let queue_name = self.queues[qi].name.clone();
+        let c = self.convs.get_mut(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
+        c.status = ConvStatus::Waiting;
+        c.queue = qi;
+        c.stamp = stamp;
+        c.position = 0;
+        c.waiting_since_ms = now_ms;
+        c.history.push(RoutingRecord {
+            at_ms: now_ms,
+            trigger,
+            rule: rule.clone(),
+            queue: queue_name.clone(),
+            member: None,
+            reason: None,
+        });
+        self.queues[qi].waiting.insert(stamp, conv.clone());
+        fx.push(Effect::Routed { conv: conv.clone(), rule, queue: queue_name, trigger });
+        let mut qs = also_pump.to_vec();
+        qs.push(qi);
+        self.pump(&qs, fx);
+        Ok(())
+    }
+
+    /// Assigns waiting conversations in `queues` to eligible members with free capacity,
+    /// oldest first, then reports every position that changed.
+    fn pump(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
+        let mut qs = queues.to_vec();
+        qs.sort_unstable();
+        qs.dedup();
+        let mut cands: Vec<(i64, usize, ConvId)> = Vec::new();
+        for &q in &qs {
+            if self.queues[q].members.iter().any(|&m| self.members[m].can_work()) {
+                cands.extend(self.queues[q].waiting.iter().map(|(s, c)| (*s, q, c.clone())));
+            }
+        }
+        cands.sort_unstable_by_key(|(s, _, _)| *s);
+        for (_, q, conv) in cands {
+            if let Some((mi, reason)) = self.pick(q, &conv) {
+                self.assign(&conv, q, mi, reason, fx);
+            }
+        }
+        self.update_positions(&qs, fx);
+    }
+
+    fn eligible(&self, m: usize, conv: &ConvState) -> bool {
+        let ms = &self.members[m];
+        ms.can_work()
+            && match ms.kind {
+                MemberKind::Agent => true,
+                MemberKind::Bot { voice } => {
+                    !conv.handled_bots.contains(&m) && (voice || conv.channel != Channel::Voice)
+                }
+            }
+    }
+
+    fn pick(&self, q: usize, conv: &ConvId) -> Option<(usize, String)> {
+        let c = self.convs.get(conv)?;
+        let queue = &self.queues[q];
+        match queue.assignment {
+            Assignment::HighestCapacity => {
+                // Most free capacity; ties to the oldest last assignment, then members order.
+                let (_, &m) = queue.members.iter().enumerate().filter(|(_, m)| self.eligible(**m, c)).max_by_key(
+                    |(pos, m)| {
+                        let ms = &self.members[**m];
+                        (ms.free(), std::cmp::Reverse(ms.last_assigned), std::cmp::Reverse(*pos))
+                    },
+                )?;
+                let ms = &self.members[m];
+                Some((m, format!("highest free capacity ({} of {})", ms.free(), ms.capacity)))
+            }
+            Assignment::RoundRobin => {
+                let n = queue.members.len();
+                let start = queue.rr_last.map_or(0, |i| i + 1);
+                (0..n).map(|k| (start + k) % n).find(|&i| self.eligible(queue.members[i], c)).map(|i| {
+                    let reason = match queue.rr_last {
+                        Some(last) => format!("round robin: next after {}", self.members[queue.members[last]].name),
+                        None => "round robin: first".to_owned(),
+                    };
+                    (queue.members[i], reason)
+                })
+            }
+        }
+    }
+
+    fn assign(&mut self, conv: &ConvId, q: usize, m: usize, reason: String, fx: &mut Vec<Effect>) {
+        self.tick += 1;
+        let Some(c) = self.convs.get_mut(conv) else { return };
+        self.queues[q].waiting.remove(&c.stamp);
+        if self.queues[q].assignment == Assignment::RoundRobin {
+            self.queues[q].rr_last = self.queues[q].members.iter().position(|&x| x == m);
+        }
+        let ms = &mut self.members[m];
+        ms.load += 1;
+        ms.last_assigned = self.tick;
+        c.status = ConvStatus::Active;
+        c.holder = Some(m);
+        c.position = 0;
+        if matches!(ms.kind, MemberKind::Bot { .. }) && !c.handled_bots.contains(&m) {
+            c.handled_bots.push(m);
+        }
+        if let Some(last) = c.history.last_mut() {
+            last.member = Some(ms.name.clone());
+            last.reason = Some(reason);
+        }
+        fx.push(Effect::Assigned {
+            conv: conv.clone(),
+            member: ms.name.clone(),
+            kind: ms.kind,
+            queue: self.queues[q].name.clone(),
+        });
+    }
+
+    fn update_positions(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
+        for &q in queues {
+            let queue = &self.queues[q];
+            for (i, conv) in queue.waiting.values().enumerate() {
+                if let Some(c) = self.convs.get_mut(conv)
+                    && c.position != i + 1
+                {
+                    c.position = i + 1;
+                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position: i + 1 });
+                }
+            }
+        }
+    }
+}
+
+impl Engine {
+    pub fn status(&self, conv: &str) -> Option<ConvStatus> {
+        self.convs.get(conv).map(|c| c.status)
+    }
+
+    /// The member holding an active conversation.
+    pub fn holder(&self, conv: &str) -> Option<&str> {
+        let c = self.convs.get(conv)?;
+        c.holder.map(|h| self.members[h].name.as_str())
+    }
+
+    pub fn context(&self, conv: &str) -> Option<&Context> {
+        self.convs.get(conv).map(|c| &c.context)
+    }
+
+    pub fn channel(&self, conv: &str) -> Option<Channel> {
+        self.convs.get(conv).map(|c| c.channel)
+    }
+
+    pub fn workstream_of(&self, conv: &str) -> Option<&str> {
+        self.convs.get(conv).map(|c| self.workstreams[c.workstream].name.as_str())
+    }
+
+    pub fn queue_of(&self, conv: &str) -> Option<&str> {
+        self.convs.get(conv).map(|c| self.queues[c.queue].name.as_str())
+    }
+
+    pub fn member_kind(&self, member: &str) -> Option<MemberKind> {
+        self.member_ix.get(member).map(|&m| self.members[m].kind)
+    }
+
+    pub fn is_disabled(&self, member: &str) -> bool {
+        self.member_ix.get(member).is_some_and(|&m| self.members[m].disabled)
+    }
+
+    /// Every active conversation `member` holds.
+    pub fn held_by(&self, member: &str) -> Vec<ConvId> {
+        let Some(&m) = self.member_ix.get(member) else { return Vec::new() };
+        let mut held: Vec<(i64, ConvId)> = self
+            .convs
+            .iter()
+            .filter(|(_, c)| c.holder == Some(m))
+            .map(|(id, c)| (c.stamp, id.clone()))
+            .collect();
+        held.sort_unstable_by_key(|(s, _)| *s);
+        held.into_iter().map(|(_, id)| id).collect()
+    }
+
+    pub fn conversation(&self, conv: &str) -> Option<ConvView> {
+        let c = self.convs.get(conv)?;
+        Some(ConvView {
+            workstream: self.workstreams[c.workstream].name.clone(),
+            channel: c.channel,
+            status: match c.status {
+                ConvStatus::Waiting => "waiting",
+                ConvStatus::Active => "active",
+                ConvStatus::Closed => "closed",
+            },
+            queue: self.queues[c.queue].name.clone(),
+            holder: c.holder.map(|h| self.members[h].name.clone()),
+            position: (c.status == ConvStatus::Waiting).then_some(c.position),
+            waiting_since_ms: (c.status == ConvStatus::Waiting).then_some(c.waiting_since_ms),
+            context: c.context.clone(),
+            routing: c.history.clone(),
+        })
+    }
+
+    fn member_view(&self, m: usize) -> MemberView {
+        let ms = &self.members[m];
+        MemberView {
+            name: ms.name.clone(),
+            kind: ms.kind,
+            online: ms.online,
+            presence: (ms.kind == MemberKind::Agent).then_some(ms.presence),
+            disabled: ms.disabled,
+            load: ms.load,
+            capacity: ms.capacity,
+        }
+    }
+
+    pub fn members_view(&self) -> Vec<MemberView> {
+        (0..self.members.len()).map(|m| self.member_view(m)).collect()
+    }
+
+    pub fn queues_view(&self) -> Vec<QueueView> {
+        self.queues
+            .iter()
+            .map(|q| QueueView {
+                name: q.name.clone(),
+                assignment: q.assignment,
+                waiting: q
+                    .waiting
+                    .values()
+                    .enumerate()
+                    .map(|(i, id)| WaitingView {
+                        conversation: id.to_string(),
+                        position: i + 1,
+                        waiting_since_ms: self.convs.get(id).map_or(0, |c| c.waiting_since_ms),
+                    })
+                    .collect(),
+                members: q.members.iter().map(|&m| self.member_view(m)).collect(),
+            })
+            .collect()
+    }
+
+    /// Checks the engine's invariants; the property tests call it after every step.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut load = vec![0u32; self.members.len()];
+        for (id, c) in &self.convs {
+            match c.status {
+                ConvStatus::Active => {
+                    let h = c.holder.ok_or(format!("{id}: active without a holder"))?;
+                    load[h] += 1;
+                    if matches!(self.members[h].kind, MemberKind::Bot { .. }) && !c.handled_bots.contains(&h) {
+                        return Err(format!("{id}: bot holder not recorded as having handled it"));
+                    }
+                }
+                ConvStatus::Waiting => {
+                    if self.queues[c.queue].waiting.get(&c.stamp) != Some(id) {
+                        return Err(format!("{id}: waiting but not in its queue"));
+                    }
+                }
+                ConvStatus::Closed => {}
+            }
+        }
+        for (m, ms) in self.members.iter().enumerate() {
+            if ms.load != load[m] {
+                return Err(format!("{}: load {} but holds {}", ms.name, ms.load, load[m]));
+            }
+            if ms.load > ms.capacity {
+                return Err(format!("{}: over capacity ({} > {})", ms.name, ms.load, ms.capacity));
+            }
+        }
+        for q in &self.queues {
+            for (i, id) in q.waiting.values().enumerate() {
+                let c = self.convs.get(id).ok_or(format!("{}: unknown waiting {id}", q.name))?;
+                if c.status != ConvStatus::Waiting {
+                    return Err(format!("{}: {id} listed as waiting but is not", q.name));
+                }
+                if c.position != i + 1 {
+                    return Err(format!("{}: {id} has position {} but is number {}", q.name, c.position, i + 1));
+                }
+                if let Some(&m) = q.members.iter().find(|&&m| self.eligible(m, c)) {
+                    return Err(format!(
+                        "{}: {id} waits while {} could take it",
+                        q.name, self.members[m].name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
