@@ -7,3 +7,10 @@
 pub mod config;
 pub mod context;
 pub mod routing;
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod store;

@@ -1,0 +1,615 @@
+//! The hub: the live state of the gateway between the routing core and the connections.
+//!
+//! It owns the routing [`Engine`] (behind one mutex, taken for routing events only), the
+//! conversation map (a `DashMap` of conversation id → [`Conversation`], read on every
+//! activity: the hot path), and the map of connected bots and agents. Connections call the
+//! hub; the hub carries out the engine's [`Effect`]s by appending to transcripts and
+//! queueing frames on outboxes. Nothing here awaits while holding a lock.
+//!
+//! Lock order: engine, then a conversation. The hot path takes only the conversation lock.
+
+mod conversation;
+pub mod outbox;
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use conversation::{Appended, Body, ConvInner, Conversation, Holder};
+pub use outbox::Outbox;
+
+use crate::auth::{Claims, Principal, Signer};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::context::{Context, Value as CtxValue};
+use crate::protocol::{self, ErrorCode, Frame, Inbound, Kind, Party, ProtocolError, Role};
+use crate::routing::{ConvId, ConvStatus, Effect, Engine, EngineError, MemberKind};
+use crate::store::{Commit, Record, Store};
+
+/// Shared state of a running gateway.
+pub struct Hub {
+    pub cfg: Arc<Config>,
+    pub clock: Clock,
+    pub signer: Signer,
+    engine: Mutex<Engine>,
+    convs: DashMap<ConvId, Arc<Conversation>>,
+    members: DashMap<Arc<str>, Outbox>,
+    store: Arc<dyn Store>,
+    /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("conversations", &self.convs.len()).finish()
+    }
+}
+
+impl From<EngineError> for ProtocolError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownWorkstream(_) | EngineError::UnknownQueue(_) | EngineError::UnknownMember(_) => {
+                ProtocolError::not_found(e.to_string())
+            }
+            EngineError::UnknownConversation(_) => ProtocolError::not_found(e.to_string()),
+            EngineError::Duplicate(_) | EngineError::NotActive(_) => ProtocolError::bad_request(e.to_string()),
+        }
+    }
+}
+
+/// Who is sending a client activity.
+#[derive(Debug, Clone)]
+pub enum Sender {
+    Customer,
+    Member(Arc<str>),
+}
+
+impl Hub {
+    pub fn new(cfg: Config, store: Arc<dyn Store>, signer: Signer) -> Arc<Hub> {
+        let engine = Engine::new(&cfg);
+        Arc::new(Hub {
+            cfg: Arc::new(cfg),
+            clock: Clock::new(),
+            signer,
+            engine: Mutex::new(engine),
+            convs: DashMap::new(),
+            members: DashMap::new(),
+            store,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn conversation(&self, id: &str) -> Option<Arc<Conversation>> {
+        self.convs.get(id).map(|c| c.value().clone())
+    }
+
+    /// Runs `f` with the engine locked (read-only views for the admin API and tests).
+    pub fn with_engine<T>(&self, f: impl FnOnce(&Engine) -> T) -> T {
+        f(&self.engine.lock())
+    }
+
+    fn member_party(&self, member: &str) -> Party {
+        if let Some(b) = self.cfg.bots.iter().find(|b| b.name == member) {
+            return Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot };
+        }
+        let name = self.cfg.agents.iter().find(|a| a.id == member).map_or(member, |a| a.name.as_str());
+        Party { id: member.to_owned(), name: name.to_owned(), role: Role::Agent }
+    }
+
+    /// Checks a bearer token for a bot or agent connection.
+    pub fn authenticate(&self, token: &str, want: Principal) -> Result<Arc<str>, ProtocolError> {
+        let claims = self
+            .signer
+            .verify(token, self.clock.now_ms())
+            .map_err(|e| ProtocolError::unauthorized(e.to_string()))?;
+        if claims.kind != want {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("a {:?} token cannot open this endpoint", claims.kind).to_lowercase(),
+            ));
+        }
+        if want == Principal::Bot && self.engine.lock().is_disabled(&claims.sub) {
+            return Err(ProtocolError::forbidden("this bot was disconnected by an administrator"));
+        }
+        Ok(Arc::from(claims.sub))
+    }
+
+    /// OAuth2 client credentials: a bot's app_id or an agent's id, and its secret.
+    pub fn issue_token(&self, client_id: &str, client_secret: &str) -> Option<(String, u64)> {
+        let (sub, kind, secret) = if let Some(b) = self.cfg.bots.iter().find(|b| b.app_id == client_id) {
+            (b.name.clone(), Principal::Bot, b.secret.as_ref())
+        } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
+            (a.id.clone(), Principal::Agent, a.secret.as_ref())
+        } else {
+            // Compare against a dummy all the same, so timing does not reveal which ids exist.
+            let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
+            return None;
+        };
+        if !secret?.matches(client_secret) {
+            return None;
+        }
+        let ttl = self.cfg.server.token_ttl_secs;
+        let exp = self.clock.now_ms() + ttl * 1000;
+        Some((self.signer.issue(&Claims { sub, kind, exp }), ttl))
+    }
+
+    /// Checks a customer's `session.start` context against the workstream's declarations.
+    pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, ProtocolError> {
+        let ws = self
+            .cfg
+            .workstream(workstream)
+            .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {workstream:?}")))?;
+        let mut ctx = Context::new();
+        let obj = match raw {
+            Value::Null => return Ok(ctx),
+            Value::Object(o) => o,
+            _ => return Err(ProtocolError::bad_request("context must be an object")),
+        };
+        for (k, v) in obj {
+            let ty = ws.variable(k).ok_or_else(|| {
+                ProtocolError::bad_request(format!(
+                    "context variable {k:?} is not declared by workstream {workstream:?}"
+                ))
+            })?;
+            if let Some(v) = CtxValue::from_json(ty, v)
+                .map_err(|e| ProtocolError::bad_request(format!("context variable {k:?}: {e}")))?
+            {
+                ctx.insert(k.clone(), v);
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// A customer starts a conversation: `session.started` goes out first, then the engine
+    /// routes it and its effects (position, assignment) follow.
+    pub fn start_conversation(
+        &self,
+        workstream: &str,
+        user_name: &str,
+        context: Context,
+        outbox: &Outbox,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
+        let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        let exp = self.clock.now_ms() + self.cfg.server.customer_token_ttl_secs * 1000;
+        let token = self.signer.issue(&Claims { sub: id.to_string(), kind: Principal::Customer, exp });
+        let conv = Arc::new(Conversation {
+            id: id.clone(),
+            workstream: workstream.to_owned(),
+            customer: Party { id: format!("u_{}", &id[2..14]), name: user_name.to_owned(), role: Role::User },
+            inner: parking_lot::Mutex::new(ConvInner { customer: Some(outbox.clone()), ..ConvInner::default() }),
+        });
+        let mut engine = self.engine.lock();
+        if engine.workstream_of(&id).is_some() {
+            return Err(ProtocolError::unavailable("conversation id collision; try again"));
+        }
+        self.convs.insert(id.clone(), conv.clone());
+        outbox.send(protocol::event(
+            "session.started",
+            json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}}),
+            Some(&id),
+        ));
+        let _ = self.store.record(Record::Started { conversation: &id, workstream, customer: user_name });
+        let fx = match engine.start(id.clone(), workstream, context, self.clock.now_ms()) {
+            Ok(fx) => fx,
+            Err(e) => {
+                self.convs.remove(&id);
+                return Err(e.into());
+            }
+        };
+        tracing::info!(conversation.id = %id, workstream, "conversation started");
+        self.apply(&engine, fx);
+        Ok(conv)
+    }
+
+    /// A customer resumes after a drop: `session.started`, then every activity after the
+    /// watermark, in order, then the current queue position if waiting. Done under the
+    /// conversation lock, so no live activity can slip between the replay and what follows.
+    pub fn resume_conversation(
+        &self,
+        conv_id: &str,
+        token: &str,
+        watermark: u64,
+        outbox: &Outbox,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
+        let claims = self
+            .signer
+            .verify(token, self.clock.now_ms())
+            .map_err(|e| ProtocolError::unauthorized(format!("cannot resume: {e}")))?;
+        if claims.kind != Principal::Customer || claims.sub != conv_id {
+            return Err(ProtocolError::unauthorized("cannot resume: the token is not for this conversation"));
+        }
+        let conv = self
+            .conversation(conv_id)
+            .ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))?;
+        let engine = self.engine.lock();
+        let position = engine.conversation(conv_id).and_then(|v| v.position.map(|p| (v.queue, p)));
+        let mut inner = conv.inner.lock();
+        if let Some(old) = inner.customer.replace(outbox.clone())
+            && old.id() != outbox.id()
+        {
+            old.close(4001, "resumed on another connection");
+        }
+        outbox.send(protocol::event(
+            "session.started",
+            json!({"conversationId": conv_id, "token": token, "resumed": true, "user": {"id": conv.customer.id, "name": conv.customer.name}}),
+            Some(conv_id),
+        ));
+        let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(inner.transcript.len());
+        for f in &inner.transcript[from..] {
+            outbox.send(f.clone());
+        }
+        if let Some((queue, p)) = position
+            && !inner.closed
+        {
+            outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(conv_id)));
+        }
+        drop(inner);
+        Ok(conv)
+    }
+
+    /// Detaches a customer's connection (it can resume later).
+    pub fn customer_left(&self, conv: &Conversation, outbox: &Outbox) {
+        let mut inner = conv.inner.lock();
+        if inner.customer.as_ref().is_some_and(|o| o.id() == outbox.id()) {
+            inner.customer = None;
+        }
+    }
+
+    /// Stores a client's activity, delivers it, and acknowledges it once committed. A repeated
+    /// `clientActivityId` from the same sender is acknowledged again and not delivered twice.
+    /// `check` runs under the conversation lock, atomically with the append.
+    pub fn post(
+        &self,
+        conv: &Conversation,
+        sender: &Sender,
+        reply: &Outbox,
+        a: &Inbound,
+        check: impl FnOnce(&ConvInner) -> Result<(), ProtocolError>,
+    ) -> Result<Appended, ProtocolError> {
+        let from = match sender {
+            Sender::Customer => conv.customer.clone(),
+            Sender::Member(m) => self.member_party(m),
+        };
+        let mut inner = conv.inner.lock();
+        check(&inner)?;
+        let cid = a.client_activity_id();
+        if let Some(cid) = cid
+            && let Some((id, seq)) = inner.seen.get(&(from.id.clone(), cid.to_owned()))
+        {
+            reply.send(protocol::ack_event(&conv.id, Some(cid), id, *seq));
+            return Ok(Appended { id: id.clone(), seq: *seq });
+        }
+        let body = Body {
+            kind: a.kind(),
+            text: a.text.as_deref(),
+            name: a.name.as_deref(),
+            value: &a.value,
+            attachments: &a.attachments,
+            channel_data: &a.channel_data,
+        };
+        let (appended, commit) = inner.append(conv, &self.clock, self.store.as_ref(), &from, body);
+        if let Some(cid) = cid {
+            inner.seen.insert((from.id.clone(), cid.to_owned()), (appended.id.clone(), appended.seq));
+        }
+        drop(inner);
+        let ack = protocol::ack_event(&conv.id, cid, &appended.id, appended.seq);
+        self.ack_after(commit, reply, ack);
+        Ok(appended)
+    }
+
+    fn ack_after(&self, commit: Commit, reply: &Outbox, ack: Frame) {
+        match commit {
+            Commit::Done => {
+                reply.send(ack);
+            }
+            Commit::Pending(_) => {
+                let reply = reply.clone();
+                self.tasks.spawn(async move {
+                    match commit.wait().await {
+                        Ok(()) => reply.send(ack),
+                        Err(e) => reply.send(protocol::error_event(
+                            &ProtocolError::unavailable(format!("not stored: {e}")),
+                            None,
+                            None,
+                        )),
+                    };
+                });
+            }
+        }
+    }
+
+    /// Appends a gateway-made activity (system notices, survey requests).
+    fn append_system(&self, conv: &Conversation, inner: &mut ConvInner, body: Body<'_>) -> Appended {
+        inner.append(conv, &self.clock, self.store.as_ref(), &Party::system(), body).0
+    }
+
+    /// The customer ends the conversation.
+    pub fn customer_end(&self, conv: &Conversation, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let mut engine = self.engine.lock();
+        self.post(conv, &Sender::Customer, reply, a, |inner| {
+            if inner.closed { Err(ProtocolError::bad_request("the conversation has already ended")) } else { Ok(()) }
+        })?;
+        self.close_locked(&mut engine, conv);
+        Ok(())
+    }
+
+    /// A customer's survey answer, kept on the conversation.
+    pub fn survey_response(&self, conv: &Conversation, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let rating = a.value.get("rating").and_then(Value::as_u64).filter(|r| (1..=5).contains(r));
+        if rating.is_none() {
+            return Err(ProtocolError::bad_request("survey.response needs value.rating, a whole number from 1 to 5"));
+        }
+        if a.value.get("comment").is_some_and(|c| !c.is_string() && !c.is_null()) {
+            return Err(ProtocolError::bad_request("survey.response comment must be text"));
+        }
+        self.post(conv, &Sender::Customer, reply, a, |inner| {
+            if !inner.survey_requested {
+                Err(ProtocolError::bad_request("no survey was requested in this conversation"))
+            } else if inner.survey.is_some() {
+                Err(ProtocolError::bad_request("the survey has already been answered"))
+            } else {
+                Ok(())
+            }
+        })?;
+        conv.inner.lock().survey = Some(a.value.clone());
+        Ok(())
+    }
+
+    fn close_locked(&self, engine: &mut Engine, conv: &Conversation) {
+        conv.inner.lock().closed = true;
+        let fx = engine.close(&conv.id);
+        let _ = self.store.record(Record::Closed { conversation: &conv.id });
+        tracing::info!(conversation.id = %conv.id, "conversation closed");
+        self.apply(engine, fx);
+    }
+
+    /// Checks that `member` holds the conversation (under the engine lock).
+    fn held<'e>(&self, engine: &'e Engine, conv_id: &str, member: &str) -> Result<&'e str, ProtocolError> {
+        match engine.holder(conv_id) {
+            Some(h) if h == member => Ok(h),
+            _ if engine.status(conv_id).is_none() => {
+                Err(ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))
+            }
+            _ => Err(ProtocolError::forbidden(format!("you do not hold conversation {conv_id:?}"))),
+        }
+    }
+
+    /// The conversation a bot or agent frame names.
+    pub fn named_conversation(&self, a: &Inbound) -> Result<Arc<Conversation>, ProtocolError> {
+        let id = a
+            .conversation_id()
+            .ok_or_else(|| ProtocolError::bad_request("activity has no conversation.id"))?;
+        let conv = self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))?;
+        Ok(conv)
+    }
+
+    /// A message or typing from the holder.
+    pub fn member_post(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let conv = self.named_conversation(a)?;
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| match &inner.holder {
+            Some(h) if h.member == *member => Ok(()),
+            _ => Err(ProtocolError::forbidden(format!("you do not hold conversation {:?}", conv.id))),
+        })?;
+        Ok(())
+    }
+
+    /// The holder bot transfers to an agent (`handoff.initiate`, the Escalate topic): the
+    /// context variables in `value` are merged and the rules run again.
+    pub fn handoff(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let conv = self.named_conversation(a)?;
+        let vars = self.handoff_vars(&conv.workstream, &a.value)?;
+        let mut engine = self.engine.lock();
+        self.held(&engine, &conv.id, member)?;
+        let summary = a.text.clone();
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
+        if let Some(s) = summary {
+            conv.inner.lock().summary = Some(s);
+        }
+        let fx = engine.escalate(&conv.id, vars, self.clock.now_ms())?;
+        tracing::info!(conversation.id = %conv.id, bot = %member, "escalated");
+        self.apply(&engine, fx);
+        Ok(())
+    }
+
+    /// Checks the variables a bot sets: declared ones must have their type; undeclared ones
+    /// (Copilot Studio's `va_*`, say) are kept for the agent but cannot drive routing.
+    fn handoff_vars(&self, workstream: &str, value: &Value) -> Result<Vec<(String, Option<CtxValue>)>, ProtocolError> {
+        let ws = self.cfg.workstream(workstream);
+        let obj = match value {
+            Value::Null => return Ok(Vec::new()),
+            Value::Object(o) => o,
+            _ => return Err(ProtocolError::bad_request("handoff.initiate value must be an object of context variables")),
+        };
+        obj.iter()
+            .map(|(k, v)| {
+                let parsed = match ws.and_then(|w| w.variable(k)) {
+                    Some(ty) => CtxValue::from_json(ty, v)
+                        .map_err(|e| ProtocolError::bad_request(format!("context variable {k:?}: {e}")))?,
+                    None => CtxValue::from_json_untyped(v),
+                };
+                Ok((k.clone(), parsed))
+            })
+            .collect()
+    }
+
+    /// The holder ends the conversation ("End the conversation"); with `value.survey` the
+    /// customer gets `survey.request` first.
+    pub fn member_end(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let conv = self.named_conversation(a)?;
+        let mut engine = self.engine.lock();
+        self.held(&engine, &conv.id, member)?;
+        if a.value.get("survey").and_then(Value::as_bool) == Some(true) {
+            let mut inner = conv.inner.lock();
+            inner.survey_requested = true;
+            let v = json!({"rating": {"min": 1, "max": 5}, "comment": true});
+            self.append_system(&conv, &mut inner, Body::event("survey.request", &v));
+        }
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
+        self.close_locked(&mut engine, &conv);
+        Ok(())
+    }
+
+    /// The holder transfers to a named queue, or back through the rules.
+    pub fn transfer(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let conv = self.named_conversation(a)?;
+        let queue = match a.value.get("queue") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(q)) => Some(q.clone()),
+            Some(_) => return Err(ProtocolError::bad_request("transfer value.queue must be a queue name")),
+        };
+        if let Some(q) = &queue
+            && self.cfg.queue(q).is_none()
+        {
+            return Err(ProtocolError::not_found(format!("unknown queue {q:?}")));
+        }
+        let mut engine = self.engine.lock();
+        self.held(&engine, &conv.id, member)?;
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
+        let fx = engine.transfer(&conv.id, queue.as_deref(), self.clock.now_ms())?;
+        self.apply(&engine, fx);
+        Ok(())
+    }
+
+    /// An agent's presence.
+    pub fn presence(&self, member: &str, presence: crate::routing::Presence) -> Result<(), ProtocolError> {
+        let mut engine = self.engine.lock();
+        let fx = engine.set_presence(member, presence)?;
+        self.apply(&engine, fx);
+        Ok(())
+    }
+
+    /// A bot or agent connects: its earlier connection (if any) is replaced, the
+    /// conversations it still holds are assigned to it again with their transcript, and it
+    /// becomes eligible for new work.
+    pub fn member_connected(&self, member: &Arc<str>, outbox: &Outbox) {
+        if let Some(old) = self.members.insert(member.clone(), outbox.clone())
+            && old.id() != outbox.id()
+        {
+            old.close(4002, "replaced by a newer connection");
+        }
+        let mut engine = self.engine.lock();
+        for conv_id in engine.held_by(member) {
+            if let Some(conv) = self.conversation(&conv_id) {
+                let mut inner = conv.inner.lock();
+                if let Some(h) = inner.holder.as_mut() {
+                    h.outbox = Some(outbox.clone());
+                }
+                outbox.send(self.assigned_frame(&engine, &conv, &inner, true));
+            }
+        }
+        let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
+        tracing::info!(member = %member, "member connected");
+        self.apply(&engine, fx);
+    }
+
+    /// A bot or agent's connection ended. Its conversations stay with it (it may come back);
+    /// it gets no new work meanwhile.
+    pub fn member_disconnected(&self, member: &Arc<str>, outbox: &Outbox) {
+        let removed = self.members.remove_if(member, |_, o| o.id() == outbox.id()).is_some();
+        if !removed {
+            return; // A newer connection has taken over.
+        }
+        let mut engine = self.engine.lock();
+        for conv_id in engine.held_by(member) {
+            if let Some(conv) = self.conversation(&conv_id)
+                && let Some(h) = conv.inner.lock().holder.as_mut()
+            {
+                h.outbox = None;
+            }
+        }
+        let fx = engine.set_online(member, false, self.clock.now_ms()).unwrap_or_default();
+        tracing::info!(member = %member, "member disconnected");
+        self.apply(&engine, fx);
+    }
+
+    /// The `conversation.assigned` event a holder gets: the context, the transcript so far
+    /// (with the bot's part of it, for an agent) and the bot's summary.
+    fn assigned_frame(&self, engine: &Engine, conv: &Conversation, inner: &ConvInner, resumed: bool) -> Frame {
+        let transcript: Vec<&serde_json::value::RawValue> =
+            inner.transcript.iter().filter_map(|f| serde_json::from_str(f.as_str()).ok()).collect();
+        let view = engine.conversation(&conv.id);
+        let mut value = json!({
+            "workstream": conv.workstream,
+            "queue": view.as_ref().map(|v| v.queue.clone()),
+            "channel": view.as_ref().map(|v| v.channel),
+            "context": view.as_ref().map(|v| &v.context),
+            "customer": {"id": conv.customer.id, "name": conv.customer.name},
+            "summary": inner.summary,
+            "transcript": transcript,
+            "media": Value::Null,
+        });
+        if resumed {
+            value["resumed"] = json!(true);
+        }
+        protocol::event("conversation.assigned", value, Some(&conv.id))
+    }
+
+    /// Carries out the engine's effects, in order. Called with the engine locked.
+    fn apply(&self, engine: &Engine, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Routed { conv, rule, queue, trigger } => {
+                    tracing::info!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
+                }
+                Effect::Released { conv, member } => {
+                    if let Some(c) = self.conversation(&conv) {
+                        let mut inner = c.inner.lock();
+                        if inner.holder.as_ref().is_some_and(|h| *h.member == *member) {
+                            inner.holder = None;
+                        }
+                    }
+                }
+                Effect::Assigned { conv, member, kind, queue } => {
+                    let Some(c) = self.conversation(&conv) else { continue };
+                    let party = self.member_party(&member);
+                    let role = match kind {
+                        MemberKind::Bot { .. } => "bot",
+                        MemberKind::Agent => "agent",
+                    };
+                    let mut inner = c.inner.lock();
+                    let v = json!({"role": role, "name": party.name, "queue": queue});
+                    self.append_system(&c, &mut inner, Body::event("conversation.assigned", &v));
+                    let outbox = self.members.get(member.as_str()).map(|o| o.value().clone());
+                    inner.holder = Some(Holder { member: Arc::from(member.as_str()), party, outbox: outbox.clone() });
+                    if let Some(o) = outbox {
+                        o.send(self.assigned_frame(engine, &c, &inner, false));
+                    }
+                    tracing::info!(conversation.id = %conv, member, queue, "assigned");
+                }
+                Effect::Position { conv, queue, position } => {
+                    if let Some(c) = self.conversation(&conv)
+                        && let Some(o) = &c.inner.lock().customer
+                    {
+                        o.send(protocol::event("queue.position", json!({"queue": queue, "position": position}), Some(&conv)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the conversation is still open (not closed).
+    pub fn is_open(&self, conv: &str) -> bool {
+        self.engine.lock().status(conv).is_some_and(|s| s != ConvStatus::Closed)
+    }
+
+    /// Number of conversations in memory.
+    pub fn conversation_count(&self) -> usize {
+        self.convs.len()
+    }
+
+    /// Is this a message-like kind a holder may send?
+    pub fn relayable(kind: Kind) -> bool {
+        matches!(kind, Kind::Message | Kind::Typing)
+    }
+}

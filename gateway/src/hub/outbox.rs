@@ -1,0 +1,95 @@
+//! A connection's outbound queue, as the hub sees it.
+//!
+//! Each connection has one writer task draining a bounded channel. The hub never waits on
+//! it: [`Outbox::send`] is `try_send`, and a full queue means the consumer stopped reading.
+//! Policy: such a consumer is disconnected (close 1008, "slow consumer") rather than
+//! slowing everyone else or silently dropping frames. Nothing is lost by this: every
+//! activity is in the transcript before it is queued, and the client resumes from its
+//! watermark (customers) or gets its conversations re-assigned with their transcript on
+//! reconnect (bots, agents).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::Frame;
+
+/// What a writer task can be asked to send.
+#[derive(Debug)]
+pub enum Outgoing {
+    Text(Frame),
+    /// Close the connection with this code and reason, after what is already queued.
+    Close(u16, String),
+}
+
+/// Why a connection was told to close at once (the writer sends it without draining).
+#[derive(Debug, Clone)]
+pub struct Kick {
+    pub code: u16,
+    pub reason: String,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    id: u64,
+    tx: mpsc::Sender<Outgoing>,
+    kick: CancellationToken,
+    kick_reason: Arc<parking_lot::Mutex<Option<Kick>>>,
+}
+
+impl Outbox {
+    /// A new outbox and the receiving end its writer task drains.
+    pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        (Outbox { id, tx, kick: CancellationToken::new(), kick_reason: Arc::default() }, rx)
+    }
+
+    /// Identifies the connection, so a stale connection's teardown cannot detach a newer one.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues a frame. Returns false if the connection is gone or was kicked for falling
+    /// behind.
+    pub fn send(&self, frame: Frame) -> bool {
+        match self.tx.try_send(Outgoing::Text(frame)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
+                self.kick(1008, "slow consumer: reconnect and resume from your watermark");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the writer to close after what is queued (or at once if the queue is full).
+    pub fn close(&self, code: u16, reason: &str) {
+        if self.tx.try_send(Outgoing::Close(code, reason.to_owned())).is_err() {
+            self.kick(code, reason);
+        }
+    }
+
+    /// Closes the connection at once, dropping what is queued.
+    pub fn kick(&self, code: u16, reason: &str) {
+        self.kick_reason.lock().get_or_insert(Kick { code, reason: reason.to_owned() });
+        self.kick.cancel();
+    }
+
+    pub fn kicked(&self) -> &CancellationToken {
+        &self.kick
+    }
+
+    pub fn kick_reason(&self) -> Option<Kick> {
+        self.kick_reason.lock().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed() || self.kick.is_cancelled()
+    }
+}

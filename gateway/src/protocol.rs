@@ -1,0 +1,250 @@
+//! The native wire protocol (SPEC §4): JSON activities shaped after the Bot Framework
+//! Activity schema, and the error codes every edge maps failures to.
+//!
+//! Inbound frames are parsed once into [`Inbound`]; outbound activities are serialised
+//! once into a shared buffer ([`Frame`]) that every recipient's queue and the transcript
+//! hold without copying.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// A serialised text frame, cheap to clone (reference counted).
+pub type Frame = Utf8Bytes;
+
+/// The SPEC's error codes. Each names whose fault it is: the first six are the client's,
+/// `unavailable` is ours (retry later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+}
+
+/// A failure to report to the client as an `error` event; the connection stays open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+impl ProtocolError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtocolError { code, message: message.into() }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, m)
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, m)
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, m)
+    }
+}
+
+/// The four activity types of SPEC §4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Typing,
+    Event,
+    EndOfConversation,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Message => "message",
+            Kind::Typing => "typing",
+            Kind::Event => "event",
+            Kind::EndOfConversation => "endOfConversation",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct ConvRef {
+    pub id: String,
+}
+
+/// A frame from a client, as parsed. Fields the gateway assigns (`id`, `seq`, `from`,
+/// `timestamp`) are ignored if a client sends them.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Inbound {
+    #[serde(rename = "type")]
+    pub kind_raw: Option<String>,
+    #[serde(skip)]
+    pub kind: Option<Kind>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub value: Value,
+    pub text: Option<String>,
+    pub conversation: Option<ConvRef>,
+    #[serde(rename = "channelData", default)]
+    pub channel_data: Value,
+    #[serde(default)]
+    pub attachments: Vec<Value>,
+}
+
+impl Inbound {
+    /// Parses a text frame, naming what is wrong when it cannot.
+    pub fn parse(text: &str) -> Result<Inbound, ProtocolError> {
+        let mut a: Inbound = serde_json::from_str(text)
+            .map_err(|e| ProtocolError::bad_request(format!("malformed JSON activity: {e}")))?;
+        let kind = match a.kind_raw.as_deref() {
+            Some("message") => Kind::Message,
+            Some("typing") => Kind::Typing,
+            Some("event") => Kind::Event,
+            Some("endOfConversation") => Kind::EndOfConversation,
+            Some(other) => {
+                return Err(ProtocolError::bad_request(format!(
+                    "unknown activity type {other:?} (expected message, typing, event or endOfConversation)"
+                )));
+            }
+            None => return Err(ProtocolError::bad_request("activity has no \"type\"")),
+        };
+        if kind == Kind::Event && a.name.as_deref().is_none_or(str::is_empty) {
+            return Err(ProtocolError::bad_request("event activity has no \"name\""));
+        }
+        if !(a.channel_data.is_null() || a.channel_data.is_object()) {
+            return Err(ProtocolError::bad_request("channelData must be an object"));
+        }
+        a.kind = Some(kind);
+        Ok(a)
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind.unwrap_or(Kind::Event)
+    }
+
+    /// The event name, for `event` activities.
+    pub fn event_name(&self) -> Option<&str> {
+        (self.kind() == Kind::Event).then_some(self.name.as_deref()).flatten()
+    }
+
+    pub fn client_activity_id(&self) -> Option<&str> {
+        self.channel_data.get("clientActivityId").and_then(Value::as_str)
+    }
+
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.conversation.as_ref().map(|c| c.id.as_str())
+    }
+}
+
+/// Who an activity is from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Bot,
+    Agent,
+    System,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Party {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Party {
+    pub fn system() -> Party {
+        Party { id: "switchboard".into(), name: "Switchboard".into(), role: Role::System }
+    }
+}
+
+/// An activity as the gateway stores and sends it.
+#[derive(Debug, Serialize)]
+pub struct Activity<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: &'a str,
+    pub seq: u64,
+    pub timestamp: &'a str,
+    pub conversation: ConvRef,
+    pub from: &'a Party,
+    pub text: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub value: &'a Value,
+    pub attachments: &'a [Value],
+    #[serde(rename = "channelData")]
+    pub channel_data: &'a Value,
+}
+
+/// Serialises any value to a frame.
+pub fn frame(v: &impl Serialize) -> Frame {
+    // Our own types always serialise; an empty object is a safe fallback all the same.
+    Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// An event that is not part of the transcript (ack, error, queue.position, …).
+pub fn event(name: &str, value: Value, conversation: Option<&str>) -> Frame {
+    let mut e = json!({"type": "event", "name": name, "value": value});
+    if let Some(id) = conversation {
+        e["conversation"] = json!({ "id": id });
+    }
+    frame(&e)
+}
+
+/// The `error` event for a failure.
+pub fn error_event(err: &ProtocolError, conversation: Option<&str>, client_activity_id: Option<&str>) -> Frame {
+    let mut value = json!({"code": err.code, "message": err.message});
+    if let Some(cid) = client_activity_id {
+        value["clientActivityId"] = json!(cid);
+    }
+    event("error", value, conversation)
+}
+
+/// The `ack` event for a stored client activity.
+pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str, seq: u64) -> Frame {
+    event("ack", json!({"clientActivityId": client_activity_id, "id": id, "seq": seq}), Some(conversation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_name_the_problem() {
+        let cases = [
+            ("{", "malformed JSON"),
+            ("[]", "malformed JSON"),
+            (r#"{"text":"hi"}"#, "no \"type\""),
+            (r#"{"type":"poke"}"#, "unknown activity type \"poke\""),
+            (r#"{"type":"event"}"#, "no \"name\""),
+            (r#"{"type":"message","channelData":5}"#, "channelData must be an object"),
+            (r#"{"type":"message","text":5}"#, "malformed JSON"),
+        ];
+        for (input, want) in cases {
+            let e = Inbound::parse(input).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains(want), "{input}: {}", e.message);
+        }
+        let ok = Inbound::parse(r#"{"type":"message","text":"hé","channelData":{"clientActivityId":"x1"}}"#).unwrap();
+        assert_eq!(ok.kind(), Kind::Message);
+        assert_eq!(ok.client_activity_id(), Some("x1"));
+    }
+}

@@ -1,0 +1,134 @@
+//! `GET /v1/chat`: the customer's side of a conversation (SPEC §4.1).
+//!
+//! The first frame opens the session (`session.start`) or resumes one (`session.resume`);
+//! after that the customer sends messages, typing, `endOfConversation` and
+//! `survey.response`. Every problem is answered with an `error` event and the connection
+//! stays open.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use serde_json::Value;
+
+use super::ws::{self, Session, WsStream};
+use crate::config::Channel;
+use crate::hub::{Conversation, Hub, Outbox, Sender};
+use crate::protocol::{Inbound, Kind, ProtocolError, error_event};
+
+pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
+    let h = hub.clone();
+    ws::upgrade(&hub, req, move |ws| run(h, ws))
+}
+
+async fn run(hub: Arc<Hub>, ws: WsStream) {
+    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
+    let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
+    ws::run(hub, ws, outbox, rx, session, Some(handshake)).await;
+}
+
+struct ChatSession {
+    hub: Arc<Hub>,
+    outbox: Outbox,
+    conv: Option<Arc<Conversation>>,
+}
+
+impl Session for ChatSession {
+    fn on_text(&mut self, text: &str) {
+        let a = match Inbound::parse(text) {
+            Ok(a) => a,
+            Err(e) => {
+                self.outbox.send(error_event(&e, self.conv.as_ref().map(|c| &*c.id), None));
+                return;
+            }
+        };
+        let result = match self.conv.clone() {
+            None => self.open(&a),
+            Some(conv) => self.converse(&conv, &a),
+        };
+        if let Err(e) = result {
+            self.outbox.send(error_event(&e, self.conv.as_ref().map(|c| &*c.id), a.client_activity_id()));
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.conv.is_some()
+    }
+
+    fn on_close(&mut self) {
+        if let Some(conv) = &self.conv {
+            self.hub.customer_left(conv, &self.outbox);
+        }
+    }
+}
+
+fn text_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ProtocolError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ProtocolError::bad_request(format!("value.{key} must be text"))),
+    }
+}
+
+impl ChatSession {
+    fn open(&mut self, a: &Inbound) -> Result<(), ProtocolError> {
+        match a.event_name() {
+            Some("session.start") => {
+                let ws_name = text_field(&a.value, "workstream")?
+                    .ok_or_else(|| ProtocolError::bad_request("session.start needs value.workstream"))?;
+                let ws = self
+                    .hub
+                    .cfg
+                    .workstream(ws_name)
+                    .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {ws_name:?}")))?;
+                if ws.channel != Channel::Chat {
+                    return Err(ProtocolError::bad_request(format!(
+                        "workstream {ws_name:?} is a voice workstream; calls connect through /v1/voice"
+                    )));
+                }
+                let user = a.value.get("user").cloned().unwrap_or(Value::Null);
+                let name = text_field(&user, "name")?.filter(|n| !n.trim().is_empty()).unwrap_or("Customer");
+                let ctx = self.hub.customer_context(ws_name, a.value.get("context").unwrap_or(&Value::Null))?;
+                self.conv = Some(self.hub.start_conversation(ws_name, name, ctx, &self.outbox)?);
+                Ok(())
+            }
+            Some("session.resume") => {
+                let id = text_field(&a.value, "conversationId")?
+                    .ok_or_else(|| ProtocolError::bad_request("session.resume needs value.conversationId"))?;
+                let token = text_field(&a.value, "token")?
+                    .ok_or_else(|| ProtocolError::unauthorized("session.resume needs value.token"))?;
+                let watermark = match a.value.get("watermark") {
+                    None | Some(Value::Null) => 0,
+                    Some(w) => w
+                        .as_u64()
+                        .ok_or_else(|| ProtocolError::bad_request("value.watermark must be a whole number"))?,
+                };
+                self.conv = Some(self.hub.resume_conversation(id, token, watermark, &self.outbox)?);
+                Ok(())
+            }
+            _ => Err(ProtocolError::bad_request("start with a session.start or session.resume event")),
+        }
+    }
+
+    fn converse(&mut self, conv: &Arc<Conversation>, a: &Inbound) -> Result<(), ProtocolError> {
+        match a.kind() {
+            Kind::Message | Kind::Typing => {
+                self.hub.post(conv, &Sender::Customer, &self.outbox, a, |inner| {
+                    if inner.closed { Err(ProtocolError::bad_request("the conversation has ended")) } else { Ok(()) }
+                })?;
+                Ok(())
+            }
+            Kind::EndOfConversation => self.hub.customer_end(conv, &self.outbox, a),
+            Kind::Event => match a.event_name() {
+                Some("survey.response") => self.hub.survey_response(conv, &self.outbox, a),
+                Some("session.start" | "session.resume") => {
+                    Err(ProtocolError::bad_request("this connection already has a conversation"))
+                }
+                Some(other) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
+                None => Err(ProtocolError::bad_request("event activity has no \"name\"")),
+            },
+        }
+    }
+}

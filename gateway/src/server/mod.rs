@@ -1,0 +1,86 @@
+//! The server shell: HTTP routes, WebSocket endpoints, the listener and graceful shutdown.
+//!
+//! A thin layer over the [`Hub`]: it parses what arrives, calls the hub, and turns errors
+//! into protocol answers (an `error` event, a close code or an HTTP status) at one edge per
+//! transport.
+
+mod chat;
+mod staff;
+mod token;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use crate::auth::Signer;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::{MemoryStore, Store};
+
+/// Every HTTP route.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/token", post(token::token))
+        .route("/v1/chat", get(chat::upgrade))
+        .route("/v1/bot", get(staff::bot_upgrade))
+        .route("/v1/agent", get(staff::agent_upgrade))
+        .with_state(hub)
+}
+
+async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
+    if hub.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+/// A gateway running in this process.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds and starts serving in the background.
+pub async fn start(cfg: Config, listen: SocketAddr) -> std::io::Result<Running> {
+    start_with(cfg, listen, Arc::new(MemoryStore)).await
+}
+
+pub async fn start_with(cfg: Config, listen: SocketAddr, store: Arc<dyn Store>) -> std::io::Result<Running> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let hub = Hub::new(cfg, store, Signer::random());
+    let app = router(hub.clone());
+    let stop = hub.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    });
+    Ok(Running { addr, hub, server })
+}
+
+impl Running {
+    /// Stops accepting, tells every client goodbye (close 1001), waits for connections to
+    /// end and flushes the store.
+    pub async fn shutdown(self) {
+        self.hub.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.hub.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.hub.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 10 s");
+        }
+        if let Err(e) = self.hub.store().flush().wait().await {
+            tracing::error!("store flush failed at shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `GET /v1/bot` and `GET /v1/agent`: bot users and human agents (SPEC §4.3, §4.4).
+//!
+//! Both authenticate with a bearer token before the upgrade, and one connection carries
+//! every conversation the member holds. Every activity names its conversation, and the
+//! hub checks that the member holds it (`forbidden` otherwise).
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ws::{self, Session, WsStream};
+use crate::auth::Principal;
+use crate::hub::{Hub, Outbox};
+use crate::protocol::{ErrorCode, Inbound, Kind, ProtocolError, error_event};
+use crate::routing::Presence;
+
+pub async fn bot_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
+    upgrade(hub, req, Principal::Bot)
+}
+
+pub async fn agent_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
+    upgrade(hub, req, Principal::Agent)
+}
+
+/// The bearer token from `Authorization` or, for browsers, `?access_token=`.
+pub fn bearer(req: &Request) -> Option<String> {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = v.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned());
+    }
+    let query = req.uri().query()?;
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
+}
+
+/// An HTTP refusal before the upgrade, with a JSON body naming the problem.
+pub fn refuse(e: &ProtocolError) -> Response {
+    let status = match e.code {
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::BadRequest | ErrorCode::TooLarge => StatusCode::BAD_REQUEST,
+    };
+    let mut res = (status, axum::Json(json!({"error": e.code, "message": e.message}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    res
+}
+
+fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
+    let member = match bearer(&req) {
+        None => Err(ProtocolError::unauthorized("missing bearer token (Authorization header or access_token)")),
+        Some(t) => hub.authenticate(&t, kind),
+    };
+    let member = match member {
+        Ok(m) => m,
+        Err(e) => return refuse(&e),
+    };
+    let h = hub.clone();
+    ws::upgrade(&hub, req, move |ws| run(h, ws, member, kind))
+}
+
+async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal) {
+    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
+    let _enter = span.enter();
+    drop(_enter);
+    hub.member_connected(&member, &outbox);
+    let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind };
+    ws::run(hub, ws, outbox, rx, session, None).await;
+}
+
+struct StaffSession {
+    hub: Arc<Hub>,
+    outbox: Outbox,
+    member: Arc<str>,
+    kind: Principal,
+}
+
+impl Session for StaffSession {
+    fn on_text(&mut self, text: &str) {
+        let a = match Inbound::parse(text) {
+            Ok(a) => a,
+            Err(e) => {
+                self.outbox.send(error_event(&e, None, None));
+                return;
+            }
+        };
+        if let Err(e) = self.handle(&a) {
+            self.outbox.send(error_event(&e, a.conversation_id(), a.client_activity_id()));
+        }
+    }
+
+    fn on_close(&mut self) {
+        self.hub.member_disconnected(&self.member, &self.outbox);
+    }
+}
+
+impl StaffSession {
+    fn handle(&mut self, a: &Inbound) -> Result<(), ProtocolError> {
+        let hub = &self.hub;
+        match (a.kind(), a.event_name()) {
+            (Kind::Message | Kind::Typing, _) => hub.member_post(&self.member, &self.outbox, a),
+            (Kind::EndOfConversation, _) => hub.member_end(&self.member, &self.outbox, a),
+            (Kind::Event, Some("handoff.initiate")) if self.kind == Principal::Bot => {
+                hub.handoff(&self.member, &self.outbox, a)
+            }
+            (Kind::Event, Some("handoff.initiate")) => {
+                Err(ProtocolError::bad_request("agents hand a conversation on with the transfer event"))
+            }
+            (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
+            (Kind::Event, Some("presence")) if self.kind == Principal::Agent => {
+                let p = a.value.as_str().and_then(Presence::parse).ok_or_else(|| {
+                    ProtocolError::bad_request("presence value must be available, busy, away or offline")
+                })?;
+                hub.presence(&self.member, p)
+            }
+            (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
+            (Kind::Event, None) => Err(ProtocolError::bad_request("event activity has no \"name\"")),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! WebSocket plumbing: the HTTP upgrade, and the life of one connection.
+//!
+//! **Invariant:** only the `server` module knows about WebSockets. A connection is a reader
+//! (this task) and a writer task that owns the sink and drains the connection's bounded
+//! [`Outbox`] queue, batching whatever is queued into one flush. Every read races the
+//! shutdown signal and the connection's own kick (slow consumer, oversized frame).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::outbox::Outgoing;
+use crate::hub::{Hub, Outbox};
+use crate::protocol::{ProtocolError, error_event};
+
+pub type WsStream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What a protocol (customer, bot, agent, …) does with a connection's frames.
+pub trait Session: Send + 'static {
+    fn on_text(&mut self, text: &str);
+    fn on_binary(&mut self, _data: Bytes) -> Result<(), ProtocolError> {
+        Err(ProtocolError::bad_request("binary frames are not used on this endpoint"))
+    }
+    /// A text frame was received (the handshake deadline no longer applies).
+    fn started(&self) -> bool {
+        true
+    }
+    fn on_close(&mut self);
+}
+
+/// Buffer and size settings for every connection. Small read and write buffers keep an
+/// idle connection cheap (tungstenite's defaults are 128 KiB each).
+pub fn ws_config(max_text: usize) -> WebSocketConfig {
+    let max = (max_text * 4).max(1 << 20);
+    WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(4 << 20)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded.
+pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, on_ws: F) -> Response
+where
+    F: FnOnce(WsStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let headers = req.headers();
+    if !header_has(headers, header::CONNECTION, "upgrade") || !header_has(headers, header::UPGRADE, "websocket") {
+        return (StatusCode::UPGRADE_REQUIRED, [(header::UPGRADE, "websocket")], "this endpoint speaks WebSocket\n")
+            .into_response();
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).and_then(|v| v.to_str().ok()) != Some("13") {
+        return (StatusCode::BAD_REQUEST, "Sec-WebSocket-Version must be 13\n").into_response();
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = ws_config(hub.cfg.server.max_frame_bytes);
+    hub.tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+                on_ws(ws).await;
+            }
+            Err(e) => tracing::debug!("upgrade failed: {e}"),
+        }
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// Runs a connection until either side closes it, the gateway shuts down, or it is kicked.
+/// `handshake` bounds the wait for the first text frame.
+pub async fn run<S: Session>(
+    hub: Arc<Hub>,
+    ws: WsStream,
+    outbox: Outbox,
+    rx: mpsc::Receiver<Outgoing>,
+    mut session: S,
+    handshake: Option<Duration>,
+) {
+    let (sink, mut stream) = ws.split();
+    let done = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), hub.shutdown.clone(), done.clone()));
+    let limit = hub.cfg.server.max_frame_bytes;
+    let deadline = handshake.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let handshake_due = async {
+            match deadline {
+                Some(d) if !session.started() => tokio::time::sleep_until(d).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = outbox.kicked().cancelled() => break,
+            _ = hub.shutdown.cancelled() => break,
+            _ = handshake_due => {
+                outbox.kick(1008, "no session.start in time");
+                break;
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.len() > limit {
+                        outbox.kick(1009, &format!("text frame over {limit} bytes"));
+                        break;
+                    }
+                    session.on_text(t.as_str());
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if let Err(e) = session.on_binary(b) {
+                        outbox.send(error_event(&e, None, None));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(WsError::Capacity(e))) => {
+                    outbox.kick(1009, &format!("frame too large: {e}"));
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(conn = outbox.id(), "read error: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    session.on_close();
+    done.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+
+async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+    let frame = CloseFrame { code: code.into(), reason: reason.into() };
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// Owns the sink: sends what the outbox queues, batching, and the closing frame.
+async fn write_loop(
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outgoing>,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    done: CancellationToken,
+) {
+    let kicked = outbox.kicked().clone();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = kicked.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                // Flush what is already queued, then say goodbye.
+                while let Ok(Outgoing::Text(f)) = rx.try_recv() {
+                    if tokio::time::timeout(Duration::from_secs(1), sink.feed(Message::Text(f))).await.is_err() {
+                        break;
+                    }
+                }
+                close_with(&mut sink, 1001, "server shutting down").await;
+                return;
+            }
+            _ = done.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                return;
+            }
+            m = rx.recv() => m,
+        };
+        let mut batch = Vec::with_capacity(8);
+        let mut close = None;
+        match first {
+            Some(Outgoing::Text(f)) => batch.push(f),
+            Some(Outgoing::Close(code, reason)) => close = Some((code, reason)),
+            None => break,
+        }
+        while close.is_none() && batch.len() < 64 {
+            match rx.try_recv() {
+                Ok(Outgoing::Text(f)) => batch.push(f),
+                Ok(Outgoing::Close(code, reason)) => close = Some((code, reason)),
+                Err(_) => break,
+            }
+        }
+        let write = async {
+            for f in batch {
+                sink.feed(Message::Text(f)).await?;
+            }
+            sink.flush().await
+        };
+        let ok = tokio::select! {
+            r = write => r.is_ok(),
+            _ = kicked.cancelled() => false,
+        };
+        if let Some((code, reason)) = close {
+            close_with(&mut sink, code, &reason).await;
+            return;
+        }
+        if !ok {
+            break;
+        }
+    }
+    // Kicked, or the peer stopped taking frames: close with the kick's code if there is one.
+    let (code, reason) = outbox.kick_reason().map_or((1011, "write failed".to_owned()), |k| (k.code, k.reason));
+    close_with(&mut sink, code, &reason).await;
+}
