@@ -1,1 +1,250 @@
-//! shared test helpers
+//! Helpers for Switchboard's end-to-end tests: a gateway on 127.0.0.1:0 in this process,
+//! real WebSocket clients for customers, bots and agents, and a tiny HTTP client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::config::Config;
+use switchboard::server::{self, Running};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The demo secrets of the built-in default configuration.
+pub const BOT_APP_ID: &str = "5f1c8d9e-0b7a-4c3e-9d2f-6a8b1c0d2e3f";
+pub const BOT_SECRET: &str = "contoso-bot-demo-secret";
+
+pub fn agent_secret(id: &str) -> String {
+    format!("{id}-demo-secret")
+}
+
+/// A gateway running in this test's runtime.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub running: Running,
+}
+
+/// Starts a gateway on a free loopback port with `toml`, or the built-in default.
+pub async fn start_server(toml: Option<&str>) -> TestServer {
+    let cfg = match toml {
+        Some(t) => Config::from_toml(t).expect("test configuration is valid").config,
+        None => Config::builtin_default(),
+    };
+    let running = server::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("server starts");
+    TestServer { addr: running.addr, running }
+}
+
+impl TestServer {
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// A bot or agent access token from `/v1/token`.
+    pub async fn token(&self, client_id: &str, secret: &str) -> Result<String> {
+        let body = format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
+        let (status, text) = http(self.addr, "POST", "/v1/token", "application/x-www-form-urlencoded", &body).await?;
+        if status != 200 {
+            bail!("token: {status} {text}");
+        }
+        let v: Value = serde_json::from_str(&text)?;
+        Ok(v["access_token"].as_str().context("access_token")?.to_owned())
+    }
+
+    pub async fn customer(&self) -> Result<Client> {
+        Client::connect(&self.ws_url("/v1/chat"), None).await
+    }
+
+    /// A customer who has started a conversation in `workstream` with `context`.
+    pub async fn start_chat(&self, workstream: &str, name: &str, context: Value) -> Result<Customer> {
+        let mut c = self.customer().await?;
+        c.send(json!({"type":"event","name":"session.start","value":{"workstream":workstream,"user":{"name":name},"context":context}})).await?;
+        let started = c.event("session.started").await?;
+        Ok(Customer {
+            conversation: started["value"]["conversationId"].as_str().context("conversationId")?.to_owned(),
+            token: started["value"]["token"].as_str().context("token")?.to_owned(),
+            client: c,
+        })
+    }
+
+    pub async fn bot(&self) -> Result<Client> {
+        let t = self.token(BOT_APP_ID, BOT_SECRET).await?;
+        Client::connect(&self.ws_url("/v1/bot"), Some(&t)).await
+    }
+
+    pub async fn agent(&self, id: &str) -> Result<Client> {
+        let t = self.token(id, &agent_secret(id)).await?;
+        Client::connect(&self.ws_url("/v1/agent"), Some(&t)).await
+    }
+}
+
+/// A customer with a started conversation.
+pub struct Customer {
+    pub client: Client,
+    pub conversation: String,
+    pub token: String,
+}
+
+impl std::ops::Deref for Customer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Customer {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking JSON frames.
+pub struct Client {
+    ws: Ws,
+    /// Every frame received so far, in order (for assertions on what was skipped).
+    pub seen: Vec<Value>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, bearer: Option<&str>) -> Result<Client> {
+        let mut req = url.into_client_request()?;
+        if let Some(t) = bearer {
+            req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Client { ws, seen: Vec::new() })
+    }
+
+    pub async fn send(&mut self, v: Value) -> Result<()> {
+        self.ws.send(Message::text(v.to_string())).await?;
+        Ok(())
+    }
+
+    pub async fn send_raw(&mut self, m: Message) -> Result<()> {
+        self.ws.send(m).await?;
+        Ok(())
+    }
+
+    /// The next text frame as JSON, within [`WAIT`].
+    pub async fn recv(&mut self) -> Result<Value> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {WAIT:?}; seen so far: {:?}", self.seen))?;
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    self.seen.push(v.clone());
+                    return Ok(v);
+                }
+                Some(Ok(Message::Close(f))) => bail!("closed: {f:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("read error: {e}"),
+                None => bail!("connection ended"),
+            }
+        }
+    }
+
+    /// Reads until a frame satisfies `pred`, returning it.
+    pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        loop {
+            let v = self.recv().await.with_context(|| format!("waiting for {what}"))?;
+            if pred(&v) {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Reads until an event named `name`.
+    pub async fn event(&mut self, name: &str) -> Result<Value> {
+        self.until(name, |v| v["type"] == "event" && v["name"] == name).await
+    }
+
+    /// Reads until an activity of `type` (skipping acks, positions and other events).
+    pub async fn activity(&mut self, kind: &str) -> Result<Value> {
+        self.until(kind, |v| v["type"] == kind).await
+    }
+
+    /// Reads until a message.
+    pub async fn message(&mut self) -> Result<Value> {
+        self.activity("message").await
+    }
+
+    /// Asserts nothing arrives for `d` (other than frames `ignore` accepts).
+    pub async fn quiet_for(&mut self, d: Duration, ignore: impl Fn(&Value) -> bool) -> Result<()> {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            match tokio::time::timeout_at(end, self.ws.next()).await {
+                Err(_) => return Ok(()),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    if !ignore(&v) {
+                        bail!("unexpected frame: {v}");
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(other) => bail!("connection changed: {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes, returning the close code.
+    pub async fn closed(&mut self) -> Result<Option<CloseCode>> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.map_err(|_| anyhow!("not closed in time"))? {
+                Some(Ok(Message::Close(f))) => return Ok(f.map(|f| f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) | None => return Ok(None),
+                Some(Err(e)) => bail!("read error: {e}"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    /// Sends a message in a conversation (bots and agents name it; customers may too).
+    pub async fn say(&mut self, conversation: &str, text: &str) -> Result<()> {
+        self.send(json!({"type":"message","conversation":{"id":conversation},"text":text})).await
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &str) -> Result<(u16, String)> {
+    http_with(addr, method, path, &[("content-type", content_type)], body).await
+}
+
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await??;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split(' ').nth(1).context("status line")?.parse()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
