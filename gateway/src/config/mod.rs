@@ -416,8 +416,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if b.name.is_empty() {
             problems.push("bot with an empty name".into());
         }
-        if let Some(prev) = member_kind.insert(&b.name, "bot") {
-            problems.push(format!("{item}: duplicate name (also a {prev})"));
+        if let Some(prev) = member_kind.insert(&b.name, "a bot") {
+            problems.push(format!("{item}: duplicate name (already used by {prev})"));
         }
         if b.app_id.is_empty() {
             problems.push(format!("{item}: app_id is empty"));
@@ -444,8 +444,8 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if a.id.is_empty() {
             problems.push("agent with an empty id".into());
         }
-        if let Some(prev) = member_kind.insert(&a.id, "agent") {
-            problems.push(format!("{item}: duplicate id (also a {prev})"));
+        if let Some(prev) = member_kind.insert(&a.id, "an agent") {
+            problems.push(format!("{item}: duplicate id (already used by {prev})"));
         }
         if app_ids.contains_key(a.id.as_str()) {
             problems.push(format!("{item}: id is also a bot's app_id; client ids must be unique"));
@@ -491,10 +491,10 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         let best_agent = q
             .members
             .iter()
-            .filter(|m| member_kind.get(m.as_str()) == Some(&"agent"))
+            .filter(|m| member_kind.get(m.as_str()) == Some(&"an agent"))
             .filter_map(|m| capacity(m).map(|c| (c, m)))
             .max_by_key(|(c, _)| *c);
-        for m in q.members.iter().filter(|m| member_kind.get(m.as_str()) == Some(&"bot")) {
+        for m in q.members.iter().filter(|m| member_kind.get(m.as_str()) == Some(&"a bot")) {
             if let (Some(bc), Some((ac, agent))) = (capacity(m), best_agent)
                 && bc <= ac
             {
@@ -681,7 +681,7 @@ capacity = 3
             (r#"when = "T is empty""#, r#"when = 'T == "x'"#, "unterminated string at column 6"),
             (r#"when = "T is empty""#, r#"when = "N == \"x\"""#, "number variable \"N\" compared with a text literal at column 1"),
             (r#"when = "T is empty""#, r#"when = "T < 3""#, "\"<\" does not apply to text variable \"T\""),
-            (r#"id = "a""#, r#"id = "b""#, r#"agent "b": duplicate id (also a bot)"#),
+            (r#"id = "a""#, r#"id = "b""#, r#"agent "b": duplicate id (already used by a bot)"#),
             (r#"secret = "x""#, "", r#"bot "b": no secret: set secret_env or secret"#),
             ("capacity = 3", "capacity = 0", r#"agent "a": capacity must be at least 1"#),
         ];

@@ -1,0 +1,141 @@
+//! The `switchboard` binary itself: check-config, route, and serve with graceful shutdown.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    p
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/switchboard.toml");
+
+#[test]
+fn check_config_accepts_the_example_with_a_summary() {
+    let (code, out, _) = run(&["check-config", EXAMPLE]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("ok: 1 workstream(s), 3 rule(s), 4 queue(s), 1 bot(s), 3 agent(s)"), "{out}");
+}
+
+#[test]
+fn check_config_lists_every_problem_on_its_own_line() {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(r#"members = ["carol"]"#, r#"members = ["carol", "zed"]"#)
+        .replace(r#"when = 'BotHandoffTopic == "HomeLoan"'"#, r#"when = 'BotHandoffTopic = "HomeLoan"'"#)
+        .replace(r#"queue = "CreditCardQueue""#, r#"queue = "CardQueue""#)
+        + "\n[[agents]]\nid = \"alice\"\nsecret = \"x\"\n";
+    let p = write_config("bad.toml", &text);
+    let (code, out, err) = run(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    for want in [
+        r#"queue "HomeLoanQueue": unknown member "zed""#,
+        r#"workstream "ChatWorkStream" rule "HomeLoanRule": when: unexpected '=' (did you mean "=="?) at column 17"#,
+        r#"workstream "ChatWorkStream" rule "CreditCardRule": unknown queue "CardQueue""#,
+        r#"agent "alice": duplicate id (already used by an agent)"#,
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_config_warns_about_a_bot_without_the_highest_capacity() {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(r#"members = ["contoso-bot"]"#, r#"members = ["contoso-bot", "alice"]"#)
+        .replace("capacity = 1000", "capacity = 2");
+    let p = write_config("warn.toml", &text);
+    let (code, out, _) = run(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains(r#"warning: queue "BotQueue": bot "contoso-bot" (capacity 2) does not have the highest capacity (agent "alice" has 3)"#), "{out}");
+}
+
+#[test]
+fn route_dry_run_prints_the_rule_and_queue() {
+    let cases: [(&[&str], &str); 4] = [
+        (&[], r#"{"rule":"BotRule","queue":"BotQueue"}"#),
+        (&["--var", "BotHandoffTopic=CreditCard"], r#"{"rule":"CreditCardRule","queue":"CreditCardQueue"}"#),
+        (&["--var", "BotHandoffTopic=HomeLoan"], r#"{"rule":"HomeLoanRule","queue":"HomeLoanQueue"}"#),
+        (&["--var", "BotHandoffTopic=Pets"], r#"{"rule":null,"queue":"GeneralQueue"}"#),
+    ];
+    for (vars, want) in cases {
+        let mut args = vec!["route", "--config", EXAMPLE, "--workstream", "ChatWorkStream", "--json"];
+        args.extend_from_slice(vars);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), want);
+    }
+    let (code, out, _) = run(&["route", "--workstream", "ChatWorkStream", "--var", "BotHandoffTopic=CreditCard"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"rule "CreditCardRule" matched: queue "CreditCardQueue""#);
+    let (code, _, err) = run(&["route", "--workstream", "Nope"]);
+    assert_eq!((code, err.trim()), (1, r#"unknown workstream "Nope""#));
+}
+
+#[tokio::test]
+async fn serve_logs_its_port_and_shuts_down_gracefully_on_sigterm() {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("serve logs its address");
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + "listening on http://".len()..].trim().to_owned();
+        }
+    };
+    assert!(!addr.ends_with(":0"), "the real port: {addr}");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat")).await.unwrap();
+    ws.send(Message::text(r#"{"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream"}}"#))
+        .await
+        .unwrap();
+    let started = ws.next().await.unwrap().unwrap();
+    assert!(started.to_text().unwrap().contains("session.started"));
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // The client is told goodbye with 1001 "going away".
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("closed in time") {
+            Some(Ok(Message::Close(f))) => break f.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Away));
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
