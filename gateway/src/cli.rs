@@ -10,7 +10,11 @@ use crate::config::{Checked, Config};
 use crate::context::{Context, Value};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchboard", version, about = "An open conversation gateway: chat and voice, bot first, human handoff")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "An open conversation gateway: chat and voice, bot first, human handoff"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -60,10 +60,9 @@ impl Value {
         match (ty, json) {
             (_, J::Null) => Ok(None),
             (VarType::Text, J::String(s)) => Ok(Some(Value::Text(s.clone()))),
-            (VarType::Number, J::Number(n)) => n
-                .as_f64()
-                .map(|f| Some(Value::Number(f)))
-                .ok_or_else(|| "number out of range".to_owned()),
+            (VarType::Number, J::Number(n)) => {
+                n.as_f64().map(|f| Some(Value::Number(f))).ok_or_else(|| "number out of range".to_owned())
+            }
             (VarType::Number, J::String(s)) => match s.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => Ok(Some(Value::Number(f))),
                 _ => Err(format!("expected a number, got {s:?}")),

@@ -4,13 +4,13 @@
 //!
 //! Start at `ARCHITECTURE.md` in the repository root for the map.
 
-pub mod config;
-pub mod context;
-pub mod routing;
 pub mod auth;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod context;
 pub mod hub;
 pub mod protocol;
+pub mod routing;
 pub mod server;
 pub mod store;

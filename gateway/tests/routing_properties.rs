@@ -192,9 +192,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 None => vec![],
             },
             Op::Transfer { conv, queue } => match pick(conv) {
-                Some(c) => engine
-                    .transfer(&c, queue.map(|q| ["Bots", "Card", "General"][q]), now)
-                    .unwrap_or_default(),
+                Some(c) => engine.transfer(&c, queue.map(|q| ["Bots", "Card", "General"][q]), now).unwrap_or_default(),
                 None => vec![],
             },
             Op::Requeue { conv } => match pick(conv) {
@@ -217,9 +215,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 engine.set_presence(MEMBERS[member], p).unwrap()
             }
         };
-        model
-            .apply(&engine, &fx, front.as_ref())
-            .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+        model.apply(&engine, &fx, front.as_ref()).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
         engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
     }
     Ok(())

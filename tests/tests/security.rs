@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
+use base64::Engine as _;
 use serde_json::{Value, json};
 use switchboard_tests::{BOT_APP_ID, BOT_SECRET, Client, http, http_with, start_server};
 use tokio_tungstenite::tungstenite::Message;
@@ -34,7 +35,11 @@ async fn token_endpoint_follows_client_credentials() -> Result<()> {
     let cases = [
         (format!("grant_type=client_credentials&client_id={BOT_APP_ID}&client_secret=wrong"), 401, "invalid_client"),
         ("grant_type=client_credentials&client_id=nobody&client_secret=x".to_owned(), 401, "invalid_client"),
-        ("grant_type=password&client_id=alice&client_secret=alice-demo-secret".to_owned(), 400, "unsupported_grant_type"),
+        (
+            "grant_type=password&client_id=alice&client_secret=alice-demo-secret".to_owned(),
+            400,
+            "unsupported_grant_type",
+        ),
         ("grant_type=client_credentials&client_id=alice".to_owned(), 400, "invalid_request"),
     ];
     for (body, want_status, want_error) in cases {
@@ -45,7 +50,7 @@ async fn token_endpoint_follows_client_credentials() -> Result<()> {
     }
 
     // HTTP Basic client authentication (RFC 6749 §2.3.1).
-    let basic = format!("Basic {}", base64_encode(&format!("alice:alice-demo-secret")));
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:alice-demo-secret"));
     let (status, _) = http_with(
         s.addr,
         "POST",
@@ -56,23 +61,6 @@ async fn token_endpoint_follows_client_credentials() -> Result<()> {
     .await?;
     assert_eq!(status, 200);
     Ok(())
-}
-
-fn base64_encode(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -101,7 +89,7 @@ async fn unauthenticated_upgrades_are_refused_with_401() -> Result<()> {
 async fn tokens_expire_after_their_lifetime() -> Result<()> {
     let s = start_server(None).await;
     let token = s.token("alice", "alice-demo-secret").await?;
-    let mut ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
     let (conv, customer_token) = (ann.conversation.clone(), ann.token.clone());
     ann.client.close().await;
 
@@ -124,7 +112,8 @@ async fn tokens_expire_after_their_lifetime() -> Result<()> {
     tokio::time::advance(Duration::from_secs(24 * 3600)).await;
     tokio::time::resume();
     let mut late = s.customer().await?;
-    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":customer_token}})).await?;
+    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":customer_token}}))
+        .await?;
     let err = late.event("error").await?;
     assert_eq!(err["value"]["code"], "unauthorized");
     assert!(err["value"]["message"].as_str().unwrap().contains("expired"));

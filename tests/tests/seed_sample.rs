@@ -73,7 +73,10 @@ async fn credit_card_escalation_reaches_a_credit_card_agent_with_transcript_and_
     // The agent and the customer now talk; the bot is out of it.
     alice.say(&conv, "Hi Ann, I have blocked the card.").await?;
     let m = ann.message().await?;
-    assert_eq!((m["from"]["role"].as_str(), m["text"].as_str()), (Some("agent"), Some("Hi Ann, I have blocked the card.")));
+    assert_eq!(
+        (m["from"]["role"].as_str(), m["text"].as_str()),
+        (Some("agent"), Some("Hi Ann, I have blocked the card."))
+    );
     ann.send(json!({"type":"message","text":"Thank you!"})).await?;
     assert_eq!(alice.message().await?["text"], "Thank you!");
     bot.say(&conv, "still here?").await?;
@@ -106,7 +109,10 @@ async fn home_loan_goes_to_home_loan_queue_and_unknown_topics_to_the_fallback() 
     // No rule for "Pets": the fallback GeneralQueue (round robin over alice, bob, carol;
     // alice is offline, so bob).
     let mut ben = s.start_chat("ChatWorkStream", "Ben", json!({})).await?;
-    bot.until("assignment for Ben", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()).await?;
+    bot.until("assignment for Ben", |v| {
+        v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()
+    })
+    .await?;
     escalate(&mut bot, &ben.conversation, json!("Pets"), "asks about pets").await?;
     let a = bob.event("conversation.assigned").await?;
     assert_eq!(a["conversation"]["id"], ben.conversation.as_str());
@@ -123,7 +129,10 @@ async fn customers_beyond_capacity_wait_with_positions_and_are_assigned_when_cap
     let mut customers = Vec::new();
     for i in 0..5 {
         let c = s.start_chat("ChatWorkStream", &format!("C{i}"), json!({})).await?;
-        bot.until("assignment", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == c.conversation.as_str()).await?;
+        bot.until("assignment", |v| {
+            v["name"] == "conversation.assigned" && v["conversation"]["id"] == c.conversation.as_str()
+        })
+        .await?;
         escalate(&mut bot, &c.conversation, json!("HomeLoan"), "loan").await?;
         customers.push(c);
     }
@@ -146,7 +155,9 @@ async fn customers_beyond_capacity_wait_with_positions_and_are_assigned_when_cap
     assert_eq!(eoc["from"]["role"], "agent");
     let a = carol.event("conversation.assigned").await?;
     assert_eq!(a["conversation"]["id"], ids[3].as_str());
-    customers[3].until("agent assignment", |v| v["name"] == "conversation.assigned" && v["value"]["name"] == "Carol").await?;
+    customers[3]
+        .until("agent assignment", |v| v["name"] == "conversation.assigned" && v["value"]["name"] == "Carol")
+        .await?;
     let p5 = customers[4].event("queue.position").await?;
     assert_eq!(p5["value"]["position"], 1);
 
@@ -169,14 +180,18 @@ async fn a_bot_never_gets_back_a_conversation_it_escalated() -> Result<()> {
     // the one that escalated, so the conversation waits instead of looping back to it.
     let mut ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
     bot.event("conversation.assigned").await?;
-    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{}})).await?;
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{}}))
+        .await?;
     let p = ann.event("queue.position").await?;
     assert_eq!(p["value"], json!({"queue":"BotQueue","position":1}));
     bot.quiet_for(Duration::from_millis(300), no_assignment).await?;
 
     // An agent transferring back to BotQueue: the bot that escalated is not offered it.
     let mut ben = s.start_chat("ChatWorkStream", "Ben", json!({})).await?;
-    bot.until("assignment for Ben", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()).await?;
+    bot.until("assignment for Ben", |v| {
+        v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()
+    })
+    .await?;
     escalate(&mut bot, &ben.conversation, json!("CreditCard"), "card").await?;
     alice.event("conversation.assigned").await?;
     alice.send(json!({"type":"event","name":"transfer","conversation":{"id":ben.conversation},"value":{"queue":"BotQueue"}})).await?;
@@ -232,7 +247,8 @@ async fn bot_ends_with_survey_and_customer_can_end_too() -> Result<()> {
     let mut bot = s.bot().await?;
     let mut ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
     bot.event("conversation.assigned").await?;
-    bot.send(json!({"type":"endOfConversation","conversation":{"id":ann.conversation},"value":{"survey":true}})).await?;
+    bot.send(json!({"type":"endOfConversation","conversation":{"id":ann.conversation},"value":{"survey":true}}))
+        .await?;
     ann.event("survey.request").await?;
     ann.activity("endOfConversation").await?;
     ann.send(json!({"type":"message","text":"hello?"})).await?;
@@ -240,13 +256,17 @@ async fn bot_ends_with_survey_and_customer_can_end_too() -> Result<()> {
 
     // The customer ends: the bot is told, and its capacity is freed.
     let mut ben = s.start_chat("ChatWorkStream", "Ben", json!({})).await?;
-    bot.until("assignment for Ben", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()).await?;
+    bot.until("assignment for Ben", |v| {
+        v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()
+    })
+    .await?;
     ben.send(json!({"type":"typing"})).await?;
     assert_eq!(bot.activity("typing").await?["from"]["name"], "Ben");
     ben.send(json!({"type":"endOfConversation"})).await?;
     let eoc = bot.activity("endOfConversation").await?;
     assert_eq!(eoc["conversation"]["id"], ben.conversation.as_str());
-    let load = s.running.hub.with_engine(|e| e.members_view().into_iter().find(|m| m.name == "contoso-bot").unwrap().load);
+    let load =
+        s.running.hub.with_engine(|e| e.members_view().into_iter().find(|m| m.name == "contoso-bot").unwrap().load);
     assert_eq!(load, 0);
     Ok(())
 }

@@ -252,9 +252,7 @@ impl Lexer<'_> {
                     .find(|&(_, ch)| !(ch.is_ascii_digit() || ch == '.'))
                     .map_or(rest.len(), |(i, _)| i);
                 let text = &rest[..len];
-                let n: f64 = text
-                    .parse()
-                    .map_err(|_| err(format!("bad number {text:?}")))?;
+                let n: f64 = text.parse().map_err(|_| err(format!("bad number {text:?}")))?;
                 self.pos += len;
                 Tok::Num(n)
             }
@@ -386,10 +384,7 @@ impl Parser {
 }
 
 fn is_keyword(s: &str) -> bool {
-    matches!(
-        s,
-        "and" | "or" | "not" | "is" | "empty" | "contains" | "starts" | "ends" | "with" | "true" | "false"
-    )
+    matches!(s, "and" | "or" | "not" | "is" | "empty" | "contains" | "starts" | "ends" | "with" | "true" | "false")
 }
 
 /// Parses a `when` condition.
@@ -414,8 +409,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn eval(src: &str, vars: &[(&str, Value)]) -> bool {
-        let ctx: BTreeMap<String, Value> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let ctx: BTreeMap<String, Value> = vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         parse(src).unwrap().eval(&|k| ctx.get(k))
     }
 
@@ -426,7 +420,8 @@ mod tests {
     #[test]
     fn evaluation_table() {
         let n = Value::Number;
-        let cases: Vec<(&str, Vec<(&str, Value)>, bool)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'a str, Value)>, bool);
+        let cases: Vec<Case> = vec![
             ("BotHandoffTopic is empty", vec![], true),
             ("BotHandoffTopic is empty", vec![("BotHandoffTopic", t(""))], true),
             ("BotHandoffTopic is empty", vec![("BotHandoffTopic", t("x"))], false),

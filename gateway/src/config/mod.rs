@@ -372,9 +372,7 @@ fn resolve_secret(
         (None, Some(var)) => match env(&var).filter(|v| !v.is_empty()) {
             Some(v) => Some(Secret(v)),
             None => {
-                warnings.push(format!(
-                    "{item}: environment variable {var} (secret_env) is not set; it cannot sign in"
-                ));
+                warnings.push(format!("{item}: environment variable {var} (secret_env) is not set; it cannot sign in"));
                 None
             }
         },
@@ -390,10 +388,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
     let mut warnings = Vec::new();
 
     if raw.server.listen.parse::<SocketAddr>().is_err() {
-        problems.push(format!(
-            "server: listen {:?} is not an address like 127.0.0.1:8080",
-            raw.server.listen
-        ));
+        problems.push(format!("server: listen {:?} is not an address like 127.0.0.1:8080", raw.server.listen));
     }
     if raw.server.max_frame_bytes < 1024 {
         problems.push("server: max_frame_bytes must be at least 1024".into());
@@ -427,8 +422,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if b.capacity == 0 {
             problems.push(format!("{item}: capacity must be at least 1"));
         }
-        let secret =
-            resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings);
+        let secret = resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings);
         bots.push(Bot {
             name: b.name.clone(),
             app_id: b.app_id.clone(),
@@ -453,8 +447,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if a.capacity == 0 {
             problems.push(format!("{item}: capacity must be at least 1"));
         }
-        let secret =
-            resolve_secret(&item, a.secret.clone(), a.secret_env.clone(), env, &mut problems, &mut warnings);
+        let secret = resolve_secret(&item, a.secret.clone(), a.secret_env.clone(), env, &mut problems, &mut warnings);
         agents.push(Agent {
             id: a.id.clone(),
             name: a.name.clone().unwrap_or_else(|| a.id.clone()),
@@ -598,15 +591,9 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
     if !problems.is_empty() {
         return Err(ConfigError(problems));
     }
-    let queues = raw
-        .queues
-        .into_iter()
-        .map(|q| Queue { name: q.name, assignment: q.assignment, members: q.members })
-        .collect();
-    Ok(Checked {
-        config: Config { server: raw.server, admin_token, workstreams, queues, bots, agents },
-        warnings,
-    })
+    let queues =
+        raw.queues.into_iter().map(|q| Queue { name: q.name, assignment: q.assignment, members: q.members }).collect();
+    Ok(Checked { config: Config { server: raw.server, admin_token, workstreams, queues, bots, agents }, warnings })
 }
 
 impl Checked {
@@ -679,7 +666,11 @@ capacity = 3
             (r#"fallback_queue = "Q""#, r#"fallback_queue = "Z""#, r#"fallback_queue: unknown queue "Z""#),
             (r#"when = "T is empty""#, r#"when = "X is empty""#, r#"unknown variable "X" at column 1"#),
             (r#"when = "T is empty""#, r#"when = 'T == "x'"#, "unterminated string at column 6"),
-            (r#"when = "T is empty""#, r#"when = "N == \"x\"""#, "number variable \"N\" compared with a text literal at column 1"),
+            (
+                r#"when = "T is empty""#,
+                r#"when = "N == \"x\"""#,
+                "number variable \"N\" compared with a text literal at column 1",
+            ),
             (r#"when = "T is empty""#, r#"when = "T < 3""#, "\"<\" does not apply to text variable \"T\""),
             (r#"id = "a""#, r#"id = "b""#, r#"agent "b": duplicate id (already used by a bot)"#),
             (r#"secret = "x""#, "", r#"bot "b": no secret: set secret_env or secret"#),
@@ -694,16 +685,18 @@ capacity = 3
 
     #[test]
     fn duplicate_app_id_and_warnings() {
-        let text = format!(
-            "{BASE}\n[[bots]]\nname = \"c\"\napp_id = \"app-1\"\nsecret = \"y\"\n"
-        );
+        let text = format!("{BASE}\n[[bots]]\nname = \"c\"\napp_id = \"app-1\"\nsecret = \"y\"\n");
         let err = check(&text).unwrap_err();
         assert_eq!(err.0, vec![r#"bot "c": app_id "app-1" is also used by bot "b""#.to_owned()]);
 
-        let text = BASE.replace("capacity = 10", "capacity = 2").replace("secret_env = \"SET\"", "secret_env = \"UNSET\"");
+        let text =
+            BASE.replace("capacity = 10", "capacity = 2").replace("secret_env = \"SET\"", "secret_env = \"UNSET\"");
         let c = check(&text).unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("does not have the highest capacity") || c.warnings[1].contains("does not have the highest capacity"));
+        assert!(
+            c.warnings[0].contains("does not have the highest capacity")
+                || c.warnings[1].contains("does not have the highest capacity")
+        );
         assert!(c.warnings.iter().any(|w| w.contains("UNSET")));
 
         let text = BASE.replace("name = \"W\"", "name = \"W\"\nchannel = \"voice\"");

@@ -109,10 +109,8 @@ impl Hub {
 
     /// Checks a bearer token for a bot or agent connection.
     pub fn authenticate(&self, token: &str, want: Principal) -> Result<Arc<str>, ProtocolError> {
-        let claims = self
-            .signer
-            .verify(token, self.clock.now_ms())
-            .map_err(|e| ProtocolError::unauthorized(e.to_string()))?;
+        let claims =
+            self.signer.verify(token, self.clock.now_ms()).map_err(|e| ProtocolError::unauthorized(e.to_string()))?;
         if claims.kind != want {
             return Err(ProtocolError::new(
                 ErrorCode::Forbidden,
@@ -387,10 +385,9 @@ impl Hub {
 
     /// The conversation a bot or agent frame names.
     pub fn named_conversation(&self, a: &Inbound) -> Result<Arc<Conversation>, ProtocolError> {
-        let id = a
-            .conversation_id()
-            .ok_or_else(|| ProtocolError::bad_request("activity has no conversation.id"))?;
-        let conv = self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))?;
+        let id = a.conversation_id().ok_or_else(|| ProtocolError::bad_request("activity has no conversation.id"))?;
+        let conv =
+            self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))?;
         Ok(conv)
     }
 
@@ -429,7 +426,11 @@ impl Hub {
         let obj = match value {
             Value::Null => return Ok(Vec::new()),
             Value::Object(o) => o,
-            _ => return Err(ProtocolError::bad_request("handoff.initiate value must be an object of context variables")),
+            _ => {
+                return Err(ProtocolError::bad_request(
+                    "handoff.initiate value must be an object of context variables",
+                ));
+            }
         };
         obj.iter()
             .map(|(k, v)| {
@@ -591,7 +592,11 @@ impl Hub {
                     if let Some(c) = self.conversation(&conv)
                         && let Some(o) = &c.inner.lock().customer
                     {
-                        o.send(protocol::event("queue.position", json!({"queue": queue, "position": position}), Some(&conv)));
+                        o.send(protocol::event(
+                            "queue.position",
+                            json!({"queue": queue, "position": position}),
+                            Some(&conv),
+                        ));
                     }
                 }
             }

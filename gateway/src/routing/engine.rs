@@ -90,6 +90,17 @@ pub enum EngineError {
     UnknownMember(String),
 }
 
+/// Where a (re-)routed conversation goes.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    /// Run the workstream's rules; join the back of the queue they give.
+    ByRules,
+    /// The back of a named queue.
+    Back(usize),
+    /// The front of a queue: the customer has already waited once.
+    Front(usize),
+}
+
 /// A conversation's routing state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvStatus {
@@ -322,7 +333,7 @@ impl Engine {
             },
         );
         let mut fx = Vec::new();
-        self.route_and_enqueue(&conv, Trigger::Start, None, false, &[], now_ms, &mut fx)?;
+        self.route_and_enqueue(&conv, Trigger::Start, Place::ByRules, &[], now_ms, &mut fx)?;
         Ok(fx)
     }
 
@@ -343,28 +354,22 @@ impl Engine {
         }
         let mut fx = Vec::new();
         let freed = self.release(conv, &mut fx);
-        self.route_and_enqueue(conv, Trigger::Escalation, None, false, &freed, now_ms, &mut fx)?;
+        self.route_and_enqueue(conv, Trigger::Escalation, Place::ByRules, &freed, now_ms, &mut fx)?;
         Ok(fx)
     }
 
     /// The holder transfers the conversation to a named queue, or (with `None`) back through
     /// the rules.
-    pub fn transfer(
-        &mut self,
-        conv: &ConvId,
-        queue: Option<&str>,
-        now_ms: u64,
-    ) -> Result<Vec<Effect>, EngineError> {
+    pub fn transfer(&mut self, conv: &ConvId, queue: Option<&str>, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
         let target = match queue {
-            Some(q) => Some(
-                *self.queue_ix.get(q).ok_or_else(|| EngineError::UnknownQueue(q.to_owned()))?,
-            ),
+            Some(q) => Some(*self.queue_ix.get(q).ok_or_else(|| EngineError::UnknownQueue(q.to_owned()))?),
             None => None,
         };
         self.active(conv)?;
         let mut fx = Vec::new();
         let freed = self.release(conv, &mut fx);
-        self.route_and_enqueue(conv, Trigger::Transfer, target, false, &freed, now_ms, &mut fx)?;
+        let place = target.map_or(Place::ByRules, Place::Back);
+        self.route_and_enqueue(conv, Trigger::Transfer, place, &freed, now_ms, &mut fx)?;
         Ok(fx)
     }
 
@@ -375,7 +380,7 @@ impl Engine {
         let queue = c.queue;
         let mut fx = Vec::new();
         let freed = self.release(conv, &mut fx);
-        self.route_and_enqueue(conv, Trigger::Requeue, Some(queue), true, &freed, now_ms, &mut fx)?;
+        self.route_and_enqueue(conv, Trigger::Requeue, Place::Front(queue), &freed, now_ms, &mut fx)?;
         Ok(fx)
     }
 
@@ -444,10 +449,7 @@ impl Engine {
     }
 
     fn active(&mut self, conv: &ConvId) -> Result<&mut ConvState, EngineError> {
-        let c = self
-            .convs
-            .get_mut(conv)
-            .ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
+        let c = self.convs.get_mut(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
         if c.status != ConvStatus::Active {
             return Err(EngineError::NotActive(conv.to_string()));
         }
@@ -472,22 +474,21 @@ impl Engine {
         &mut self,
         conv: &ConvId,
         trigger: Trigger,
-        target: Option<usize>,
-        front: bool,
+        place: Place,
         also_pump: &[usize],
         now_ms: u64,
         fx: &mut Vec<Effect>,
     ) -> Result<(), EngineError> {
         let c = self.convs.get(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
-        let (qi, rule) = match target {
-            Some(q) => (q, None),
-            None => {
+        let (qi, rule) = match place {
+            Place::Back(q) | Place::Front(q) => (q, None),
+            Place::ByRules => {
                 let d = self.workstreams[c.workstream].route(&c.context);
                 let qi = *self.queue_ix.get(&d.queue).ok_or(EngineError::UnknownQueue(d.queue))?;
                 (qi, d.rule)
             }
         };
-        let stamp = if front {
+        let stamp = if matches!(place, Place::Front(_)) {
             self.front_stamp -= 1;
             self.front_stamp
         } else {
@@ -659,12 +660,8 @@ impl Engine {
     /// Every active conversation `member` holds.
     pub fn held_by(&self, member: &str) -> Vec<ConvId> {
         let Some(&m) = self.member_ix.get(member) else { return Vec::new() };
-        let mut held: Vec<(i64, ConvId)> = self
-            .convs
-            .iter()
-            .filter(|(_, c)| c.holder == Some(m))
-            .map(|(id, c)| (c.stamp, id.clone()))
-            .collect();
+        let mut held: Vec<(i64, ConvId)> =
+            self.convs.iter().filter(|(_, c)| c.holder == Some(m)).map(|(id, c)| (c.stamp, id.clone())).collect();
         held.sort_unstable_by_key(|(s, _)| *s);
         held.into_iter().map(|(_, id)| id).collect()
     }
@@ -764,10 +761,7 @@ impl Engine {
                     return Err(format!("{}: {id} has position {} but is number {}", q.name, c.position, i + 1));
                 }
                 if let Some(&m) = q.members.iter().find(|&&m| self.eligible(m, c)) {
-                    return Err(format!(
-                        "{}: {id} waits while {} could take it",
-                        q.name, self.members[m].name
-                    ));
+                    return Err(format!("{}: {id} waits while {} could take it", q.name, self.members[m].name));
                 }
             }
         }

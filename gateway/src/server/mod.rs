@@ -63,9 +63,8 @@ pub async fn start_with(cfg: Config, listen: SocketAddr, store: Arc<dyn Store>) 
     let hub = Hub::new(cfg, store, Signer::random());
     let app = router(hub.clone());
     let stop = hub.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
-    });
+    let server =
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
     Ok(Running { addr, hub, server })
 }
 

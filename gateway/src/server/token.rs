@@ -43,11 +43,7 @@ pub async fn token(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes)
         req.client_secret.get_or_insert(secret);
     }
     if req.grant_type.as_deref() != Some("client_credentials") {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
-            "grant_type must be client_credentials",
-        );
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type must be client_credentials");
     }
     let (Some(id), Some(secret)) = (req.client_id, req.client_secret) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required");
