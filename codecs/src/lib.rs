@@ -20,6 +20,8 @@ pub mod error;
 pub mod format;
 pub mod g711;
 pub mod l16;
+pub mod resample;
 
 pub use error::CodecError;
 pub use format::{Encoding, FRAME_MS, Format};
+pub use resample::Resampler;
