@@ -5,6 +5,7 @@
 //! Start at `ARCHITECTURE.md` in the repository root for the map.
 
 pub mod auth;
+pub mod bot;
 pub mod cli;
 pub mod clock;
 pub mod config;

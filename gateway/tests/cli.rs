@@ -139,3 +139,26 @@ async fn serve_logs_its_port_and_shuts_down_gracefully_on_sigterm() {
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+#[test]
+fn check_config_catches_invalid_topics() {
+    let text = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(r#"    variable = "CardIssue""#, "")
+        .replace(r#"    end = "survey""#, r#"    end = "maybe""#)
+        .replace(r#"  triggers = ["opening hours", "hours", "branch open", "when close"]"#, "")
+        + "\n[[bots.topics]]\nname = \"Loop\"\ntriggers = [\"loop\"]\n  [[bots.topics.nodes]]\n  goto = \"Nowhere\"\n  [[bots.topics.nodes]]\n  message = \"a\"\n  end = \"survey\"\n";
+    let p = write_config("topics.toml", &text);
+    let (code, out, err) = run(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    for want in [
+        r#"bot "contoso-bot" topic "Lost or stolen card" node 2: a question needs a variable to store the answer"#,
+        r#"bot "contoso-bot" topic "Goodbye" node 2: end must be "survey" or "conversation", not "maybe""#,
+        r#"bot "contoso-bot" topic "Opening hours": needs trigger phrases (or dtmf) to ever start"#,
+        r#"bot "contoso-bot" topic "Loop" node 2: needs exactly one of message, question, transfer, end, goto"#,
+        r#"bot "contoso-bot" topic "Loop" node 1: goto unknown topic "Nowhere""#,
+    ] {
+        assert!(err.lines().any(|l| l == want), "missing {want:?} in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "{err}");
+}

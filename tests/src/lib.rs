@@ -34,12 +34,22 @@ pub struct TestServer {
     pub running: Running,
 }
 
-/// Starts a gateway on a free loopback port with `toml`, or the built-in default.
+/// The seed's sample with an external bot that tests drive over `/v1/bot`.
+pub const EXTERNAL_BOT: &str = include_str!("../../examples/external-bot.toml");
+
+/// Starts a gateway on a free loopback port with `toml`, or the seed sample with an
+/// external bot ([`EXTERNAL_BOT`]).
 pub async fn start_server(toml: Option<&str>) -> TestServer {
-    let cfg = match toml {
-        Some(t) => Config::from_toml(t).expect("test configuration is valid").config,
-        None => Config::builtin_default(),
-    };
+    let cfg = Config::from_toml(toml.unwrap_or(EXTERNAL_BOT)).expect("test configuration is valid").config;
+    start_with(cfg).await
+}
+
+/// Starts a gateway on the built-in default configuration (the built-in bot).
+pub async fn start_default() -> TestServer {
+    start_with(Config::builtin_default()).await
+}
+
+async fn start_with(cfg: Config) -> TestServer {
     let running = server::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("server starts");
     TestServer { addr: running.addr, running }
 }

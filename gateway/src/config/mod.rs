@@ -120,6 +120,11 @@ struct RawBot {
     #[serde(default)]
     voice: bool,
     endpoint: Option<String>,
+    /// Runs the built-in topic bot as this bot user.
+    #[serde(default)]
+    builtin: bool,
+    #[serde(default)]
+    topics: Vec<crate::bot::script::RawTopic>,
 }
 
 fn default_bot_capacity() -> u32 {
@@ -250,6 +255,8 @@ pub struct Bot {
     pub capacity: u32,
     pub voice: bool,
     pub endpoint: Option<String>,
+    /// The script of a built-in bot (`builtin = true`).
+    pub builtin: Option<std::sync::Arc<crate::bot::Script>>,
 }
 
 #[derive(Clone, Debug)]
@@ -422,7 +429,23 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if b.capacity == 0 {
             problems.push(format!("{item}: capacity must be at least 1"));
         }
-        let secret = resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings);
+        // A built-in bot runs inside the gateway and never signs in, so it needs no secret.
+        let secret = if b.builtin && b.secret.is_none() && b.secret_env.is_none() {
+            None
+        } else {
+            resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings)
+        };
+        let builtin = if b.builtin {
+            if b.endpoint.is_some() {
+                problems.push(format!("{item}: a built-in bot has no endpoint"));
+            }
+            Some(std::sync::Arc::new(crate::bot::script::build(&b.name, &b.topics, &mut problems)))
+        } else {
+            if !b.topics.is_empty() {
+                problems.push(format!("{item}: topics belong to a built-in bot (set builtin = true)"));
+            }
+            None
+        };
         bots.push(Bot {
             name: b.name.clone(),
             app_id: b.app_id.clone(),
@@ -430,6 +453,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
             capacity: b.capacity,
             voice: b.voice,
             endpoint: b.endpoint.clone(),
+            builtin,
         });
     }
     let mut agents = Vec::new();

@@ -125,15 +125,17 @@ impl Hub {
 
     /// OAuth2 client credentials: a bot's app_id or an agent's id, and its secret.
     pub fn issue_token(&self, client_id: &str, client_secret: &str) -> Option<(String, u64)> {
-        let (sub, kind, secret) = if let Some(b) = self.cfg.bots.iter().find(|b| b.app_id == client_id) {
-            (b.name.clone(), Principal::Bot, b.secret.as_ref())
-        } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
-            (a.id.clone(), Principal::Agent, a.secret.as_ref())
-        } else {
-            // Compare against a dummy all the same, so timing does not reveal which ids exist.
-            let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
-            return None;
-        };
+        // A built-in bot runs inside the gateway; nobody signs in as it.
+        let (sub, kind, secret) =
+            if let Some(b) = self.cfg.bots.iter().find(|b| b.app_id == client_id && b.builtin.is_none()) {
+                (b.name.clone(), Principal::Bot, b.secret.as_ref())
+            } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
+                (a.id.clone(), Principal::Agent, a.secret.as_ref())
+            } else {
+                // Compare against a dummy all the same, so timing does not reveal which ids exist.
+                let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
+                return None;
+            };
         if !secret?.matches(client_secret) {
             return None;
         }

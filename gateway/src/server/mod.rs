@@ -61,6 +61,7 @@ pub async fn start_with(cfg: Config, listen: SocketAddr, store: Arc<dyn Store>) 
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let hub = Hub::new(cfg, store, Signer::random());
+    crate::bot::spawn_all(&hub);
     let app = router(hub.clone());
     let stop = hub.shutdown.clone();
     let server =

@@ -1,0 +1,158 @@
+//! The built-in bot user: a Power Virtual Agents-style topic bot that runs inside the
+//! gateway, so `switchboard serve` shows the whole bot → human flow with nothing else
+//! running.
+//!
+//! It is a bot user like any other: it has an app ID, a capacity and queue memberships, and
+//! it connects to the hub through an [`Outbox`] exactly as a `/v1/bot` connection does —
+//! it receives `conversation.assigned` and the customer's activities as JSON frames and
+//! answers through the same hub calls (`member_post`, `handoff`, `member_end`), so routing,
+//! transcripts and checks are the same code path. The dialog logic (`dialog.rs`) is sans-IO.
+
+mod dialog;
+pub mod matcher;
+pub mod script;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub use dialog::{Action, Dialog};
+pub use script::Script;
+
+use crate::context::Value as CtxValue;
+use crate::hub::outbox::Outgoing;
+use crate::hub::{Hub, Outbox};
+use crate::protocol::{ConvRef, Inbound, Kind};
+
+/// Starts every built-in bot of the configuration.
+pub fn spawn_all(hub: &Arc<Hub>) {
+    for b in &hub.cfg.bots {
+        if let Some(script) = &b.builtin {
+            let name: Arc<str> = Arc::from(b.name.as_str());
+            hub.tasks.spawn(run(hub.clone(), name, script.clone()));
+        }
+    }
+}
+
+impl Inbound {
+    /// An activity a bot sends in a conversation.
+    pub fn new(kind: Kind, conversation: &str) -> Inbound {
+        Inbound {
+            kind_raw: Some(kind.as_str().to_owned()),
+            kind: Some(kind),
+            name: None,
+            value: Value::Null,
+            text: None,
+            conversation: Some(ConvRef { id: conversation.to_owned() }),
+            channel_data: Value::Null,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
+    let mut dialogs: HashMap<String, Dialog> = HashMap::new();
+    loop {
+        let (outbox, mut rx) = Outbox::new(hub.cfg.server.outbound_queue.max(4096));
+        hub.member_connected(&name, &outbox);
+        loop {
+            tokio::select! {
+                _ = hub.shutdown.cancelled() => {
+                    hub.member_disconnected(&name, &outbox);
+                    return;
+                }
+                _ = outbox.kicked().cancelled() => break,
+                m = rx.recv() => match m {
+                    Some(Outgoing::Text(f)) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(f.as_str()) {
+                            handle(&hub, &name, &script, &outbox, &mut dialogs, &v);
+                        }
+                    }
+                    Some(Outgoing::Close(..)) | None => break,
+                },
+            }
+        }
+        // Kicked (it fell behind) or replaced: connect again; held conversations come back
+        // with `resumed: true` and their dialogs continue.
+        hub.member_disconnected(&name, &outbox);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn handle(
+    hub: &Hub,
+    name: &Arc<str>,
+    script: &Script,
+    outbox: &Outbox,
+    dialogs: &mut HashMap<String, Dialog>,
+    v: &Value,
+) {
+    let Some(conv) = v["conversation"]["id"].as_str() else { return };
+    let actions = match (v["type"].as_str(), v["name"].as_str()) {
+        (Some("event"), Some("conversation.assigned")) if v["value"]["workstream"].is_string() => {
+            if v["value"]["resumed"] == true && dialogs.contains_key(conv) {
+                return;
+            }
+            let user = v["value"]["customer"]["name"].as_str().unwrap_or("there");
+            let mut d = Dialog::new(user, &v["value"]["context"]);
+            let actions = if v["value"]["resumed"] == true { Vec::new() } else { d.start(script) };
+            dialogs.insert(conv.to_owned(), d);
+            actions
+        }
+        (Some("message"), _) if v["from"]["role"] == "user" => {
+            let text = v["text"].as_str().unwrap_or("");
+            dialogs.get_mut(conv).map(|d| d.on_message(script, text)).unwrap_or_default()
+        }
+        (Some("event"), Some("dtmf")) => {
+            let digit = v["value"].as_str().unwrap_or("");
+            dialogs.get_mut(conv).map(|d| d.on_dtmf(script, digit)).unwrap_or_default()
+        }
+        (Some("endOfConversation"), _) => {
+            dialogs.remove(conv);
+            return;
+        }
+        (Some("event"), Some("error")) => {
+            tracing::warn!(bot = %name, conversation.id = conv, error = %v["value"], "built-in bot got an error");
+            return;
+        }
+        _ => return,
+    };
+    for a in actions {
+        let result = match a {
+            Action::Say(text) => {
+                let mut m = Inbound::new(Kind::Message, conv);
+                m.text = Some(text);
+                hub.member_post(name, outbox, &m)
+            }
+            Action::Handoff { vars, summary } => {
+                let mut e = Inbound::new(Kind::Event, conv);
+                e.name = Some("handoff.initiate".into());
+                e.value = Value::Object(routable(hub, conv, vars).into_iter().collect());
+                e.text = Some(summary);
+                hub.handoff(name, outbox, &e)
+            }
+            Action::End { survey } => {
+                let mut e = Inbound::new(Kind::EndOfConversation, conv);
+                e.value = json!({ "survey": survey });
+                hub.member_end(name, outbox, &e)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(bot = %name, conversation.id = conv, "built-in bot action failed: {e}");
+        }
+        if dialogs.get(conv).is_some_and(Dialog::is_done) {
+            dialogs.remove(conv);
+        }
+    }
+}
+
+/// Drops answers that a workstream declares with another type (a typed "five" for a
+/// number), so a customer's odd answer cannot block the handoff; it stays in the transcript.
+fn routable(hub: &Hub, conv: &str, vars: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    let Some(ws) = hub.conversation(conv).and_then(|c| hub.cfg.workstream(&c.workstream).cloned()) else {
+        return vars;
+    };
+    vars.into_iter().filter(|(k, v)| ws.variable(k).is_none_or(|ty| CtxValue::from_json(ty, v).is_ok())).collect()
+}
