@@ -32,6 +32,37 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Chat as a customer in the terminal.
+    Chat {
+        /// The gateway's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value = "ChatWorkStream")]
+        workstream: String,
+        /// Your name, as the bot and agents see it.
+        #[arg(long, default_value = "Customer")]
+        name: String,
+        /// A context variable, K=V (repeatable).
+        #[arg(long = "context", value_name = "K=V")]
+        context: Vec<String>,
+        /// Print the raw JSON frames.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work as an agent in the terminal: take assignments, reply, transfer, end.
+    Agent {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Your agent id.
+        #[arg(long)]
+        id: String,
+        /// Your secret (also from SWITCHBOARD_AGENT_SECRET); the default configuration's demo
+        /// agents use "<id>-demo-secret", which is tried when neither is given.
+        #[arg(long, env = "SWITCHBOARD_AGENT_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a configuration file: exit 0 with a summary, or 1 with one line per problem.
     CheckConfig { file: PathBuf },
     /// Dry-run routing: which rule matches and which queue a conversation would go to.

@@ -13,6 +13,33 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     match args.command {
         Command::CheckConfig { file } => cli::check_config(&file),
+        Command::Chat { url, workstream, name, context, json } => {
+            let context = match context
+                .iter()
+                .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or(kv))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(c) => c,
+                Err(kv) => {
+                    eprintln!("--context {kv:?}: expected K=V");
+                    return ExitCode::from(1);
+                }
+            };
+            let opts = switchboard::client::chat::ChatOptions { url, workstream, name, context, json };
+            client_runtime(switchboard::client::chat::run(opts))
+        }
+        Command::Agent { url, id, secret, json } => {
+            let secret = secret.unwrap_or_else(|| {
+                eprintln!("(no --secret given: trying the demo secret \"{id}-demo-secret\")");
+                format!("{id}-demo-secret")
+            });
+            client_runtime(switchboard::client::agent::run(switchboard::client::agent::AgentOptions {
+                url,
+                id,
+                secret,
+                json,
+            }))
+        }
         Command::Route { config, workstream, vars, json } => cli::route(config.as_ref(), &workstream, &vars, json),
         Command::Serve { config, listen, data_dir } => {
             tracing_subscriber::fmt()
@@ -48,6 +75,16 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(serve(checked.config, listen))
+        }
+    }
+}
+
+fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            ExitCode::from(1)
         }
     }
 }

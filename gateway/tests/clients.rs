@@ -1,0 +1,150 @@
+//! The terminal clients, driven through stdin and stdout as a person would use them, against
+//! the real binary serving the built-in default configuration: one full handoff from the
+//! built-in bot to an agent, a survey, and a dropped connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], read_stderr: bool) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "info")
+            .spawn()
+            .expect("binary runs");
+        let (tx, lines) = channel();
+        let out: Box<dyn std::io::Read + Send> =
+            if read_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc { child, stdin, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `want`, returning it.
+    fn expect(&mut self, want: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(want) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {want:?}; output so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("did not exit; output:\n{}", self.seen.join("\n"));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> (Proc, String) {
+    let mut server = Proc::spawn(&["serve", "--listen", "127.0.0.1:0"], true);
+    let line = server.expect("listening on http://");
+    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    (server, url)
+}
+
+#[test]
+fn chat_and_agent_clients_carry_a_conversation_from_the_bot_to_the_agent() {
+    let (_server, url) = serve();
+    let mut alice = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], false);
+    alice.expect("Signed in as alice (available)");
+    let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], false);
+    ann.expect("Connected to ChatWorkStream as Ann");
+    ann.expect("[contoso-bot (virtual assistant) is here to help]");
+    ann.expect("contoso-bot: Hi Ann, I'm Contoso's virtual assistant.");
+
+    ann.type_line("I lost my credit card");
+    ann.expect("contoso-bot: Was your card lost or stolen?");
+    ann.type_line("stolen");
+    ann.expect("[transferring you to an agent…]");
+    ann.expect("[Alice (agent) joined the conversation]");
+
+    alice.expect("=== #1 Ann — CreditCardQueue (chat) ===");
+    let ctx = alice.expect("context: ");
+    assert!(ctx.contains("BotHandoffTopic=CreditCard") && ctx.contains("CardIssue=stolen"), "{ctx}");
+    alice.expect("summary: Credit card stolen: block it and send a replacement.");
+    alice.expect("  Ann: I lost my credit card");
+    alice.expect("  contoso-bot: Was your card lost or stolen?");
+    alice.expect("(now talking in #1 with Ann)");
+
+    alice.type_line("Hello Ann, I have blocked your card.");
+    ann.expect("Alice: Hello Ann, I have blocked your card.");
+    ann.type_line("Thank you! 🙏");
+    alice.expect("#1 Ann: Thank you! 🙏");
+
+    alice.type_line("/end survey");
+    ann.expect("[How did we do? Rate us with /rate 1-5");
+    ann.expect("[the conversation has ended]");
+    ann.type_line("/rate 7");
+    ann.expect("! rate with a number from 1 to 5");
+    ann.type_line("/rate 5 quick and kind");
+    ann.expect("[thank you for your feedback]");
+    assert_eq!(ann.wait_exit(), Some(0));
+
+    alice.type_line("/list");
+    alice.expect("(no conversations)");
+    alice.type_line("/quit");
+    assert_eq!(alice.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_dropped_connection_is_reported_clearly() {
+    let (mut server, url) = serve();
+    let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], false);
+    ann.expect("contoso-bot: Hi Ann");
+    Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert_eq!(server.wait_exit(), Some(0));
+    ann.expect("[connection lost: the gateway is shutting down; reconnecting…]");
+
+    // Nothing to connect to at all: a clear error and exit 1.
+    let mut nobody = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], true);
+    let line = nobody.expect("cannot sign in as alice");
+    assert!(line.contains(&url), "{line}");
+    assert_eq!(nobody.wait_exit(), Some(1));
+}
