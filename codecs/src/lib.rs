@@ -16,12 +16,15 @@
 //!   (source format → linear → resample → target format), and [`Framer`], 20 ms re-chunking.
 //! - [`dtmf`]: in-band detection (Goertzel) and generation, and RFC 4733 telephone events.
 
+pub mod dtmf;
 pub mod error;
 pub mod format;
 pub mod g711;
 pub mod l16;
 pub mod resample;
+pub mod transcode;
 
 pub use error::CodecError;
 pub use format::{Encoding, FRAME_MS, Format};
 pub use resample::Resampler;
+pub use transcode::{Framer, Transcoder};

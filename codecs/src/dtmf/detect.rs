@@ -1,0 +1,325 @@
+//! In-band DTMF detection with Goertzel filters, to ITU-T Q.24's acceptance rules.
+//!
+//! The signal is cut into 8 ms blocks (64 samples at 8 kHz). For each block, a Goertzel
+//! filter at each of the eight DTMF frequencies gives that frequency's complex amplitude, and
+//! the block is a *hit* for the strongest row and column tones if
+//! - each tone is above a minimum level (−40 dBFS peak),
+//! - the **twist** is within limits: the high tone at most 8 dB above the low one (forward
+//!   twist) and at most 4 dB below it (reverse twist),
+//! - the two tones hold at least 60 % of the block's energy (what is left is speech, music or
+//!   noise). This also makes a block only partly covered by a tone fail, which the timing below
+//!   relies on.
+//!
+//! Four consecutive hits for the same pair (32 ms) make a candidate, which is *confirmed* by
+//! looking at those 32 ms as a whole:
+//! - **frequency**: the phase advance of each tone's Goertzel output from block to block
+//!   measures its frequency to a fraction of a hertz, far finer than the 125 Hz resolution of
+//!   one block; a tone more than 2.5 % off nominal is rejected (Q.24: ±1.5 % must be accepted,
+//!   ±3.5 % rejected);
+//! - **relative peak**: with a Hann window over the 32 ms (31 Hz resolution), each tone must
+//!   stand at least 10 dB above every other frequency of its group;
+//! - **second harmonic**: energy at twice each tone's frequency must be at least 20 dB below the
+//!   tone (real DTMF is two pure sines; a voice that happens to hit a DTMF frequency has
+//!   harmonics). The low tone's harmonic is not checked when it lies within 90 Hz of the
+//!   detected high tone, as it does for `2` (1394 vs 1336 Hz), `3` and `6`: the high tone itself
+//!   would read as a harmonic there.
+//!
+//! Timing, with 8 ms blocks and four hits to confirm: a tone of 40 ms or more always covers four
+//! whole blocks, so it is detected; a tone of 23 ms or less covers at most two whole blocks and
+//! two partial ones that cannot both be 60 % covered, so it is not. Once a digit is reported,
+//! it ends only after three consecutive blocks without it (at least 17 ms of something else),
+//! so an interruption of up to 10 ms, which spoils at most two blocks, does not make the digit
+//! repeat, while a pause of 40 ms always ends it.
+
+use std::collections::VecDeque;
+use std::f64::consts::PI;
+
+use super::{COL_HZ, Digit, ROW_HZ};
+use crate::CodecError;
+use crate::resample::RATES;
+
+/// Blocks per second: 8 ms blocks.
+const BLOCKS_PER_SECOND: u32 = 125;
+/// Consecutive hits that make a candidate digit.
+const CONFIRM_BLOCKS: usize = 4;
+/// Consecutive misses that end a reported digit.
+const END_MISSES: usize = 3;
+/// Minimum peak amplitude of each tone, as a fraction of full scale (−40 dBFS).
+const MIN_AMPLITUDE: f32 = 0.01;
+/// How far the high tone may be above the low one, in dB.
+const MAX_FORWARD_TWIST_DB: f32 = 8.0;
+/// How far the high tone may be below the low one, in dB.
+const MAX_REVERSE_TWIST_DB: f32 = 4.0;
+/// Share of a block's energy the two tones must hold.
+const MIN_TONE_SHARE: f32 = 0.6;
+/// How far each tone must stand above the rest of its group, in dB.
+const MIN_RELATIVE_PEAK_DB: f64 = 10.0;
+/// How far below its tone a second harmonic must be, in dB.
+const MIN_HARMONIC_REJECTION_DB: f64 = 20.0;
+/// Largest accepted frequency error, as a fraction of nominal (between Q.24's 1.5 % and 3.5 %).
+const MAX_FREQUENCY_ERROR: f64 = 0.025;
+/// A low tone's harmonic this close to the detected high tone is not checked.
+const HARMONIC_MASK_HZ: f64 = 90.0;
+
+/// The eight DTMF frequencies: rows then columns.
+const FREQS: [f64; 8] = [ROW_HZ[0], ROW_HZ[1], ROW_HZ[2], ROW_HZ[3], COL_HZ[0], COL_HZ[1], COL_HZ[2], COL_HZ[3]];
+
+/// A Goertzel filter's constants and running state for one frequency.
+#[derive(Debug, Clone, Copy)]
+struct Goertzel {
+    coeff: f32,
+    cos: f32,
+    sin: f32,
+    s1: f32,
+    s2: f32,
+}
+
+impl Goertzel {
+    fn new(freq: f64, rate: u32) -> Goertzel {
+        let w = 2.0 * PI * freq / f64::from(rate);
+        Goertzel { coeff: (2.0 * w.cos()) as f32, cos: w.cos() as f32, sin: w.sin() as f32, s1: 0.0, s2: 0.0 }
+    }
+
+    #[inline]
+    fn push(&mut self, x: f32) {
+        let s = x + self.coeff * self.s1 - self.s2;
+        self.s2 = self.s1;
+        self.s1 = s;
+    }
+
+    /// The block's DFT at this frequency, times a phase factor that is the same every block.
+    fn take(&mut self) -> (f32, f32) {
+        let out = (self.s1 - self.cos * self.s2, self.sin * self.s2);
+        self.s1 = 0.0;
+        self.s2 = 0.0;
+        out
+    }
+}
+
+/// What one block showed.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    /// Complex amplitude at each of the eight frequencies.
+    dft: [(f32, f32); 8],
+}
+
+/// Finds DTMF digits in a stream of linear audio. Feed it any amount at a time; it carries its
+/// state across calls.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    rate: u32,
+    block_len: usize,
+    filters: [Goertzel; 8],
+    energy: f32,
+    in_block: usize,
+    /// The last `CONFIRM_BLOCKS` blocks of samples, oldest first once `history_pos` wraps.
+    history: Vec<f32>,
+    history_pos: usize,
+    /// Hann window over `history`.
+    window: Vec<f32>,
+    recent: VecDeque<Block>,
+    candidate: Option<(usize, usize)>,
+    run: usize,
+    active: Option<Digit>,
+    misses: usize,
+}
+
+impl Detector {
+    /// A detector for audio at `sample_rate` Hz (8000, 16000, 24000 or 48000).
+    pub fn new(sample_rate: u32) -> Result<Detector, CodecError> {
+        if !RATES.contains(&sample_rate) {
+            return Err(CodecError::UnsupportedRate(sample_rate));
+        }
+        let block_len = (sample_rate / BLOCKS_PER_SECOND) as usize;
+        let span = block_len * CONFIRM_BLOCKS;
+        let window =
+            (0..span).map(|i| (0.5 - 0.5 * (2.0 * PI * (i as f64 + 0.5) / span as f64).cos()) as f32).collect();
+        Ok(Detector {
+            rate: sample_rate,
+            block_len,
+            filters: FREQS.map(|f| Goertzel::new(f, sample_rate)),
+            energy: 0.0,
+            in_block: 0,
+            history: vec![0.0; span],
+            history_pos: 0,
+            window,
+            recent: VecDeque::with_capacity(CONFIRM_BLOCKS + 1),
+            candidate: None,
+            run: 0,
+            active: None,
+            misses: 0,
+        })
+    }
+
+    /// The sample rate this detector expects.
+    pub fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Analyses `samples`, appending each newly detected digit to `digits` once, when it has
+    /// lasted long enough to count.
+    pub fn process(&mut self, samples: &[i16], digits: &mut Vec<Digit>) {
+        for &s in samples {
+            let x = f32::from(s) / 32768.0;
+            for f in &mut self.filters {
+                f.push(x);
+            }
+            self.energy += x * x;
+            self.history[self.history_pos] = x;
+            self.history_pos = (self.history_pos + 1) % self.history.len();
+            self.in_block += 1;
+            if self.in_block == self.block_len {
+                self.end_block(digits);
+            }
+        }
+    }
+
+    /// Forgets everything heard so far.
+    pub fn reset(&mut self) {
+        *self = Detector::new(self.rate).expect("the rate was valid before");
+    }
+
+    fn end_block(&mut self, digits: &mut Vec<Digit>) {
+        let n = self.block_len as f32;
+        let dft = std::array::from_fn(|i| self.filters[i].take());
+        // Tone power (A²/2) estimated from each DFT bin.
+        let power = |(re, im): (f32, f32)| 2.0 * (re * re + im * im) / (n * n);
+        let powers: [f32; 8] = std::array::from_fn(|i| power(dft[i]));
+        let mean_power = self.energy / n;
+        self.energy = 0.0;
+        self.in_block = 0;
+
+        let row = argmax(&powers[..4]);
+        let col = argmax(&powers[4..]);
+        let (pr, pc) = (powers[row], powers[4 + col]);
+        let min_power = MIN_AMPLITUDE * MIN_AMPLITUDE / 2.0;
+        let twist_db = 10.0 * (pc / pr).log10();
+        let hit = pr >= min_power
+            && pc >= min_power
+            && (-MAX_REVERSE_TWIST_DB..=MAX_FORWARD_TWIST_DB).contains(&twist_db)
+            && pr + pc >= MIN_TONE_SHARE * mean_power;
+        let hit = hit.then_some((row, col));
+
+        self.recent.push_back(Block { dft });
+        if self.recent.len() > CONFIRM_BLOCKS {
+            self.recent.pop_front();
+        }
+        match hit {
+            Some(pair) if self.candidate == Some(pair) => self.run += 1,
+            Some(pair) => {
+                self.candidate = Some(pair);
+                self.run = 1;
+            }
+            None => {
+                self.candidate = None;
+                self.run = 0;
+            }
+        }
+        if let Some(digit) = self.active {
+            if hit == Some(digit.position()) {
+                self.misses = 0;
+            } else {
+                self.misses += 1;
+                if self.misses >= END_MISSES {
+                    self.active = None;
+                }
+            }
+        }
+        if self.active.is_none() && self.run >= CONFIRM_BLOCKS {
+            if let Some((row, col)) = self.candidate {
+                if self.confirm(row, col) {
+                    let digit = Digit::at(row, col);
+                    self.active = Some(digit);
+                    self.misses = 0;
+                    digits.push(digit);
+                }
+            }
+        }
+    }
+
+    /// The checks over the whole 32 ms of a candidate.
+    fn confirm(&self, row: usize, col: usize) -> bool {
+        let Some(row_hz) = self.measured_frequency(row) else {
+            return false;
+        };
+        let Some(col_hz) = self.measured_frequency(4 + col) else {
+            return false;
+        };
+        for (measured, nominal) in [(row_hz, FREQS[row]), (col_hz, FREQS[4 + col])] {
+            if ((measured - nominal) / nominal).abs() > MAX_FREQUENCY_ERROR {
+                return false;
+            }
+        }
+
+        let powers: [f64; 8] = std::array::from_fn(|i| self.windowed_power(FREQS[i]));
+        let peak = 10f64.powf(MIN_RELATIVE_PEAK_DB / 10.0);
+        let stands_out = |best: usize, group: std::ops::Range<usize>| {
+            group.filter(|&i| i != best).all(|i| powers[best] >= peak * powers[i])
+        };
+        if !stands_out(row, 0..4) || !stands_out(4 + col, 4..8) {
+            return false;
+        }
+
+        let harmonic = 10f64.powf(-MIN_HARMONIC_REJECTION_DB / 10.0);
+        let col_nominal = FREQS[4 + col];
+        if self.windowed_power(2.0 * col_nominal) > harmonic * powers[4 + col] {
+            return false;
+        }
+        let row_harmonic = 2.0 * FREQS[row];
+        if (row_harmonic - col_hz).abs() >= HARMONIC_MASK_HZ
+            && self.windowed_power(row_harmonic) > harmonic * powers[row]
+        {
+            return false;
+        }
+        true
+    }
+
+    /// A tone's frequency from the phase advance of bin `i` across the recent blocks: the
+    /// advance from one block to the next is `2π · f · block_len / rate`, modulo 2π.
+    fn measured_frequency(&self, i: usize) -> Option<f64> {
+        let nominal = FREQS[i];
+        let block_seconds = self.block_len as f64 / f64::from(self.rate);
+        let expected = 2.0 * PI * nominal * block_seconds;
+        let mut total = 0.0;
+        let mut count = 0;
+        for pair in self.recent.iter().collect::<Vec<_>>().windows(2) {
+            let (a, b) = (pair[0].dft[i], pair[1].dft[i]);
+            let (ar, ai, br, bi) = (f64::from(a.0), f64::from(a.1), f64::from(b.0), f64::from(b.1));
+            // arg(b · conj(a))
+            let advance = (bi * ar - br * ai).atan2(br * ar + bi * ai);
+            total += wrap(advance - expected);
+            count += 1;
+        }
+        (count > 0).then(|| nominal + total / count as f64 / (2.0 * PI * block_seconds))
+    }
+
+    /// Hann-windowed power at `freq` over the last 32 ms (relative units).
+    fn windowed_power(&self, freq: f64) -> f64 {
+        let w = 2.0 * PI * freq / f64::from(self.rate);
+        let span = self.history.len();
+        let (mut re, mut im) = (0.0f64, 0.0f64);
+        for k in 0..span {
+            let x = f64::from(self.history[(self.history_pos + k) % span] * self.window[k]);
+            let (s, c) = (w * k as f64).sin_cos();
+            re += x * c;
+            im -= x * s;
+        }
+        re * re + im * im
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `x` wrapped into (−π, π].
+fn wrap(x: f64) -> f64 {
+    let y = x.rem_euclid(2.0 * PI);
+    if y > PI { y - 2.0 * PI } else { y }
+}
