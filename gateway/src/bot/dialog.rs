@@ -99,6 +99,11 @@ impl Dialog {
             self.answer(script, p, text, &mut out);
             return out;
         }
+        if u.is_empty() {
+            // Only greetings and filler ("hi there", "hello?"): greet again, not a miss.
+            self.run(script, &script.greeting, 0, &mut out, 0);
+            return out;
+        }
         let best = std::iter::once(&script.escalate)
             .chain(script.topics.iter())
             .filter_map(|t| t.triggers.iter().filter_map(|p| p.score(&u)).max().map(|s| (s, t)))
