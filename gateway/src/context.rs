@@ -29,7 +29,7 @@ impl fmt::Display for VarType {
 }
 
 /// A context variable's value.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
     Text(String),

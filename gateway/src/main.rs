@@ -1,12 +1,10 @@
 //! The `switchboard` binary: a thin `main` over the library.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
 use switchboard::cli::{self, Cli, Command};
 use switchboard::server;
-use switchboard::store::MemoryStore;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -81,7 +79,12 @@ fn main() -> ExitCode {
 
 fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt.block_on(f),
+        Ok(rt) => {
+            let code = rt.block_on(f);
+            // The stdin reader sits in a blocking read that cannot be cancelled: do not wait for it.
+            rt.shutdown_background();
+            code
+        }
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             ExitCode::from(1)
@@ -90,7 +93,14 @@ fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr) -> ExitCode {
-    let running = match server::start_with(cfg, listen, Arc::new(MemoryStore)).await {
+    let (store, recovered) = match server::open_store(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let running = match server::start_with(cfg, listen, store, recovered).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot listen on {listen}: {e}");

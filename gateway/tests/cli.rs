@@ -97,7 +97,8 @@ fn route_dry_run_prints_the_rule_and_queue() {
 #[tokio::test]
 async fn serve_logs_its_port_and_shuts_down_gracefully_on_sigterm() {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(std::env::temp_dir().join(format!("switchboard-cli-serve-{}", std::process::id())))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -82,8 +82,17 @@ impl Drop for Proc {
     }
 }
 
+fn data_dir() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("switchboard-clients-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d.to_string_lossy().into_owned()
+}
+
 fn serve() -> (Proc, String) {
-    let mut server = Proc::spawn(&["serve", "--listen", "127.0.0.1:0"], true);
+    let dir = data_dir();
+    let mut server = Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir], true);
     let line = server.expect("listening on http://");
     let url = line[line.find("http://").unwrap()..].trim().to_owned();
     (server, url)

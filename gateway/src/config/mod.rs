@@ -59,6 +59,50 @@ pub struct ServerConfig {
     pub customer_token_ttl_secs: u64,
     /// Time a client has to send its first frame after the upgrade.
     pub handshake_timeout_secs: u64,
+    /// `sqlite` (durable, under `data_dir`) or `memory` (nothing survives a restart).
+    pub store: StoreKind,
+    /// `full`: a committed activity survives a machine crash; `normal`: a process crash.
+    pub sync: SyncMode,
+    /// How long a disconnected agent keeps its conversations before they are re-queued at
+    /// the front of their queue.
+    pub agent_grace_secs: u64,
+    /// How long a disconnected bot keeps its conversations before they go to people.
+    pub bot_grace_secs: u64,
+    /// A bot that leaves a customer's message unanswered this long loses the conversation
+    /// to people.
+    pub bot_reply_timeout_secs: u64,
+    /// How long a customer who dropped may resume before the conversation is closed.
+    pub customer_resume_secs: u64,
+    /// Conversations with no activity this long are closed.
+    pub idle_close_secs: u64,
+    /// How long a closed conversation stays in memory (for its survey answer).
+    pub closed_retention_secs: u64,
+    /// Frames per second a customer connection may send (sustained), and its burst.
+    pub customer_rate: f64,
+    pub customer_burst: u32,
+    /// Frames per second a bot or agent connection may send, and its burst.
+    pub member_rate: f64,
+    pub member_burst: u32,
+    /// WebSocket connections open at once, at most; more are refused with 503.
+    pub max_connections: usize,
+    /// A connection that sends nothing (not even a pong to our pings) this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    #[default]
+    Sqlite,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    #[default]
+    Full,
+    Normal,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +117,20 @@ impl Default for ServerConfig {
             token_ttl_secs: 3600,
             customer_token_ttl_secs: 24 * 3600,
             handshake_timeout_secs: 10,
+            store: StoreKind::Sqlite,
+            sync: SyncMode::Full,
+            agent_grace_secs: 60,
+            bot_grace_secs: 5,
+            bot_reply_timeout_secs: 60,
+            customer_resume_secs: 300,
+            idle_close_secs: 3600,
+            closed_retention_secs: 600,
+            customer_rate: 20.0,
+            customer_burst: 40,
+            member_rate: 2000.0,
+            member_burst: 4000,
+            max_connections: 250_000,
+            idle_timeout_secs: 300,
         }
     }
 }

@@ -4,13 +4,17 @@
 //! conversation map (a `DashMap` of conversation id → [`Conversation`], read on every
 //! activity: the hot path), and the map of connected bots and agents. Connections call the
 //! hub; the hub carries out the engine's [`Effect`]s by appending to transcripts and
-//! queueing frames on outboxes. Nothing here awaits while holding a lock.
+//! queueing frames on outboxes, and saves each conversation's state to the store when it
+//! changes. Nothing here awaits while holding a lock.
 //!
 //! Lock order: engine, then a conversation. The hot path takes only the conversation lock.
 
 mod conversation;
 pub mod outbox;
+mod recovery;
+mod sweep;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -19,16 +23,16 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use conversation::{Appended, Body, ConvInner, Conversation, Holder};
+pub use conversation::{Ack, Appended, Author, Body, ConvInner, Conversation, Entry, Holder, NewActivity};
 pub use outbox::Outbox;
 
 use crate::auth::{Claims, Principal, Signer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::{Context, Value as CtxValue};
-use crate::protocol::{self, ErrorCode, Frame, Inbound, Kind, Party, ProtocolError, Role};
+use crate::protocol::{self, ErrorCode, Frame, Inbound, Party, ProtocolError, Role};
 use crate::routing::{ConvId, ConvStatus, Effect, Engine, EngineError, MemberKind};
-use crate::store::{Commit, Record, Store};
+use crate::store::{Record, Store};
 
 /// Shared state of a running gateway.
 pub struct Hub {
@@ -54,10 +58,10 @@ impl std::fmt::Debug for Hub {
 impl From<EngineError> for ProtocolError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::UnknownWorkstream(_) | EngineError::UnknownQueue(_) | EngineError::UnknownMember(_) => {
-                ProtocolError::not_found(e.to_string())
-            }
-            EngineError::UnknownConversation(_) => ProtocolError::not_found(e.to_string()),
+            EngineError::UnknownWorkstream(_)
+            | EngineError::UnknownQueue(_)
+            | EngineError::UnknownMember(_)
+            | EngineError::UnknownConversation(_) => ProtocolError::not_found(e.to_string()),
             EngineError::Duplicate(_) | EngineError::NotActive(_) => ProtocolError::bad_request(e.to_string()),
         }
     }
@@ -68,6 +72,27 @@ impl From<EngineError> for ProtocolError {
 pub enum Sender {
     Customer,
     Member(Arc<str>),
+}
+
+/// A conversation's saved state: the engine's part and the hub's.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Saved {
+    workstream: String,
+    customer: SavedParty,
+    routing: crate::routing::ConvSnapshot,
+    summary: Option<String>,
+    survey_requested: bool,
+    survey: Option<Value>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SavedParty {
+    id: String,
+    name: String,
+}
+
+fn closed_error() -> ProtocolError {
+    ProtocolError::bad_request("the conversation has ended")
 }
 
 impl Hub {
@@ -99,12 +124,21 @@ impl Hub {
         f(&self.engine.lock())
     }
 
+    /// Number of conversations in memory.
+    pub fn conversation_count(&self) -> usize {
+        self.convs.len()
+    }
+
     fn member_party(&self, member: &str) -> Party {
         if let Some(b) = self.cfg.bots.iter().find(|b| b.name == member) {
             return Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot };
         }
         let name = self.cfg.agents.iter().find(|a| a.id == member).map_or(member, |a| a.name.as_str());
         Party { id: member.to_owned(), name: name.to_owned(), role: Role::Agent }
+    }
+
+    fn is_bot(&self, member: &str) -> bool {
+        self.cfg.bots.iter().any(|b| b.name == member)
     }
 
     /// Checks a bearer token for a bot or agent connection.
@@ -126,16 +160,16 @@ impl Hub {
     /// OAuth2 client credentials: a bot's app_id or an agent's id, and its secret.
     pub fn issue_token(&self, client_id: &str, client_secret: &str) -> Option<(String, u64)> {
         // A built-in bot runs inside the gateway; nobody signs in as it.
-        let (sub, kind, secret) =
-            if let Some(b) = self.cfg.bots.iter().find(|b| b.app_id == client_id && b.builtin.is_none()) {
-                (b.name.clone(), Principal::Bot, b.secret.as_ref())
-            } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
-                (a.id.clone(), Principal::Agent, a.secret.as_ref())
-            } else {
-                // Compare against a dummy all the same, so timing does not reveal which ids exist.
-                let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
-                return None;
-            };
+        let bot = self.cfg.bots.iter().find(|b| b.app_id == client_id && b.builtin.is_none());
+        let (sub, kind, secret) = if let Some(b) = bot {
+            (b.name.clone(), Principal::Bot, b.secret.as_ref())
+        } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
+            (a.id.clone(), Principal::Agent, a.secret.as_ref())
+        } else {
+            // Compare against a dummy all the same, so timing does not reveal which ids exist.
+            let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
+            return None;
+        };
         if !secret?.matches(client_secret) {
             return None;
         }
@@ -171,6 +205,24 @@ impl Hub {
         Ok(ctx)
     }
 
+    /// Saves a conversation's current state (called with the engine locked).
+    fn persist(&self, engine: &Engine, conv: &Conversation) {
+        let Some(routing) = engine.snapshot(&conv.id) else { return };
+        let open = routing.status != "closed";
+        let inner = conv.inner.lock();
+        let saved = Saved {
+            workstream: conv.workstream.clone(),
+            customer: SavedParty { id: conv.customer.id.clone(), name: conv.customer.name.clone() },
+            routing,
+            summary: inner.summary.clone(),
+            survey_requested: inner.survey_requested,
+            survey: inner.survey.clone(),
+        };
+        drop(inner);
+        let state = serde_json::to_string(&saved).unwrap_or_default();
+        self.store.record(Record::Conversation { id: conv.id.clone(), open, state }, None);
+    }
+
     /// A customer starts a conversation: `session.started` goes out first, then the engine
     /// routes it and its effects (position, assignment) follow.
     pub fn start_conversation(
@@ -181,40 +233,40 @@ impl Hub {
         outbox: &Outbox,
     ) -> Result<Arc<Conversation>, ProtocolError> {
         let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
-        let exp = self.clock.now_ms() + self.cfg.server.customer_token_ttl_secs * 1000;
+        let now = self.clock.now_ms();
+        let exp = now + self.cfg.server.customer_token_ttl_secs * 1000;
         let token = self.signer.issue(&Claims { sub: id.to_string(), kind: Principal::Customer, exp });
         let conv = Arc::new(Conversation {
             id: id.clone(),
             workstream: workstream.to_owned(),
             customer: Party { id: format!("u_{}", &id[2..14]), name: user_name.to_owned(), role: Role::User },
-            inner: parking_lot::Mutex::new(ConvInner { customer: Some(outbox.clone()), ..ConvInner::default() }),
+            inner: Mutex::new(ConvInner {
+                customer: Some(outbox.clone()),
+                last_activity_ms: now,
+                ..ConvInner::default()
+            }),
         });
         let mut engine = self.engine.lock();
-        if engine.workstream_of(&id).is_some() {
+        if engine.status(&id).is_some() {
             return Err(ProtocolError::unavailable("conversation id collision; try again"));
         }
-        self.convs.insert(id.clone(), conv.clone());
         outbox.send(protocol::event(
             "session.started",
             json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}}),
             Some(&id),
         ));
-        let _ = self.store.record(Record::Started { conversation: &id, workstream, customer: user_name });
-        let fx = match engine.start(id.clone(), workstream, context, self.clock.now_ms()) {
-            Ok(fx) => fx,
-            Err(e) => {
-                self.convs.remove(&id);
-                return Err(e.into());
-            }
-        };
+        let fx = engine.start(id.clone(), workstream, context, now)?;
+        self.convs.insert(id.clone(), conv.clone());
         tracing::info!(conversation.id = %id, workstream, "conversation started");
-        self.apply(&engine, fx);
+        self.persist(&engine, &conv);
+        self.apply(&mut engine, fx);
         Ok(conv)
     }
 
-    /// A customer resumes after a drop: `session.started`, then every activity after the
-    /// watermark, in order, then the current queue position if waiting. Done under the
-    /// conversation lock, so no live activity can slip between the replay and what follows.
+    /// A customer resumes after a drop: `session.started`, then every committed activity
+    /// after the watermark, in order, then the current queue position if waiting. Done
+    /// under the conversation lock, so nothing live can slip between the replay and what
+    /// follows.
     pub fn resume_conversation(
         &self,
         conv_id: &str,
@@ -240,15 +292,18 @@ impl Hub {
         {
             old.close(4001, "resumed on another connection");
         }
+        inner.customer_left_ms = None;
         outbox.send(protocol::event(
             "session.started",
-            json!({"conversationId": conv_id, "token": token, "resumed": true, "user": {"id": conv.customer.id, "name": conv.customer.name}}),
+            json!({"conversationId": conv_id, "token": token, "resumed": true,
+                   "user": {"id": conv.customer.id, "name": conv.customer.name}}),
             Some(conv_id),
         ));
-        let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(inner.transcript.len());
-        for f in &inner.transcript[from..] {
-            outbox.send(f.clone());
+        let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(inner.committed as usize);
+        for e in &inner.committed_frames()[from..] {
+            outbox.send(e.frame.clone());
         }
+        inner.customer_sent = inner.committed;
         if let Some((queue, p)) = position
             && !inner.closed
         {
@@ -258,11 +313,12 @@ impl Hub {
         Ok(conv)
     }
 
-    /// Detaches a customer's connection (it can resume later).
+    /// Detaches a customer's connection (it can resume for a while).
     pub fn customer_left(&self, conv: &Conversation, outbox: &Outbox) {
         let mut inner = conv.inner.lock();
         if inner.customer.as_ref().is_some_and(|o| o.id() == outbox.id()) {
             inner.customer = None;
+            inner.customer_left_ms = Some(self.clock.now_ms());
         }
     }
 
@@ -271,25 +327,37 @@ impl Hub {
     /// `check` runs under the conversation lock, atomically with the append.
     pub fn post(
         &self,
-        conv: &Conversation,
+        conv: &Arc<Conversation>,
         sender: &Sender,
         reply: &Outbox,
         a: &Inbound,
         check: impl FnOnce(&ConvInner) -> Result<(), ProtocolError>,
     ) -> Result<Appended, ProtocolError> {
-        let from = match sender {
-            Sender::Customer => conv.customer.clone(),
-            Sender::Member(m) => self.member_party(m),
+        let (from, author) = match sender {
+            Sender::Customer => (conv.customer.clone(), Author::Customer),
+            Sender::Member(m) => (self.member_party(m), Author::Member(m.clone())),
         };
         let mut inner = conv.inner.lock();
         check(&inner)?;
         let cid = a.client_activity_id();
-        if let Some(cid) = cid
-            && let Some((id, seq)) = inner.seen.get(&(from.id.clone(), cid.to_owned()))
+        let key = cid.map(|c| (from.id.clone(), c.to_owned()));
+        if let Some(k) = &key
+            && let Some((id, seq)) = inner.seen.get(k)
         {
-            reply.send(protocol::ack_event(&conv.id, Some(cid), id, *seq));
-            return Ok(Appended { id: id.clone(), seq: *seq });
+            // Acknowledge again once it is durable (it may still be in flight).
+            let ack = protocol::ack_event(&conv.id, cid, id, *seq);
+            let appended = Appended { id: id.clone(), seq: *seq };
+            if *seq <= inner.committed {
+                reply.send(ack);
+            }
+            return Ok(appended);
         }
+        let seq = inner.next_seq();
+        let ack = Ack {
+            to: reply.clone(),
+            frame: protocol::ack_event(&conv.id, cid, &conv.activity_id(seq), seq),
+            client_activity_id: cid.map(str::to_owned),
+        };
         let body = Body {
             kind: a.kind(),
             text: a.text.as_deref(),
@@ -298,54 +366,59 @@ impl Hub {
             attachments: &a.attachments,
             channel_data: &a.channel_data,
         };
-        let (appended, commit) = inner.append(conv, &self.clock, self.store.as_ref(), &from, body);
-        if let Some(cid) = cid {
-            inner.seen.insert((from.id.clone(), cid.to_owned()), (appended.id.clone(), appended.seq));
+        let client_key = key.as_ref().map(|(s, c)| format!("{s}\u{1}{c}"));
+        let appended = inner.append(
+            conv,
+            &self.clock,
+            self.store.as_ref(),
+            NewActivity { from: &from, author, body, client_key, ack: Some(ack) },
+        );
+        if let Some(k) = key {
+            inner.seen.insert(k, (appended.id.clone(), appended.seq));
         }
-        drop(inner);
-        let ack = protocol::ack_event(&conv.id, cid, &appended.id, appended.seq);
-        self.ack_after(commit, reply, ack);
+        // A customer's message starts the bot's clock; anything from the bot stops it.
+        match sender {
+            Sender::Customer if a.kind() == protocol::Kind::Message => {
+                if let Some(h) = &inner.holder
+                    && self.is_bot(&h.member)
+                    && inner.bot_deadline_ms.is_none()
+                {
+                    inner.bot_deadline_ms = Some(self.clock.now_ms() + self.cfg.server.bot_reply_timeout_secs * 1000);
+                }
+            }
+            Sender::Member(_) => inner.bot_deadline_ms = None,
+            Sender::Customer => {}
+        }
         Ok(appended)
     }
 
-    fn ack_after(&self, commit: Commit, reply: &Outbox, ack: Frame) {
-        match commit {
-            Commit::Done => {
-                reply.send(ack);
-            }
-            Commit::Pending(_) => {
-                let reply = reply.clone();
-                self.tasks.spawn(async move {
-                    match commit.wait().await {
-                        Ok(()) => reply.send(ack),
-                        Err(e) => reply.send(protocol::error_event(
-                            &ProtocolError::unavailable(format!("not stored: {e}")),
-                            None,
-                            None,
-                        )),
-                    };
-                });
-            }
-        }
+    /// Appends a gateway-made activity (notices, survey requests).
+    fn append_system(&self, conv: &Arc<Conversation>, inner: &mut ConvInner, body: Body<'_>) -> Appended {
+        let from = Party::system();
+        inner.append(
+            conv,
+            &self.clock,
+            self.store.as_ref(),
+            NewActivity { from: &from, author: Author::System, body, client_key: None, ack: None },
+        )
     }
 
-    /// Appends a gateway-made activity (system notices, survey requests).
-    fn append_system(&self, conv: &Conversation, inner: &mut ConvInner, body: Body<'_>) -> Appended {
-        inner.append(conv, &self.clock, self.store.as_ref(), &Party::system(), body).0
+    /// A `system` message in the transcript explaining what the gateway did and why.
+    fn notice(&self, conv: &Arc<Conversation>, text: &str) {
+        let mut inner = conv.inner.lock();
+        self.append_system(conv, &mut inner, Body::message(text));
     }
 
     /// The customer ends the conversation.
-    pub fn customer_end(&self, conv: &Conversation, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn customer_end(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
         let mut engine = self.engine.lock();
-        self.post(conv, &Sender::Customer, reply, a, |inner| {
-            if inner.closed { Err(ProtocolError::bad_request("the conversation has already ended")) } else { Ok(()) }
-        })?;
+        self.post(conv, &Sender::Customer, reply, a, |inner| if inner.closed { Err(closed_error()) } else { Ok(()) })?;
         self.close_locked(&mut engine, conv);
         Ok(())
     }
 
     /// A customer's survey answer, kept on the conversation.
-    pub fn survey_response(&self, conv: &Conversation, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn survey_response(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
         let rating = a.value.get("rating").and_then(Value::as_u64).filter(|r| (1..=5).contains(r));
         if rating.is_none() {
             return Err(ProtocolError::bad_request("survey.response needs value.rating, a whole number from 1 to 5"));
@@ -353,6 +426,7 @@ impl Hub {
         if a.value.get("comment").is_some_and(|c| !c.is_string() && !c.is_null()) {
             return Err(ProtocolError::bad_request("survey.response comment must be text"));
         }
+        let engine = self.engine.lock();
         self.post(conv, &Sender::Customer, reply, a, |inner| {
             if !inner.survey_requested {
                 Err(ProtocolError::bad_request("no survey was requested in this conversation"))
@@ -363,21 +437,27 @@ impl Hub {
             }
         })?;
         conv.inner.lock().survey = Some(a.value.clone());
+        self.persist(&engine, conv);
         Ok(())
     }
 
-    fn close_locked(&self, engine: &mut Engine, conv: &Conversation) {
-        conv.inner.lock().closed = true;
+    fn close_locked(&self, engine: &mut Engine, conv: &Arc<Conversation>) {
+        {
+            let mut inner = conv.inner.lock();
+            inner.closed = true;
+            inner.closed_at_ms = Some(self.clock.now_ms());
+            inner.bot_deadline_ms = None;
+        }
         let fx = engine.close(&conv.id);
-        let _ = self.store.record(Record::Closed { conversation: &conv.id });
         tracing::info!(conversation.id = %conv.id, "conversation closed");
+        self.persist(engine, conv);
         self.apply(engine, fx);
     }
 
     /// Checks that `member` holds the conversation (under the engine lock).
-    fn held<'e>(&self, engine: &'e Engine, conv_id: &str, member: &str) -> Result<&'e str, ProtocolError> {
+    fn held(&self, engine: &Engine, conv_id: &str, member: &str) -> Result<(), ProtocolError> {
         match engine.holder(conv_id) {
-            Some(h) if h == member => Ok(h),
+            Some(h) if h == member => Ok(()),
             _ if engine.status(conv_id).is_none() => {
                 Err(ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))
             }
@@ -388,9 +468,7 @@ impl Hub {
     /// The conversation a bot or agent frame names.
     pub fn named_conversation(&self, a: &Inbound) -> Result<Arc<Conversation>, ProtocolError> {
         let id = a.conversation_id().ok_or_else(|| ProtocolError::bad_request("activity has no conversation.id"))?;
-        let conv =
-            self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))?;
-        Ok(conv)
+        self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))
     }
 
     /// A message or typing from the holder.
@@ -410,14 +488,13 @@ impl Hub {
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
-        let summary = a.text.clone();
         self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
-        if let Some(s) = summary {
-            conv.inner.lock().summary = Some(s);
+        if let Some(s) = &a.text {
+            conv.inner.lock().summary = Some(s.clone());
         }
         let fx = engine.escalate(&conv.id, vars, self.clock.now_ms())?;
         tracing::info!(conversation.id = %conv.id, bot = %member, "escalated");
-        self.apply(&engine, fx);
+        self.apply(&mut engine, fx);
         Ok(())
     }
 
@@ -480,7 +557,7 @@ impl Hub {
         self.held(&engine, &conv.id, member)?;
         self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
         let fx = engine.transfer(&conv.id, queue.as_deref(), self.clock.now_ms())?;
-        self.apply(&engine, fx);
+        self.apply(&mut engine, fx);
         Ok(())
     }
 
@@ -488,7 +565,7 @@ impl Hub {
     pub fn presence(&self, member: &str, presence: crate::routing::Presence) -> Result<(), ProtocolError> {
         let mut engine = self.engine.lock();
         let fx = engine.set_presence(member, presence)?;
-        self.apply(&engine, fx);
+        self.apply(&mut engine, fx);
         Ok(())
     }
 
@@ -507,40 +584,44 @@ impl Hub {
                 let mut inner = conv.inner.lock();
                 if let Some(h) = inner.holder.as_mut() {
                     h.outbox = Some(outbox.clone());
+                    h.gone_since_ms = None;
                 }
                 outbox.send(self.assigned_frame(&engine, &conv, &inner, true));
+                inner.holder_sent = inner.committed;
             }
         }
         let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
         tracing::info!(member = %member, "member connected");
-        self.apply(&engine, fx);
+        self.apply(&mut engine, fx);
     }
 
-    /// A bot or agent's connection ended. Its conversations stay with it (it may come back);
-    /// it gets no new work meanwhile.
+    /// A bot or agent's connection ended. Its conversations stay with it for a grace period
+    /// (it may come back: see the sweeper); it gets no new work meanwhile.
     pub fn member_disconnected(&self, member: &Arc<str>, outbox: &Outbox) {
         let removed = self.members.remove_if(member, |_, o| o.id() == outbox.id()).is_some();
         if !removed {
             return; // A newer connection has taken over.
         }
+        let now = self.clock.now_ms();
         let mut engine = self.engine.lock();
         for conv_id in engine.held_by(member) {
             if let Some(conv) = self.conversation(&conv_id)
                 && let Some(h) = conv.inner.lock().holder.as_mut()
             {
                 h.outbox = None;
+                h.gone_since_ms = Some(now);
             }
         }
-        let fx = engine.set_online(member, false, self.clock.now_ms()).unwrap_or_default();
+        let fx = engine.set_online(member, false, now).unwrap_or_default();
         tracing::info!(member = %member, "member disconnected");
-        self.apply(&engine, fx);
+        self.apply(&mut engine, fx);
     }
 
     /// The `conversation.assigned` event a holder gets: the context, the transcript so far
     /// (with the bot's part of it, for an agent) and the bot's summary.
     fn assigned_frame(&self, engine: &Engine, conv: &Conversation, inner: &ConvInner, resumed: bool) -> Frame {
         let transcript: Vec<&serde_json::value::RawValue> =
-            inner.transcript.iter().filter_map(|f| serde_json::from_str(f.as_str()).ok()).collect();
+            inner.committed_frames().iter().filter_map(|e| serde_json::from_str(e.frame.as_str()).ok()).collect();
         let view = engine.conversation(&conv.id);
         let mut value = json!({
             "workstream": conv.workstream,
@@ -558,20 +639,25 @@ impl Hub {
         protocol::event("conversation.assigned", value, Some(&conv.id))
     }
 
-    /// Carries out the engine's effects, in order. Called with the engine locked.
-    fn apply(&self, engine: &Engine, fx: Vec<Effect>) {
+    /// Carries out the engine's effects, in order, then saves every conversation they
+    /// touched. Called with the engine locked.
+    fn apply(&self, engine: &mut Engine, fx: Vec<Effect>) {
+        let mut touched: BTreeSet<ConvId> = BTreeSet::new();
         for e in fx {
             match e {
                 Effect::Routed { conv, rule, queue, trigger } => {
                     tracing::info!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
+                    touched.insert(conv);
                 }
                 Effect::Released { conv, member } => {
                     if let Some(c) = self.conversation(&conv) {
                         let mut inner = c.inner.lock();
                         if inner.holder.as_ref().is_some_and(|h| *h.member == *member) {
                             inner.holder = None;
+                            inner.bot_deadline_ms = None;
                         }
                     }
+                    touched.insert(conv);
                 }
                 Effect::Assigned { conv, member, kind, queue } => {
                     let Some(c) = self.conversation(&conv) else { continue };
@@ -584,11 +670,19 @@ impl Hub {
                     let v = json!({"role": role, "name": party.name, "queue": queue});
                     self.append_system(&c, &mut inner, Body::event("conversation.assigned", &v));
                     let outbox = self.members.get(member.as_str()).map(|o| o.value().clone());
-                    inner.holder = Some(Holder { member: Arc::from(member.as_str()), party, outbox: outbox.clone() });
+                    let gone = outbox.is_none().then(|| self.clock.now_ms());
+                    inner.holder = Some(Holder {
+                        member: Arc::from(member.as_str()),
+                        party,
+                        outbox: outbox.clone(),
+                        gone_since_ms: gone,
+                    });
                     if let Some(o) = outbox {
                         o.send(self.assigned_frame(engine, &c, &inner, false));
                     }
+                    inner.holder_sent = inner.committed;
                     tracing::info!(conversation.id = %conv, member, queue, "assigned");
+                    touched.insert(conv);
                 }
                 Effect::Position { conv, queue, position } => {
                     if let Some(c) = self.conversation(&conv)
@@ -603,20 +697,15 @@ impl Hub {
                 }
             }
         }
+        for id in touched {
+            if let Some(c) = self.conversation(&id) {
+                self.persist(engine, &c);
+            }
+        }
     }
 
     /// Whether the conversation is still open (not closed).
     pub fn is_open(&self, conv: &str) -> bool {
         self.engine.lock().status(conv).is_some_and(|s| s != ConvStatus::Closed)
-    }
-
-    /// Number of conversations in memory.
-    pub fn conversation_count(&self) -> usize {
-        self.convs.len()
-    }
-
-    /// Is this a message-like kind a holder may send?
-    pub fn relayable(kind: Kind) -> bool {
-        matches!(kind, Kind::Message | Kind::Typing)
     }
 }

@@ -53,17 +53,19 @@ pub enum Effect {
 }
 
 /// Why routing ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Start,
     Escalation,
     Transfer,
     Requeue,
+    /// The holder bot failed (disconnected or stopped answering).
+    Failover,
 }
 
 /// One routing decision, for the admin API's `routing` history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct RoutingRecord {
     pub at_ms: u64,
     pub trigger: Trigger,
@@ -99,6 +101,9 @@ enum Place {
     Back(usize),
     /// The front of a queue: the customer has already waited once.
     Front(usize),
+    /// Run the rules, but if they give a queue with no human agents, use the workstream's
+    /// fallback queue: a failed bot's customers go to people.
+    Humans,
 }
 
 /// A conversation's routing state.
@@ -373,6 +378,16 @@ impl Engine {
         Ok(fx)
     }
 
+    /// The holder bot failed: the conversation goes to people by the rules (the fallback
+    /// queue if the rules give a queue without agents), never back to that bot.
+    pub fn failover(&mut self, conv: &ConvId, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
+        self.active(conv)?;
+        let mut fx = Vec::new();
+        let freed = self.release(conv, &mut fx);
+        self.route_and_enqueue(conv, Trigger::Failover, Place::Humans, &freed, now_ms, &mut fx)?;
+        Ok(fx)
+    }
+
     /// Puts an active conversation back at the *front* of its current queue (the holder was
     /// lost through no fault of the customer's, who has already waited once).
     pub fn requeue_front(&mut self, conv: &ConvId, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
@@ -482,10 +497,15 @@ impl Engine {
         let c = self.convs.get(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
         let (qi, rule) = match place {
             Place::Back(q) | Place::Front(q) => (q, None),
-            Place::ByRules => {
-                let d = self.workstreams[c.workstream].route(&c.context);
+            Place::ByRules | Place::Humans => {
+                let ws = &self.workstreams[c.workstream];
+                let d = ws.route(&c.context);
                 let qi = *self.queue_ix.get(&d.queue).ok_or(EngineError::UnknownQueue(d.queue))?;
-                (qi, d.rule)
+                let has_agents = self.queues[qi].members.iter().any(|&m| self.members[m].kind == MemberKind::Agent);
+                match self.queue_ix.get(&ws.fallback_queue) {
+                    Some(&fb) if matches!(place, Place::Humans) && !has_agents => (fb, None),
+                    _ => (qi, d.rule),
+                }
             }
         };
         let stamp = if matches!(place, Place::Front(_)) {
@@ -766,5 +786,94 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// A conversation's routing state as saved by the store and restored after a restart.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct ConvSnapshot {
+    pub status: String,
+    pub queue: String,
+    pub holder: Option<String>,
+    pub handled_bots: Vec<String>,
+    pub context: Context,
+    pub stamp: i64,
+    pub waiting_since_ms: u64,
+    pub history: Vec<RoutingRecord>,
+}
+
+impl Engine {
+    /// What to save of a conversation.
+    pub fn snapshot(&self, conv: &str) -> Option<ConvSnapshot> {
+        let c = self.convs.get(conv)?;
+        Some(ConvSnapshot {
+            status: match c.status {
+                ConvStatus::Waiting => "waiting",
+                ConvStatus::Active => "active",
+                ConvStatus::Closed => "closed",
+            }
+            .to_owned(),
+            queue: self.queues[c.queue].name.clone(),
+            holder: c.holder.map(|h| self.members[h].name.clone()),
+            handled_bots: c.handled_bots.iter().map(|&m| self.members[m].name.clone()).collect(),
+            context: c.context.clone(),
+            stamp: c.stamp,
+            waiting_since_ms: c.waiting_since_ms,
+            history: c.history.clone(),
+        })
+    }
+
+    /// Puts back a saved conversation (at startup, before anyone connects). A holder
+    /// keeps the conversation and its capacity; a waiting conversation keeps its place.
+    pub fn restore(&mut self, conv: ConvId, workstream: &str, snap: ConvSnapshot) -> Result<(), EngineError> {
+        let (wi, ws) = self.workstream(workstream)?;
+        let channel = ws.channel;
+        let queue = *self.queue_ix.get(&snap.queue).ok_or_else(|| EngineError::UnknownQueue(snap.queue.clone()))?;
+        let status = match snap.status.as_str() {
+            "active" => ConvStatus::Active,
+            "closed" => ConvStatus::Closed,
+            _ => ConvStatus::Waiting,
+        };
+        let holder = snap.holder.as_deref().and_then(|h| self.member_ix.get(h).copied());
+        let status = if status == ConvStatus::Active && holder.is_none() { ConvStatus::Waiting } else { status };
+        let handled_bots = snap.handled_bots.iter().filter_map(|b| self.member_ix.get(b).copied()).collect();
+        match status {
+            ConvStatus::Waiting => {
+                self.queues[queue].waiting.insert(snap.stamp, conv.clone());
+            }
+            ConvStatus::Active => {
+                if let Some(h) = holder {
+                    self.members[h].load += 1;
+                }
+            }
+            ConvStatus::Closed => {}
+        }
+        self.next_stamp = self.next_stamp.max(snap.stamp);
+        self.front_stamp = self.front_stamp.min(snap.stamp);
+        self.convs.insert(
+            conv,
+            ConvState {
+                workstream: wi,
+                channel,
+                context: snap.context,
+                status,
+                queue,
+                holder: if status == ConvStatus::Active { holder } else { None },
+                handled_bots,
+                stamp: snap.stamp,
+                position: 0,
+                waiting_since_ms: snap.waiting_since_ms,
+                history: snap.history,
+            },
+        );
+        Ok(())
+    }
+
+    /// Recomputes every queue's positions (after restoring).
+    pub fn restored(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let all: Vec<usize> = (0..self.queues.len()).collect();
+        self.pump(&all, &mut fx);
+        fx
     }
 }

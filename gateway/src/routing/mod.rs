@@ -12,8 +12,8 @@
 mod engine;
 
 pub use engine::{
-    ConvStatus, ConvView, Effect, Engine, EngineError, MemberKind, MemberView, Presence, QueueView, RoutingRecord,
-    Trigger, WaitingView,
+    ConvSnapshot, ConvStatus, ConvView, Effect, Engine, EngineError, MemberKind, MemberView, Presence, QueueView,
+    RoutingRecord, Trigger, WaitingView,
 };
 
 /// A conversation's id as the engine knows it.

@@ -21,9 +21,9 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::auth::Signer;
-use crate::config::Config;
+use crate::config::{Config, StoreKind, SyncMode};
 use crate::hub::Hub;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, Recovered, SqliteStore, Store, StoreError};
 
 /// Every HTTP route.
 pub fn router(hub: Arc<Hub>) -> Router {
@@ -52,16 +52,38 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Binds and starts serving in the background.
+/// Binds and starts serving in the background, with the in-memory store.
 pub async fn start(cfg: Config, listen: SocketAddr) -> std::io::Result<Running> {
-    start_with(cfg, listen, Arc::new(MemoryStore)).await
+    start_with(cfg, listen, Arc::new(MemoryStore), Recovered::default()).await
 }
 
-pub async fn start_with(cfg: Config, listen: SocketAddr, store: Arc<dyn Store>) -> std::io::Result<Running> {
+/// Opens the store the configuration names (`sqlite` under `data_dir`, or `memory`).
+pub fn open_store(cfg: &Config) -> Result<(Arc<dyn Store>, Recovered), StoreError> {
+    match cfg.server.store {
+        StoreKind::Memory => Ok((Arc::new(MemoryStore), Recovered::default())),
+        StoreKind::Sqlite => {
+            let (store, recovered) = SqliteStore::open(&cfg.server.data_dir, cfg.server.sync == SyncMode::Full)?;
+            tracing::info!("store: {}", store.path().display());
+            Ok((Arc::new(store), recovered))
+        }
+    }
+}
+
+/// Binds and starts serving in the background: recovers what `recovered` holds, starts the
+/// built-in bots and the sweeper, then accepts connections.
+pub async fn start_with(
+    cfg: Config,
+    listen: SocketAddr,
+    store: Arc<dyn Store>,
+    recovered: Recovered,
+) -> std::io::Result<Running> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let hub = Hub::new(cfg, store, Signer::random());
+    let signer = recovered.signing_key.map_or_else(Signer::random, Signer::new);
+    let hub = Hub::new(cfg, store, signer);
+    hub.recover(recovered.conversations);
     crate::bot::spawn_all(&hub);
+    hub.spawn_sweeper();
     let app = router(hub.clone());
     let stop = hub.shutdown.clone();
     let server =
