@@ -218,6 +218,22 @@ pub fn error_event(err: &ProtocolError, conversation: Option<&str>, client_activ
     event("error", value, conversation)
 }
 
+/// The clientActivityId of a frame we will not otherwise parse (a rate-limited one), so the
+/// client can tell which frame to send again.
+pub fn peek_client_activity_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Peek {
+        #[serde(rename = "channelData")]
+        channel_data: Option<PeekData>,
+    }
+    #[derive(Deserialize)]
+    struct PeekData {
+        #[serde(rename = "clientActivityId")]
+        client_activity_id: Option<String>,
+    }
+    serde_json::from_str::<Peek>(text).ok()?.channel_data?.client_activity_id
+}
+
 /// The `ack` event for a stored client activity.
 pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str, seq: u64) -> Frame {
     event("ack", json!({"clientActivityId": client_activity_id, "id": id, "seq": seq}), Some(conversation))

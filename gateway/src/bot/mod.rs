@@ -70,6 +70,13 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                             handle(&hub, &name, &script, &outbox, &mut dialogs, &v);
                         }
                     }
+                    Some(Outgoing::Batch(fs)) => {
+                        for f in fs {
+                            if let Ok(v) = serde_json::from_str::<Value>(f.as_str()) {
+                                handle(&hub, &name, &script, &outbox, &mut dialogs, &v);
+                            }
+                        }
+                    }
                     Some(Outgoing::Close(..)) | None => break,
                 },
             }

@@ -47,6 +47,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// One permit per open WebSocket (`max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -98,6 +100,7 @@ fn closed_error() -> ProtocolError {
 impl Hub {
     pub fn new(cfg: Config, store: Arc<dyn Store>, signer: Signer) -> Arc<Hub> {
         let engine = Engine::new(&cfg);
+        let connections = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
         Arc::new(Hub {
             cfg: Arc::new(cfg),
             clock: Clock::new(),
@@ -108,6 +111,7 @@ impl Hub {
             store,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            connections,
         })
     }
 
@@ -300,9 +304,7 @@ impl Hub {
             Some(conv_id),
         ));
         let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(inner.committed as usize);
-        for e in &inner.committed_frames()[from..] {
-            outbox.send(e.frame.clone());
-        }
+        outbox.send_batch(inner.committed_frames()[from..].iter().map(|e| e.frame.clone()).collect());
         inner.customer_sent = inner.committed;
         if let Some((queue, p)) = position
             && !inner.closed
@@ -407,6 +409,15 @@ impl Hub {
     fn notice(&self, conv: &Arc<Conversation>, text: &str) {
         let mut inner = conv.inner.lock();
         self.append_system(conv, &mut inner, Body::message(text));
+    }
+
+    /// The gateway ends the conversation: an `endOfConversation` from `system` saying why,
+    /// so the customer and the holder both learn of it.
+    fn end_notice(&self, conv: &Arc<Conversation>, why: &str) {
+        let mut inner = conv.inner.lock();
+        let v = Value::Null;
+        let body = Body { kind: protocol::Kind::EndOfConversation, text: Some(why), ..Body::event("", &v) };
+        self.append_system(conv, &mut inner, Body { name: None, ..body });
     }
 
     /// The customer ends the conversation.

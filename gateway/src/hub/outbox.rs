@@ -20,6 +20,9 @@ use crate::protocol::Frame;
 #[derive(Debug)]
 pub enum Outgoing {
     Text(Frame),
+    /// Many frames in one queue slot, written in order with the socket's own backpressure:
+    /// a resumed client's replay, however long, cannot overflow the queue.
+    Batch(Vec<Frame>),
     /// Close the connection with this code and reason, after what is already queued.
     Close(u16, String),
 }
@@ -61,6 +64,21 @@ impl Outbox {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
+                self.kick(1008, "slow consumer: reconnect and resume from your watermark");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues many frames as one item (see [`Outgoing::Batch`]).
+    pub fn send_batch(&self, frames: Vec<Frame>) -> bool {
+        if frames.is_empty() {
+            return true;
+        }
+        match self.tx.try_send(Outgoing::Batch(frames)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 self.kick(1008, "slow consumer: reconnect and resume from your watermark");
                 false
             }

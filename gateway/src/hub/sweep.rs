@@ -102,7 +102,7 @@ impl Hub {
                 }
                 Action::Close(why) => {
                     tracing::info!(conversation.id = %conv.id, "{why}");
-                    self.notice(&conv, &why);
+                    self.end_notice(&conv, &why);
                     self.close_locked(&mut engine, &conv);
                 }
                 Action::Failover(member, why) | Action::Requeue(member, why)

@@ -57,6 +57,10 @@ impl Session for ChatSession {
         self.conv.is_some()
     }
 
+    fn rate(&self) -> (f64, u32) {
+        (self.hub.cfg.server.customer_rate, self.hub.cfg.server.customer_burst)
+    }
+
     fn on_close(&mut self) {
         if let Some(conv) = &self.conv {
             self.hub.customer_left(conv, &self.outbox);

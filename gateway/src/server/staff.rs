@@ -103,6 +103,10 @@ impl Session for StaffSession {
     fn on_close(&mut self) {
         self.hub.member_disconnected(&self.member, &self.outbox);
     }
+
+    fn rate(&self) -> (f64, u32) {
+        (self.hub.cfg.server.member_rate, self.hub.cfg.server.member_burst)
+    }
 }
 
 impl StaffSession {

@@ -38,6 +38,8 @@ pub trait Session: Send + 'static {
     fn started(&self) -> bool {
         true
     }
+    /// Frames per second this connection may send (sustained) and its burst.
+    fn rate(&self) -> (f64, u32);
     fn on_close(&mut self);
 }
 
@@ -79,6 +81,14 @@ where
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
         return (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response();
     };
+    let Ok(permit) = hub.connections.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "too many connections; try again later\n",
+        )
+            .into_response();
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = ws_config(hub.cfg.server.max_frame_bytes);
@@ -87,6 +97,7 @@ where
             Ok(upgraded) => {
                 let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                 on_ws(ws).await;
+                drop(permit);
             }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
@@ -114,9 +125,14 @@ pub async fn run<S: Session>(
 ) {
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), hub.shutdown.clone(), done.clone()));
+    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), hub.shutdown.clone(), done.clone(), ping_every));
     let limit = hub.cfg.server.max_frame_bytes;
     let deadline = handshake.map(|d| tokio::time::Instant::now() + d);
+    let (rate, burst) = session.rate();
+    let mut bucket = TokenBucket::new(rate, burst);
+    let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
+    let mut idle_at = tokio::time::Instant::now() + idle;
     loop {
         let handshake_due = async {
             match deadline {
@@ -131,11 +147,25 @@ pub async fn run<S: Session>(
                 outbox.kick(1008, "no session.start in time");
                 break;
             }
-            msg = stream.next() => match msg {
+            _ = tokio::time::sleep_until(idle_at) => {
+                outbox.kick(1001, "idle for too long");
+                break;
+            }
+            msg = stream.next() => {
+                idle_at = tokio::time::Instant::now() + idle;
+                match msg {
                 Some(Ok(Message::Text(t))) => {
                     if t.len() > limit {
                         outbox.kick(1009, &format!("text frame over {limit} bytes"));
                         break;
+                    }
+                    if !bucket.take() {
+                        let e = ProtocolError::new(
+                            crate::protocol::ErrorCode::RateLimited,
+                            format!("more than {rate} frames per second; this frame was not processed"),
+                        );
+                        outbox.send(error_event(&e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref()));
+                        continue;
                     }
                     session.on_text(t.as_str());
                 }
@@ -153,6 +183,7 @@ pub async fn run<S: Session>(
                 Some(Err(e)) => {
                     tracing::debug!(conn = outbox.id(), "read error: {e}");
                     break;
+                }
                 }
             }
         }
@@ -176,17 +207,27 @@ async fn write_loop(
     outbox: Outbox,
     shutdown: CancellationToken,
     done: CancellationToken,
+    ping_every: Duration,
 ) {
     let kicked = outbox.kicked().clone();
+    // Pings keep healthy idle clients (and NATs) alive; their pongs reset our idle timer.
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     loop {
         let first = tokio::select! {
             biased;
             _ = kicked.cancelled() => break,
             _ = shutdown.cancelled() => {
                 // Flush what is already queued, then say goodbye.
-                while let Ok(Outgoing::Text(f)) = rx.try_recv() {
-                    if tokio::time::timeout(Duration::from_secs(1), sink.feed(Message::Text(f))).await.is_err() {
-                        break;
+                'drain: while let Ok(out) = rx.try_recv() {
+                    let frames = match out {
+                        Outgoing::Text(f) => vec![f],
+                        Outgoing::Batch(fs) => fs,
+                        Outgoing::Close(..) => break,
+                    };
+                    for f in frames {
+                        if tokio::time::timeout(Duration::from_secs(1), sink.feed(Message::Text(f))).await.is_err() {
+                            break 'drain;
+                        }
                     }
                 }
                 close_with(&mut sink, 1001, "server shutting down").await;
@@ -196,25 +237,36 @@ async fn write_loop(
                 let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                 return;
             }
+            _ = ping.tick() => {
+                if tokio::time::timeout(Duration::from_secs(5), sink.send(Message::Ping(Bytes::new()))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
             m = rx.recv() => m,
         };
         let mut batch = Vec::with_capacity(8);
         let mut close = None;
         match first {
             Some(Outgoing::Text(f)) => batch.push(f),
+            Some(Outgoing::Batch(fs)) => batch.extend(fs),
             Some(Outgoing::Close(code, reason)) => close = Some((code, reason)),
             None => break,
         }
         while close.is_none() && batch.len() < 64 {
             match rx.try_recv() {
                 Ok(Outgoing::Text(f)) => batch.push(f),
+                Ok(Outgoing::Batch(fs)) => batch.extend(fs),
                 Ok(Outgoing::Close(code, reason)) => close = Some((code, reason)),
                 Err(_) => break,
             }
         }
         let write = async {
-            for f in batch {
+            for (i, f) in batch.into_iter().enumerate() {
                 sink.feed(Message::Text(f)).await?;
+                if i % 64 == 63 {
+                    sink.flush().await?;
+                }
             }
             sink.flush().await
         };
@@ -233,4 +285,31 @@ async fn write_loop(
     // Kicked, or the peer stopped taking frames: close with the kick's code if there is one.
     let (code, reason) = outbox.kick_reason().map_or((1011, "write failed".to_owned()), |k| (k.code, k.reason));
     close_with(&mut sink, code, &reason).await;
+}
+
+/// A token bucket: `rate` frames per second sustained, `burst` at once.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket { rate, burst, tokens: burst, at: tokio::time::Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }

@@ -1,0 +1,257 @@
+//! Failure handling: bots, agents and customers that disappear or misbehave, and clients
+//! that flood or stop reading. Timeouts are shortened through `[server]` settings so the
+//! rules show within a second or two.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use switchboard_tests::{Client, EXTERNAL_BOT, TestServer, start_server};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// The external-bot sample with extra `[server]` settings.
+fn config(server: &str) -> String {
+    EXTERNAL_BOT.replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
+}
+
+async fn assigned_to(c: &mut Client, conv: &str) -> Result<Value> {
+    c.until("assignment", |v| {
+        v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv && v["seq"].is_null()
+    })
+    .await
+}
+
+async fn chat_with_bot(s: &TestServer, bot: &mut Client, name: &str) -> Result<switchboard_tests::Customer> {
+    let c = s.start_chat("ChatWorkStream", name, json!({})).await?;
+    assigned_to(bot, &c.conversation).await?;
+    Ok(c)
+}
+
+#[tokio::test]
+async fn a_crashed_bot_hands_its_conversations_to_people_never_back_to_itself() -> Result<()> {
+    let s = start_server(Some(&config("bot_grace_secs = 1"))).await;
+    let mut bot = s.bot().await?;
+    let mut alice = s.agent("alice").await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    ann.send(json!({"type":"message","text":"hello?"})).await?;
+    bot.message().await?;
+    bot.close().await; // the bot process dies
+
+    // BotRule would send it back to BotQueue; a failed bot's customers go to people (the
+    // fallback GeneralQueue), with a system message saying why.
+    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    assert_eq!(a["value"]["queue"], "GeneralQueue");
+    let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
+    assert!(notice["text"].as_str().unwrap().contains("contoso-bot disconnected"), "{notice}");
+    let transcript = a["value"]["transcript"].as_array().unwrap();
+    assert!(transcript.iter().any(|t| t["text"] == notice["text"]));
+
+    // The bot comes back: it does not get the conversation again.
+    let mut bot = s.bot().await?;
+    bot.quiet_for(Duration::from_millis(300), |v| v["name"] != "conversation.assigned").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bot_that_stops_answering_loses_the_conversation_to_people() -> Result<()> {
+    let s = start_server(Some(&config("bot_reply_timeout_secs = 1"))).await;
+    let mut bot = s.bot().await?;
+    let mut bob = s.agent("bob").await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    // Answered in time: nothing happens.
+    ann.send(json!({"type":"message","text":"one"})).await?;
+    bot.message().await?;
+    bot.say(&ann.conversation, "answer").await?;
+    bob.quiet_for(Duration::from_millis(1500), |v| v["name"] != "conversation.assigned").await?;
+    // Not answered: handed over.
+    ann.send(json!({"type":"message","text":"two"})).await?;
+    let a = assigned_to(&mut bob, &ann.conversation).await?;
+    assert_eq!(a["value"]["queue"], "GeneralQueue");
+    let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
+    assert!(notice["text"].as_str().unwrap().contains("did not answer"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -> Result<()> {
+    let s = start_server(Some(&config("agent_grace_secs = 2"))).await;
+    let mut bot = s.bot().await?;
+    let mut alice = s.agent("alice").await?;
+    let mut bob = s.agent("bob").await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+    assigned_to(&mut alice, &ann.conversation).await?;
+    alice.close().await;
+    ann.send(json!({"type":"message","text":"are you still there?"})).await?;
+    ann.event("ack").await?;
+    let mut alice = s.agent("alice").await?;
+    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    assert_eq!(a["value"]["resumed"], true);
+    let last = a["value"]["transcript"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["text"], "are you still there?");
+    bob.quiet_for(Duration::from_millis(2500), |v| v["name"] != "conversation.assigned").await?;
+    alice.say(&ann.conversation, "yes!").await?;
+    assert_eq!(ann.message().await?["text"], "yes!");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front() -> Result<()> {
+    let s = start_server(Some(&config("agent_grace_secs = 1"))).await;
+    let mut bot = s.bot().await?;
+    let mut alice = s.agent("alice").await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+    assigned_to(&mut alice, &ann.conversation).await?;
+    alice.close().await;
+    // Meanwhile another customer waits in the same queue (alice is gone, bob offline).
+    let mut ben = chat_with_bot(&s, &mut bot, "Ben").await?;
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ben.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+    ben.event("queue.position").await?;
+    // After the grace period Ann goes back to the queue, at the front: the first agent to
+    // arrive gets Ann before Ben.
+    let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
+    assert!(notice["text"].as_str().unwrap().contains("front of the queue"), "{notice}");
+    let p = ann.event("queue.position").await?;
+    assert_eq!(p["value"]["position"], 1);
+    let mut bob = s.agent("bob").await?;
+    let first = bob.event("conversation.assigned").await?;
+    assert_eq!(first["conversation"]["id"], ann.conversation.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_customer_who_does_not_resume_in_time_has_the_conversation_closed() -> Result<()> {
+    let s = start_server(Some(&config("customer_resume_secs = 1"))).await;
+    let mut bot = s.bot().await?;
+    let ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let conv = ann.conversation.clone();
+    ann.client.close().await;
+    let eoc = bot.until("the end", |v| v["type"] == "endOfConversation").await?;
+    assert_eq!(eoc["from"]["role"], "system");
+    assert!(eoc["text"].as_str().unwrap().contains("did not come back"));
+    assert!(!s.running.hub.is_open(&conv));
+    let load =
+        s.running.hub.with_engine(|e| e.members_view().into_iter().find(|m| m.name == "contoso-bot").unwrap().load);
+    assert_eq!(load, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_others_and_loses_nothing() -> Result<()> {
+    let s = start_server(Some(&config("outbound_queue = 16"))).await;
+    let mut bot = s.bot().await?;
+    let slow = chat_with_bot(&s, &mut bot, "Slow").await?;
+    let mut fast = chat_with_bot(&s, &mut bot, "Fast").await?;
+    let big = "x".repeat(20_000);
+    // The slow customer never reads; the bot keeps writing to it, and keeps serving Fast.
+    for i in 0..300 {
+        bot.send(json!({"type":"message","conversation":{"id":slow.conversation},"text":format!("{i} {big}")})).await?;
+        bot.event("ack").await?;
+        if i % 50 == 0 {
+            fast.send(json!({"type":"message","text":format!("ping {i}")})).await?;
+            bot.until("fast's message", |v| {
+                v["type"] == "message" && v["conversation"]["id"] == fast.conversation.as_str()
+            })
+            .await?;
+            bot.say(&fast.conversation, &format!("pong {i}")).await?;
+            bot.event("ack").await?;
+            let m = fast.message().await?;
+            assert_eq!(m["text"], format!("pong {i}"));
+        }
+    }
+    // The slow one was disconnected as a slow consumer…
+    let mut slow_client = slow.client;
+    let code = slow_client.closed().await?;
+    assert_eq!(code, Some(CloseCode::Policy));
+    // …and resumes from its watermark with nothing lost.
+    let mut again = s.customer().await?;
+    again.send(json!({"type":"event","name":"session.resume","value":{"conversationId":slow.conversation,"token":slow.token,"watermark":0}})).await?;
+    again.event("session.started").await?;
+    for i in 0..300 {
+        let m = again.until("bot message", |v| v["type"] == "message").await?;
+        assert!(m["text"].as_str().unwrap().starts_with(&format!("{i} ")), "message {i} in order");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn floods_are_rate_limited_not_disconnected() -> Result<()> {
+    let s = start_server(Some(&config("customer_rate = 5.0\ncustomer_burst = 10"))).await;
+    let mut bot = s.bot().await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    for i in 0..40 {
+        ann.send(json!({"type":"message","text":format!("m{i}"),"channelData":{"clientActivityId":format!("c{i}")}}))
+            .await?;
+    }
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < 40 {
+        let v = ann.until("ack or error", |v| v["name"] == "ack" || v["name"] == "error").await?;
+        if v["name"] == "ack" {
+            acks += 1;
+        } else {
+            assert_eq!(v["value"]["code"], "rate_limited");
+            assert!(v["value"]["clientActivityId"].as_str().unwrap().starts_with('c'));
+            limited += 1;
+        }
+    }
+    // The burst (10, one of it spent on session.start) passes; the rest of the flood does not.
+    assert!(acks >= 9 && limited >= 20, "acks {acks}, limited {limited}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ann.send(json!({"type":"message","text":"after a pause"})).await?;
+    ann.event("ack").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused_with_503() -> Result<()> {
+    let s = start_server(Some(&config("max_connections = 2"))).await;
+    let _a = s.customer().await?;
+    let _b = s.customer().await?;
+    let e = s.customer().await.err().expect("refused");
+    match e.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+        Some(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 503),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.customer().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_under_load_hurt_only_their_sender() -> Result<()> {
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    let mut good = Vec::new();
+    for i in 0..10 {
+        good.push(chat_with_bot(&s, &mut bot, &format!("G{i}")).await?);
+    }
+    let mut bad = s.customer().await?;
+    bad.send(json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream"}})).await?;
+    bad.event("session.started").await?;
+    for round in 0..5 {
+        for g in good.iter_mut() {
+            g.send(json!({"type":"message","text":format!("r{round}")})).await?;
+        }
+        for junk in ["{", "[1,2]", r#"{"type":"message","text":7}"#, r#"{"type":"event"}"#] {
+            bad.send_raw(tokio_tungstenite::tungstenite::Message::text(junk)).await?;
+            assert_eq!(bad.event("error").await?["value"]["code"], "bad_request");
+        }
+        for g in good.iter_mut() {
+            g.event("ack").await?;
+        }
+    }
+    let mut got = 0;
+    while got < 50 {
+        bot.message().await?;
+        got += 1;
+    }
+    bad.send_raw(tokio_tungstenite::tungstenite::Message::text("x".repeat(40_000))).await?;
+    assert_eq!(bad.closed().await?, Some(CloseCode::Size));
+    for g in good.iter_mut() {
+        g.send(json!({"type":"message","text":"still fine"})).await?;
+        g.event("ack").await?;
+    }
+    Ok(())
+}
