@@ -33,12 +33,14 @@ fn serve(dir: &std::path::Path) -> (Child, String) {
             let _ = tx.send(line);
         }
     });
-    loop {
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("serve logs its address");
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
         if let Some(i) = line.find("listening on http://") {
             return (child, line[i + "listening on http://".len()..].trim().to_owned());
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not log its address");
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
