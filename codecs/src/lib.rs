@@ -8,13 +8,18 @@
 //! function or a small stateful processor over slices.
 //!
 //! Map, in the order audio flows through it:
-//! - [`format`]: the six wire formats of SPEC §5.3 (`pcmu/8000` … `l16/48000`).
+//! - [`format`](mod@format): the six wire formats of SPEC §5.3 (`pcmu/8000` … `l16/48000`).
 //! - [`g711`]: µ-law and A-law, after ITU-T G.191.
 //! - [`l16`]: linear PCM bytes, checked.
 //! - [`resample`]: polyphase FIR resampling between 8, 16, 24 and 48 kHz.
 //! - [`transcode`]: [`Transcoder`], the per-call-leg pipeline
 //!   (source format → linear → resample → target format), and [`Framer`], 20 ms re-chunking.
 //! - [`dtmf`]: in-band detection (Goertzel) and generation, and RFC 4733 telephone events.
+//!
+//! Testing: the DTMF tests run `sox` and `espeak-ng` and fail if they are missing; install
+//! them (and python3, which regenerates the G.711 golden vectors with
+//! `scripts/gen_g711_golden.py`) with `scripts/codecs-test-deps.sh`. Fuzz targets are in
+//! `codecs/fuzz`, a separate cargo-fuzz crate.
 
 pub mod dtmf;
 pub mod error;

@@ -21,7 +21,7 @@
 //! - **second harmonic**: energy at twice each tone's frequency must be at least 20 dB below the
 //!   tone (real DTMF is two pure sines; a voice that happens to hit a DTMF frequency has
 //!   harmonics). The low tone's harmonic is not checked when it lies within 90 Hz of the
-//!   detected high tone, as it does for `2` (1394 vs 1336 Hz), `3` and `6`: the high tone itself
+//!   detected high tone, as it does for `2` (1394 vs 1336 Hz), `3`, `6` and `C`: the high tone itself
 //!   would read as a harmonic there.
 //!
 //! Timing, with 8 ms blocks and four hits to confirm: a tone of 40 ms or more always covers four
