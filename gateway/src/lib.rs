@@ -16,3 +16,4 @@ pub mod protocol;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod voice;

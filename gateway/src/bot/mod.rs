@@ -52,11 +52,31 @@ impl Inbound {
     }
 }
 
+/// The built-in bot's audio format on voice calls.
+const PROMPT_FORMAT: switchboard_codecs::Format = switchboard_codecs::Format::L16_8K;
+
+/// What the built-in bot "says" on a call: it has no speech synthesis, so each message is
+/// a short two-tone chime (a prompt cue), and its text is in the transcript for the agent.
+fn prompt_audio() -> Vec<u8> {
+    let rate = PROMPT_FORMAT.sample_rate() as usize;
+    let mut pcm = Vec::with_capacity(rate);
+    for (freq, ms) in [(660.0, 150), (0.0, 50), (880.0, 150), (0.0, 150)] {
+        let n = rate * ms / 1000;
+        for i in 0..n {
+            let t = i as f64 / rate as f64;
+            let env = ((i.min(n - i) as f64) / (rate as f64 * 0.005)).min(1.0);
+            let s = (env * 6000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16;
+            pcm.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    pcm
+}
+
 async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
     let mut dialogs: HashMap<String, Dialog> = HashMap::new();
     loop {
         let (outbox, mut rx) = Outbox::new(hub.cfg.server.outbound_queue.max(4096));
-        hub.member_connected(&name, &outbox);
+        hub.member_connected(&name, &outbox, PROMPT_FORMAT);
         loop {
             tokio::select! {
                 _ = hub.shutdown.cancelled() => {
@@ -77,6 +97,7 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                             }
                         }
                     }
+                    Some(Outgoing::Binary(_)) => {} // the caller's audio: the built-in bot listens for DTMF only
                     Some(Outgoing::Close(..)) | None => break,
                 },
             }
@@ -103,6 +124,9 @@ fn handle(
                 return;
             }
             let user = v["value"]["customer"]["name"].as_str().unwrap_or("there");
+            if let Some(stream) = v["value"]["media"]["stream"].as_u64() {
+                streams().lock().insert(conv.to_owned(), stream as u32);
+            }
             let mut d = Dialog::new(user, &v["value"]["context"]);
             let actions = if v["value"]["resumed"] == true { Vec::new() } else { d.start(script) };
             dialogs.insert(conv.to_owned(), d);
@@ -118,6 +142,7 @@ fn handle(
         }
         (Some("endOfConversation"), _) => {
             dialogs.remove(conv);
+            streams().lock().remove(conv);
             return;
         }
         (Some("event"), Some("error")) => {
@@ -131,7 +156,12 @@ fn handle(
             Action::Say(text) => {
                 let mut m = Inbound::new(Kind::Message, conv);
                 m.text = Some(text);
-                hub.member_post(name, outbox, &m)
+                let posted = hub.member_post(name, outbox, &m);
+                let stream = streams().lock().get(conv).copied();
+                if let Some(stream) = stream {
+                    let _ = hub.holder_audio(name, &crate::voice::media_frame(stream, &prompt_audio()));
+                }
+                posted
             }
             Action::Handoff { vars, summary } => {
                 let mut e = Inbound::new(Kind::Event, conv);
@@ -153,6 +183,12 @@ fn handle(
             dialogs.remove(conv);
         }
     }
+}
+
+/// Stream numbers of the built-in bots' voice conversations.
+fn streams() -> &'static parking_lot::Mutex<HashMap<String, u32>> {
+    static STREAMS: std::sync::OnceLock<parking_lot::Mutex<HashMap<String, u32>>> = std::sync::OnceLock::new();
+    STREAMS.get_or_init(Default::default)
 }
 
 /// Drops answers that a workstream declares with another type (a typed "five" for a

@@ -146,6 +146,9 @@ struct RawWorkstream {
     context_variables: Vec<VarDecl>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    /// Voice: a WAV prompt (mono 16-bit PCM) played to callers waiting in a queue; a
+    /// comfort tone when absent.
+    hold_audio: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -287,6 +290,7 @@ pub struct Workstream {
     pub fallback_queue: String,
     pub variables: Vec<VarDecl>,
     pub rules: Vec<Rule>,
+    pub hold_audio: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -648,6 +652,15 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
                 }
             }
         }
+        if let Some(p) = &w.hold_audio {
+            match std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| crate::voice::parse_wav(&d)) {
+                Ok(_) if w.channel != Channel::Voice => {
+                    warnings.push(format!("{item}: hold_audio is only played on voice workstreams"));
+                }
+                Ok(_) => {}
+                Err(e) => problems.push(format!("{item}: hold_audio {}: {e}", p.display())),
+            }
+        }
         if w.channel == Channel::Voice {
             let mut qs: Vec<&str> = w.rules.iter().map(|r| r.queue.as_str()).collect();
             qs.push(&w.fallback_queue);
@@ -667,6 +680,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
             fallback_queue: w.fallback_queue.clone(),
             variables: w.context_variables.clone(),
             rules,
+            hold_audio: w.hold_audio.clone(),
         });
     }
 

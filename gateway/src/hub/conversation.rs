@@ -50,6 +50,8 @@ pub struct Conversation {
     pub workstream: String,
     pub customer: Party,
     pub inner: Mutex<ConvInner>,
+    /// The media side, for a voice conversation.
+    pub call: Option<Arc<crate::voice::Call>>,
 }
 
 #[derive(Debug, Default)]

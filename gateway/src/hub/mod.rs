@@ -13,6 +13,7 @@ mod conversation;
 pub mod outbox;
 mod recovery;
 mod sweep;
+mod voice;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -41,7 +42,10 @@ pub struct Hub {
     pub signer: Signer,
     engine: Mutex<Engine>,
     convs: DashMap<ConvId, Arc<Conversation>>,
-    members: DashMap<Arc<str>, Outbox>,
+    members: DashMap<Arc<str>, MemberConn>,
+    /// Voice calls by stream number (the prefix of every binary media frame).
+    calls: DashMap<u32, Arc<crate::voice::Call>>,
+    next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
     /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.
     pub shutdown: CancellationToken,
@@ -69,6 +73,13 @@ impl From<EngineError> for ProtocolError {
     }
 }
 
+/// A connected bot or agent: its outbox and the audio format it asked for.
+#[derive(Debug, Clone)]
+pub struct MemberConn {
+    pub outbox: Outbox,
+    pub audio: switchboard_codecs::Format,
+}
+
 /// Who is sending a client activity.
 #[derive(Debug, Clone)]
 pub enum Sender {
@@ -93,7 +104,7 @@ struct SavedParty {
     name: String,
 }
 
-fn closed_error() -> ProtocolError {
+pub(crate) fn closed_error() -> ProtocolError {
     ProtocolError::bad_request("the conversation has ended")
 }
 
@@ -108,6 +119,8 @@ impl Hub {
             engine: Mutex::new(engine),
             convs: DashMap::new(),
             members: DashMap::new(),
+            calls: DashMap::new(),
+            next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -237,6 +250,18 @@ impl Hub {
         outbox: &Outbox,
     ) -> Result<Arc<Conversation>, ProtocolError> {
         let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        self.open_conversation(id, workstream, user_name, context, outbox, None)
+    }
+
+    fn open_conversation(
+        &self,
+        id: ConvId,
+        workstream: &str,
+        user_name: &str,
+        context: Context,
+        outbox: &Outbox,
+        call: Option<Arc<crate::voice::Call>>,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
         let now = self.clock.now_ms();
         let exp = now + self.cfg.server.customer_token_ttl_secs * 1000;
         let token = self.signer.issue(&Claims { sub: id.to_string(), kind: Principal::Customer, exp });
@@ -249,18 +274,23 @@ impl Hub {
                 last_activity_ms: now,
                 ..ConvInner::default()
             }),
+            call: call.clone(),
         });
         let mut engine = self.engine.lock();
         if engine.status(&id).is_some() {
             return Err(ProtocolError::unavailable("conversation id collision; try again"));
         }
-        outbox.send(protocol::event(
-            "session.started",
-            json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}}),
-            Some(&id),
-        ));
+        let mut started =
+            json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}});
+        if let Some(c) = &call {
+            started["stream"] = json!(c.stream);
+        }
+        outbox.send(protocol::event("session.started", started, Some(&id)));
         let fx = engine.start(id.clone(), workstream, context, now)?;
         self.convs.insert(id.clone(), conv.clone());
+        if let Some(c) = call {
+            self.calls.insert(c.stream, c);
+        }
         tracing::info!(conversation.id = %id, workstream, "conversation started");
         self.persist(&engine, &conv);
         self.apply(&mut engine, fx);
@@ -460,6 +490,10 @@ impl Hub {
             inner.bot_deadline_ms = None;
         }
         let fx = engine.close(&conv.id);
+        if let Some(call) = &conv.call {
+            call.set_route(None);
+            self.calls.remove(&call.stream);
+        }
         tracing::info!(conversation.id = %conv.id, "conversation closed");
         self.persist(engine, conv);
         self.apply(engine, fx);
@@ -583,11 +617,12 @@ impl Hub {
     /// A bot or agent connects: its earlier connection (if any) is replaced, the
     /// conversations it still holds are assigned to it again with their transcript, and it
     /// becomes eligible for new work.
-    pub fn member_connected(&self, member: &Arc<str>, outbox: &Outbox) {
-        if let Some(old) = self.members.insert(member.clone(), outbox.clone())
-            && old.id() != outbox.id()
+    pub fn member_connected(&self, member: &Arc<str>, outbox: &Outbox, audio: switchboard_codecs::Format) {
+        let conn = MemberConn { outbox: outbox.clone(), audio };
+        if let Some(old) = self.members.insert(member.clone(), conn)
+            && old.outbox.id() != outbox.id()
         {
-            old.close(4002, "replaced by a newer connection");
+            old.outbox.close(4002, "replaced by a newer connection");
         }
         let mut engine = self.engine.lock();
         for conv_id in engine.held_by(member) {
@@ -596,6 +631,9 @@ impl Hub {
                 if let Some(h) = inner.holder.as_mut() {
                     h.outbox = Some(outbox.clone());
                     h.gone_since_ms = None;
+                }
+                if let Some(call) = &conv.call {
+                    call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
                 }
                 outbox.send(self.assigned_frame(&engine, &conv, &inner, true));
                 inner.holder_sent = inner.committed;
@@ -609,18 +647,30 @@ impl Hub {
     /// A bot or agent's connection ended. Its conversations stay with it for a grace period
     /// (it may come back: see the sweeper); it gets no new work meanwhile.
     pub fn member_disconnected(&self, member: &Arc<str>, outbox: &Outbox) {
-        let removed = self.members.remove_if(member, |_, o| o.id() == outbox.id()).is_some();
+        let removed = self.members.remove_if(member, |_, c| c.outbox.id() == outbox.id()).is_some();
         if !removed {
             return; // A newer connection has taken over.
         }
         let now = self.clock.now_ms();
         let mut engine = self.engine.lock();
+        let mut calls = Vec::new();
         for conv_id in engine.held_by(member) {
-            if let Some(conv) = self.conversation(&conv_id)
-                && let Some(h) = conv.inner.lock().holder.as_mut()
-            {
-                h.outbox = None;
-                h.gone_since_ms = Some(now);
+            if let Some(conv) = self.conversation(&conv_id) {
+                if let Some(h) = conv.inner.lock().holder.as_mut() {
+                    h.outbox = None;
+                    h.gone_since_ms = Some(now);
+                }
+                if let Some(call) = &conv.call {
+                    call.set_holder_outbox(member, None, None);
+                    calls.push(conv);
+                }
+            }
+        }
+        // A caller cannot wait out a grace period in silence: a call whose holder is gone
+        // is re-routed at once (a bot's to people, never back to that bot).
+        if !self.shutdown.is_cancelled() {
+            for conv in calls {
+                self.holder_lost(&mut engine, &conv, member, now);
             }
         }
         let fx = engine.set_online(member, false, now).unwrap_or_default();
@@ -644,6 +694,12 @@ impl Hub {
             "transcript": transcript,
             "media": Value::Null,
         });
+        if let Some(call) = &conv.call {
+            let fmt =
+                inner.holder.as_ref().and_then(|h| self.members.get(&h.member).map(|m| m.audio)).unwrap_or_default();
+            value["media"] =
+                json!({"stream": call.stream, "encoding": fmt.encoding().as_str(), "sampleRate": fmt.sample_rate()});
+        }
         if resumed {
             value["resumed"] = json!(true);
         }
@@ -667,6 +723,9 @@ impl Hub {
                             inner.holder = None;
                             inner.bot_deadline_ms = None;
                         }
+                        if let Some(call) = &c.call {
+                            call.set_route(None);
+                        }
                     }
                     touched.insert(conv);
                 }
@@ -680,7 +739,14 @@ impl Hub {
                     let mut inner = c.inner.lock();
                     let v = json!({"role": role, "name": party.name, "queue": queue});
                     self.append_system(&c, &mut inner, Body::event("conversation.assigned", &v));
-                    let outbox = self.members.get(member.as_str()).map(|o| o.value().clone());
+                    let conn = self.members.get(member.as_str()).map(|o| o.value().clone());
+                    let outbox = conn.as_ref().map(|c| c.outbox.clone());
+                    if let Some(call) = &c.call {
+                        let fmt = conn.as_ref().map(|c| c.audio).unwrap_or_default();
+                        let route =
+                            crate::voice::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
+                        call.set_route(Some(route));
+                    }
                     let gone = outbox.is_none().then(|| self.clock.now_ms());
                     inner.holder = Some(Holder {
                         member: Arc::from(member.as_str()),

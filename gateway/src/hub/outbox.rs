@@ -23,6 +23,8 @@ pub enum Outgoing {
     /// Many frames in one queue slot, written in order with the socket's own backpressure:
     /// a resumed client's replay, however long, cannot overflow the queue.
     Batch(Vec<Frame>),
+    /// A binary frame (voice media).
+    Binary(bytes::Bytes),
     /// Close the connection with this code and reason, after what is already queued.
     Close(u16, String),
 }
@@ -69,6 +71,12 @@ impl Outbox {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues a binary frame (media). A full queue drops the frame instead of closing the
+    /// connection: late audio is useless, and the next frame is 20 ms away.
+    pub fn send_binary(&self, data: bytes::Bytes) -> bool {
+        self.tx.try_send(Outgoing::Binary(data)).is_ok()
     }
 
     /// Queues many frames as one item (see [`Outgoing::Batch`]).

@@ -87,6 +87,9 @@ impl Hub {
                     customer_left_ms: Some(now),
                     ..ConvInner::default()
                 }),
+                // The call's connection died with the process; a recovered voice
+                // conversation waits for its customer like a chat until it is closed.
+                call: None,
             });
             self.convs.insert(id, conv);
             restored += 1;

@@ -7,6 +7,7 @@
 mod chat;
 mod staff;
 mod token;
+mod voice;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/chat", get(chat::upgrade))
         .route("/v1/bot", get(staff::bot_upgrade))
         .route("/v1/agent", get(staff::agent_upgrade))
+        .route("/v1/voice", get(voice::native_upgrade))
+        .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
         .with_state(hub)
 }
 

@@ -16,6 +16,8 @@ use crate::auth::Principal;
 use crate::hub::{Hub, Outbox};
 use crate::protocol::{ErrorCode, Inbound, Kind, ProtocolError, error_event};
 use crate::routing::Presence;
+use switchboard_codecs::Format;
+use tokio_tungstenite::tungstenite::Bytes;
 
 pub async fn bot_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     upgrade(hub, req, Principal::Bot)
@@ -65,16 +67,34 @@ fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
         Ok(m) => m,
         Err(e) => return refuse(&e),
     };
+    let audio = match audio_format(&req) {
+        Ok(f) => f,
+        Err(e) => return refuse(&e),
+    };
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, member, kind))
+    ws::upgrade(&hub, req, move |ws| run(h, ws, member, kind, audio))
 }
 
-async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal) {
+/// `?audio=pcmu/8000|pcma/8000|l16/8000|l16/16000|l16/24000|l16/48000` (default l16/16000).
+fn audio_format(req: &Request) -> Result<Format, ProtocolError> {
+    let query = req.uri().query().unwrap_or("");
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    match pairs.into_iter().find(|(k, _)| k == "audio") {
+        None => Ok(Format::default()),
+        Some((_, v)) => v.parse().map_err(|_| {
+            ProtocolError::bad_request(format!(
+                "audio {v:?} is not one of pcmu/8000, pcma/8000, l16/8000, l16/16000, l16/24000, l16/48000"
+            ))
+        }),
+    }
+}
+
+async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, audio: Format) {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
     let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
     let _enter = span.enter();
     drop(_enter);
-    hub.member_connected(&member, &outbox);
+    hub.member_connected(&member, &outbox, audio);
     let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind };
     ws::run(hub, ws, outbox, rx, session, None).await;
 }
@@ -100,6 +120,10 @@ impl Session for StaffSession {
         }
     }
 
+    fn on_binary(&mut self, data: Bytes) -> Result<(), ProtocolError> {
+        self.hub.holder_audio(&self.member, &data)
+    }
+
     fn on_close(&mut self) {
         self.hub.member_disconnected(&self.member, &self.outbox);
     }
@@ -122,6 +146,8 @@ impl StaffSession {
                 Err(ProtocolError::bad_request("agents hand a conversation on with the transfer event"))
             }
             (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
+            (Kind::Event, Some("mark")) => hub.holder_mark(&self.member, a),
+            (Kind::Event, Some("clear")) => hub.holder_clear(&self.member, a),
             (Kind::Event, Some("presence")) if self.kind == Principal::Agent => {
                 let p = a.value.as_str().and_then(Presence::parse).ok_or_else(|| {
                     ProtocolError::bad_request("presence value must be available, busy, away or offline")

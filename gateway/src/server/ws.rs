@@ -222,6 +222,7 @@ async fn write_loop(
                     let frames = match out {
                         Outgoing::Text(f) => vec![f],
                         Outgoing::Batch(fs) => fs,
+                        Outgoing::Binary(_) => continue,
                         Outgoing::Close(..) => break,
                     };
                     for f in frames {
@@ -245,25 +246,27 @@ async fn write_loop(
             }
             m = rx.recv() => m,
         };
-        let mut batch = Vec::with_capacity(8);
+        let mut batch: Vec<Message> = Vec::with_capacity(8);
         let mut close = None;
         match first {
-            Some(Outgoing::Text(f)) => batch.push(f),
-            Some(Outgoing::Batch(fs)) => batch.extend(fs),
+            Some(Outgoing::Text(f)) => batch.push(Message::Text(f)),
+            Some(Outgoing::Batch(fs)) => batch.extend(fs.into_iter().map(Message::Text)),
+            Some(Outgoing::Binary(b)) => batch.push(Message::Binary(b)),
             Some(Outgoing::Close(code, reason)) => close = Some((code, reason)),
             None => break,
         }
         while close.is_none() && batch.len() < 64 {
             match rx.try_recv() {
-                Ok(Outgoing::Text(f)) => batch.push(f),
-                Ok(Outgoing::Batch(fs)) => batch.extend(fs),
+                Ok(Outgoing::Text(f)) => batch.push(Message::Text(f)),
+                Ok(Outgoing::Batch(fs)) => batch.extend(fs.into_iter().map(Message::Text)),
+                Ok(Outgoing::Binary(b)) => batch.push(Message::Binary(b)),
                 Ok(Outgoing::Close(code, reason)) => close = Some((code, reason)),
                 Err(_) => break,
             }
         }
         let write = async {
-            for (i, f) in batch.into_iter().enumerate() {
-                sink.feed(Message::Text(f)).await?;
+            for (i, m) in batch.into_iter().enumerate() {
+                sink.feed(m).await?;
                 if i % 64 == 63 {
                     sink.flush().await?;
                 }

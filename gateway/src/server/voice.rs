@@ -1,0 +1,364 @@
+//! Voice call legs: `GET /v1/voice` (the native IVR protocol, SPEC §5.1) and
+//! `GET /v1/voice/twilio/{workstream}` (Twilio's bidirectional Media Streams, §5.2).
+//!
+//! A call leg is a reader (this task) and a writer task that owns the sink and also runs
+//! the call's pacer: every 20 ms it takes the next frame from the call's playout buffer
+//! (or hold audio while the call waits) and sends it, with the marks reached before it.
+//! Text the hub queues for the caller (session events, `clear`, the end of the
+//! conversation) is translated into the dialect here; transcript messages are not sent to
+//! a call leg, which has no use for them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use switchboard_codecs::{Encoding, Format};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_util::sync::CancellationToken;
+
+use super::ws::{self, WsStream};
+use crate::context::{Context, Value as CtxValue};
+use crate::hub::outbox::Outgoing;
+use crate::hub::{Conversation, Hub, Outbox};
+use crate::protocol::{Inbound, Kind, ProtocolError, error_event};
+
+#[derive(Clone, Debug)]
+enum Dialect {
+    Native,
+    Twilio { workstream: String },
+}
+
+pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
+    let h = hub.clone();
+    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Native))
+}
+
+pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<String>, req: Request) -> Response {
+    let h = hub.clone();
+    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Twilio { workstream }))
+}
+
+/// What the reader and the writer share about the call.
+#[derive(Default)]
+struct Leg {
+    conv: Option<Arc<Conversation>>,
+    /// Twilio's `streamSid`, echoed on everything we send.
+    stream_sid: Option<String>,
+}
+
+async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
+    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let (sink, mut stream) = socket.split();
+    let leg = Arc::new(Mutex::new(Leg::default()));
+    let done = CancellationToken::new();
+    let writer =
+        tokio::spawn(write_loop(hub.clone(), sink, rx, outbox.clone(), leg.clone(), dialect.clone(), done.clone()));
+    let handshake = tokio::time::Instant::now() + Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
+    let limit = hub.cfg.server.max_frame_bytes;
+    loop {
+        let started = leg.lock().conv.is_some();
+        let due =
+            async { if started { std::future::pending().await } else { tokio::time::sleep_until(handshake).await } };
+        tokio::select! {
+            _ = outbox.kicked().cancelled() => break,
+            _ = hub.shutdown.cancelled() => break,
+            _ = due => {
+                outbox.kick(1008, "no start in time");
+                break;
+            }
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.len() > limit {
+                        outbox.kick(1009, &format!("text frame over {limit} bytes"));
+                        break;
+                    }
+                    let result = match &dialect {
+                        Dialect::Native => native_text(&hub, &outbox, &leg, t.as_str()),
+                        Dialect::Twilio { workstream } => twilio_text(&hub, &outbox, &leg, workstream, t.as_str()),
+                    };
+                    match result {
+                        Ok(true) => {}
+                        Ok(false) => break, // hung up
+                        Err(e) => {
+                            let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
+                            outbox.send(error_event(&e, conv.as_deref(), None));
+                        }
+                    }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    let conv = leg.lock().conv.clone();
+                    match conv {
+                        Some(c) if matches!(dialect, Dialect::Native) => hub.caller_audio(&c, &outbox, &b),
+                        Some(_) => {
+                            outbox.send(error_event(&ProtocolError::bad_request("Twilio media comes in media events"), None, None));
+                        }
+                        None => {
+                            outbox.send(error_event(&ProtocolError::bad_request("send session.start before audio"), None, None));
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!("voice read error: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    // The caller's side is gone: that is a hang-up, everywhere.
+    let conv = leg.lock().conv.clone();
+    if let Some(c) = conv
+        && !hub.shutdown.is_cancelled()
+        && !c.inner.lock().closed
+    {
+        hub.hang_up(&c, &outbox);
+    }
+    done.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Result<Context, ProtocolError> {
+    if strict {
+        return hub.customer_context(workstream, raw);
+    }
+    // Twilio's customParameters carry strings and often more than routing needs (auth,
+    // ids): declared variables are taken with their types, the rest ignored.
+    let mut ctx = Context::new();
+    let Some(ws) = hub.cfg.workstream(workstream) else { return Ok(ctx) };
+    for (k, v) in raw.as_object().into_iter().flatten() {
+        if let Some(ty) = ws.variable(k)
+            && let Some(val) =
+                CtxValue::from_json(ty, v).map_err(|e| ProtocolError::bad_request(format!("parameter {k:?}: {e}")))?
+        {
+            ctx.insert(k.clone(), val);
+        }
+    }
+    Ok(ctx)
+}
+
+/// One text frame of the native protocol. `Ok(false)`: the caller hung up.
+fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Result<bool, ProtocolError> {
+    let a = Inbound::parse(text)?;
+    let conv = leg.lock().conv.clone();
+    let Some(conv) = conv else {
+        if a.event_name() != Some("session.start") {
+            return Err(ProtocolError::bad_request("start the call with a session.start event"));
+        }
+        let workstream = a.value["workstream"]
+            .as_str()
+            .ok_or_else(|| ProtocolError::bad_request("session.start needs value.workstream"))?;
+        let media = &a.value["media"];
+        let encoding: Encoding = media["encoding"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .map_err(|_| ProtocolError::bad_request("value.media.encoding must be pcmu, pcma or l16"))?;
+        let rate = media["sampleRate"].as_u64().unwrap_or(8000) as u32;
+        let format =
+            Format::new(encoding, rate).map_err(|e| ProtocolError::bad_request(format!("value.media: {e}")))?;
+        let ctx = context_from(hub, workstream, a.value.get("context").unwrap_or(&Value::Null), true)?;
+        let c = hub.start_call(workstream, format, ctx, outbox, true)?;
+        leg.lock().conv = Some(c);
+        return Ok(true);
+    };
+    match (a.kind(), a.event_name()) {
+        (Kind::EndOfConversation, _) => {
+            hub.hang_up(&conv, outbox);
+            Ok(false)
+        }
+        (Kind::Event, Some("dtmf")) => {
+            let d = a.value.as_str().ok_or_else(|| ProtocolError::bad_request("dtmf value must be a digit"))?;
+            hub.caller_dtmf(&conv, outbox, d)?;
+            Ok(true)
+        }
+        (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
+        _ => Err(ProtocolError::bad_request("a call leg sends audio, dtmf events and endOfConversation")),
+    }
+}
+
+/// One Twilio Media Streams message. `Ok(false)`: the stream stopped.
+fn twilio_text(
+    hub: &Hub,
+    outbox: &Outbox,
+    leg: &Mutex<Leg>,
+    workstream: &str,
+    text: &str,
+) -> Result<bool, ProtocolError> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| ProtocolError::bad_request(format!("malformed JSON: {e}")))?;
+    let conv = leg.lock().conv.clone();
+    match (v["event"].as_str(), conv) {
+        (Some("connected"), _) => Ok(true),
+        (Some("start"), None) => {
+            let start = &v["start"];
+            let encoding = start["mediaFormat"]["encoding"].as_str().unwrap_or("audio/x-mulaw");
+            if encoding != "audio/x-mulaw" {
+                return Err(ProtocolError::bad_request(format!(
+                    "media format {encoding:?}: Twilio streams are µ-law 8 kHz"
+                )));
+            }
+            let ctx = context_from(hub, workstream, &start["customParameters"], false)?;
+            let c = hub.start_call(workstream, Format::PCMU, ctx, outbox, false)?;
+            let mut l = leg.lock();
+            l.stream_sid = v["streamSid"].as_str().or(start["streamSid"].as_str()).map(str::to_owned);
+            l.conv = Some(c);
+            Ok(true)
+        }
+        (Some("start"), Some(_)) => Err(ProtocolError::bad_request("the stream has already started")),
+        (Some(_), None) => Err(ProtocolError::bad_request("the stream has not started")),
+        (Some("media"), Some(c)) => {
+            // Only the caller's track: an outbound track would be our own audio.
+            if v["media"]["track"].as_str().is_some_and(|t| t != "inbound") {
+                return Ok(true);
+            }
+            let payload = v["media"]["payload"].as_str().unwrap_or("");
+            let audio = B64.decode(payload).map_err(|_| ProtocolError::bad_request("media payload is not base64"))?;
+            hub.caller_audio(&c, outbox, &audio);
+            Ok(true)
+        }
+        (Some("dtmf"), Some(c)) => {
+            let d = v["dtmf"]["digit"].as_str().ok_or_else(|| ProtocolError::bad_request("dtmf.digit missing"))?;
+            hub.caller_dtmf(&c, outbox, d)?;
+            Ok(true)
+        }
+        (Some("mark"), Some(c)) => {
+            // Twilio echoes our mark once the audio before it has been played.
+            if let Some(name) = v["mark"]["name"].as_str() {
+                hub.mark_played(&c, name);
+            }
+            Ok(true)
+        }
+        (Some("stop"), Some(c)) => {
+            hub.hang_up(&c, outbox);
+            Ok(false)
+        }
+        (Some(other), _) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
+        (None, _) => Err(ProtocolError::bad_request("message has no \"event\"")),
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+
+/// Sends the hub's text (translated) and paces the call's audio at 1×.
+async fn write_loop(
+    hub: Arc<Hub>,
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Outgoing>,
+    outbox: Outbox,
+    leg: Arc<Mutex<Leg>>,
+    dialect: Dialect,
+    done: CancellationToken,
+) {
+    let mut pacer = tokio::time::interval(Duration::from_millis(20));
+    pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut close: Option<(u16, String)> = None;
+    loop {
+        tokio::select! {
+            biased;
+            _ = outbox.kicked().cancelled() => {
+                close = outbox.kick_reason().map(|k| (k.code, k.reason));
+                break;
+            }
+            _ = hub.shutdown.cancelled() => {
+                close = Some((1001, "server shutting down".into()));
+                break;
+            }
+            _ = done.cancelled() => break,
+            m = rx.recv() => {
+                let frames = match m {
+                    Some(Outgoing::Text(f)) => vec![f],
+                    Some(Outgoing::Batch(fs)) => fs,
+                    Some(Outgoing::Binary(_)) => continue,
+                    Some(Outgoing::Close(code, reason)) => {
+                        close = Some((code, reason));
+                        break;
+                    }
+                    None => break,
+                };
+                let mut hang_up = false;
+                for f in frames {
+                    let v: Value = serde_json::from_str(f.as_str()).unwrap_or_default();
+                    let sid = leg.lock().stream_sid.clone();
+                    let (out, end) = translate(&dialect, &v, f, sid.as_deref());
+                    if let Some(out) = out
+                        && sink.send(out).await.is_err()
+                    {
+                        return;
+                    }
+                    hang_up |= end;
+                }
+                if hang_up {
+                    close = Some((1000, "call ended".into()));
+                    break;
+                }
+            }
+            _ = pacer.tick() => {
+                let conv = leg.lock().conv.clone();
+                let Some(conv) = conv else { continue };
+                let Some(call) = &conv.call else { continue };
+                let tick = call.tick();
+                let sid = leg.lock().stream_sid.clone();
+                for name in tick.marks {
+                    match &dialect {
+                        Dialect::Native => hub.mark_played(&conv, &name),
+                        Dialect::Twilio { .. } => {
+                            let m = json!({"event": "mark", "streamSid": sid, "mark": {"name": name}});
+                            if sink.feed(Message::text(m.to_string())).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if let Some(audio) = tick.audio {
+                    let msg = match &dialect {
+                        Dialect::Native => Message::Binary(audio),
+                        Dialect::Twilio { .. } => Message::text(
+                            json!({"event": "media", "streamSid": sid, "media": {"payload": B64.encode(&audio)}}).to_string(),
+                        ),
+                    };
+                    if sink.feed(msg).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code: code.into(), reason: reason.into() };
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    }
+}
+
+/// What a hub frame becomes on this dialect, and whether it ends the call.
+fn translate(dialect: &Dialect, v: &Value, raw: crate::protocol::Frame, sid: Option<&str>) -> (Option<Message>, bool) {
+    let ended = v["type"] == "endOfConversation" && v["from"]["role"] != "user";
+    let name = v["name"].as_str();
+    match dialect {
+        Dialect::Native => {
+            let keep = ended || matches!(name, Some("session.started" | "clear" | "error"));
+            (keep.then(|| Message::Text(raw)), ended)
+        }
+        Dialect::Twilio { .. } => match name {
+            Some("clear") => (Some(Message::text(json!({"event": "clear", "streamSid": sid}).to_string())), false),
+            Some("error") => {
+                tracing::warn!("twilio call leg: {}", v["value"]);
+                (None, false)
+            }
+            _ => (None, ended),
+        },
+    }
+}

@@ -1,0 +1,235 @@
+//! One call's media state (see the module docs).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use switchboard_codecs::dtmf::Detector;
+use switchboard_codecs::{Encoding, Format, Framer, Transcoder};
+
+use super::hold::HoldAudio;
+use super::media_frame;
+use crate::hub::Outbox;
+use crate::routing::ConvId;
+
+/// The most audio queued toward a caller: a holder that sends more is told to wait.
+const MAX_PLAYOUT_FRAMES: usize = 60 * 50; // 60 s
+
+/// The holder's end of the media path.
+#[derive(Debug)]
+pub struct Route {
+    pub member: Arc<str>,
+    pub outbox: Option<Outbox>,
+    pub format: Format,
+    /// Caller's format → holder's format.
+    to_holder: Transcoder,
+}
+
+impl Route {
+    pub fn new(member: Arc<str>, outbox: Option<Outbox>, format: Format, caller: Format) -> Route {
+        Route { member, outbox, format, to_holder: Transcoder::new(caller, format) }
+    }
+}
+
+/// What the playout buffer holds: 20 ms of audio in the caller's format, or a mark.
+#[derive(Debug, Clone)]
+pub enum Play {
+    Audio(Bytes),
+    Mark(String),
+}
+
+/// What one 20 ms tick of the pacer sends to the caller.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Marks reached before this tick's audio (in order).
+    pub marks: Vec<String>,
+    pub audio: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct State {
+    inbound: Framer,
+    detector: Option<Detector>,
+    linear: Vec<i16>,
+    route: Option<Route>,
+    /// Holder's format → caller's format, rebuilt when the holder's format changes.
+    from_holder: Option<(Format, Transcoder)>,
+    outbound: Framer,
+    playout: VecDeque<Play>,
+    playout_frames: usize,
+    waiting: bool,
+    hold: HoldAudio,
+    hold_pos: usize,
+}
+
+/// A voice call's media state, shared by the hub and the call's connection.
+#[derive(Debug)]
+pub struct Call {
+    pub stream: u32,
+    pub conversation: ConvId,
+    pub caller: Format,
+    state: Mutex<State>,
+}
+
+impl Call {
+    pub fn new(stream: u32, conversation: ConvId, caller: Format, inband_dtmf: bool, hold: HoldAudio) -> Call {
+        let detector = if inband_dtmf { Detector::new(caller.sample_rate()).ok() } else { None };
+        Call {
+            stream,
+            conversation,
+            caller,
+            state: Mutex::new(State {
+                inbound: Framer::new(caller),
+                detector,
+                linear: Vec::new(),
+                route: None,
+                from_holder: None,
+                outbound: Framer::new(caller),
+                playout: VecDeque::new(),
+                playout_frames: 0,
+                waiting: true,
+                hold,
+                hold_pos: 0,
+            }),
+        }
+    }
+
+    /// Caller audio in any length: re-framed to 20 ms, checked for in-band DTMF, and sent
+    /// to the holder in its format. Returns the digits detected.
+    pub fn caller_audio(&self, data: &[u8]) -> Vec<char> {
+        let mut digits = Vec::new();
+        let mut st = self.state.lock();
+        st.inbound.push(data);
+        let frames: Vec<Bytes> = st.inbound.frames().collect();
+        for frame in frames {
+            let st = &mut *st;
+            if let Some(det) = st.detector.as_mut() {
+                st.linear.clear();
+                decode_linear(self.caller, &frame, &mut st.linear);
+                let mut found = Vec::new();
+                det.process(&st.linear, &mut found);
+                for d in found {
+                    digits.push(d.as_char());
+                }
+            }
+            if let Some(route) = st.route.as_mut()
+                && let Some(o) = &route.outbox
+            {
+                let mut out = Vec::with_capacity(frame.len() * 6);
+                if route.to_holder.process(&frame, &mut out).is_ok() {
+                    o.send_binary(media_frame(self.stream, &out));
+                }
+            }
+        }
+        digits
+    }
+
+    /// Sets (or clears) the holder. A new holder never hears the old one's queued audio.
+    pub fn set_route(&self, route: Option<Route>) {
+        let mut st = self.state.lock();
+        st.waiting = route.is_none();
+        st.route = route;
+        clear_playout(&mut st);
+    }
+
+    /// The holder's connection changed (reconnected or gone).
+    pub fn set_holder_outbox(&self, member: &str, outbox: Option<Outbox>, format: Option<Format>) {
+        let mut st = self.state.lock();
+        if let Some(r) = st.route.as_mut().filter(|r| &*r.member == member) {
+            match format {
+                Some(f) if f != r.format => *r = Route::new(r.member.clone(), outbox, f, self.caller),
+                _ => r.outbox = outbox,
+            }
+        }
+    }
+
+    /// The holder of this call, if any.
+    pub fn holder(&self) -> Option<Arc<str>> {
+        self.state.lock().route.as_ref().map(|r| r.member.clone())
+    }
+
+    /// Audio from the holder, in its format: converted and queued for playout.
+    pub fn holder_audio(&self, member: &str, data: &[u8]) -> Result<(), String> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(route) = st.route.as_ref().filter(|r| &*r.member == member) else {
+            return Err("you do not hold this call".into());
+        };
+        let from = route.format;
+        if st.from_holder.as_ref().is_none_or(|(f, _)| *f != from) {
+            st.from_holder = Some((from, Transcoder::new(from, self.caller)));
+        }
+        let mut out = Vec::with_capacity(data.len());
+        if let Some((_, t)) = st.from_holder.as_mut() {
+            t.process(data, &mut out).map_err(|e| format!("bad audio: {e}"))?;
+        }
+        st.outbound.push(&out);
+        let frames: Vec<Bytes> = st.outbound.frames().collect();
+        if st.playout_frames + frames.len() > MAX_PLAYOUT_FRAMES {
+            return Err("the playout buffer is full (60 s queued): wait for marks or send clear".into());
+        }
+        st.playout_frames += frames.len();
+        st.playout.extend(frames.into_iter().map(Play::Audio));
+        Ok(())
+    }
+
+    /// A mark from the holder: reported once the audio queued before it has been played.
+    pub fn mark(&self, member: &str, name: String) -> Result<(), String> {
+        let mut st = self.state.lock();
+        if st.route.as_ref().is_none_or(|r| &*r.member != member) {
+            return Err("you do not hold this call".into());
+        }
+        // Audio still in the framer (under 20 ms) goes out first, padded with silence.
+        if let Some(last) = st.outbound.flush() {
+            st.playout_frames += 1;
+            st.playout.push_back(Play::Audio(last));
+        }
+        st.playout.push_back(Play::Mark(name));
+        Ok(())
+    }
+
+    /// Barge-in: drop everything queued toward the caller.
+    pub fn clear(&self) {
+        clear_playout(&mut self.state.lock());
+    }
+
+    /// The next 20 ms for the caller: queued audio (with the marks before it), else hold
+    /// audio while waiting, else nothing.
+    pub fn tick(&self) -> Tick {
+        let mut st = self.state.lock();
+        let mut tick = Tick::default();
+        while let Some(p) = st.playout.pop_front() {
+            match p {
+                Play::Mark(m) => tick.marks.push(m),
+                Play::Audio(a) => {
+                    st.playout_frames -= 1;
+                    tick.audio = Some(a);
+                    break;
+                }
+            }
+        }
+        if tick.audio.is_none() && st.waiting {
+            let i = st.hold_pos;
+            st.hold_pos += 1;
+            tick.audio = st.hold.frame(i);
+        }
+        tick
+    }
+}
+
+fn clear_playout(st: &mut State) {
+    st.playout.clear();
+    st.playout_frames = 0;
+    st.outbound.clear();
+}
+
+fn decode_linear(format: Format, frame: &[u8], out: &mut Vec<i16>) {
+    match format.encoding() {
+        Encoding::Pcmu => switchboard_codecs::g711::ulaw::decode_into(frame, out),
+        Encoding::Pcma => switchboard_codecs::g711::alaw::decode_into(frame, out),
+        Encoding::L16 => {
+            let _ = switchboard_codecs::l16::decode_le(frame, out);
+        }
+    }
+}
