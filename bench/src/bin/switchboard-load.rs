@@ -1,0 +1,129 @@
+//! `switchboard-load`: benchmarked throughput runs of the gateway against an echo baseline
+//! measured in the same run. See BENCHMARKS.md and `scripts/bench.sh`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use switchboard_bench::load::target::{Launch, write_default_config};
+use switchboard_bench::load::{self, Options, Scenario};
+
+/// Load generator for Switchboard: starts the gateway and the echo baseline on loopback and
+/// reports every figure as gateway, baseline and ratio.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-load", version, args_override_self = true)]
+struct Args {
+    /// Scenarios to run, comma-separated: chat-relay, open-loop, idle, handoff, voice.
+    #[arg(long, value_delimiter = ',', default_value = "chat-relay,open-loop,idle,handoff,voice")]
+    scenarios: Vec<Scenario>,
+    /// The `switchboard` binary (default: next to this one).
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// The `switchboard-echo` binary (default: next to this one).
+    #[arg(long)]
+    echo: Option<PathBuf>,
+    /// Gateway configuration (default: the bench configuration built into this binary).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where results.json, throughput.md, latency.svg and the servers' logs go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Conversations in chat-relay and open-loop.
+    #[arg(long, default_value_t = 1000)]
+    conversations: usize,
+    /// Characters of text per customer message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// chat-relay: seconds of warm-up, then of measurement.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// open-loop: seconds of warm-up, then of measurement, at each offered load.
+    #[arg(long, default_value_t = 1.0)]
+    point_warmup: f64,
+    #[arg(long, default_value_t = 5.0)]
+    point_duration: f64,
+    /// open-loop: offered loads as fractions of the gateway's chat-relay maximum.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5,0.75,0.9")]
+    loads: Vec<f64>,
+    /// open-loop without chat-relay: the maximum (round trips per second) loads scale by.
+    #[arg(long)]
+    max_rate: Option<f64>,
+    /// Open conversations in idle (100000 for the 2 GiB target: needs ~100,300 open files).
+    #[arg(long, default_value_t = 10_000)]
+    idle_conversations: usize,
+    /// Escalations in the handoff burst.
+    #[arg(long, default_value_t = 10_000)]
+    handoffs: usize,
+    /// RUST_LOG for the gateway (default: the gateway's own default, info).
+    #[arg(long)]
+    gateway_log: Option<String>,
+    /// Worker threads of the generator's runtime (default: one per core).
+    #[arg(long)]
+    client_threads: Option<usize>,
+    /// Free text for the report, such as the commit measured.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>();
+    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!("cannot create {}: {e}", args.out.display());
+        return ExitCode::from(1);
+    }
+    let config = match &args.config {
+        Some(c) => c.clone(),
+        None => match write_default_config(&args.out) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cannot write the bench configuration: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let launch = Launch {
+        gateway: args.gateway.clone().unwrap_or_else(|| here.join("switchboard")),
+        echo: args.echo.clone().unwrap_or_else(|| here.join("switchboard-echo")),
+        config,
+        run_dir: args.out.clone(),
+        gateway_log: args.gateway_log.clone(),
+    };
+    let opts = Options {
+        scenarios: args.scenarios,
+        conversations: args.conversations,
+        payload: args.payload,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        point_warmup: Duration::from_secs_f64(args.point_warmup),
+        point_duration: Duration::from_secs_f64(args.point_duration),
+        loads: args.loads,
+        max_rate: args.max_rate,
+        idle_conversations: args.idle_conversations,
+        handoffs: args.handoffs,
+        label: args.label,
+        command: command.join(" "),
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.client_threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(load::run(opts, launch, args.out)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard-load: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

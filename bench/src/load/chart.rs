@@ -1,0 +1,147 @@
+//! An SVG chart of round-trip latency against offered load (the `open-loop` points): p50
+//! and p99 for the gateway and the echo baseline, on a logarithmic latency axis (near
+//! saturation latency grows by orders of magnitude), with the 2 ms p99 target drawn in.
+
+use std::fmt::Write as _;
+
+use super::OpenLoop;
+use super::chat::OpenPoint;
+use super::target::Machine;
+
+const W: f64 = 720.0;
+const H: f64 = 440.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 180.0;
+const TOP: f64 = 50.0;
+const BOTTOM: f64 = 60.0;
+
+struct Axes {
+    x_max: f64,
+    y_min: f64,
+    y_max: f64,
+}
+
+impl Axes {
+    fn x(&self, v: f64) -> f64 {
+        LEFT + (v / self.x_max) * (W - LEFT - RIGHT)
+    }
+
+    fn y(&self, ms: f64) -> f64 {
+        let t = (ms.max(self.y_min).log10() - self.y_min.log10()) / (self.y_max.log10() - self.y_min.log10());
+        H - BOTTOM - t * (H - TOP - BOTTOM)
+    }
+}
+
+fn series(svg: &mut String, a: &Axes, points: &[OpenPoint], pick: fn(&OpenPoint) -> f64, style: &str) {
+    let coords: Vec<String> = points
+        .iter()
+        .filter(|p| pick(p).is_finite())
+        .map(|p| format!("{:.1},{:.1}", a.x(p.offered_per_sec), a.y(pick(p))))
+        .collect();
+    let _ = writeln!(svg, r#"<polyline fill="none" {style} points="{}"/>"#, coords.join(" "));
+    for c in coords {
+        let (x, y) = c.split_once(',').unwrap_or(("0", "0"));
+        let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" {style}/>"#);
+    }
+}
+
+/// The chart, as a standalone SVG document.
+pub fn latency_svg(ol: &OpenLoop, machine: &Machine) -> String {
+    let all: Vec<&OpenPoint> = ol.points.gateway.iter().chain(ol.points.echo.iter()).flatten().collect();
+    let x_max = all.iter().map(|p| p.offered_per_sec).fold(1.0, f64::max) * 1.05;
+    let lat = all.iter().flat_map(|p| [p.latency.p50_ms, p.latency.p99_ms]).filter(|v| v.is_finite());
+    let hi = lat.clone().fold(2.0, f64::max);
+    let lo = lat.fold(2.0, f64::min);
+    let a = Axes { x_max, y_min: 10f64.powf(lo.log10().floor()), y_max: 10f64.powf(hi.log10().ceil()) };
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(svg, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">Round-trip latency against offered load ({} conversations)</text>"#,
+        ol.conversations
+    );
+    let _ = writeln!(svg, r##"<text x="{LEFT}" y="38" fill="#555">{}</text>"##, escape(&machine.to_string()));
+    // Grid and axis labels: decades of latency, fifths of the load axis.
+    let mut decade = a.y_min;
+    while decade <= a.y_max * 1.0001 {
+        let y = a.y(decade);
+        let _ = writeln!(svg, r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##, W - RIGHT);
+        let _ =
+            writeln!(svg, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, ms(decade));
+        decade *= 10.0;
+    }
+    for i in 0..=5 {
+        let v = a.x_max * f64::from(i) / 5.0;
+        let x = a.x(v);
+        let _ = writeln!(svg, r##"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" stroke="#eee"/>"##, H - BOTTOM);
+        let _ = writeln!(svg, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.0}</text>"#, H - BOTTOM + 18.0, v);
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">offered load (round trips / s)</text>"#,
+        (LEFT + W - RIGHT) / 2.0,
+        H - 18.0
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text transform="translate(18,{:.1}) rotate(-90)" text-anchor="middle">latency (ms, log scale)</text>"#,
+        (TOP + H - BOTTOM) / 2.0
+    );
+    let _ = writeln!(
+        svg,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{:.1}" height="{:.1}" fill="none" stroke="#999"/>"##,
+        W - LEFT - RIGHT,
+        H - TOP - BOTTOM
+    );
+    // The target: p99 ≤ 2 ms at half the maximum.
+    let (ty, hx) = (a.y(2.0), a.x(ol.max_per_sec / 2.0));
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{LEFT}" x2="{:.1}" y1="{ty:.1}" y2="{ty:.1}" stroke="#c00" stroke-dasharray="2,3"/>"##,
+        W - RIGHT
+    );
+    let _ = writeln!(
+        svg,
+        r##"<line x1="{hx:.1}" x2="{hx:.1}" y1="{TOP}" y2="{:.1}" stroke="#c00" stroke-dasharray="2,3"/>"##,
+        H - BOTTOM
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{:.1}" y="{:.1}" fill="#c00">target: p99 ≤ 2 ms at ½ max</text>"##,
+        hx + 4.0,
+        ty - 5.0
+    );
+    let blue = r##"stroke="#1f5fbf" stroke-width="2" fill="#1f5fbf""##;
+    let blue_dash = r##"stroke="#1f5fbf" stroke-width="2" stroke-dasharray="6,4" fill="#1f5fbf""##;
+    let grey = r##"stroke="#888" stroke-width="2" fill="#888""##;
+    let grey_dash = r##"stroke="#888" stroke-width="2" stroke-dasharray="6,4" fill="#888""##;
+    if let Some(g) = &ol.points.gateway {
+        series(&mut svg, &a, g, |p| p.latency.p50_ms, blue);
+        series(&mut svg, &a, g, |p| p.latency.p99_ms, blue_dash);
+    }
+    if let Some(e) = &ol.points.echo {
+        series(&mut svg, &a, e, |p| p.latency.p50_ms, grey);
+        series(&mut svg, &a, e, |p| p.latency.p99_ms, grey_dash);
+    }
+    let legend = [("gateway p50", blue), ("gateway p99", blue_dash), ("echo p50", grey), ("echo p99", grey_dash)];
+    for (i, (name, style)) in legend.iter().enumerate() {
+        let y = TOP + 10.0 + 20.0 * i as f64;
+        let x = W - RIGHT + 15.0;
+        let _ = writeln!(svg, r#"<line x1="{x}" x2="{}" y1="{y}" y2="{y}" {style}/>"#, x + 30.0);
+        let _ = writeln!(svg, r#"<text x="{}" y="{}">{name}</text>"#, x + 36.0, y + 4.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn ms(v: f64) -> String {
+    if v >= 1.0 { format!("{v:.0}") } else { format!("{v}") }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

@@ -1,0 +1,326 @@
+//! `chat-relay` and `open-loop`: customers messaging an echo bot through the gateway, and
+//! the same customers, connections and payloads against the echo baseline.
+//!
+//! Through the gateway a round trip is two hops (customer → gateway → bot → gateway →
+//! customer, with an `ack` to each sender); against the echo server it is one. A customer
+//! sends, skips its `ack`, and stops the clock at the first `message` that comes back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::peers::{self, Customer, EchoBot, Member, Peer};
+use super::progress::{Progress, say};
+use super::stats::{Samples, Summary};
+use super::target::{Server, Target, own_cpu_secs};
+use super::wire::{self, Activity, Sources, Ws};
+use super::{Options, Run};
+
+/// A closed-loop run: each customer keeps one message in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClosedLoop {
+    pub conversations: usize,
+    pub payload_bytes: usize,
+    pub seconds: f64,
+    pub round_trips: u64,
+    pub round_trips_per_sec: f64,
+    pub latency: Summary,
+    /// CPU the server used per second of measurement (1.0 = one core).
+    pub server_cores: f64,
+    pub client_cores: f64,
+    pub errors: Vec<String>,
+}
+
+/// One offered rate of an open-loop run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenPoint {
+    pub offered_per_sec: f64,
+    pub achieved_per_sec: f64,
+    pub latency: Summary,
+    /// How late the generator sent, against its schedule: if this grows, the client (not
+    /// the server) was the bottleneck.
+    pub send_lag: Summary,
+    /// Messages sent in the measured window with no reply within 2 s of the end.
+    pub unanswered: u64,
+    pub server_cores: f64,
+}
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const DONE: u8 = 2;
+
+/// What a server and its clients for a chat scenario are.
+struct Setup {
+    server: Server,
+    bot: Option<Peer<EchoBot>>,
+    customers: Vec<Customer>,
+}
+
+async fn set_up(run: &Run, target: Target, scenario: &str, n: usize) -> Result<Setup> {
+    let server = Server::start(target, &run.launch, scenario).await?;
+    let label = format!("{scenario} {target}");
+    let (bot, assigned) = match target {
+        Target::Gateway => {
+            let handler = EchoBot::default();
+            let assigned = handler.assigned.clone();
+            (Some(peers::sign_in(server.addr, Member::Bot, handler).await?), Some(assigned))
+        }
+        Target::Echo => (None, None),
+    };
+    let customers = peers::open_customers(target, server.addr, n, &label, Sources::for_connections(n)).await?;
+    if let Some(assigned) = assigned
+        && !assigned.wait_for(n, Duration::from_secs(30)).await
+    {
+        bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
+    }
+    Ok(Setup { server, bot, customers })
+}
+
+async fn tear_down(setup: Setup) -> Vec<String> {
+    let mut errors = Vec::new();
+    drop(setup.customers);
+    if let Some(bot) = setup.bot {
+        match bot.finish().await {
+            Ok((h, _)) => errors.extend(h.errors),
+            Err(e) => errors.push(format!("bot: {e:#}")),
+        }
+    }
+    setup.server.stop().await;
+    errors
+}
+
+/// `chat-relay`: `n` customers, each waiting for the echo of its message before sending
+/// the next; round trips per second and their latency.
+pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
+    let o: &Options = &run.opts;
+    let n = o.conversations;
+    let setup = set_up(run, target, "chat-relay", n).await?;
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let done = Arc::new(AtomicU64::new(0));
+    let msg = wire::customer_message(o.payload);
+    let mut set = JoinSet::new();
+    let Setup { server, bot, customers } = setup;
+    for c in customers {
+        set.spawn(closed_loop(c.ws, msg.clone(), phase.clone(), done.clone()));
+    }
+    let total = o.warmup + o.duration;
+    let progress = Progress::start(format!("chat-relay {target}: {n} conv"), Some(total), done.clone(), "round trips");
+    tokio::time::sleep(o.warmup).await;
+    let (s0, c0) = (server.cpu_secs()?, own_cpu_secs()?);
+    let t0 = Instant::now();
+    phase.store(MEASURE, Ordering::SeqCst);
+    tokio::time::sleep(o.duration).await;
+    phase.store(DONE, Ordering::SeqCst);
+    let seconds = t0.elapsed().as_secs_f64();
+    let (s1, c1) = (server.cpu_secs()?, own_cpu_secs()?);
+    progress.finish();
+    let mut samples = Samples::with_capacity(1 << 20);
+    let mut errors = Vec::new();
+    let mut customers = Vec::with_capacity(n);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok((ws, s)) => {
+                samples.extend(s);
+                customers.push(Customer { ws, conversation: None });
+            }
+            Err(e) if errors.len() < 10 => errors.push(format!("{e:#}")),
+            Err(_) => {}
+        }
+    }
+    errors.extend(tear_down(Setup { server, bot, customers }).await);
+    let round_trips = samples.len() as u64;
+    let r = ClosedLoop {
+        conversations: n,
+        payload_bytes: o.payload,
+        seconds,
+        round_trips,
+        round_trips_per_sec: round_trips as f64 / seconds,
+        latency: samples.summary(),
+        server_cores: (s1 - s0) / seconds,
+        client_cores: (c1 - c0) / seconds,
+        errors,
+    };
+    say(&format!(
+        "  chat-relay {target}: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms (server {:.2} cores, client {:.2})",
+        r.round_trips_per_sec, r.latency.p50_ms, r.latency.p99_ms, r.server_cores, r.client_cores
+    ));
+    Ok(r)
+}
+
+/// Reads until the next `message` (skipping acks and notices).
+async fn await_message<S>(ws: &mut S) -> Result<()>
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    while let Some(msg) = ws.next().await {
+        if let Message::Text(t) = msg?
+            && is_message(&t)?
+        {
+            return Ok(());
+        }
+    }
+    bail!("connection closed while waiting for a reply")
+}
+
+fn is_message(t: &Utf8Bytes) -> Result<bool> {
+    let a = Activity::parse(t.as_str())?;
+    if let Some(e) = a.error() {
+        bail!("error event: {e}");
+    }
+    Ok(a.kind == "message")
+}
+
+async fn closed_loop(mut ws: Ws, msg: Utf8Bytes, phase: Arc<AtomicU8>, done: Arc<AtomicU64>) -> Result<(Ws, Samples)> {
+    let mut samples = Samples::with_capacity(1024);
+    while phase.load(Ordering::Relaxed) != DONE {
+        let t0 = Instant::now();
+        ws.send(Message::Text(msg.clone())).await?;
+        await_message(&mut ws).await?;
+        let elapsed = t0.elapsed();
+        done.fetch_add(1, Ordering::Relaxed);
+        // A round trip counts if it completed inside the measured window.
+        if phase.load(Ordering::Relaxed) == MEASURE {
+            samples.push(elapsed);
+        }
+    }
+    Ok((ws, samples))
+}
+
+/// `open-loop`: the same customers send on a fixed schedule whatever the replies do;
+/// latency at each offered rate.
+pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<OpenPoint>> {
+    let o = &run.opts;
+    let n = o.conversations;
+    let Setup { server, bot, customers } = set_up(run, target, "open-loop", n).await?;
+    let msg = wire::customer_message(o.payload);
+    let mut conns: Vec<Ws> = customers.into_iter().map(|c| c.ws).collect();
+    let mut points = Vec::new();
+    let mut errors = Vec::new();
+    for &rate in rates {
+        let sent = Arc::new(AtomicU64::new(0));
+        let label = format!("open-loop {target}: {rate:.0}/s");
+        let total = o.point_warmup + o.point_duration;
+        let progress = Progress::start(label, Some(total), sent.clone(), "sent");
+        // Start a little ahead so every task is waiting before the first send is due.
+        let start = Instant::now() + Duration::from_millis(100);
+        let window = (start + o.point_warmup, start + total);
+        let period = Duration::from_secs_f64(n as f64 / rate);
+        let mut set = JoinSet::new();
+        for (i, ws) in conns.drain(..).enumerate() {
+            let first = start + Duration::from_secs_f64(i as f64 / rate);
+            set.spawn(open_loop_conn(ws, msg.clone(), first, period, window, sent.clone()));
+        }
+        tokio::time::sleep_until((start + o.point_warmup).into()).await;
+        let s0 = server.cpu_secs()?;
+        tokio::time::sleep_until(window.1.into()).await;
+        let server_cores = (server.cpu_secs()? - s0) / o.point_duration.as_secs_f64();
+        let mut lat = Samples::with_capacity(1 << 20);
+        let mut lag = Samples::with_capacity(1 << 20);
+        let mut unanswered = 0;
+        while let Some(r) = set.join_next().await {
+            match r? {
+                Ok(c) => {
+                    lat.extend(c.latency);
+                    lag.extend(c.lag);
+                    unanswered += c.unanswered;
+                    conns.push(c.ws);
+                }
+                Err(e) if errors.len() < 10 => errors.push(format!("{e:#}")),
+                Err(_) => {}
+            }
+        }
+        progress.finish();
+        let p = OpenPoint {
+            offered_per_sec: rate,
+            achieved_per_sec: lat.len() as f64 / o.point_duration.as_secs_f64(),
+            latency: lat.summary(),
+            send_lag: lag.summary(),
+            unanswered,
+            server_cores,
+        };
+        say(&format!(
+            "  open-loop {target} at {rate:.0}/s: p50 {:.2} ms, p99 {:.2} ms, achieved {:.0}/s, send lag p99 {:.2} ms",
+            p.latency.p50_ms, p.latency.p99_ms, p.achieved_per_sec, p.send_lag.p99_ms
+        ));
+        points.push(p);
+        if conns.len() < n {
+            bail!("open-loop {target}: {} connections failed: {}", n - conns.len(), errors.join("; "));
+        }
+    }
+    let customers = conns.into_iter().map(|ws| Customer { ws, conversation: None }).collect();
+    let more = tear_down(Setup { server, bot, customers }).await;
+    if !more.is_empty() {
+        say(&format!("  open-loop {target}: errors: {}", more.join("; ")));
+    }
+    Ok(points)
+}
+
+struct OpenConn {
+    ws: Ws,
+    latency: Samples,
+    lag: Samples,
+    unanswered: u64,
+}
+
+async fn open_loop_conn(
+    ws: Ws,
+    msg: Utf8Bytes,
+    first: Instant,
+    period: Duration,
+    window: (Instant, Instant),
+    sent: Arc<AtomicU64>,
+) -> Result<OpenConn> {
+    let (mut sink, mut stream) = ws.split();
+    let mut latency = Samples::with_capacity(256);
+    let mut lag = Samples::with_capacity(256);
+    // Send instants of the messages in flight; replies come back in order.
+    let mut inflight: std::collections::VecDeque<(Instant, bool)> = std::collections::VecDeque::new();
+    let mut due = first;
+    let give_up = window.1 + Duration::from_secs(2);
+    loop {
+        let sending = due < window.1;
+        if !sending && inflight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            m = stream.next() => {
+                let m = m.context("connection closed")??;
+                if let Message::Text(t) = m
+                    && is_message(&t)?
+                {
+                    let (t0, measured) = inflight.pop_front().context("a reply nobody asked for")?;
+                    if measured {
+                        latency.push(t0.elapsed());
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(due.into()), if sending => {
+                let now = Instant::now();
+                let measured = due >= window.0 && due < window.1;
+                if measured {
+                    lag.push(now - due);
+                }
+                inflight.push_back((now, measured));
+                sink.send(Message::Text(msg.clone())).await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                due += period;
+            }
+            _ = tokio::time::sleep_until(give_up.into()), if !sending => break,
+        }
+    }
+    let unanswered = inflight.iter().filter(|(_, m)| *m).count() as u64;
+    let ws = sink.reunite(stream).map_err(|_| anyhow::anyhow!("reunite"))?;
+    Ok(OpenConn { ws, latency, lag, unanswered })
+}
+
+/// Offered rates: fractions (`loads`) of the highest rate measured.
+pub fn rates_from(max: f64, loads: &[f64]) -> Vec<f64> {
+    loads.iter().map(|f| (f * max).max(1.0)).collect()
+}

@@ -1,0 +1,130 @@
+//! `handoff`: every conversation escalates at once. The bot sends `handoff.initiate` for
+//! each of its conversations in one burst (written as fast as the connection takes them);
+//! the clock runs from the instant each frame is written to the instant the agent that gets
+//! the conversation reads its `conversation.assigned`.
+//!
+//! Against the echo baseline the same bot connection sends the same frames in the same
+//! burst, and the clock stops when each comes back: one hop of the same bytes, with the
+//! same customer connections open alongside.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use super::Run;
+use super::peers::{self, Agent, Counter, EchoBot, EchoReceipts, Member, Peer};
+use super::progress::{Progress, say};
+use super::stats::{Samples, Summary};
+use super::target::{Server, Target};
+use super::wire::{self, Sources};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Handoff {
+    pub escalations: usize,
+    pub assigned: usize,
+    pub latency: Summary,
+    /// From the first frame written to the last assignment read.
+    pub burst_seconds: f64,
+    pub errors: Vec<String>,
+}
+
+pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
+    let n = run.opts.handoffs;
+    let server = Server::start(target, &run.launch, "handoff").await?;
+    let addr = server.addr;
+    let label = format!("handoff {target}");
+    let done = Arc::new(Counter::default());
+    let (sent, received, errors) = match target {
+        Target::Gateway => {
+            let alice = peers::sign_in(addr, Member::Alice, agent(&done)).await?;
+            let bob = peers::sign_in(addr, Member::Bob, agent(&done)).await?;
+            let bot_handler = EchoBot::default();
+            let (assigned, convs) = (bot_handler.assigned.clone(), bot_handler.conversations.clone());
+            let bot = peers::sign_in(addr, Member::Bot, bot_handler).await?;
+            let customers = peers::open_customers(target, addr, n, &label, Sources::for_connections(n)).await?;
+            if !assigned.wait_for(n, Duration::from_secs(60)).await {
+                bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
+            }
+            let ids: Vec<String> = convs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+            burst(&label, &bot, &ids, &done).await;
+            let (bot_handler, sent) = bot.finish().await?;
+            let (a, _) = alice.finish().await?;
+            let (b, _) = bob.finish().await?;
+            drop(customers);
+            let mut errors = bot_handler.errors;
+            errors.extend(a.errors);
+            errors.extend(b.errors);
+            let mut received = a.log;
+            received.extend(b.log);
+            (by_conversation(&ids, &sent), received, errors)
+        }
+        Target::Echo => {
+            let receipts = EchoReceipts { received: done.clone(), log: Vec::with_capacity(n) };
+            let ws = wire::connect(addr, "/v1/bot", None, None).await?;
+            let bot = Peer::spawn(ws, receipts);
+            let customers = peers::open_customers(target, addr, n, &label, Sources::for_connections(n)).await?;
+            let ids: Vec<String> = (0..n).map(wire::synthetic_conversation_id).collect();
+            burst(&label, &bot, &ids, &done).await;
+            let (receipts, sent) = bot.finish().await?;
+            drop(customers);
+            (by_conversation(&ids, &sent), receipts.log, Vec::new())
+        }
+    };
+    server.stop().await;
+    let mut samples = Samples::with_capacity(n);
+    let mut last = None::<Instant>;
+    let first = sent.values().min().copied();
+    for (conv, at) in &received {
+        if let Some(t0) = sent.get(conv.as_str()) {
+            samples.push(at.saturating_duration_since(*t0));
+            last = Some(last.map_or(*at, |l| l.max(*at)));
+        }
+    }
+    let r = Handoff {
+        escalations: n,
+        assigned: samples.len(),
+        latency: samples.summary(),
+        burst_seconds: match (first, last) {
+            (Some(f), Some(l)) => l.saturating_duration_since(f).as_secs_f64(),
+            _ => f64::NAN,
+        },
+        errors,
+    };
+    say(&format!(
+        "  handoff {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, burst {:.3} s",
+        r.assigned, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms, r.burst_seconds
+    ));
+    Ok(r)
+}
+
+fn agent(done: &Arc<Counter>) -> Agent {
+    Agent { assigned: done.clone(), log: Vec::new(), errors: Vec::new() }
+}
+
+/// Sends one frame per conversation and waits (up to 60 s) for every one to land.
+async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], done: &Arc<Counter>) {
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
+    let watcher = {
+        let (done, count) = (done.clone(), count.clone());
+        tokio::spawn(async move {
+            loop {
+                count.store(done.get() as u64, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    for (i, id) in ids.iter().enumerate() {
+        bot.send(wire::handoff(id), Some(u32::try_from(i).unwrap_or(u32::MAX)));
+    }
+    let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;
+    watcher.abort();
+    progress.finish();
+}
+
+fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {
+    sent.iter().filter_map(|&(i, at)| Some((ids.get(i as usize)?.clone(), at))).collect()
+}

@@ -1,0 +1,264 @@
+//! `switchboard-load`: the load generator. It starts the gateway and the echo baseline as
+//! processes on loopback, plays customers, the bot and agents against each with the same
+//! connections and payloads, and reports every figure as gateway, baseline and ratio, so a
+//! number measured on a shared, noisy machine still means something.
+//!
+//! Scenarios (each on a freshly started server):
+//! - `chat-relay`: closed loop, N customers each with one message in flight (`chat`);
+//! - `open-loop`: the same customers on a fixed schedule at fractions of the gateway's
+//!   `chat-relay` maximum (`chat`), plotted as latency against offered load (`chart`);
+//! - `idle`: N open conversations, resident memory per conversation (`idle`);
+//! - `handoff`: N escalations in one burst, time to the agent's assignment (`handoff`);
+//! - `voice`: reported as not available until the gateway serves `/v1/voice`.
+
+pub mod chart;
+pub mod chat;
+pub mod handoff;
+pub mod idle;
+pub mod peers;
+pub mod progress;
+pub mod report;
+pub mod stats;
+pub mod target;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+use progress::say;
+use target::{Launch, Machine, Server, Target};
+
+/// The scenarios, in the order a full run does them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    ChatRelay,
+    OpenLoop,
+    Idle,
+    Handoff,
+    Voice,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 5] =
+        [Scenario::ChatRelay, Scenario::OpenLoop, Scenario::Idle, Scenario::Handoff, Scenario::Voice];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::ChatRelay => "chat-relay",
+            Scenario::OpenLoop => "open-loop",
+            Scenario::Idle => "idle",
+            Scenario::Handoff => "handoff",
+            Scenario::Voice => "voice",
+        }
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|x| x.name() == s)
+            .ok_or_else(|| format!("unknown scenario {s:?}; one of {}", Scenario::ALL.map(Scenario::name).join(", ")))
+    }
+}
+
+/// What to run, and how big.
+#[derive(Clone, Debug, Serialize)]
+pub struct Options {
+    pub scenarios: Vec<Scenario>,
+    /// Conversations (customer connections) in `chat-relay` and `open-loop`.
+    pub conversations: usize,
+    /// Characters of text in each customer message.
+    pub payload: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub point_warmup: Duration,
+    pub point_duration: Duration,
+    /// Offered loads of `open-loop`, as fractions of the gateway's `chat-relay` maximum.
+    pub loads: Vec<f64>,
+    /// The maximum `open-loop` scales by, when `chat-relay` is not run.
+    pub max_rate: Option<f64>,
+    pub idle_conversations: usize,
+    pub handoffs: usize,
+    /// Free text for the report (the script passes the commit).
+    pub label: Option<String>,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// A run in progress: its options, how to start the servers, and the machine.
+#[derive(Debug)]
+pub struct Run {
+    pub opts: Options,
+    pub launch: Launch,
+    pub machine: Machine,
+}
+
+/// A figure measured on both servers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pair<T> {
+    pub gateway: Option<T>,
+    pub echo: Option<T>,
+    pub errors: Vec<String>,
+}
+
+impl<T> Pair<T> {
+    fn both(&self) -> Option<(&T, &T)> {
+        Some((self.gateway.as_ref()?, self.echo.as_ref()?))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoop {
+    pub conversations: usize,
+    /// The gateway's `chat-relay` round trips per second the loads are fractions of.
+    pub max_per_sec: f64,
+    pub loads: Vec<f64>,
+    pub points: Pair<Vec<chat::OpenPoint>>,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub options: Options,
+    pub unix_time: u64,
+    pub chat_relay: Option<Pair<chat::ClosedLoop>>,
+    pub open_loop: Option<OpenLoop>,
+    pub idle: Option<Pair<idle::Idle>>,
+    pub handoff: Option<Pair<handoff::Handoff>>,
+    /// Why `voice` was not measured.
+    pub voice: Option<String>,
+}
+
+/// Runs a scenario against both servers: gateway first, then the baseline. A failure is
+/// recorded and the run goes on.
+async fn both<T, F, Fut>(name: &str, mut f: F) -> Pair<T>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut pair = Pair { gateway: None, echo: None, errors: Vec::new() };
+    for target in [Target::Gateway, Target::Echo] {
+        say(&format!("{name} · {target}"));
+        match f(target).await {
+            Ok(r) => match target {
+                Target::Gateway => pair.gateway = Some(r),
+                Target::Echo => pair.echo = Some(r),
+            },
+            Err(e) => {
+                say(&format!("  {name} {target} FAILED: {e:#}"));
+                pair.errors.push(format!("{target}: {e:#}"));
+            }
+        }
+    }
+    pair
+}
+
+/// Runs the chosen scenarios and writes `results.json`, `throughput.md` and
+/// `latency.svg` to the output directory.
+pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results> {
+    let machine = Machine::detect();
+    check_open_files(&opts)?;
+    say(&format!("machine: {machine}"));
+    let run = Run { opts, launch, machine };
+    let o = &run.opts;
+    let want = |s| o.scenarios.contains(&s);
+    let mut results = Results {
+        machine: run.machine.clone(),
+        options: o.clone(),
+        unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        chat_relay: None,
+        open_loop: None,
+        idle: None,
+        handoff: None,
+        voice: None,
+    };
+    if want(Scenario::ChatRelay) {
+        results.chat_relay = Some(both("chat-relay", |t| chat::chat_relay(&run, t)).await);
+    }
+    if want(Scenario::OpenLoop) {
+        let measured = results.chat_relay.as_ref().and_then(|p| p.gateway.as_ref()).map(|g| g.round_trips_per_sec);
+        let max = o.max_rate.or(measured).context("open-loop needs chat-relay in the same run, or --max-rate")?;
+        let rates = chat::rates_from(max, &o.loads);
+        let points = both("open-loop", |t| chat::open_loop(&run, t, &rates)).await;
+        results.open_loop =
+            Some(OpenLoop { conversations: o.conversations, max_per_sec: max, loads: o.loads.clone(), points });
+    }
+    if want(Scenario::Idle) {
+        results.idle = Some(both("idle", |t| idle::idle(&run, t)).await);
+    }
+    if want(Scenario::Handoff) {
+        results.handoff = Some(both("handoff", |t| handoff::handoff(&run, t)).await);
+    }
+    if want(Scenario::Voice) {
+        results.voice = Some(voice_probe(&run).await);
+    }
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    if let Some(ol) = &results.open_loop {
+        std::fs::write(out.join("latency.svg"), chart::latency_svg(ol, &results.machine))?;
+    }
+    let md = report::markdown(&results);
+    std::fs::write(out.join("throughput.md"), &md)?;
+    println!("{md}");
+    say(&format!("wrote {0}/results.json, {0}/throughput.md and {0}/latency.svg", out.display()));
+    Ok(results)
+}
+
+/// `voice` runs once the gateway serves `/v1/voice`; until then it says so.
+async fn voice_probe(run: &Run) -> String {
+    let server = match Server::start(Target::Gateway, &run.launch, "voice").await {
+        Ok(s) => s,
+        Err(e) => return format!("not measured: {e:#}"),
+    };
+    let status = http_status(server.addr, "/v1/voice").await;
+    server.stop().await;
+    match status {
+        Ok(404) => "not measured: this gateway has no /v1/voice endpoint yet (the voice issue)".to_owned(),
+        Ok(code) => format!("not measured: /v1/voice answers {code}; the voice scenario is not written yet"),
+        Err(e) => format!("not measured: {e:#}"),
+    }
+}
+
+async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace().nth(1).context("no HTTP status")?.parse().context("bad HTTP status")
+}
+
+/// Each side of a connection is a file descriptor in its process: the generator and the
+/// server each need one per connection, plus a few.
+fn check_open_files(o: &Options) -> Result<()> {
+    let mut needed = 0;
+    if o.scenarios.iter().any(|s| matches!(s, Scenario::ChatRelay | Scenario::OpenLoop)) {
+        needed = needed.max(o.conversations);
+    }
+    if o.scenarios.contains(&Scenario::Idle) {
+        needed = needed.max(o.idle_conversations);
+    }
+    if o.scenarios.contains(&Scenario::Handoff) {
+        needed = needed.max(o.handoffs);
+    }
+    let needed = needed as u64 + 256;
+    match target::open_files_limit() {
+        Some(limit) if limit < needed => bail!(
+            "this run opens about {needed} files per process but the open-file limit is {limit}; \
+             raise it (`ulimit -n {needed}`, which scripts/bench.sh does when the hard limit allows) \
+             or run fewer conversations"
+        ),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,351 @@
+//! The run as Markdown tables ready for BENCHMARKS.md: every figure with the gateway, the
+//! echo baseline measured in the same run, their ratio, and the target it is held to.
+
+use std::fmt::Write as _;
+
+use super::{Pair, Results};
+
+struct Row {
+    scenario: String,
+    measure: String,
+    gateway: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: String,
+}
+
+fn num(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        return "–".to_owned();
+    }
+    let s = format!("{x:.digits$}");
+    // Thousands separators for the integer part, for figures a reader compares at a glance.
+    let (int, frac) = s.split_once('.').map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
+    let (sign, digits_only) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
+    let mut grouped = String::new();
+    for (i, c) in digits_only.chars().enumerate() {
+        if i > 0 && (digits_only.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f}"),
+        None => format!("{sign}{grouped}"),
+    }
+}
+
+fn ratio(g: f64, e: f64) -> String {
+    if e == 0.0 || g.is_nan() || e.is_nan() { "–".to_owned() } else { format!("{:.2}×", g / e) }
+}
+
+fn verdict(ok: bool) -> String {
+    if ok { "yes".to_owned() } else { "**no**".to_owned() }
+}
+
+fn missing<T>(p: &Pair<T>) -> String {
+    if p.errors.is_empty() { "not measured".to_owned() } else { format!("failed: {}", p.errors.join("; ")) }
+}
+
+fn rows(r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut row = |scenario: &str, measure: &str, g: String, e: String, ratio: String, target: &str, met: String| {
+        rows.push(Row {
+            scenario: scenario.to_owned(),
+            measure: measure.to_owned(),
+            gateway: g,
+            baseline: e,
+            ratio,
+            target: target.to_owned(),
+            met,
+        });
+    };
+    if let Some(p) = &r.chat_relay {
+        match p.both() {
+            Some((g, e)) => {
+                let s = format!("chat-relay, {} conversations", num(g.conversations as f64, 0));
+                let q = g.round_trips_per_sec / e.round_trips_per_sec;
+                row(
+                    &s,
+                    "round trips / s",
+                    num(g.round_trips_per_sec, 0),
+                    num(e.round_trips_per_sec, 0),
+                    ratio(g.round_trips_per_sec, e.round_trips_per_sec),
+                    "≥ 0.50× echo",
+                    verdict(q >= 0.5 && g.errors.is_empty()),
+                );
+                let l = (g.latency, e.latency);
+                row(
+                    &s,
+                    "p50 round trip (ms)",
+                    num(l.0.p50_ms, 2),
+                    num(l.1.p50_ms, 2),
+                    ratio(l.0.p50_ms, l.1.p50_ms),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "p99 round trip (ms)",
+                    num(l.0.p99_ms, 2),
+                    num(l.1.p99_ms, 2),
+                    ratio(l.0.p99_ms, l.1.p99_ms),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "server CPU (cores)",
+                    num(g.server_cores, 2),
+                    num(e.server_cores, 2),
+                    ratio(g.server_cores, e.server_cores),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "server CPU per round trip (µs)",
+                    num(g.server_cores / g.round_trips_per_sec * 1e6, 1),
+                    num(e.server_cores / e.round_trips_per_sec * 1e6, 1),
+                    ratio(g.server_cores / g.round_trips_per_sec, e.server_cores / e.round_trips_per_sec),
+                    "",
+                    String::new(),
+                );
+            }
+            None => row("chat-relay", "round trips / s", missing(p), String::new(), String::new(), "", String::new()),
+        }
+    }
+    if let Some(ol) = &r.open_loop {
+        let half = ol.loads.iter().position(|&f| (f - 0.5).abs() < 1e-9);
+        match (ol.points.both(), half) {
+            (Some((g, e)), Some(i)) if i < g.len() && i < e.len() => {
+                let (g, e) = (&g[i], &e[i]);
+                let s = format!("open-loop at ½ max ({} / s offered)", num(g.offered_per_sec, 0));
+                row(
+                    &s,
+                    "p99 round trip (ms)",
+                    num(g.latency.p99_ms, 2),
+                    num(e.latency.p99_ms, 2),
+                    ratio(g.latency.p99_ms, e.latency.p99_ms),
+                    "gateway ≤ 2 ms",
+                    verdict(g.latency.p99_ms <= 2.0 && g.unanswered == 0),
+                );
+                row(
+                    &s,
+                    "p50 round trip (ms)",
+                    num(g.latency.p50_ms, 2),
+                    num(e.latency.p50_ms, 2),
+                    ratio(g.latency.p50_ms, e.latency.p50_ms),
+                    "",
+                    String::new(),
+                );
+            }
+            (None, _) => {
+                row("open-loop", "p99 round trip", missing(&ol.points), String::new(), String::new(), "", String::new())
+            }
+            _ => {}
+        }
+    }
+    if let Some(p) = &r.idle {
+        match p.both() {
+            Some((g, e)) => {
+                let s = format!("idle, {} conversations", num(g.conversations as f64, 0));
+                row(
+                    &s,
+                    "RSS per conversation (KiB)",
+                    num(g.kib_per_conversation, 2),
+                    num(e.kib_per_conversation, 2),
+                    ratio(g.kib_per_conversation, e.kib_per_conversation),
+                    "gateway ≤ 20 KiB",
+                    verdict(g.kib_per_conversation <= 20.0),
+                );
+                let at =
+                    |x: &super::idle::Idle| (x.rss_before_kib as f64 + 100_000.0 * x.kib_per_conversation) / 1024.0;
+                row(
+                    &s,
+                    "RSS at 100,000 (MiB)",
+                    num(at(g), 0),
+                    num(at(e), 0),
+                    ratio(at(g), at(e)),
+                    "gateway ≤ 2,048 MiB",
+                    verdict(at(g) <= 2048.0),
+                );
+            }
+            None => row("idle", "RSS per conversation", missing(p), String::new(), String::new(), "", String::new()),
+        }
+    }
+    if let Some(p) = &r.handoff {
+        match p.both() {
+            Some((g, e)) => {
+                let s = format!("handoff, {} in one burst", num(g.escalations as f64, 0));
+                row(
+                    &s,
+                    "assigned",
+                    format!("{} / {}", num(g.assigned as f64, 0), num(g.escalations as f64, 0)),
+                    format!("{} / {}", num(e.assigned as f64, 0), num(e.escalations as f64, 0)),
+                    String::new(),
+                    "every one",
+                    verdict(g.assigned == g.escalations && g.errors.is_empty()),
+                );
+                let (gl, el) = (g.latency, e.latency);
+                row(
+                    &s,
+                    "p99 escalation → assignment (ms)",
+                    num(gl.p99_ms, 2),
+                    num(el.p99_ms, 2),
+                    ratio(gl.p99_ms, el.p99_ms),
+                    "gateway ≤ 5 ms",
+                    verdict(gl.p99_ms <= 5.0),
+                );
+                row(
+                    &s,
+                    "p50 (ms)",
+                    num(gl.p50_ms, 2),
+                    num(el.p50_ms, 2),
+                    ratio(gl.p50_ms, el.p50_ms),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "max (ms)",
+                    num(gl.max_ms, 2),
+                    num(el.max_ms, 2),
+                    ratio(gl.max_ms, el.max_ms),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "whole burst (ms)",
+                    num(g.burst_seconds * 1000.0, 1),
+                    num(e.burst_seconds * 1000.0, 1),
+                    ratio(g.burst_seconds, e.burst_seconds),
+                    "",
+                    String::new(),
+                );
+            }
+            None => row("handoff", "assignment", missing(p), String::new(), String::new(), "", String::new()),
+        }
+    }
+    if let Some(v) = &r.voice {
+        row("voice", "–", v.clone(), String::new(), String::new(), "", String::new());
+    }
+    rows
+}
+
+fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<String>| -> String {
+        let padded: Vec<String> =
+            cells.iter().zip(&widths).map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count()))).collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    out.push_str(&line(head.iter().map(|s| (*s).to_owned()).collect()));
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+}
+
+/// The tables and the facts needed to read them.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let o = &r.options;
+    let _ = writeln!(md, "Machine: {}.", r.machine);
+    if let Some(l) = &o.label {
+        let _ = writeln!(md, "Build: {l}.");
+    }
+    let _ = writeln!(md, "Command: `{}`.", o.command);
+    let _ = writeln!(
+        md,
+        "Messages carry {} characters of text; chat-relay measures {} s after {} s of warm-up; \
+         each open-loop point {} s after {} s.\n",
+        o.payload,
+        o.duration.as_secs_f64(),
+        o.warmup.as_secs_f64(),
+        o.point_duration.as_secs_f64(),
+        o.point_warmup.as_secs_f64()
+    );
+    let rows: Vec<Vec<String>> = rows(r)
+        .into_iter()
+        .map(|x| vec![x.scenario, x.measure, x.gateway, x.baseline, x.ratio, x.target, x.met])
+        .collect();
+    table(&mut md, &["Scenario", "Measure", "Gateway", "Echo baseline", "Ratio", "Target", "Met"], &rows);
+    if let Some(ol) = &r.open_loop
+        && let (Some(g), Some(e)) = (&ol.points.gateway, &ol.points.echo)
+    {
+        let _ = writeln!(
+            md,
+            "\nOpen loop, {} conversations; offered load as a fraction of the gateway's chat-relay maximum \
+             ({} round trips / s):\n",
+            num(o.conversations as f64, 0),
+            num(ol.max_per_sec, 0)
+        );
+        let rows: Vec<Vec<String>> = ol
+            .loads
+            .iter()
+            .zip(g.iter().zip(e.iter()))
+            .map(|(f, (g, e))| {
+                vec![
+                    format!("{:.0} %", f * 100.0),
+                    num(g.offered_per_sec, 0),
+                    num(g.achieved_per_sec, 0),
+                    num(g.latency.p50_ms, 2),
+                    num(g.latency.p99_ms, 2),
+                    num(e.latency.p50_ms, 2),
+                    num(e.latency.p99_ms, 2),
+                    ratio(g.latency.p99_ms, e.latency.p99_ms),
+                    num(g.send_lag.p99_ms.max(e.send_lag.p99_ms), 2),
+                ]
+            })
+            .collect();
+        table(
+            &mut md,
+            &[
+                "Load",
+                "Offered / s",
+                "Gateway achieved / s",
+                "Gateway p50 (ms)",
+                "Gateway p99 (ms)",
+                "Echo p50 (ms)",
+                "Echo p99 (ms)",
+                "p99 ratio",
+                "Client send lag p99 (ms)",
+            ],
+            &rows,
+        );
+    }
+    let errors: Vec<String> = [
+        r.chat_relay.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
+        r.handoff.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
+    .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(md, "\nErrors seen:\n");
+        for e in errors {
+            let _ = writeln!(md, "- {e}");
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(num(1234567.891, 1), "1,234,567.9");
+        assert_eq!(num(999.0, 0), "999");
+        assert_eq!(num(-1000.0, 0), "-1,000");
+        assert_eq!(num(f64::NAN, 2), "–");
+        assert_eq!(ratio(1.0, 4.0), "0.25×");
+    }
+}

@@ -1,0 +1,223 @@
+//! The servers under test, as processes: the real `switchboard` binary and the baseline
+//! echo server, each started fresh for a scenario on `127.0.0.1:0`, its address read from
+//! the line it logs when it is listening, its memory and CPU read from `/proc`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use tokio::process::{Child, Command};
+
+/// Which server a measurement is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Gateway,
+    Echo,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gateway => "gateway",
+            Target::Echo => "echo",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to start each server.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub gateway: PathBuf,
+    pub echo: PathBuf,
+    /// The gateway configuration file.
+    pub config: PathBuf,
+    /// Where logs and the gateway's data directories go.
+    pub run_dir: PathBuf,
+    /// `RUST_LOG` for the gateway; `None` keeps its default.
+    pub gateway_log: Option<String>,
+}
+
+/// A running server process.
+#[derive(Debug)]
+pub struct Server {
+    pub target: Target,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    child: Child,
+}
+
+impl Server {
+    pub async fn start(target: Target, launch: &Launch, label: &str) -> Result<Server> {
+        let log_path = launch.run_dir.join(format!("{label}-{target}.log"));
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut cmd = match target {
+            Target::Gateway => {
+                let data = launch.run_dir.join(format!("{label}-data"));
+                let _ = std::fs::remove_dir_all(&data);
+                std::fs::create_dir_all(&data)?;
+                let mut c = Command::new(&launch.gateway);
+                c.arg("serve").arg("--config").arg(&launch.config).arg("--listen").arg("127.0.0.1:0");
+                c.arg("--data-dir").arg(&data);
+                if let Some(level) = &launch.gateway_log {
+                    c.env("RUST_LOG", level);
+                }
+                c
+            }
+            Target::Echo => {
+                let mut c = Command::new(&launch.echo);
+                c.arg("--listen").arg("127.0.0.1:0");
+                c
+            }
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
+        let bin = match target {
+            Target::Gateway => &launch.gateway,
+            Target::Echo => &launch.echo,
+        };
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(addr) = listening_addr(&text) {
+                return Ok(Server { target, addr, pid, child });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("{target} exited ({status}) before listening; its log:\n{}", tail(&text));
+            }
+            if Instant::now() > deadline {
+                bail!("{target} did not log `listening on` within 30 s; its log:\n{}", tail(&text));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Resident memory, in KiB (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Result<u64> {
+        proc_rss_kib(self.pid)
+    }
+
+    /// CPU time used so far (user + system), in seconds.
+    pub fn cpu_secs(&self) -> Result<f64> {
+        proc_cpu_secs(&format!("/proc/{}/stat", self.pid))
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+fn listening_addr(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("listening on "))?;
+    let rest = &line[line.find("://")? + 3..];
+    rest.split(|c: char| c.is_whitespace() || c == '/').next()?.parse().ok()
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+pub fn proc_rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS")?.parse()?)
+}
+
+/// utime + stime of a `/proc/…/stat` file. Clock ticks are 100 per second on Linux
+/// (`USER_HZ`, fixed by the kernel ABI).
+pub fn proc_cpu_secs(stat_path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(stat_path)?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after = &stat[stat.rfind(')').context("stat")? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / 100.0)
+}
+
+/// The generator's own CPU time, in seconds.
+pub fn own_cpu_secs() -> Result<f64> {
+    proc_cpu_secs("/proc/self/stat")
+}
+
+/// The soft limit on open files of this process (`/proc/self/limits`).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The machine a run happened on, for every absolute figure.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown CPU".to_owned(), |(_, v)| v.trim().to_owned());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+        Machine { cpu, cores, memory_gib: mem_kib / (1024.0 * 1024.0), kernel }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {} cores, {:.0} GiB RAM, Linux {}", self.cpu, self.cores, self.memory_gib, self.kernel)
+    }
+}
+
+/// The bench configuration, written next to the logs so a run does not depend on the
+/// working directory.
+pub fn write_default_config(run_dir: &Path) -> Result<PathBuf> {
+    let path = run_dir.join("gateway.toml");
+    std::fs::write(&path, include_str!("../../gateway.toml"))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_listening_line() {
+        let log = "2026-01-01T00:00:00Z  INFO switchboard: listening on http://127.0.0.1:40123\n";
+        assert_eq!(listening_addr(log), Some("127.0.0.1:40123".parse().unwrap()));
+        assert_eq!(listening_addr("listening on ws://127.0.0.1:9/\n"), Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(listening_addr("starting\n"), None);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        assert!(proc_rss_kib(std::process::id()).unwrap() > 0);
+        assert!(own_cpu_secs().unwrap() >= 0.0);
+        assert!(open_files_limit().unwrap() > 0);
+    }
+}

@@ -1,0 +1,240 @@
+//! The client's side of the wire: opening connections (from a chosen loopback source
+//! address, with the gateway's own buffer settings), getting a token, building the frames
+//! the generator sends, and reading the few fields of an activity it looks at.
+//!
+//! The generator parses only what it needs (`type`, `name`, `conversation.id`, `from`, and
+//! `value` as raw text) and borrows from the frame, so the client costs as little CPU as it
+//! can: it shares the machine with the server it measures.
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// The workstream of the bench configuration whose first rule sends chats to the bot.
+pub const WORKSTREAM: &str = "ChatWorkStream";
+
+/// The buffer settings of every connection, on both sides: the gateway's own (`ws_config`),
+/// so the client, the gateway and the echo baseline all read and write the same way.
+pub fn ws_config() -> WebSocketConfig {
+    switchboard::server::ws::ws_config(switchboard::config::ServerConfig::default().max_frame_bytes)
+}
+
+/// Where outgoing connections come from. One source address can reach one server port
+/// from about 28,000 ephemeral ports, so more connections than that are spread over
+/// 127.0.0.2, 127.0.0.3, … (all of 127.0.0.0/8 is loopback on Linux).
+#[derive(Clone, Copy, Debug)]
+pub struct Sources {
+    count: u8,
+}
+
+impl Sources {
+    /// Connections per source address the generator plans for (below the ephemeral range).
+    pub const PER_SOURCE: usize = 25_000;
+
+    /// Enough source addresses for `connections`; none (the kernel picks 127.0.0.1) when
+    /// one address suffices.
+    pub fn for_connections(connections: usize) -> Sources {
+        let needed = connections.div_ceil(Self::PER_SOURCE);
+        Sources { count: if needed <= 1 { 0 } else { u8::try_from(needed.min(250)).unwrap_or(250) } }
+    }
+
+    /// The source address of the `i`th connection.
+    pub fn pick(self, i: usize) -> Option<Ipv4Addr> {
+        (self.count > 0).then(|| Ipv4Addr::new(127, 0, 0, 2 + (i % usize::from(self.count)) as u8))
+    }
+
+    pub fn count(self) -> usize {
+        usize::from(self.count.max(1))
+    }
+}
+
+async fn tcp(server: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::from((ip, 0))).with_context(|| format!("binding a client socket to {ip}"))?;
+    }
+    let stream = socket.connect(server).await.with_context(|| format!("connecting to {server}"))?;
+    // The client must not add Nagle delays of its own to what it measures.
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a WebSocket to `path` on the server.
+pub async fn connect(server: SocketAddr, path: &str, bearer: Option<&str>, source: Option<Ipv4Addr>) -> Result<Ws> {
+    let mut req = format!("ws://{server}{path}").into_client_request()?;
+    if let Some(t) = bearer {
+        req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
+    }
+    let stream = tcp(server, source).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
+        .await
+        .with_context(|| format!("WebSocket handshake with {server}{path}"))?;
+    Ok(ws)
+}
+
+/// `POST /v1/token` with client credentials; the access token. Plain HTTP/1.1 over one
+/// socket: the generator needs nothing more from HTTP.
+pub async fn token(server: SocketAddr, client_id: &str, secret: &str) -> Result<String> {
+    let body = format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
+    let req = format!(
+        "POST /v1/token HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(server).await?;
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, rest) = text.split_once("\r\n\r\n").context("token: no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("token for {client_id}: {}", head.lines().next().unwrap_or_default());
+    }
+    let json = rest.get(rest.find('{').unwrap_or(0)..=rest.rfind('}').unwrap_or(0)).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json).context("token: response is not JSON")?;
+    v["access_token"].as_str().map(str::to_owned).context("token: no access_token")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConvRef<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct From<'a> {
+    #[serde(borrow)]
+    pub role: Cow<'a, str>,
+}
+
+/// The fields of an activity the generator reads.
+#[derive(Debug, Deserialize)]
+pub struct Activity<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub conversation: Option<ConvRef<'a>>,
+    #[serde(default, borrow)]
+    pub from: Option<From<'a>>,
+    #[serde(default, borrow)]
+    pub value: Option<&'a RawValue>,
+}
+
+impl<'a> Activity<'a> {
+    pub fn parse(frame: &'a str) -> Result<Activity<'a>> {
+        serde_json::from_str(frame).with_context(|| format!("unreadable frame: {}", clip(frame)))
+    }
+
+    pub fn is_event(&self, name: &str) -> bool {
+        self.kind == "event" && self.name.as_deref() == Some(name)
+    }
+
+    pub fn conversation_id(&self) -> Option<&str> {
+        self.conversation.as_ref().map(|c| c.id.as_ref())
+    }
+
+    /// A gateway error event, as text for a report.
+    pub fn error(&self) -> Option<String> {
+        self.is_event("error").then(|| self.value.map_or_else(String::new, |v| v.get().to_owned()))
+    }
+
+    /// A field of `value`, for `session.started`'s `conversationId`.
+    pub fn value_str(&self, key: &str) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_str(self.value?.get()).ok()?;
+        v.get(key)?.as_str().map(str::to_owned)
+    }
+}
+
+fn clip(s: &str) -> &str {
+    let end = s.char_indices().nth(200).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// A customer's first frame.
+pub fn session_start() -> Message {
+    Message::Text(Utf8Bytes::from(format!(
+        r#"{{"type":"event","name":"session.start","value":{{"workstream":{},"user":{{"name":"Load"}}}}}}"#,
+        json_str(WORKSTREAM)
+    )))
+}
+
+/// A customer's message: `payload` bytes of text (ASCII, so bytes are characters).
+pub fn customer_message(payload: usize) -> Utf8Bytes {
+    let filler: String = "How do I block my lost card? ".chars().cycle().take(payload).collect();
+    Utf8Bytes::from(format!(r#"{{"type":"message","text":{}}}"#, json_str(&filler)))
+}
+
+/// The echo bot's answer in a conversation.
+pub fn bot_reply(conversation: &str, text: &str) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
+        r#"{{"type":"message","conversation":{{"id":{}}},"text":{}}}"#,
+        json_str(conversation),
+        json_str(text)
+    ))
+}
+
+/// The bot's transfer to a credit-card agent.
+pub fn handoff(conversation: &str) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
+        r#"{{"type":"event","name":"handoff.initiate","conversation":{{"id":{}}},"value":{{"BotHandoffTopic":"CreditCard"}},"text":"Customer lost a credit card: block it and send a replacement."}}"#,
+        json_str(conversation)
+    ))
+}
+
+/// A conversation id shaped like the gateway's, for frames sent to the echo baseline.
+pub fn synthetic_conversation_id(i: usize) -> String {
+    format!("c_{i:032x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_back() {
+        let Message::Text(start) = session_start() else { panic!("not text") };
+        let a = Activity::parse(start.as_str()).unwrap();
+        assert!(a.is_event("session.start"));
+        let m = customer_message(64);
+        let a = Activity::parse(m.as_str()).unwrap();
+        assert_eq!(a.kind, "message");
+        assert_eq!(a.text.as_deref().map(str::len), Some(64));
+        let r = bot_reply("c_1", "hé \"quoted\"");
+        let a = Activity::parse(r.as_str()).unwrap();
+        assert_eq!(a.conversation_id(), Some("c_1"));
+        assert_eq!(a.text.as_deref(), Some("hé \"quoted\""));
+        let h = handoff("c_2");
+        let a = Activity::parse(h.as_str()).unwrap();
+        assert!(a.is_event("handoff.initiate"));
+        assert_eq!(a.value.map(RawValue::get), Some(r#"{"BotHandoffTopic":"CreditCard"}"#));
+    }
+
+    #[test]
+    fn sources_spread_only_when_needed() {
+        assert_eq!(Sources::for_connections(1_000).pick(7), None);
+        let s = Sources::for_connections(100_000);
+        assert_eq!(s.count(), 4);
+        assert_eq!(s.pick(0), Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(s.pick(5), Some(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Benchmarked throughput runs (BENCHMARKS.md, "Throughput"): builds the gateway and the load
+# generator in release, starts the gateway and the echo baseline on loopback, runs every
+# scenario against both with the same connections and payloads, and writes BENCHMARKS.md-ready
+# tables (target/bench/throughput.md), the raw figures (results.json) and a chart of latency
+# against offered load (latency.svg).
+#
+#   bash scripts/bench.sh                              # the default run: about 3 minutes after the build
+#   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
+#   bash scripts/bench.sh --scenarios chat-relay --duration 30
+#
+# Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release -p switchboard -p switchboard-bench --bins
+
+# Each connection is a file descriptor on both sides. Take as many as the hard limit allows
+# (and more where we are allowed to raise it: root with CAP_SYS_RESOURCE). Runs above ~28,000
+# connections also spread their source addresses over 127.0.0.2, 127.0.0.3, … by themselves.
+want=1048576
+if ! ulimit -n "$want" 2>/dev/null; then
+    hard=$(ulimit -Hn)
+    if [ "$hard" = unlimited ]; then hard=$want; fi
+    ulimit -n "$hard"
+fi
+echo "open-file limit: $(ulimit -n)" >&2
+
+label="switchboard $(git describe --always --dirty 2>/dev/null || echo unknown), $(rustc --version)"
+exec target/release/switchboard-load --out target/bench --label "$label" "$@"
