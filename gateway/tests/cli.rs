@@ -34,16 +34,16 @@ fn check_config_accepts_the_example_with_a_summary() {
     let (code, out, _) = run(&["check-config", EXAMPLE]);
     assert_eq!(code, 0);
     assert_eq!(out.lines().count(), 1, "{out}");
-    assert!(out.starts_with("ok: 1 workstream(s), 3 rule(s), 4 queue(s), 1 bot(s), 3 agent(s)"), "{out}");
+    assert!(out.starts_with("ok: 2 workstream(s), 6 rule(s), 5 queue(s), 2 bot(s), 3 agent(s)"), "{out}");
 }
 
 #[test]
 fn check_config_lists_every_problem_on_its_own_line() {
     let text = std::fs::read_to_string(EXAMPLE)
         .unwrap()
-        .replace(r#"members = ["carol"]"#, r#"members = ["carol", "zed"]"#)
-        .replace(r#"when = 'BotHandoffTopic == "HomeLoan"'"#, r#"when = 'BotHandoffTopic = "HomeLoan"'"#)
-        .replace(r#"queue = "CreditCardQueue""#, r#"queue = "CardQueue""#)
+        .replacen(r#"members = ["carol"]"#, r#"members = ["carol", "zed"]"#, 1)
+        .replacen(r#"when = 'BotHandoffTopic == "HomeLoan"'"#, r#"when = 'BotHandoffTopic = "HomeLoan"'"#, 1)
+        .replacen(r#"queue = "CreditCardQueue""#, r#"queue = "CardQueue""#, 1)
         + "\n[[agents]]\nid = \"alice\"\nsecret = \"x\"\n";
     let p = write_config("bad.toml", &text);
     let (code, out, err) = run(&["check-config", p.to_str().unwrap()]);
@@ -156,8 +156,8 @@ fn check_config_catches_invalid_topics() {
         r#"bot "contoso-bot" topic "Lost or stolen card" node 2: a question needs a variable to store the answer"#,
         r#"bot "contoso-bot" topic "Goodbye" node 2: end must be "survey" or "conversation", not "maybe""#,
         r#"bot "contoso-bot" topic "Opening hours": needs trigger phrases (or dtmf) to ever start"#,
-        r#"bot "contoso-bot" topic "Loop" node 2: needs exactly one of message, question, transfer, end, goto"#,
-        r#"bot "contoso-bot" topic "Loop" node 1: goto unknown topic "Nowhere""#,
+        r#"bot "contoso-ivr" topic "Loop" node 2: needs exactly one of message, question, transfer, end, goto"#,
+        r#"bot "contoso-ivr" topic "Loop" node 1: goto unknown topic "Nowhere""#,
     ] {
         assert!(err.lines().any(|l| l == want), "missing {want:?} in:\n{err}");
     }

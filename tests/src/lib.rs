@@ -91,6 +91,12 @@ impl TestServer {
         Client::connect(&self.ws_url("/v1/bot"), Some(&t)).await
     }
 
+    /// A bot or agent connection asking for an audio format (`?audio=`).
+    pub async fn member_with_audio(&self, path: &str, client_id: &str, secret: &str, audio: &str) -> Result<Client> {
+        let t = self.token(client_id, secret).await?;
+        Client::connect(&format!("{}?audio={audio}", self.ws_url(path)), Some(&t)).await
+    }
+
     pub async fn agent(&self, id: &str) -> Result<Client> {
         let t = self.token(id, &agent_secret(id)).await?;
         Client::connect(&self.ws_url("/v1/agent"), Some(&t)).await
@@ -118,6 +124,13 @@ impl std::ops::DerefMut for Customer {
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A frame of either kind.
+#[derive(Debug)]
+pub enum Frame {
+    Text(Value),
+    Binary(Vec<u8>),
+}
 
 /// A WebSocket client speaking JSON frames.
 pub struct Client {
@@ -162,6 +175,36 @@ impl Client {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("read error: {e}"),
                 None => bail!("connection ended"),
+            }
+        }
+    }
+
+    /// The next frame of either kind, within [`WAIT`].
+    pub async fn frame(&mut self) -> Result<Frame> {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {WAIT:?}; seen so far: {:?}", self.seen))?;
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str())?;
+                    self.seen.push(v.clone());
+                    return Ok(Frame::Text(v));
+                }
+                Some(Ok(Message::Binary(b))) => return Ok(Frame::Binary(b.to_vec())),
+                Some(Ok(Message::Close(f))) => bail!("closed: {f:?}"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => bail!("read error: {e}"),
+                None => bail!("connection ended"),
+            }
+        }
+    }
+
+    /// The next binary frame (text frames on the way are kept in `seen`).
+    pub async fn binary(&mut self) -> Result<Vec<u8>> {
+        loop {
+            if let Frame::Binary(b) = self.frame().await? {
+                return Ok(b);
             }
         }
     }
