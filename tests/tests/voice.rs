@@ -182,8 +182,7 @@ async fn dtmf_signalled_or_in_band_reaches_the_holder() -> Result<()> {
     let d = bot.event("dtmf").await?;
     assert_eq!((d["value"].as_str(), d["conversation"]["id"].as_str()), (Some("5"), Some(conv.as_str())));
     // In band: 100 ms of the tone for 7 between silences.
-    let mut pcm = Vec::new();
-    pcm.resize(800, 0i16);
+    let mut pcm = vec![0i16; 800];
     switchboard_codecs::dtmf::generate(switchboard_codecs::dtmf::Digit::from_char('7').unwrap(), 8000, 800, &mut pcm);
     pcm.resize(pcm.len() + 800, 0);
     let mut ulaw = Vec::new();
@@ -301,7 +300,7 @@ async fn the_default_voice_menu_transfers_on_a_key_press() -> Result<()> {
 async fn a_hundred_concurrent_calls_for_ten_seconds_lose_and_reorder_nothing() -> Result<()> {
     const CALLS: usize = 100;
     const FRAMES: u16 = 500; // 10 s of 20 ms frames
-    let s = start_server(Some(&voice_config().replace("capacity = 1000", "capacity = 1000"))).await;
+    let s = start_server(Some(&voice_config())).await;
     let mut bot = voice_bot(&s, "l16/16000").await?;
     let mut callers = Vec::new();
     for _ in 0..CALLS {
