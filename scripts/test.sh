@@ -10,6 +10,12 @@ if [ -f scripts/codecs-test-deps.sh ]; then
     bash scripts/codecs-test-deps.sh
 fi
 
+# streamdouble: an independent Twilio Media Streams simulator that places calls in the
+# voice tests (with numpy, pyyaml and websockets).
+if ! command -v streamdouble >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "streamdouble==0.3.0"
+fi
+
 cargo test --workspace --locked
 
 if [ -f codecs/fuzz/Cargo.toml ]; then

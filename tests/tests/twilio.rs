@@ -1,0 +1,146 @@
+//! A Twilio Media Streams call placed by `streamdouble` (a simulator nobody here wrote,
+//! installed from PyPI by the test command) through `/v1/voice/twilio/{workstream}` to a
+//! test voice bot: the protocol, 1x pacing, marks echoed after playback, and the reply
+//! audio the caller heard.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+use switchboard_codecs::{Format, Transcoder};
+use switchboard_tests::{Client, EXTERNAL_BOT, Frame, start_server};
+
+fn config() -> String {
+    format!(
+        r#"{EXTERNAL_BOT}
+[[workstreams]]
+name = "VoiceWorkStream"
+channel = "voice"
+fallback_queue = "VoiceBotQueue"
+context_variables = [ {{ name = "CustomerPhoneNumber", type = "text" }} ]
+
+[[queues]]
+name = "VoiceBotQueue"
+members = ["voice-bot"]
+
+[[bots]]
+name = "voice-bot"
+app_id = "voice-app"
+secret = "voice-secret"
+voice = true
+"#
+    )
+}
+
+fn wav_8k(samples: &[i16]) -> Vec<u8> {
+    let data_len = (samples.len() * 2) as u32;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    w.extend_from_slice(&1u16.to_le_bytes()); // mono
+    w.extend_from_slice(&8000u32.to_le_bytes());
+    w.extend_from_slice(&16000u32.to_le_bytes());
+    w.extend_from_slice(&2u16.to_le_bytes());
+    w.extend_from_slice(&16u16.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        w.extend_from_slice(&s.to_le_bytes());
+    }
+    w
+}
+
+fn sine(rate: usize, freq: f64, ms: usize) -> Vec<i16> {
+    (0..rate * ms / 1000)
+        .map(|i| (6000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16)
+        .collect()
+}
+
+#[tokio::test]
+async fn streamdouble_calls_through_the_twilio_endpoint() -> Result<()> {
+    let s = start_server(Some(&config())).await;
+    let token = s.token("voice-app", "voice-secret").await?;
+    let mut bot = Client::connect(&format!("{}?audio=l16/16000", s.ws_url("/v1/bot")), Some(&token)).await?;
+
+    // The bot: greet with one second of 440 Hz and a mark, and count the caller's audio.
+    let bot_task = tokio::spawn(async move {
+        let mut context = Value::Null;
+        let mut caller_frames = 0;
+        let mut mark = None;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), bot.frame()).await {
+                Ok(Ok(Frame::Text(v))) if v["name"] == "conversation.assigned" && v["seq"].is_null() => {
+                    context = v["value"]["context"].clone();
+                    let stream = v["value"]["media"]["stream"].as_u64().unwrap() as u32;
+                    let pcm: Vec<u8> = sine(16000, 440.0, 1000).iter().flat_map(|s| s.to_le_bytes()).collect();
+                    let mut frame = stream.to_be_bytes().to_vec();
+                    frame.extend_from_slice(&pcm);
+                    bot.send_raw(tokio_tungstenite::tungstenite::Message::binary(frame)).await.unwrap();
+                    let conv = v["conversation"]["id"].clone();
+                    bot.send(json!({"type":"event","name":"mark","conversation":{"id":conv},"value":{"name":"greeting-done"}}))
+                        .await
+                        .unwrap();
+                }
+                Ok(Ok(Frame::Text(v))) if v["name"] == "mark" => mark = v["value"]["name"].as_str().map(str::to_owned),
+                Ok(Ok(Frame::Text(v))) if v["type"] == "endOfConversation" => break,
+                Ok(Ok(Frame::Binary(_))) => caller_frames += 1,
+                Ok(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        (context, caller_frames, mark)
+    });
+
+    let dir = std::env::temp_dir().join(format!("switchboard-twilio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let caller = dir.join("caller.wav");
+    let reply = dir.join("reply.wav");
+    std::fs::write(&caller, wav_8k(&sine(8000, 300.0, 2000)))?;
+    let url = format!("ws://{}/v1/voice/twilio/VoiceWorkStream", s.addr);
+    let out = tokio::process::Command::new("streamdouble")
+        .arg("call")
+        .arg(&url)
+        .arg("--audio")
+        .arg(&caller)
+        .arg("--out")
+        .arg(&reply)
+        .args(["--json", "--param", "CustomerPhoneNumber=+15551234567", "--quiet-period", "1.5"])
+        .output()
+        .await
+        .context("streamdouble is not installed: run scripts/test.sh (it installs it from PyPI)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("streamdouble output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)))?;
+    assert_eq!(report["exit_code"], 0, "{report:#}");
+    assert_eq!(report["violations"], json!([]), "{report:#}");
+    assert_eq!(report["unknown_events"], json!([]), "{report:#}");
+    assert_eq!(report["marks_received"], 1, "{report:#}");
+    assert_eq!(report["marks_echoed"], 1, "{report:#}");
+    let heard = report["audio_received_ms"].as_f64().unwrap();
+    assert!((980.0..=1100.0).contains(&heard), "the caller heard {heard} ms of a 1000 ms prompt");
+    // Paced at 1x: the prompt took as long to arrive as it lasts.
+    let delivery = report["delivery_duration_ms"].as_f64().unwrap_or(0.0);
+    assert!(delivery >= 800.0, "delivered in {delivery} ms: dumped, not paced\n{report:#}");
+
+    // What the caller heard is the bot's prompt, transcoded to µ-law.
+    let (rate, heard_pcm) = switchboard::voice::parse_wav(&std::fs::read(&reply)?).map_err(anyhow::Error::msg)?;
+    assert_eq!(rate, 8000);
+    let pcm16: Vec<u8> = sine(16000, 440.0, 1000).iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut ulaw = Vec::new();
+    Transcoder::new(Format::L16_16K, Format::PCMU).process(&pcm16, &mut ulaw)?;
+    let mut expected = Vec::new();
+    switchboard_codecs::g711::ulaw::decode_into(&ulaw, &mut expected);
+    let start = heard_pcm.iter().position(|s| *s != 0).unwrap_or(0);
+    let n = expected.len().min(heard_pcm.len() - start);
+    assert!(n >= 7800, "{n} samples of reply");
+    assert_eq!(&heard_pcm[start..start + n], &expected[expected.iter().position(|s| *s != 0).unwrap_or(0)..][..n]);
+
+    let (context, caller_frames, mark) = bot_task.await?;
+    assert_eq!(context["CustomerPhoneNumber"], "+15551234567", "customParameters become context variables");
+    assert!(caller_frames >= 90, "the bot heard the caller: {caller_frames} frames");
+    assert_eq!(mark.as_deref(), Some("greeting-done"), "Twilio's mark echo reaches the bot");
+    Ok(())
+}
