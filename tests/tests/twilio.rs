@@ -144,3 +144,28 @@ async fn streamdouble_calls_through_the_twilio_endpoint() -> Result<()> {
     assert_eq!(mark.as_deref(), Some("greeting-done"), "Twilio's mark echo reaches the bot");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_twilio_caller_reaches_an_agent_through_the_default_voice_menu() -> Result<()> {
+    let s = switchboard_tests::start_default().await;
+    let mut alice = s.member_with_audio("/v1/agent", "alice", "alice-demo-secret", "pcmu/8000").await?;
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/voice-menu.yaml");
+    let url = format!("ws://{}/v1/voice/twilio/VoiceWorkStream", s.addr);
+    let call = tokio::process::Command::new("streamdouble")
+        .args(["scenario", scenario, &url, "--json"])
+        .kill_on_drop(true)
+        .output();
+    let call = tokio::spawn(call);
+    let a = alice.until("the call", |v| v["name"] == "conversation.assigned" && v["seq"].is_null()).await?;
+    assert_eq!(a["value"]["channel"], "voice");
+    assert_eq!(a["value"]["queue"], "CreditCardQueue");
+    let transcript = a["value"]["transcript"].as_array().unwrap();
+    assert!(transcript.iter().any(|t| t["name"] == "dtmf" && t["value"] == "1"), "the key press is in the transcript");
+    // The caller's audio reaches the agent, and the hang-up ends the conversation.
+    let f = alice.binary().await?;
+    assert_eq!(f.len(), 4 + 160);
+    alice.until("hang-up", |v| v["type"] == "endOfConversation").await?;
+    let out = call.await??;
+    assert!(out.status.success(), "streamdouble: {}", String::from_utf8_lossy(&out.stdout));
+    Ok(())
+}
