@@ -73,7 +73,7 @@ fn prompt_audio() -> Vec<u8> {
 }
 
 async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
-    let mut dialogs: HashMap<String, Dialog> = HashMap::new();
+    let mut dialogs: HashMap<String, Convo> = HashMap::new();
     loop {
         let (outbox, mut rx) = Outbox::new(hub.cfg.server.outbound_queue.max(4096));
         hub.member_connected(&name, &outbox, PROMPT_FORMAT);
@@ -109,12 +109,18 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
     }
 }
 
+/// One conversation the built-in bot holds: its dialog, and the call's stream on voice.
+struct Convo {
+    dialog: Dialog,
+    stream: Option<u32>,
+}
+
 fn handle(
     hub: &Hub,
     name: &Arc<str>,
     script: &Script,
     outbox: &Outbox,
-    dialogs: &mut HashMap<String, Dialog>,
+    dialogs: &mut HashMap<String, Convo>,
     v: &Value,
 ) {
     let Some(conv) = v["conversation"]["id"].as_str() else { return };
@@ -124,25 +130,22 @@ fn handle(
                 return;
             }
             let user = v["value"]["customer"]["name"].as_str().unwrap_or("there");
-            if let Some(stream) = v["value"]["media"]["stream"].as_u64() {
-                streams().lock().insert(conv.to_owned(), stream as u32);
-            }
-            let mut d = Dialog::new(user, &v["value"]["context"]);
-            let actions = if v["value"]["resumed"] == true { Vec::new() } else { d.start(script) };
-            dialogs.insert(conv.to_owned(), d);
+            let stream = v["value"]["media"]["stream"].as_u64().and_then(|s| u32::try_from(s).ok());
+            let mut dialog = Dialog::new(user, &v["value"]["context"]);
+            let actions = if v["value"]["resumed"] == true { Vec::new() } else { dialog.start(script) };
+            dialogs.insert(conv.to_owned(), Convo { dialog, stream });
             actions
         }
         (Some("message"), _) if v["from"]["role"] == "user" => {
             let text = v["text"].as_str().unwrap_or("");
-            dialogs.get_mut(conv).map(|d| d.on_message(script, text)).unwrap_or_default()
+            dialogs.get_mut(conv).map(|c| c.dialog.on_message(script, text)).unwrap_or_default()
         }
         (Some("event"), Some("dtmf")) => {
             let digit = v["value"].as_str().unwrap_or("");
-            dialogs.get_mut(conv).map(|d| d.on_dtmf(script, digit)).unwrap_or_default()
+            dialogs.get_mut(conv).map(|c| c.dialog.on_dtmf(script, digit)).unwrap_or_default()
         }
         (Some("endOfConversation"), _) => {
             dialogs.remove(conv);
-            streams().lock().remove(conv);
             return;
         }
         (Some("event"), Some("error")) => {
@@ -151,13 +154,13 @@ fn handle(
         }
         _ => return,
     };
+    let stream = dialogs.get(conv).and_then(|c| c.stream);
     for a in actions {
         let result = match a {
             Action::Say(text) => {
                 let mut m = Inbound::new(Kind::Message, conv);
                 m.text = Some(text);
                 let posted = hub.member_post(name, outbox, &m);
-                let stream = streams().lock().get(conv).copied();
                 if let Some(stream) = stream {
                     let _ = hub.holder_audio(name, &crate::voice::media_frame(stream, &prompt_audio()));
                 }
@@ -179,16 +182,10 @@ fn handle(
         if let Err(e) = result {
             tracing::warn!(bot = %name, conversation.id = conv, "built-in bot action failed: {e}");
         }
-        if dialogs.get(conv).is_some_and(Dialog::is_done) {
+        if dialogs.get(conv).is_some_and(|c| c.dialog.is_done()) {
             dialogs.remove(conv);
         }
     }
-}
-
-/// Stream numbers of the built-in bots' voice conversations.
-fn streams() -> &'static parking_lot::Mutex<HashMap<String, u32>> {
-    static STREAMS: std::sync::OnceLock<parking_lot::Mutex<HashMap<String, u32>>> = std::sync::OnceLock::new();
-    STREAMS.get_or_init(Default::default)
 }
 
 /// Drops answers that a workstream declares with another type (a typed "five" for a
