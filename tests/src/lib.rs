@@ -159,22 +159,11 @@ impl Client {
         Ok(())
     }
 
-    /// The next text frame as JSON, within [`WAIT`].
+    /// The next text frame as JSON, within [`WAIT`] (binary frames are skipped).
     pub async fn recv(&mut self) -> Result<Value> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .map_err(|_| anyhow!("no frame within {WAIT:?}; seen so far: {:?}", self.seen))?;
-            match m {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str())?;
-                    self.seen.push(v.clone());
-                    return Ok(v);
-                }
-                Some(Ok(Message::Close(f))) => bail!("closed: {f:?}"),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => bail!("read error: {e}"),
-                None => bail!("connection ended"),
+            if let Frame::Text(v) = self.frame().await? {
+                return Ok(v);
             }
         }
     }
