@@ -27,4 +27,4 @@ fi
 echo "open-file limit: $(ulimit -n)" >&2
 
 label="switchboard $(git describe --always --dirty 2>/dev/null || echo unknown), $(rustc --version)"
-exec target/release/switchboard-load --out target/bench --label "$label" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/switchboard-load" --out target/bench --label "$label" "$@"

@@ -70,7 +70,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>();
+    // The command as a reader would type it: the program by name, not by its path here.
+    let command = std::iter::once("switchboard-load".to_owned())
+        .chain(std::env::args().skip(1).map(|a| if a.contains(' ') { format!("'{a}'") } else { a }))
+        .collect::<Vec<_>>();
     let here = std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)).unwrap_or_default();
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         eprintln!("cannot create {}: {e}", args.out.display());

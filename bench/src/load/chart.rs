@@ -32,16 +32,27 @@ impl Axes {
     }
 }
 
-fn series(svg: &mut String, a: &Axes, points: &[OpenPoint], pick: fn(&OpenPoint) -> f64, style: &str) {
-    let coords: Vec<String> = points
-        .iter()
-        .filter(|p| pick(p).is_finite())
-        .map(|p| format!("{:.1},{:.1}", a.x(p.offered_per_sec), a.y(pick(p))))
-        .collect();
-    let _ = writeln!(svg, r#"<polyline fill="none" {style} points="{}"/>"#, coords.join(" "));
-    for c in coords {
-        let (x, y) = c.split_once(',').unwrap_or(("0", "0"));
-        let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" {style}/>"#);
+fn series(svg: &mut String, a: &Axes, points: &[OpenPoint], pick: fn(&OpenPoint) -> f64, line: Line) {
+    let coords: Vec<(f64, f64)> =
+        points.iter().filter(|p| pick(p).is_finite()).map(|p| (a.x(p.offered_per_sec), a.y(pick(p)))).collect();
+    let pts: Vec<String> = coords.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+    let _ = writeln!(svg, r#"<polyline fill="none" {} points="{}"/>"#, line.stroke(), pts.join(" "));
+    for (x, y) in coords {
+        let _ = writeln!(svg, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{}"/>"#, line.color);
+    }
+}
+
+/// How a series is drawn: its colour, and dashed for p99.
+#[derive(Clone, Copy)]
+struct Line {
+    color: &'static str,
+    dashed: bool,
+}
+
+impl Line {
+    fn stroke(self) -> String {
+        let dash = if self.dashed { r#" stroke-dasharray="6,4""# } else { "" };
+        format!(r#"stroke="{}" stroke-width="2"{dash}"#, self.color)
     }
 }
 
@@ -115,10 +126,10 @@ pub fn latency_svg(ol: &OpenLoop, machine: &Machine) -> String {
         hx + 4.0,
         ty - 5.0
     );
-    let blue = r##"stroke="#1f5fbf" stroke-width="2" fill="#1f5fbf""##;
-    let blue_dash = r##"stroke="#1f5fbf" stroke-width="2" stroke-dasharray="6,4" fill="#1f5fbf""##;
-    let grey = r##"stroke="#888" stroke-width="2" fill="#888""##;
-    let grey_dash = r##"stroke="#888" stroke-width="2" stroke-dasharray="6,4" fill="#888""##;
+    let blue = Line { color: "#1f5fbf", dashed: false };
+    let blue_dash = Line { color: "#1f5fbf", dashed: true };
+    let grey = Line { color: "#888", dashed: false };
+    let grey_dash = Line { color: "#888", dashed: true };
     if let Some(g) = &ol.points.gateway {
         series(&mut svg, &a, g, |p| p.latency.p50_ms, blue);
         series(&mut svg, &a, g, |p| p.latency.p99_ms, blue_dash);
@@ -128,10 +139,10 @@ pub fn latency_svg(ol: &OpenLoop, machine: &Machine) -> String {
         series(&mut svg, &a, e, |p| p.latency.p99_ms, grey_dash);
     }
     let legend = [("gateway p50", blue), ("gateway p99", blue_dash), ("echo p50", grey), ("echo p99", grey_dash)];
-    for (i, (name, style)) in legend.iter().enumerate() {
+    for (i, (name, line)) in legend.iter().enumerate() {
         let y = TOP + 10.0 + 20.0 * i as f64;
         let x = W - RIGHT + 15.0;
-        let _ = writeln!(svg, r#"<line x1="{x}" x2="{}" y1="{y}" y2="{y}" {style}/>"#, x + 30.0);
+        let _ = writeln!(svg, r#"<line x1="{x}" x2="{}" y1="{y}" y2="{y}" {}/>"#, x + 30.0, line.stroke());
         let _ = writeln!(svg, r#"<text x="{}" y="{}">{name}</text>"#, x + 36.0, y + 4.0);
     }
     svg.push_str("</svg>\n");

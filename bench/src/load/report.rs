@@ -164,7 +164,7 @@ fn rows(r: &Results) -> Vec<Row> {
                     |x: &super::idle::Idle| (x.rss_before_kib as f64 + 100_000.0 * x.kib_per_conversation) / 1024.0;
                 row(
                     &s,
-                    "RSS at 100,000 (MiB)",
+                    "RSS projected to 100,000 (MiB)",
                     num(at(g), 0),
                     num(at(e), 0),
                     ratio(at(g), at(e)),
@@ -213,6 +213,15 @@ fn rows(r: &Results) -> Vec<Row> {
                     num(gl.max_ms, 2),
                     num(el.max_ms, 2),
                     ratio(gl.max_ms, el.max_ms),
+                    "",
+                    String::new(),
+                );
+                row(
+                    &s,
+                    "escalations handled / s",
+                    num(g.escalations as f64 / g.burst_seconds, 0),
+                    num(e.escalations as f64 / e.burst_seconds, 0),
+                    ratio(e.burst_seconds, g.burst_seconds),
                     "",
                     String::new(),
                 );
