@@ -200,13 +200,24 @@ pub fn frame(v: &impl Serialize) -> Frame {
     Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
 }
 
+#[derive(Serialize)]
+struct ConvId<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Event<'a, V: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    name: &'a str,
+    value: V,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation: Option<ConvId<'a>>,
+}
+
 /// An event that is not part of the transcript (ack, error, queue.position, …).
-pub fn event(name: &str, value: Value, conversation: Option<&str>) -> Frame {
-    let mut e = json!({"type": "event", "name": name, "value": value});
-    if let Some(id) = conversation {
-        e["conversation"] = json!({ "id": id });
-    }
-    frame(&e)
+pub fn event(name: &str, value: impl Serialize, conversation: Option<&str>) -> Frame {
+    frame(&Event { kind: "event", name, value, conversation: conversation.map(|id| ConvId { id }) })
 }
 
 /// The `error` event for a failure.
@@ -234,9 +245,17 @@ pub fn peek_client_activity_id(text: &str) -> Option<String> {
     serde_json::from_str::<Peek>(text).ok()?.channel_data?.client_activity_id
 }
 
-/// The `ack` event for a stored client activity.
+#[derive(Serialize)]
+struct AckValue<'a> {
+    #[serde(rename = "clientActivityId")]
+    client_activity_id: Option<&'a str>,
+    id: &'a str,
+    seq: u64,
+}
+
+/// The `ack` event for a stored client activity (on the hot path: no JSON tree built).
 pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str, seq: u64) -> Frame {
-    event("ack", json!({"clientActivityId": client_activity_id, "id": id, "seq": seq}), Some(conversation))
+    event("ack", AckValue { client_activity_id, id, seq }, Some(conversation))
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct Hub {
     engine: Mutex<Engine>,
     convs: DashMap<ConvId, Arc<Conversation>>,
     members: DashMap<Arc<str>, MemberConn>,
+    /// Every configured member as it appears in activities (`from`).
+    parties: std::collections::HashMap<String, Party>,
     /// Voice calls by stream number (the prefix of every binary media frame).
     calls: DashMap<u32, Arc<crate::voice::Call>>,
     next_stream: std::sync::atomic::AtomicU32,
@@ -112,6 +114,16 @@ impl Hub {
     pub fn new(cfg: Config, store: Arc<dyn Store>, signer: Signer) -> Arc<Hub> {
         let engine = Engine::new(&cfg);
         let connections = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
+        let parties = cfg
+            .bots
+            .iter()
+            .map(|b| (b.name.clone(), Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot }))
+            .chain(
+                cfg.agents
+                    .iter()
+                    .map(|a| (a.id.clone(), Party { id: a.id.clone(), name: a.name.clone(), role: Role::Agent })),
+            )
+            .collect();
         Arc::new(Hub {
             cfg: Arc::new(cfg),
             clock: Clock::new(),
@@ -119,6 +131,7 @@ impl Hub {
             engine: Mutex::new(engine),
             convs: DashMap::new(),
             members: DashMap::new(),
+            parties,
             calls: DashMap::new(),
             next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
@@ -147,15 +160,15 @@ impl Hub {
     }
 
     fn member_party(&self, member: &str) -> Party {
-        if let Some(b) = self.cfg.bots.iter().find(|b| b.name == member) {
-            return Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot };
-        }
-        let name = self.cfg.agents.iter().find(|a| a.id == member).map_or(member, |a| a.name.as_str());
-        Party { id: member.to_owned(), name: name.to_owned(), role: Role::Agent }
+        self.parties.get(member).cloned().unwrap_or_else(|| Party {
+            id: member.to_owned(),
+            name: member.to_owned(),
+            role: Role::Agent,
+        })
     }
 
     fn is_bot(&self, member: &str) -> bool {
-        self.cfg.bots.iter().any(|b| b.name == member)
+        self.parties.get(member).is_some_and(|p| p.role == Role::Bot)
     }
 
     /// Checks a bearer token for a bot or agent connection.
@@ -291,7 +304,7 @@ impl Hub {
         if let Some(c) = call {
             self.calls.insert(c.stream, c);
         }
-        tracing::info!(conversation.id = %id, workstream, "conversation started");
+        tracing::debug!(conversation.id = %id, workstream, "conversation started");
         self.persist(&engine, &conv);
         self.apply(&mut engine, fx);
         Ok(conv)
@@ -365,9 +378,16 @@ impl Hub {
         a: &Inbound,
         check: impl FnOnce(&ConvInner) -> Result<(), ProtocolError>,
     ) -> Result<Appended, ProtocolError> {
+        let unknown;
         let (from, author) = match sender {
-            Sender::Customer => (conv.customer.clone(), Author::Customer),
-            Sender::Member(m) => (self.member_party(m), Author::Member(m.clone())),
+            Sender::Customer => (&conv.customer, Author::Customer),
+            Sender::Member(m) => match self.parties.get(&**m) {
+                Some(p) => (p, Author::Member(m.clone())),
+                None => {
+                    unknown = self.member_party(m);
+                    (&unknown, Author::Member(m.clone()))
+                }
+            },
         };
         let mut inner = conv.inner.lock();
         check(&inner)?;
@@ -403,7 +423,7 @@ impl Hub {
             conv,
             &self.clock,
             self.store.as_ref(),
-            NewActivity { from: &from, author, body, client_key, ack: Some(ack) },
+            NewActivity { from, author, body, client_key, ack: Some(ack) },
         );
         if let Some(k) = key {
             inner.seen.insert(k, (appended.id.clone(), appended.seq));
@@ -494,7 +514,7 @@ impl Hub {
             call.set_route(None);
             self.calls.remove(&call.stream);
         }
-        tracing::info!(conversation.id = %conv.id, "conversation closed");
+        tracing::debug!(conversation.id = %conv.id, "conversation closed");
         self.persist(engine, conv);
         self.apply(engine, fx);
     }
@@ -538,7 +558,7 @@ impl Hub {
             conv.inner.lock().summary = Some(s.clone());
         }
         let fx = engine.escalate(&conv.id, vars, self.clock.now_ms())?;
-        tracing::info!(conversation.id = %conv.id, bot = %member, "escalated");
+        tracing::debug!(conversation.id = %conv.id, bot = %member, "escalated");
         self.apply(&mut engine, fx);
         Ok(())
     }
@@ -681,8 +701,6 @@ impl Hub {
     /// The `conversation.assigned` event a holder gets: the context, the transcript so far
     /// (with the bot's part of it, for an agent) and the bot's summary.
     fn assigned_frame(&self, engine: &Engine, conv: &Conversation, inner: &ConvInner, resumed: bool) -> Frame {
-        let transcript: Vec<&serde_json::value::RawValue> =
-            inner.committed_frames().iter().filter_map(|e| serde_json::from_str(e.frame.as_str()).ok()).collect();
         let view = engine.conversation(&conv.id);
         let mut value = json!({
             "workstream": conv.workstream,
@@ -691,7 +709,6 @@ impl Hub {
             "context": view.as_ref().map(|v| &v.context),
             "customer": {"id": conv.customer.id, "name": conv.customer.name},
             "summary": inner.summary,
-            "transcript": transcript,
             "media": Value::Null,
         });
         if let Some(call) = &conv.call {
@@ -703,7 +720,21 @@ impl Hub {
         if resumed {
             value["resumed"] = json!(true);
         }
-        protocol::event("conversation.assigned", value, Some(&conv.id))
+        // The transcript's frames are already JSON: splice them in rather than re-parse them.
+        let mut v = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
+        v.pop();
+        v.push_str(if v.len() > 1 { ",\"transcript\":[" } else { "\"transcript\":[" });
+        for (i, e) in inner.committed_frames().iter().enumerate() {
+            if i > 0 {
+                v.push(',');
+            }
+            v.push_str(e.frame.as_str());
+        }
+        v.push_str("]}");
+        let id = serde_json::to_string(&*conv.id).unwrap_or_default();
+        Frame::from(format!(
+            "{{\"type\":\"event\",\"name\":\"conversation.assigned\",\"conversation\":{{\"id\":{id}}},\"value\":{v}}}"
+        ))
     }
 
     /// Carries out the engine's effects, in order, then saves every conversation they
@@ -713,7 +744,7 @@ impl Hub {
         for e in fx {
             match e {
                 Effect::Routed { conv, rule, queue, trigger } => {
-                    tracing::info!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
+                    tracing::debug!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
                     touched.insert(conv);
                 }
                 Effect::Released { conv, member } => {
@@ -758,7 +789,7 @@ impl Hub {
                         o.send(self.assigned_frame(engine, &c, &inner, false));
                     }
                     inner.holder_sent = inner.committed;
-                    tracing::info!(conversation.id = %conv, member, queue, "assigned");
+                    tracing::debug!(conversation.id = %conv, member, queue, "assigned");
                     touched.insert(conv);
                 }
                 Effect::Position { conv, queue, position } => {

@@ -76,7 +76,9 @@ impl Hub {
                 s.customer_resume_secs
             )));
         }
-        if now >= inner.last_activity_ms + s.idle_close_secs * 1000 {
+        // A call in progress is never idle: its audio is the activity.
+        let live_call = c.call.is_some() && inner.customer.is_some();
+        if !live_call && now >= inner.last_activity_ms + s.idle_close_secs * 1000 {
             return Some(Action::Close(format!("Closed after {} s without activity.", s.idle_close_secs)));
         }
         None

@@ -89,6 +89,10 @@ pub async fn start_with(
     hub.spawn_sweeper();
     let app = router(hub.clone());
     let stop = hub.shutdown.clone();
+    // Small frames (an ack, then a reply) must not wait for Nagle's algorithm.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server =
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
     Ok(Running { addr, hub, server })

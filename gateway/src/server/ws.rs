@@ -133,31 +133,34 @@ pub async fn run<S: Session>(
     let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
     let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), hub.shutdown.clone(), done.clone(), ping_every));
     let limit = hub.cfg.server.max_frame_bytes;
-    let deadline = handshake.map(|d| tokio::time::Instant::now() + d);
     let (rate, burst) = session.rate();
     let mut bucket = TokenBucket::new(rate, burst);
     let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
-    let mut idle_at = tokio::time::Instant::now() + idle;
+    // One timer for the handshake and then the idle timeout, re-armed only when it fires:
+    // no timer is registered per frame.
+    let timer = tokio::time::sleep(handshake.unwrap_or(idle));
+    tokio::pin!(timer);
+    let mut handshaking = handshake.is_some();
+    let mut last_frame = tokio::time::Instant::now();
     loop {
-        let handshake_due = async {
-            match deadline {
-                Some(d) if !session.started() => tokio::time::sleep_until(d).await,
-                _ => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = outbox.kicked().cancelled() => break,
             _ = hub.shutdown.cancelled() => break,
-            _ = handshake_due => {
-                outbox.kick(1008, "no session.start in time");
-                break;
-            }
-            _ = tokio::time::sleep_until(idle_at) => {
-                outbox.kick(1001, "idle for too long");
-                break;
+            _ = &mut timer => {
+                if handshaking && !session.started() {
+                    outbox.kick(1008, "no session.start in time");
+                    break;
+                }
+                handshaking = false;
+                let due = last_frame + idle;
+                if tokio::time::Instant::now() >= due {
+                    outbox.kick(1001, "idle for too long");
+                    break;
+                }
+                timer.as_mut().reset(due);
             }
             msg = stream.next() => {
-                idle_at = tokio::time::Instant::now() + idle;
+                last_frame = tokio::time::Instant::now();
                 match msg {
                 Some(Ok(Message::Text(t))) => {
                     if t.len() > limit {

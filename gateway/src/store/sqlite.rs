@@ -33,12 +33,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX conversations_open ON conversations (open, created);
     CREATE TABLE activities (
+        id INTEGER PRIMARY KEY,
         conversation TEXT NOT NULL,
         seq INTEGER NOT NULL,
         frame TEXT NOT NULL,
-        client_key TEXT,
-        PRIMARY KEY (conversation, seq)
-    ) WITHOUT ROWID;
+        client_key TEXT
+    );
+    CREATE UNIQUE INDEX activities_by_conversation ON activities (conversation, seq);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
 ];
 
@@ -88,6 +89,10 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        // Activities are appended (rowid order) and read back only at recovery: a large
+        // page cache keeps the index pages hot, and checkpoints run off the commit path.
+        conn.pragma_update(None, "cache_size", -65536).map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
         let recovered = load(&conn)?;
         let (tx, rx) = mpsc::channel();
@@ -97,12 +102,33 @@ impl SqliteStore {
             .name("switchboard-store".into())
             .spawn(move || writer(conn, rx, f))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
+        spawn_checkpointer(&path)?;
         Ok((SqliteStore { tx, failed, path }, recovered))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Checkpoints the WAL into the database once a second from its own connection, so the
+/// writer never pays for it; a PASSIVE checkpoint never blocks the writer. The thread ends
+/// with the process.
+fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    std::thread::Builder::new()
+        .name("switchboard-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("store checkpoint: {e}");
+                }
+            }
+        })
+        .map_err(|e| StoreError(format!("cannot start the store checkpointer: {e}")))?;
+    Ok(())
 }
 
 fn load(conn: &Connection) -> Result<Recovered, StoreError> {
@@ -147,7 +173,7 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
             .map_err(err)?;
         let mut act = tx
             .prepare_cached(
-                "INSERT OR REPLACE INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)",
             )
             .map_err(err)?;
         for op in batch {
