@@ -112,8 +112,12 @@ impl SqliteStore {
 }
 
 /// Checkpoints the WAL into the database once a second from its own connection, so the
-/// writer never pays for it; a PASSIVE checkpoint never blocks the writer. The thread ends
-/// with the process.
+/// writer does not pay for it on every commit. RESTART (not PASSIVE): under a steady load a
+/// passive checkpoint never catches up with the writer, the WAL never restarts, and every
+/// commit then pays the filesystem for zeroing fresh file pages (15 % of the gateway's CPU
+/// in a chat-relay profile); RESTART holds the writer for the moment it takes to copy one
+/// second of WAL, after which the WAL is reused from its start. The thread ends with the
+/// process.
 fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
@@ -122,7 +126,7 @@ fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
         .spawn(move || {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                     tracing::warn!("store checkpoint: {e}");
                 }
             }
