@@ -3,11 +3,14 @@
 # generator in release, starts the gateway and the echo baseline on loopback, runs every
 # scenario against both with the same connections and payloads, and writes BENCHMARKS.md-ready
 # tables (target/bench/throughput.md), the raw figures (results.json) and a chart of latency
-# against offered load (latency.svg).
+# against offered load (latency.svg). chat-relay runs the gateway twice, with the durable
+# SQLite store of bench/gateway.toml and with a copy differing only in `store = "memory"`;
+# voice sweeps 100, 250, 500 and 1,000 concurrent calls.
 #
 #   bash scripts/bench.sh                              # the default run: about 3 minutes after the build
 #   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
 #   bash scripts/bench.sh --scenarios chat-relay --duration 30
+#   bash scripts/bench.sh --scenarios voice --voice-calls 200,300,400 --voice-duration 10
 #
 # Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
 set -euo pipefail

@@ -57,6 +57,17 @@ struct Args {
     /// Escalations in the handoff burst.
     #[arg(long, default_value_t = 10_000)]
     handoffs: usize,
+    /// chat-relay: skip the second gateway run with `store = "memory"`.
+    #[arg(long)]
+    no_memory_store: bool,
+    /// voice: the call counts of the sweep, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000")]
+    voice_calls: Vec<usize>,
+    /// voice: seconds of streaming before the measurement, then measured, at each call count.
+    #[arg(long, default_value_t = 1.0)]
+    voice_warmup: f64,
+    #[arg(long, default_value_t = 4.0)]
+    voice_duration: f64,
     /// RUST_LOG for the gateway (default: the gateway's own default, info).
     #[arg(long)]
     gateway_log: Option<String>,
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
         config,
         run_dir: args.out.clone(),
         gateway_log: args.gateway_log.clone(),
+        variant: None,
     };
     let opts = Options {
         scenarios: args.scenarios,
@@ -108,6 +120,10 @@ fn main() -> ExitCode {
         max_rate: args.max_rate,
         idle_conversations: args.idle_conversations,
         handoffs: args.handoffs,
+        memory_store: !args.no_memory_store,
+        voice_calls: args.voice_calls,
+        voice_warmup: Duration::from_secs_f64(args.voice_warmup),
+        voice_duration: Duration::from_secs_f64(args.voice_duration),
         label: args.label,
         command: command.join(" "),
     };

@@ -9,7 +9,12 @@
 //!   `chat-relay` maximum (`chat`), plotted as latency against offered load (`chart`);
 //! - `idle`: N open conversations, resident memory per conversation (`idle`);
 //! - `handoff`: N escalations in one burst, time to the agent's assignment (`handoff`);
-//! - `voice`: reported as not available until the gateway serves `/v1/voice`.
+//! - `voice`: a sweep of call counts, each call streaming 20 ms µ-law frames both ways
+//!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`).
+//!
+//! `chat-relay` runs the gateway twice, with the configured store (the bench configuration's
+//! durable SQLite store) and with a copy of the configuration differing only in
+//! `store = "memory"`, both against the same echo baseline.
 
 pub mod chart;
 pub mod chat;
@@ -20,9 +25,9 @@ pub mod progress;
 pub mod report;
 pub mod stats;
 pub mod target;
+pub mod voice;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,7 +36,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
 use progress::say;
-use target::{Launch, Machine, Server, Target};
+use target::{Launch, Machine, Target};
 
 /// The scenarios, in the order a full run does them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -88,6 +93,12 @@ pub struct Options {
     pub max_rate: Option<f64>,
     pub idle_conversations: usize,
     pub handoffs: usize,
+    /// `chat-relay`: also run the gateway with `store = "memory"`.
+    pub memory_store: bool,
+    /// `voice`: the call counts of the sweep.
+    pub voice_calls: Vec<usize>,
+    pub voice_warmup: Duration,
+    pub voice_duration: Duration,
     /// Free text for the report (the script passes the commit).
     pub label: Option<String>,
     /// The command line, for the report.
@@ -132,11 +143,13 @@ pub struct Results {
     pub options: Options,
     pub unix_time: u64,
     pub chat_relay: Option<Pair<chat::ClosedLoop>>,
+    /// `chat-relay` with `store = "memory"`; its `echo` is the same run as `chat_relay`'s.
+    pub chat_relay_memory: Option<Pair<chat::ClosedLoop>>,
     pub open_loop: Option<OpenLoop>,
     pub idle: Option<Pair<idle::Idle>>,
     pub handoff: Option<Pair<handoff::Handoff>>,
-    /// Why `voice` was not measured.
-    pub voice: Option<String>,
+    /// One entry per call count of the sweep.
+    pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
 }
 
 /// Runs a scenario against both servers: gateway first, then the baseline. A failure is
@@ -177,13 +190,32 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         options: o.clone(),
         unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         chat_relay: None,
+        chat_relay_memory: None,
         open_loop: None,
         idle: None,
         handoff: None,
         voice: None,
     };
     if want(Scenario::ChatRelay) {
-        results.chat_relay = Some(both("chat-relay", |t| chat::chat_relay(&run, t)).await);
+        let durable = both("chat-relay", |t| chat::chat_relay(&run, t)).await;
+        if o.memory_store {
+            let echo = durable.echo.clone();
+            let memory = match memory_run(&run) {
+                Ok(m) => {
+                    say("chat-relay · gateway with store = \"memory\"");
+                    match chat::chat_relay(&m, Target::Gateway).await {
+                        Ok(g) => Pair { gateway: Some(g), echo, errors: Vec::new() },
+                        Err(e) => {
+                            say(&format!("  chat-relay memory FAILED: {e:#}"));
+                            Pair { gateway: None, echo, errors: vec![format!("gateway: {e:#}")] }
+                        }
+                    }
+                }
+                Err(e) => Pair { gateway: None, echo, errors: vec![format!("{e:#}")] },
+            };
+            results.chat_relay_memory = Some(memory);
+        }
+        results.chat_relay = Some(durable);
     }
     if want(Scenario::OpenLoop) {
         let measured = results.chat_relay.as_ref().and_then(|p| p.gateway.as_ref()).map(|g| g.round_trips_per_sec);
@@ -200,7 +232,11 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         results.handoff = Some(both("handoff", |t| handoff::handoff(&run, t)).await);
     }
     if want(Scenario::Voice) {
-        results.voice = Some(voice_probe(&run).await);
+        let mut sweep = Vec::new();
+        for &n in &o.voice_calls {
+            sweep.push(both(&format!("voice, {n} calls"), |t| voice::voice(&run, t, n)).await);
+        }
+        results.voice = Some(sweep);
     }
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
@@ -214,29 +250,15 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
     Ok(results)
 }
 
-/// `voice` runs once the gateway serves `/v1/voice`; until then it says so.
-async fn voice_probe(run: &Run) -> String {
-    let server = match Server::start(Target::Gateway, &run.launch, "voice").await {
-        Ok(s) => s,
-        Err(e) => return format!("not measured: {e:#}"),
-    };
-    let status = http_status(server.addr, "/v1/voice").await;
-    server.stop().await;
-    match status {
-        Ok(404) => "not measured: this gateway has no /v1/voice endpoint yet (the voice issue)".to_owned(),
-        Ok(code) => format!("not measured: /v1/voice answers {code}; the voice scenario is not written yet"),
-        Err(e) => format!("not measured: {e:#}"),
-    }
-}
-
-async fn http_status(addr: SocketAddr, path: &str) -> Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let head = String::from_utf8_lossy(&buf);
-    head.split_whitespace().nth(1).context("no HTTP status")?.parse().context("bad HTTP status")
+/// The same run against the gateway with `store = "memory"`: a copy of its configuration
+/// differing only in that, and its own log and data directory.
+fn memory_run(run: &Run) -> Result<Run> {
+    let text = std::fs::read_to_string(&run.launch.config)
+        .with_context(|| format!("reading {}", run.launch.config.display()))?;
+    let path = run.launch.run_dir.join("gateway-memory.toml");
+    std::fs::write(&path, target::with_memory_store(&text))?;
+    let launch = Launch { config: path, variant: Some("memory".to_owned()), ..run.launch.clone() };
+    Ok(Run { opts: run.opts.clone(), launch, machine: run.machine.clone() })
 }
 
 /// Each side of a connection is a file descriptor in its process: the generator and the
@@ -251,6 +273,9 @@ fn check_open_files(o: &Options) -> Result<()> {
     }
     if o.scenarios.contains(&Scenario::Handoff) {
         needed = needed.max(o.handoffs);
+    }
+    if o.scenarios.contains(&Scenario::Voice) {
+        needed = needed.max(o.voice_calls.iter().copied().max().unwrap_or(0));
     }
     let needed = needed as u64 + 256;
     match target::open_files_limit() {

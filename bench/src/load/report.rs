@@ -3,6 +3,8 @@
 
 use std::fmt::Write as _;
 
+use super::chat::ClosedLoop;
+use super::voice::{Direction, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::{Pair, Results};
 
 struct Row {
@@ -62,59 +64,10 @@ fn rows(r: &Results) -> Vec<Row> {
         });
     };
     if let Some(p) = &r.chat_relay {
-        match p.both() {
-            Some((g, e)) => {
-                let s = format!("chat-relay, {} conversations", num(g.conversations as f64, 0));
-                let q = g.round_trips_per_sec / e.round_trips_per_sec;
-                row(
-                    &s,
-                    "round trips / s",
-                    num(g.round_trips_per_sec, 0),
-                    num(e.round_trips_per_sec, 0),
-                    ratio(g.round_trips_per_sec, e.round_trips_per_sec),
-                    "≥ 0.50× echo",
-                    verdict(q >= 0.5 && g.errors.is_empty()),
-                );
-                let l = (g.latency, e.latency);
-                row(
-                    &s,
-                    "p50 round trip (ms)",
-                    num(l.0.p50_ms, 2),
-                    num(l.1.p50_ms, 2),
-                    ratio(l.0.p50_ms, l.1.p50_ms),
-                    "",
-                    String::new(),
-                );
-                row(
-                    &s,
-                    "p99 round trip (ms)",
-                    num(l.0.p99_ms, 2),
-                    num(l.1.p99_ms, 2),
-                    ratio(l.0.p99_ms, l.1.p99_ms),
-                    "",
-                    String::new(),
-                );
-                row(
-                    &s,
-                    "server CPU (cores)",
-                    num(g.server_cores, 2),
-                    num(e.server_cores, 2),
-                    ratio(g.server_cores, e.server_cores),
-                    "",
-                    String::new(),
-                );
-                row(
-                    &s,
-                    "server CPU per round trip (µs)",
-                    num(g.server_cores / g.round_trips_per_sec * 1e6, 1),
-                    num(e.server_cores / e.round_trips_per_sec * 1e6, 1),
-                    ratio(g.server_cores / g.round_trips_per_sec, e.server_cores / e.round_trips_per_sec),
-                    "",
-                    String::new(),
-                );
-            }
-            None => row("chat-relay", "round trips / s", missing(p), String::new(), String::new(), "", String::new()),
-        }
+        chat_rows(&mut row, p, "durable store (SQLite, sync full)", "≥ 0.50× echo");
+    }
+    if let Some(p) = &r.chat_relay_memory {
+        chat_rows(&mut row, p, "in-memory store", "");
     }
     if let Some(ol) = &r.open_loop {
         let half = ol.loads.iter().position(|&f| (f - 0.5).abs() < 1e-9);
@@ -238,10 +191,239 @@ fn rows(r: &Results) -> Vec<Row> {
             None => row("handoff", "assignment", missing(p), String::new(), String::new(), "", String::new()),
         }
     }
-    if let Some(v) = &r.voice {
-        row("voice", "–", v.clone(), String::new(), String::new(), "", String::new());
+    if let Some(sweep) = &r.voice {
+        voice_rows(&mut row, sweep);
     }
     rows
+}
+
+type RowFn<'a> = dyn FnMut(&str, &str, String, String, String, &str, String) + 'a;
+
+fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &str) {
+    let Some((g, e)) = p.both() else {
+        row(
+            &format!("chat-relay, {store}"),
+            "round trips / s",
+            missing(p),
+            String::new(),
+            String::new(),
+            "",
+            String::new(),
+        );
+        return;
+    };
+    let s = format!("chat-relay, {} conversations, {store}", num(g.conversations as f64, 0));
+    let q = g.round_trips_per_sec / e.round_trips_per_sec;
+    let met = if target.is_empty() { String::new() } else { verdict(q >= 0.5 && g.errors.is_empty()) };
+    row(
+        &s,
+        "round trips / s",
+        num(g.round_trips_per_sec, 0),
+        num(e.round_trips_per_sec, 0),
+        ratio(g.round_trips_per_sec, e.round_trips_per_sec),
+        target,
+        met,
+    );
+    let l = (g.latency, e.latency);
+    row(
+        &s,
+        "p50 round trip (ms)",
+        num(l.0.p50_ms, 2),
+        num(l.1.p50_ms, 2),
+        ratio(l.0.p50_ms, l.1.p50_ms),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "p99 round trip (ms)",
+        num(l.0.p99_ms, 2),
+        num(l.1.p99_ms, 2),
+        ratio(l.0.p99_ms, l.1.p99_ms),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "server CPU (cores)",
+        num(g.server_cores, 2),
+        num(e.server_cores, 2),
+        ratio(g.server_cores, e.server_cores),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "server CPU per round trip (µs)",
+        num(g.server_cores / g.round_trips_per_sec * 1e6, 1),
+        num(e.server_cores / e.round_trips_per_sec * 1e6, 1),
+        ratio(g.server_cores / g.round_trips_per_sec, e.server_cores / e.round_trips_per_sec),
+        "",
+        String::new(),
+    );
+}
+
+fn calls_or_none(n: Option<usize>) -> String {
+    n.map_or_else(|| "none".to_owned(), |n| num(n as f64, 0))
+}
+
+fn lost_of(d: &Direction) -> String {
+    format!("{} of {}", num((d.lost + d.extra + d.out_of_sequence) as f64, 0), num(d.sent as f64, 0))
+}
+
+fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
+    let gateway: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.gateway.as_ref()).collect();
+    let echo: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.echo.as_ref()).collect();
+    let counts: Vec<String> =
+        sweep.iter().filter_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map(|p| num(p.calls as f64, 0)).collect();
+    let top_wanted = sweep.iter().filter_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map(|p| p.calls).max();
+    let (g_best, e_best) = (largest_holding(gateway.iter().copied()), largest_holding(echo.iter().copied()));
+    let failures: Vec<String> = sweep.iter().flat_map(|p| p.errors.iter().cloned()).collect();
+    row(
+        &format!("voice, sweep of {} calls", counts.join(" / ")),
+        "largest count: no frame lost, p99 < 5 ms",
+        if failures.is_empty() {
+            calls_or_none(g_best)
+        } else {
+            format!("{} ({})", calls_or_none(g_best), failures.join("; "))
+        },
+        calls_or_none(e_best),
+        String::new(),
+        "gateway ≥ 1,000 calls",
+        verdict(g_best.is_some_and(|n| n >= 1000)),
+    );
+    // The largest count measured on both servers.
+    let Some((g, e)) = sweep.iter().rev().find_map(|p| p.both()) else { return };
+    let s = format!("voice, {} calls", num(g.calls as f64, 0));
+    if top_wanted != Some(g.calls) {
+        row(&s, "(the largest count measured on both)", String::new(), String::new(), String::new(), "", String::new());
+    }
+    let (gu, eu) = (g.up.latency, e.up.latency);
+    row(
+        &s,
+        "p99 frame latency, caller → bot (ms)",
+        num(gu.p99_ms, 2),
+        num(eu.p99_ms, 2),
+        ratio(gu.p99_ms, eu.p99_ms),
+        "gateway < 5 ms",
+        verdict(gu.p99_ms < P99_TARGET_MS),
+    );
+    row(
+        &s,
+        "p50 caller → bot (ms)",
+        num(gu.p50_ms, 2),
+        num(eu.p50_ms, 2),
+        ratio(gu.p50_ms, eu.p50_ms),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "max caller → bot (ms)",
+        num(gu.max_ms, 2),
+        num(eu.max_ms, 2),
+        ratio(gu.max_ms, eu.max_ms),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "frames lost / out of order, caller → bot",
+        lost_of(&g.up),
+        lost_of(&e.up),
+        String::new(),
+        "none",
+        verdict(g.up.intact() && g.errors.is_empty()),
+    );
+    row(
+        &s,
+        "frames lost / out of order, bot → caller",
+        lost_of(&g.down),
+        lost_of(&e.down),
+        String::new(),
+        "none",
+        verdict(g.down.intact()),
+    );
+    let (gd, ed) = (g.down.latency, e.down.latency);
+    row(
+        &s,
+        "p99 bot → caller (ms; gateway: paced 1×)",
+        num(gd.p99_ms, 2),
+        num(ed.p99_ms, 2),
+        ratio(gd.p99_ms, ed.p99_ms),
+        "",
+        String::new(),
+    );
+    row(
+        &s,
+        "server CPU (cores)",
+        num(g.server_cores, 2),
+        num(e.server_cores, 2),
+        ratio(g.server_cores, e.server_cores),
+        "",
+        String::new(),
+    );
+}
+
+fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
+    let rows: Vec<Vec<String>> = sweep
+        .iter()
+        .filter_map(|p| {
+            let (g, e) = (p.gateway.as_ref()?, p.echo.as_ref());
+            let e_lat = |f: fn(&VoicePoint) -> f64| e.map_or(f64::NAN, f);
+            Some(vec![
+                num(g.calls as f64, 0),
+                num(g.up.sent as f64, 0),
+                format!(
+                    "{} / {} / {}",
+                    num(g.up.lost as f64, 0),
+                    num(g.up.out_of_sequence as f64, 0),
+                    num(g.up.extra as f64, 0)
+                ),
+                num(g.up.latency.p50_ms, 2),
+                num(g.up.latency.p99_ms, 2),
+                num(g.up.latency.max_ms, 2),
+                num(e_lat(|e| e.up.latency.p50_ms), 2),
+                num(e_lat(|e| e.up.latency.p99_ms), 2),
+                ratio(g.up.latency.p99_ms, e_lat(|e| e.up.latency.p99_ms)),
+                format!("{} / {}", num(g.down.received as f64, 0), num(g.down.sent as f64, 0)),
+                num(g.down.latency.p99_ms, 2),
+                format!("{} / {}", num(g.server_cores, 2), num(e_lat(|e| e.server_cores), 2)),
+                num(g.send_lag.p99_ms.max(e_lat(|e| e.send_lag.p99_ms)), 2),
+                if g.holds() { "yes".to_owned() } else { "**no**".to_owned() },
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nVoice sweep: each call sends a 20 ms µ-law frame every 20 ms; the bot (L16 16 kHz) sends each frame \
+         it reads back on its stream. Caller → bot latency is from the caller's write to the bot's read; \
+         the echo baseline's is the caller's frame back from the echo server. A count holds with no frame \
+         lost, out of order or duplicated either way, no error, and p99 caller → bot < 5 ms.\n"
+    );
+    table(
+        md,
+        &[
+            "Calls",
+            "Frames caller → bot",
+            "Lost / out of order / extra",
+            "Gateway p50 (ms)",
+            "Gateway p99 (ms)",
+            "Gateway max (ms)",
+            "Echo p50 (ms)",
+            "Echo p99 (ms)",
+            "p99 ratio",
+            "Bot → caller delivered / sent",
+            "Bot → caller p99 (ms)",
+            "Server CPU, gateway / echo (cores)",
+            "Client send lag p99 (ms)",
+            "Holds",
+        ],
+        &rows,
+    );
 }
 
 fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
@@ -272,12 +454,14 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Messages carry {} characters of text; chat-relay measures {} s after {} s of warm-up; \
-         each open-loop point {} s after {} s.\n",
+         each open-loop point {} s after {} s; each voice call count {} s after {} s.\n",
         o.payload,
         o.duration.as_secs_f64(),
         o.warmup.as_secs_f64(),
         o.point_duration.as_secs_f64(),
-        o.point_warmup.as_secs_f64()
+        o.point_warmup.as_secs_f64(),
+        o.voice_duration.as_secs_f64(),
+        o.voice_warmup.as_secs_f64()
     );
     let rows: Vec<Vec<String>> = rows(r)
         .into_iter()
@@ -328,13 +512,25 @@ pub fn markdown(r: &Results) -> String {
             &rows,
         );
     }
+    if let Some(sweep) = &r.voice {
+        voice_table(&mut md, sweep);
+    }
     let errors: Vec<String> = [
         r.chat_relay.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
+        r.chat_relay_memory.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
         r.handoff.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
     ]
     .into_iter()
     .flatten()
     .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
+    .chain(r.voice.iter().flatten().flat_map(|p| {
+        let calls = p.gateway.as_ref().map_or(0, |g| g.calls);
+        p.errors.iter().cloned().chain(
+            p.gateway
+                .iter()
+                .flat_map(move |g| g.errors.iter().map(move |e| format!("voice, {calls} calls, gateway: {e}"))),
+        )
+    }))
     .collect();
     if !errors.is_empty() {
         let _ = writeln!(md, "\nErrors seen:\n");

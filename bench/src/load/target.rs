@@ -44,6 +44,9 @@ pub struct Launch {
     pub run_dir: PathBuf,
     /// `RUST_LOG` for the gateway; `None` keeps its default.
     pub gateway_log: Option<String>,
+    /// A second configuration of the same run (`memory`): added to the names of the
+    /// gateway's log and data directory.
+    pub variant: Option<String>,
 }
 
 /// A running server process.
@@ -57,6 +60,10 @@ pub struct Server {
 
 impl Server {
     pub async fn start(target: Target, launch: &Launch, label: &str) -> Result<Server> {
+        let label = match (&launch.variant, target) {
+            (Some(v), Target::Gateway) => format!("{label}-{v}"),
+            _ => label.to_owned(),
+        };
         let log_path = launch.run_dir.join(format!("{label}-{target}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = match target {
@@ -194,6 +201,32 @@ impl fmt::Display for Machine {
     }
 }
 
+/// `config` with `store = "memory"` in its `[server]` table (replacing any `store` there),
+/// and nothing else changed.
+pub fn with_memory_store(config: &str) -> String {
+    let mut out = String::with_capacity(config.len() + 32);
+    let mut in_server = false;
+    let mut added = false;
+    for line in config.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_server = t.trim_end() == "[server]";
+        } else if in_server && t.split('=').next().is_some_and(|k| k.trim() == "store") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if in_server && !added {
+            out.push_str("store = \"memory\"\n");
+            added = true;
+        }
+    }
+    if !added {
+        out.push_str("\n[server]\nstore = \"memory\"\n");
+    }
+    out
+}
+
 /// The bench configuration, written next to the logs so a run does not depend on the
 /// working directory.
 pub fn write_default_config(run_dir: &Path) -> Result<PathBuf> {
@@ -212,6 +245,24 @@ mod tests {
         assert_eq!(listening_addr(log), Some("127.0.0.1:40123".parse().unwrap()));
         assert_eq!(listening_addr("listening on ws://127.0.0.1:9/\n"), Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(listening_addr("starting\n"), None);
+    }
+
+    #[test]
+    fn memory_store_variant_changes_only_the_store() {
+        let c = "# x\n[server]\nlisten = \"127.0.0.1:0\"\nstore = \"sqlite\"\n\n[[queues]]\nname = \"Q\"\n";
+        assert_eq!(
+            with_memory_store(c),
+            "# x\n[server]\nstore = \"memory\"\nlisten = \"127.0.0.1:0\"\n\n[[queues]]\nname = \"Q\"\n"
+        );
+        assert_eq!(
+            with_memory_store("[[bots]]\nname = \"b\"\n"),
+            "[[bots]]\nname = \"b\"\n\n[server]\nstore = \"memory\"\n"
+        );
+        let bench = with_memory_store(include_str!("../../gateway.toml"));
+        let cfg = switchboard::config::Config::from_toml(&bench).unwrap().config;
+        assert_eq!(cfg.server.store, switchboard::config::StoreKind::Memory);
+        let durable = switchboard::config::Config::from_toml(include_str!("../../gateway.toml")).unwrap().config;
+        assert_eq!(durable.server.store, switchboard::config::StoreKind::Sqlite);
     }
 
     #[test]
