@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{RECONNECT_ATTEMPTS, Ws, backoff, connect, next_text, token};
+use super::{Ws, backoff, connect, next_text, retry, token};
 
 pub struct AgentOptions {
     pub url: String,
@@ -50,12 +50,9 @@ pub async fn run(opts: AgentOptions) -> ExitCode {
                 return ExitCode::from(1);
             }
             Err(e) => {
-                failures += 1;
-                if failures > RECONNECT_ATTEMPTS {
-                    println!("[could not reconnect ({e:#}); giving up]");
+                if !retry(&mut failures, &e).await {
                     return ExitCode::from(1);
                 }
-                backoff(failures).await;
                 continue;
             }
         };

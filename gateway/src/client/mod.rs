@@ -105,6 +105,18 @@ pub async fn next_text(ws: &mut Ws) -> Result<Utf8Bytes, String> {
     }
 }
 
+/// After a failed reconnect attempt: waits before the next one, or returns false once
+/// [`RECONNECT_ATTEMPTS`] have failed (the client then gives up).
+pub async fn retry(failures: &mut u32, e: &anyhow::Error) -> bool {
+    *failures += 1;
+    if *failures > RECONNECT_ATTEMPTS {
+        println!("[could not reconnect ({e:#}); giving up]");
+        return false;
+    }
+    backoff(*failures).await;
+    true
+}
+
 /// Waits before reconnect attempt `n` (1-based): 0.5 s, 1 s, 2 s, … up to 5 s.
 pub async fn backoff(n: u32) {
     let ms = (500u64 << n.saturating_sub(1).min(4)).min(5000);
