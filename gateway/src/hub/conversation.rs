@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::protocol::{Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, error_event, frame};
+use crate::protocol::{Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, ack_event, error_event, frame};
 use crate::routing::ConvId;
 use crate::store::{Record, Store};
 
@@ -119,7 +119,6 @@ pub struct Appended {
 #[derive(Debug)]
 pub struct Ack {
     pub to: Outbox,
-    pub frame: Frame,
     pub client_activity_id: Option<String>,
 }
 
@@ -190,17 +189,18 @@ impl ConvInner {
             self.committed = seq;
             self.flush();
             if let Some(ack) = new.ack {
-                ack.to.send(ack.frame);
+                ack.to.send(ack_event(&conv.id, ack.client_activity_id.as_deref(), &id, seq));
             }
         } else {
             let c = conv.clone();
+            let aid = id.clone();
             store.record(
                 rec,
                 Some(Box::new(move |result| match result {
                     Ok(()) => {
                         c.committed(seq);
                         if let Some(ack) = new.ack {
-                            ack.to.send(ack.frame);
+                            ack.to.send(ack_event(&c.id, ack.client_activity_id.as_deref(), &aid, seq));
                         }
                     }
                     Err(e) => {

@@ -404,12 +404,7 @@ impl Hub {
             }
             return Ok(appended);
         }
-        let seq = inner.next_seq();
-        let ack = Ack {
-            to: reply.clone(),
-            frame: protocol::ack_event(&conv.id, cid, &conv.activity_id(seq), seq),
-            client_activity_id: cid.map(str::to_owned),
-        };
+        let ack = Ack { to: reply.clone(), client_activity_id: cid.map(str::to_owned) };
         let body = Body {
             kind: a.kind(),
             text: a.text.as_deref(),
