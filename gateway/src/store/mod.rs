@@ -33,7 +33,8 @@ pub enum Record {
 #[error("store: {0}")]
 pub struct StoreError(pub String);
 
-/// Called (from the store's writer) once a record is durable, or failed.
+/// Called once a record is durable, or failed, in the order the records were given (by
+/// the SQLite store, on the runtime's completion task).
 pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Resolves when everything before it is durable.

@@ -11,6 +11,7 @@
 //! Schema versions are kept in `PRAGMA user_version`; [`MIGRATIONS`] brings any older file
 //! up to date, one step at a time, inside a transaction.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
@@ -41,6 +42,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX activities_by_conversation ON activities (conversation, seq);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    // 2: activities become an append-only log. The (conversation, seq) index took a random
+    // B-tree insert per activity: with many conversations live, nearly every activity of a
+    // commit dirtied its own index page, and the WAL wrote each of those 4 KiB pages. Now a
+    // conversation remembers where its activities start in the log (`first_activity`, a
+    // rowid no greater than its first activity's), and recovery reads the log forward from
+    // the oldest open conversation's start.
+    "ALTER TABLE conversations ADD COLUMN first_activity INTEGER NOT NULL DEFAULT 0;
+    UPDATE conversations SET first_activity = coalesce(
+        (SELECT min(id) FROM activities WHERE activities.conversation = conversations.id),
+        (SELECT coalesce(max(id), 0) + 1 FROM activities));
+    DROP INDEX activities_by_conversation;",
 ];
 
 enum Op {
@@ -88,9 +100,9 @@ impl SqliteStore {
             Connection::open(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        // Activities are appended (rowid order) and read back only at recovery: a large
-        // page cache keeps the index pages hot, and checkpoints run off the commit path.
+        conn.busy_handler(Some(wait_briefly)).map_err(err)?;
+        // Activities are appended (rowid order) and read back only at recovery; the page
+        // cache keeps the conversations' pages hot, and checkpoints run off the commit path.
         conn.pragma_update(None, "cache_size", -65536).map_err(err)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
@@ -98,9 +110,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let f = failed.clone();
+        let completer = spawn_completer();
         std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer(conn, rx, f))
+            .spawn(move || writer(conn, rx, f, completer))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         spawn_checkpointer(&path)?;
         Ok((SqliteStore { tx, failed, path }, recovered))
@@ -111,21 +124,21 @@ impl SqliteStore {
     }
 }
 
-/// Checkpoints the WAL into the database once a second from its own connection, so the
+/// Checkpoints the WAL into the database every [`CHECKPOINT_EVERY`] from its own connection, so the
 /// writer does not pay for it on every commit. RESTART (not PASSIVE): under a steady load a
 /// passive checkpoint never catches up with the writer, the WAL never restarts, and every
 /// commit then pays the filesystem for zeroing fresh file pages (15 % of the gateway's CPU
-/// in a chat-relay profile); RESTART holds the writer for the moment it takes to copy one
-/// second of WAL, after which the WAL is reused from its start. The thread ends with the
+/// in a chat-relay profile); RESTART holds the writer for the moment it takes to copy that
+/// much WAL, after which the WAL is reused from its start. The thread ends with the
 /// process.
 fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
-    let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    let mut conn = Connection::open(path).map_err(err)?;
+    conn.busy_handler(Some(wait_briefly)).map_err(err)?;
     std::thread::Builder::new()
         .name("switchboard-checkpoint".into())
         .spawn(move || {
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
+                std::thread::sleep(CHECKPOINT_EVERY);
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                     tracing::warn!("store checkpoint: {e}");
                 }
@@ -133,6 +146,21 @@ fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
         })
         .map_err(|e| StoreError(format!("cannot start the store checkpointer: {e}")))?;
     Ok(())
+}
+
+/// How often the WAL is checkpointed. Short, so that the writer is held only for as long as
+/// it takes to copy a little WAL (a second's worth held it for tens of milliseconds).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The busy handler of both connections: while the other holds the lock, retry every
+/// 100 µs for up to 5 s. SQLite's own timeout sleeps in growing steps (1, 2, 5, 10, … ms),
+/// so a writer held for 3 ms by a checkpoint would often sleep 8 ms before it noticed.
+fn wait_briefly(attempt: i32) -> bool {
+    if attempt >= 50_000 {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_micros(100));
+    true
 }
 
 fn load(conn: &Connection) -> Result<Recovered, StoreError> {
@@ -147,21 +175,33 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
             k
         }
     };
-    let mut convs = Vec::new();
-    let mut stmt =
-        conn.prepare("SELECT id, state FROM conversations WHERE open = 1 ORDER BY created, id").map_err(err)?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(err)?;
-    let mut acts = conn
-        .prepare("SELECT seq, frame, client_key FROM activities WHERE conversation = ?1 ORDER BY seq")
+    let mut stmt = conn
+        .prepare("SELECT id, state, first_activity FROM conversations WHERE open = 1 ORDER BY rowid")
         .map_err(err)?;
-    for row in rows {
-        let (id, state) = row.map_err(err)?;
-        let activities = acts
-            .query_map(params![id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get(2)?)))
-            .map_err(err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(err)?;
-        convs.push(RecoveredConversation { id, state, activities });
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    // Read the log forward from the oldest open conversation's start, keeping the open
+    // conversations' activities. A seq seen twice keeps its first copy.
+    let start = rows.iter().map(|(_, _, first)| *first).min().unwrap_or(i64::MAX);
+    let index: HashMap<String, usize> = rows.iter().enumerate().map(|(i, (id, _, _))| (id.clone(), i)).collect();
+    let mut convs: Vec<RecoveredConversation> =
+        rows.into_iter().map(|(id, state, _)| RecoveredConversation { id, state, activities: Vec::new() }).collect();
+    let mut log = conn
+        .prepare("SELECT conversation, seq, frame, client_key FROM activities WHERE id >= ?1 ORDER BY id")
+        .map_err(err)?;
+    let mut acts = log.query(params![start]).map_err(err)?;
+    while let Some(r) = acts.next().map_err(err)? {
+        let conversation: String = r.get(0).map_err(err)?;
+        let Some(&i) = index.get(&conversation) else { continue };
+        let seq = r.get::<_, i64>(1).map_err(err)? as u64;
+        let activities = &mut convs[i].activities;
+        if activities.last().is_some_and(|(last, _, _)| seq <= *last) {
+            continue;
+        }
+        activities.push((seq, r.get(2).map_err(err)?, r.get(3).map_err(err)?));
     }
     Ok(Recovered { conversations: convs, signing_key: Some(signing_key) })
 }
@@ -169,16 +209,17 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
 fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(err)?;
     {
+        // A conversation's row is recorded before any of its activities (the hub persists it
+        // when it opens), so the log's next rowid at its first insert is where they start.
         let mut conv = tx
             .prepare_cached(
-                "INSERT INTO conversations (id, open, state) VALUES (?1, ?2, ?3)
+                "INSERT INTO conversations (id, open, state, first_activity)
+                 VALUES (?1, ?2, ?3, (SELECT coalesce(max(id), 0) + 1 FROM activities))
                  ON CONFLICT (id) DO UPDATE SET open = excluded.open, state = excluded.state",
             )
             .map_err(err)?;
         let mut act = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)",
-            )
+            .prepare_cached("INSERT INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)")
             .map_err(err)?;
         for op in batch {
             match op {
@@ -195,7 +236,42 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
     tx.commit().map_err(err)
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>) {
+/// A committed (or failed) batch's callbacks and flush answers, in order.
+type Completions = (Vec<Completion>, Result<(), StoreError>);
+
+enum Completion {
+    Done(Done),
+    Flush(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
+
+fn complete((list, result): Completions) {
+    for c in list {
+        match c {
+            Completion::Done(done) => done(result.clone()),
+            Completion::Flush(tx) => {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+}
+
+/// Runs the callbacks of committed batches on the runtime, in commit order. The writer
+/// thread hands over a whole batch with one wake-up, instead of waking a connection's
+/// writer task from outside the runtime for every activity (which cost it more than the
+/// SQLite work itself), and goes straight on to the next batch. Without a runtime (a
+/// store opened outside one) the writer runs them itself.
+fn spawn_completer() -> Option<tokio::sync::mpsc::UnboundedSender<Completions>> {
+    let handle = tokio::runtime::Handle::try_current().ok()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Completions>();
+    handle.spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            complete(batch);
+        }
+    });
+    Some(tx)
+}
+
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>, completer: Option<Completer>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -209,19 +285,30 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>)
             tracing::error!("store write failed: {e}");
             failed.store(true, Ordering::Relaxed);
         }
-        for op in batch {
-            match op {
-                Op::Record(_, Some(done)) => done(result.clone()),
-                Op::Record(_, None) => {}
-                Op::Flush(tx) => {
-                    let _ = tx.send(result.clone());
+        let list = batch
+            .into_iter()
+            .filter_map(|op| match op {
+                Op::Record(_, done) => done.map(Completion::Done),
+                Op::Flush(tx) => Some(Completion::Flush(tx)),
+            })
+            .collect::<Vec<_>>();
+        if list.is_empty() {
+            continue;
+        }
+        match &completer {
+            Some(c) => {
+                if let Err(tokio::sync::mpsc::error::SendError(batch)) = c.send((list, result)) {
+                    complete(batch);
                 }
             }
+            None => complete((list, result)),
         }
     }
     // All senders are gone: checkpoint the WAL so the file is self-contained.
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
 }
+
+type Completer = tokio::sync::mpsc::UnboundedSender<Completions>;
 
 impl Store for SqliteStore {
     fn synchronous(&self) -> bool {
@@ -247,5 +334,108 @@ impl Store for SqliteStore {
                 Err(_) => Ok(()),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Frame;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            let dir = std::env::temp_dir().join(format!("switchboard-store-{:016x}", rand::random::<u64>()));
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn conversation(id: &str, open: bool) -> Record {
+        Record::Conversation { id: id.into(), open, state: format!("{{\"id\":\"{id}\"}}") }
+    }
+
+    fn activity(conv: &str, seq: u64) -> Record {
+        let frame = Frame::from(format!("{{\"conversation\":\"{conv}\",\"seq\":{seq}}}"));
+        Record::Activity { conversation: conv.into(), seq, frame, client_key: (seq == 2).then(|| format!("k{seq}")) }
+    }
+
+    fn seqs(r: &Recovered, id: &str) -> Vec<u64> {
+        let c = r.conversations.iter().find(|c| c.id == id).expect("recovered");
+        c.activities.iter().map(|(seq, _, _)| *seq).collect()
+    }
+
+    #[tokio::test]
+    async fn recovers_the_open_conversations_from_the_interleaved_log() {
+        let dir = TempDir::new();
+        let (store, recovered) = SqliteStore::open(&dir.0, true).expect("open");
+        assert!(recovered.conversations.is_empty());
+        let key = recovered.signing_key;
+        store.record(conversation("c_old", true), None);
+        store.record(activity("c_old", 1), None);
+        store.record(conversation("c_closed", true), None);
+        for seq in 1..=3 {
+            store.record(activity("c_closed", seq), None);
+            store.record(activity("c_old", seq + 1), None);
+        }
+        store.record(conversation("c_closed", false), None);
+        store.record(conversation("c_new", true), None);
+        store.record(activity("c_new", 1), None);
+        // A seq written twice keeps its first copy.
+        store.record(activity("c_new", 1), None);
+        store.record(activity("c_new", 2), None);
+        store.flush().wait().await.expect("flush");
+        drop(store);
+
+        let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen");
+        assert_eq!(recovered.signing_key, key, "the signing key survives");
+        let ids: Vec<&str> = recovered.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c_old", "c_new"]);
+        assert_eq!(seqs(&recovered, "c_old"), [1, 2, 3, 4]);
+        assert_eq!(seqs(&recovered, "c_new"), [1, 2]);
+        let new = &recovered.conversations[1];
+        assert_eq!(new.activities[1].1, "{\"conversation\":\"c_new\",\"seq\":2}");
+        assert_eq!(new.activities[1].2.as_deref(), Some("k2"));
+    }
+
+    #[tokio::test]
+    async fn migrates_a_version_1_file() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        {
+            let conn = Connection::open(dir.0.join("switchboard.db")).expect("create");
+            conn.execute_batch(MIGRATIONS[0]).expect("schema 1");
+            conn.pragma_update(None, "user_version", 1).expect("version");
+            conn.execute_batch(
+                "INSERT INTO conversations (id, open, state, created) VALUES
+                     ('c_a', 1, '{}', 1), ('c_b', 0, '{}', 2), ('c_c', 1, '{}', 3), ('c_d', 1, '{}', 4);
+                 INSERT INTO activities (conversation, seq, frame) VALUES
+                     ('c_b', 1, 'b1'), ('c_a', 1, 'a1'), ('c_c', 1, 'c1'), ('c_a', 2, 'a2'), ('c_b', 2, 'b2');",
+            )
+            .expect("rows");
+        }
+        let (store, recovered) = SqliteStore::open(&dir.0, false).expect("open migrates");
+        let ids: Vec<&str> = recovered.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c_a", "c_c", "c_d"]);
+        assert_eq!(seqs(&recovered, "c_a"), [1, 2]);
+        assert_eq!(seqs(&recovered, "c_c"), [1]);
+        assert_eq!(seqs(&recovered, "c_d"), Vec::<u64>::new());
+        // New activities go on after the migrated ones.
+        store.record(activity("c_d", 1), None);
+        store.record(activity("c_a", 3), None);
+        store.flush().wait().await.expect("flush");
+        drop(store);
+        let (_store, recovered) = SqliteStore::open(&dir.0, false).expect("reopen");
+        assert_eq!(seqs(&recovered, "c_a"), [1, 2, 3]);
+        assert_eq!(seqs(&recovered, "c_d"), [1]);
+        let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 }
