@@ -32,7 +32,41 @@ impl Clock {
     }
 
     /// RFC 3339 UTC with milliseconds, as Bot Framework activities carry.
+    /// Every activity carries one, so the date and time of day are formatted once per second
+    /// per thread and only the milliseconds per call.
     pub fn timestamp(ms: u64) -> String {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        thread_local! {
+            static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        let (secs, millis) = (ms / 1000, ms % 1000);
+        SECOND.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.0 != secs {
+                let full = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string();
+                // "YYYY-MM-DDTHH:MM:SSZ" without the zone.
+                *cell = (secs, full.trim_end_matches('Z').to_owned());
+            }
+            let mut out = String::with_capacity(cell.1.len() + 5);
+            out.push_str(&cell.1);
+            out.push('.');
+            out.push(char::from(b'0' + (millis / 100) as u8));
+            out.push(char::from(b'0' + (millis / 10 % 10) as u8));
+            out.push(char::from(b'0' + (millis % 10) as u8));
+            out.push('Z');
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_match_rfc3339_with_milliseconds() {
+        for ms in [0, 999, 1_000, 1_001, 1_795_867_200_123, 1_795_867_200_999, 1_795_867_201_000, 4_102_444_799_999] {
+            let want = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string();
+            assert_eq!(Clock::timestamp(ms), want, "{ms}");
+        }
     }
 }

@@ -196,8 +196,18 @@ pub struct Activity<'a> {
 
 /// Serialises any value to a frame.
 pub fn frame(v: &impl Serialize) -> Frame {
-    // Our own types always serialise; an empty object is a safe fallback all the same.
-    Utf8Bytes::from(serde_json::to_string(v).unwrap_or_else(|_| "{}".to_owned()))
+    frame_sized(v, 192)
+}
+
+/// [`frame`] into a buffer of `capacity` bytes to start with: an activity that fits is
+/// written without the buffer growing (and being copied) two or three times on the way.
+pub fn frame_sized(v: &impl Serialize, capacity: usize) -> Frame {
+    let mut buf = Vec::with_capacity(capacity);
+    // Our own types always serialise (to UTF-8); an empty object is a safe fallback all the same.
+    match serde_json::to_writer(&mut buf, v).ok().and_then(|()| String::from_utf8(buf).ok()) {
+        Some(s) => Utf8Bytes::from(s),
+        None => Utf8Bytes::from_static("{}"),
+    }
 }
 
 #[derive(Serialize)]

@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::protocol::{Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, ack_event, error_event, frame};
+use crate::protocol::{
+    Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, ack_event, error_event, frame_sized,
+};
 use crate::routing::ConvId;
 use crate::store::{Record, Store};
 
@@ -168,19 +170,24 @@ impl ConvInner {
         let now = clock.now_ms();
         let timestamp = Clock::timestamp(now);
         let body = new.body;
-        let f = frame(&Activity {
-            kind: body.kind.as_str(),
-            id: &id,
-            seq,
-            timestamp: &timestamp,
-            conversation: ConvRef { id: conv.id.to_string() },
-            from: new.from,
-            text: body.text,
-            name: body.name,
-            value: body.value,
-            attachments: body.attachments,
-            channel_data: if body.channel_data.is_null() { &EMPTY_OBJECT } else { body.channel_data },
-        });
+        // The fixed fields, ids and timestamp take about 330 bytes; text may need escaping.
+        let size = 384 + body.text.map_or(0, |t| t.len() + t.len() / 8) + new.from.name.len();
+        let f = frame_sized(
+            &Activity {
+                kind: body.kind.as_str(),
+                id: &id,
+                seq,
+                timestamp: &timestamp,
+                conversation: ConvRef { id: conv.id.to_string() },
+                from: new.from,
+                text: body.text,
+                name: body.name,
+                value: body.value,
+                attachments: body.attachments,
+                channel_data: if body.channel_data.is_null() { &EMPTY_OBJECT } else { body.channel_data },
+            },
+            size,
+        );
         self.transcript.push(Entry { frame: f.clone(), author: new.author });
         self.last_activity_ms = now;
         let rec = Record::Activity { conversation: conv.id.clone(), seq, frame: f, client_key: new.client_key };
