@@ -293,7 +293,11 @@ async fn write_loop(
             break;
         }
     }
-    // Kicked, or the peer stopped taking frames: close with the kick's code if there is one.
+    // Kicked, or a write failed: most often because the peer's close frame arrived while a
+    // batch was going out, and nothing may be sent after it but the reply tungstenite has
+    // queued. Flush that reply first, so the peer sees its closing handshake completed.
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
+    // Close with the kick's code if there is one (ignored if the connection is closing).
     let (code, reason) = outbox.kick_reason().map_or((1011, "write failed".to_owned()), |k| (k.code, k.reason));
     close_with(&mut sink, code, &reason).await;
 }
