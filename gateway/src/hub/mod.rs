@@ -715,21 +715,26 @@ impl Hub {
         if resumed {
             value["resumed"] = json!(true);
         }
-        // The transcript's frames are already JSON: splice them in rather than re-parse them.
-        let mut v = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
-        v.pop();
-        v.push_str(if v.len() > 1 { ",\"transcript\":[" } else { "\"transcript\":[" });
-        for (i, e) in inner.committed_frames().iter().enumerate() {
+        // The transcript's frames are already JSON: splice them in rather than re-parse them,
+        // into one string sized for all of it.
+        let head = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
+        let id = serde_json::to_string(&*conv.id).unwrap_or_default();
+        let frames = inner.committed_frames();
+        let size = 128 + id.len() + head.len() + frames.iter().map(|e| e.frame.len() + 1).sum::<usize>();
+        let mut v = String::with_capacity(size);
+        v.push_str("{\"type\":\"event\",\"name\":\"conversation.assigned\",\"conversation\":{\"id\":");
+        v.push_str(&id);
+        v.push_str("},\"value\":");
+        v.push_str(&head[..head.len() - 1]);
+        v.push_str(if head.len() > 2 { ",\"transcript\":[" } else { "\"transcript\":[" });
+        for (i, e) in frames.iter().enumerate() {
             if i > 0 {
                 v.push(',');
             }
             v.push_str(e.frame.as_str());
         }
-        v.push_str("]}");
-        let id = serde_json::to_string(&*conv.id).unwrap_or_default();
-        Frame::from(format!(
-            "{{\"type\":\"event\",\"name\":\"conversation.assigned\",\"conversation\":{{\"id\":{id}}},\"value\":{v}}}"
-        ))
+        v.push_str("]}}");
+        Frame::from(v)
     }
 
     /// Carries out the engine's effects, in order, then saves every conversation they
