@@ -14,10 +14,13 @@
 //!
 //! `chat-relay` runs the gateway twice, with the configured store (the bench configuration's
 //! durable SQLite store) and with a copy of the configuration differing only in
-//! `store = "memory"`, both against the same echo baseline.
+//! `store = "memory"`, both against the same echo baseline; `open-loop` runs that copy again
+//! at half the maximum, and first times the disk's `fdatasync` under the data directory
+//! (`disk`), the floor under the durable store's latency.
 
 pub mod chart;
 pub mod chat;
+pub mod disk;
 pub mod handoff;
 pub mod idle;
 pub mod peers;
@@ -134,6 +137,11 @@ pub struct OpenLoop {
     pub max_per_sec: f64,
     pub loads: Vec<f64>,
     pub points: Pair<Vec<chat::OpenPoint>>,
+    /// The gateway with `store = "memory"` at half the same maximum: the relay without
+    /// the store's fsyncs, against the same echo point.
+    pub memory_half: Option<chat::OpenPoint>,
+    /// The disk under the data directory, measured just before.
+    pub disk: Option<disk::Disk>,
 }
 
 /// Everything a run measured.
@@ -221,9 +229,44 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         let measured = results.chat_relay.as_ref().and_then(|p| p.gateway.as_ref()).map(|g| g.round_trips_per_sec);
         let max = o.max_rate.or(measured).context("open-loop needs chat-relay in the same run, or --max-rate")?;
         let rates = chat::rates_from(max, &o.loads);
+        say("disk: append + fdatasync under the data directory");
+        let disk = match disk::probe(&run.launch.run_dir, 1000, Duration::from_secs(5)) {
+            Ok(d) => {
+                say(&format!("  disk: p50 {:.2} ms, p99 {:.2} ms per sync", d.sync.p50_ms, d.sync.p99_ms));
+                Some(d)
+            }
+            Err(e) => {
+                say(&format!("  disk probe FAILED: {e:#}"));
+                None
+            }
+        };
         let points = both("open-loop", |t| chat::open_loop(&run, t, &rates)).await;
-        results.open_loop =
-            Some(OpenLoop { conversations: o.conversations, max_per_sec: max, loads: o.loads.clone(), points });
+        let memory_half = if o.memory_store && o.loads.iter().any(|&f| (f - 0.5).abs() < 1e-9) {
+            say("open-loop · gateway with store = \"memory\", at ½ max");
+            match memory_run(&run) {
+                Ok(m) => match chat::open_loop(&m, Target::Gateway, &chat::rates_from(max, &[0.5])).await {
+                    Ok(mut p) => p.pop(),
+                    Err(e) => {
+                        say(&format!("  open-loop memory FAILED: {e:#}"));
+                        None
+                    }
+                },
+                Err(e) => {
+                    say(&format!("  open-loop memory FAILED: {e:#}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        results.open_loop = Some(OpenLoop {
+            conversations: o.conversations,
+            max_per_sec: max,
+            loads: o.loads.clone(),
+            points,
+            memory_half,
+            disk,
+        });
     }
     if want(Scenario::Idle) {
         results.idle = Some(both("idle", |t| idle::idle(&run, t)).await);

@@ -93,6 +93,21 @@ fn rows(r: &Results) -> Vec<Row> {
                     "",
                     String::new(),
                 );
+                if let Some(m) = &ol.memory_half {
+                    let s = format!("open-loop at ½ max ({} / s), in-memory store", num(m.offered_per_sec, 0));
+                    for (measure, gv, ev) in [
+                        ("p99 round trip (ms)", m.latency.p99_ms, e.latency.p99_ms),
+                        ("p50 round trip (ms)", m.latency.p50_ms, e.latency.p50_ms),
+                    ] {
+                        row(&s, measure, num(gv, 2), num(ev, 2), ratio(gv, ev), "", String::new());
+                    }
+                }
+                if let Some(d) = &ol.disk {
+                    let s = format!("disk: {} KiB append + fdatasync", d.bytes / 1024);
+                    for (measure, v) in [("p50 (ms)", d.sync.p50_ms), ("p99 (ms)", d.sync.p99_ms)] {
+                        row(&s, measure, num(v, 2), String::new(), String::new(), "", String::new());
+                    }
+                }
             }
             (None, _) => {
                 row("open-loop", "p99 round trip", missing(&ol.points), String::new(), String::new(), "", String::new())

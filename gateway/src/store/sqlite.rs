@@ -111,11 +111,13 @@ impl SqliteStore {
         let failed = Arc::new(AtomicBool::new(false));
         let f = failed.clone();
         let completer = spawn_completer();
+        let copied = Arc::new(AtomicBool::new(false));
+        let c = copied.clone();
         std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer(conn, rx, f, completer))
+            .spawn(move || writer(conn, rx, f, completer, c))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
-        spawn_checkpointer(&path)?;
+        spawn_checkpointer(&path, copied)?;
         Ok((SqliteStore { tx, failed, path }, recovered))
     }
 
@@ -124,14 +126,19 @@ impl SqliteStore {
     }
 }
 
-/// Checkpoints the WAL into the database every [`CHECKPOINT_EVERY`] from its own connection, so the
-/// writer does not pay for it on every commit. RESTART (not PASSIVE): under a steady load a
-/// passive checkpoint never catches up with the writer, the WAL never restarts, and every
-/// commit then pays the filesystem for zeroing fresh file pages (15 % of the gateway's CPU
-/// in a chat-relay profile); RESTART holds the writer for the moment it takes to copy that
-/// much WAL, after which the WAL is reused from its start. The thread ends with the
-/// process.
-fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
+/// Checkpoints the WAL into the database, in two steps, so that no commit waits for it.
+///
+/// Every [`CHECKPOINT_EVERY`] this thread runs a PASSIVE checkpoint from its own connection:
+/// it copies what is committed without taking the writer's lock, so commits go on meanwhile.
+/// It then tells the writer (`copied`), which, between two transactions, runs a PASSIVE
+/// checkpoint of its own: only the little committed since is left to copy, and with the WAL
+/// fully copied the writer's next transaction starts it again from its beginning. (A WAL
+/// that never restarts grows, and every commit then pays the filesystem for fresh pages.)
+/// Should the WAL still pass [`WAL_RESTART_FRAMES`], a RESTART checkpoint here makes it
+/// restart, holding the writer while it copies. Holding the writer every time (RESTART every
+/// 100 ms) put commit stalls of tens of milliseconds, ten times a second, into the tail of
+/// every round trip. The thread ends with the process.
+fn spawn_checkpointer(path: &Path, copied: Arc<AtomicBool>) -> Result<(), StoreError> {
     let mut conn = Connection::open(path).map_err(err)?;
     conn.busy_handler(Some(wait_briefly)).map_err(err)?;
     std::thread::Builder::new()
@@ -139,7 +146,21 @@ fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
         .spawn(move || {
             loop {
                 std::thread::sleep(CHECKPOINT_EVERY);
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+                // (busy, frames in the WAL, frames copied)
+                let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+                let result = match passive {
+                    Ok(frames) if frames > WAL_RESTART_FRAMES => {
+                        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+                    }
+                    Ok(frames) => {
+                        if frames > 0 {
+                            copied.store(true, Ordering::Relaxed);
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
                     tracing::warn!("store checkpoint: {e}");
                 }
             }
@@ -148,9 +169,12 @@ fn spawn_checkpointer(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// How often the WAL is checkpointed. Short, so that the writer is held only for as long as
-/// it takes to copy a little WAL (a second's worth held it for tens of milliseconds).
+/// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A WAL longer than this (frames of one 4 KiB page: 64 MiB) is restarted even if the
+/// writer has to wait for it.
+const WAL_RESTART_FRAMES: i64 = 16_384;
 
 /// The busy handler of both connections: while the other holds the lock, retry every
 /// 100 µs for up to 5 s. SQLite's own timeout sleeps in growing steps (1, 2, 5, 10, … ms),
@@ -271,7 +295,13 @@ fn spawn_completer() -> Option<tokio::sync::mpsc::UnboundedSender<Completions>> 
     Some(tx)
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>, completer: Option<Completer>) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    failed: Arc<AtomicBool>,
+    completer: Option<Completer>,
+    copied: Arc<AtomicBool>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -292,16 +322,21 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
                 Op::Flush(tx) => Some(Completion::Flush(tx)),
             })
             .collect::<Vec<_>>();
-        if list.is_empty() {
-            continue;
-        }
         match &completer {
+            _ if list.is_empty() => {}
             Some(c) => {
                 if let Err(tokio::sync::mpsc::error::SendError(batch)) = c.send((list, result)) {
                     complete(batch);
                 }
             }
             None => complete((list, result)),
+        }
+        // The checkpointer has copied the WAL up to a moment ago: copy the rest from here,
+        // between transactions, so the next one starts the WAL again from its beginning.
+        if copied.swap(false, Ordering::Relaxed)
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!("store checkpoint: {e}");
         }
     }
     // All senders are gone: checkpoint the WAL so the file is self-contained.
