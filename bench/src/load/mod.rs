@@ -229,10 +229,13 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         let measured = results.chat_relay.as_ref().and_then(|p| p.gateway.as_ref()).map(|g| g.round_trips_per_sec);
         let max = o.max_rate.or(measured).context("open-loop needs chat-relay in the same run, or --max-rate")?;
         let rates = chat::rates_from(max, &o.loads);
-        say("disk: append + fdatasync under the data directory");
-        let disk = match disk::probe(&run.launch.run_dir, 1000, Duration::from_secs(5)) {
+        say("disk: append + fdatasync under the data directory, 5 s");
+        let disk = match disk::probe(&run.launch.run_dir, Duration::from_secs(5)) {
             Ok(d) => {
-                say(&format!("  disk: p50 {:.2} ms, p99 {:.2} ms per sync", d.sync.p50_ms, d.sync.p99_ms));
+                say(&format!(
+                    "  disk: {} syncs, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                    d.sync.count, d.sync.p50_ms, d.sync.p99_ms, d.sync.max_ms
+                ));
                 Some(d)
             }
             Err(e) => {

@@ -104,7 +104,9 @@ fn rows(r: &Results) -> Vec<Row> {
                 }
                 if let Some(d) = &ol.disk {
                     let s = format!("disk: {} KiB append + fdatasync", d.bytes / 1024);
-                    for (measure, v) in [("p50 (ms)", d.sync.p50_ms), ("p99 (ms)", d.sync.p99_ms)] {
+                    for (measure, v) in
+                        [("p50 (ms)", d.sync.p50_ms), ("p99 (ms)", d.sync.p99_ms), ("max over 5 s (ms)", d.sync.max_ms)]
+                    {
                         row(&s, measure, num(v, 2), String::new(), String::new(), "", String::new());
                     }
                 }

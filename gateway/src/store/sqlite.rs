@@ -102,7 +102,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }).map_err(err)?;
         conn.busy_handler(Some(wait_briefly)).map_err(err)?;
         // Activities are appended (rowid order) and read back only at recovery; the page
-        // cache keeps the conversations' pages hot, and checkpoints run off the commit path.
+        // cache keeps the conversations' pages hot. The writer checkpoints on its own
+        // schedule ([`CHECKPOINT_EVERY`]), not on a commit.
         conn.pragma_update(None, "cache_size", -65536).map_err(err)?;
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
@@ -111,13 +112,10 @@ impl SqliteStore {
         let failed = Arc::new(AtomicBool::new(false));
         let f = failed.clone();
         let completer = spawn_completer();
-        let copied = Arc::new(AtomicBool::new(false));
-        let c = copied.clone();
         std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer(conn, rx, f, completer, c))
+            .spawn(move || writer(conn, rx, f, completer))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
-        spawn_checkpointer(&path, copied)?;
         Ok((SqliteStore { tx, failed, path }, recovered))
     }
 
@@ -126,59 +124,25 @@ impl SqliteStore {
     }
 }
 
-/// Checkpoints the WAL into the database, in two steps, so that no commit waits for it.
+/// How often the writer checkpoints the WAL into the database, between two transactions.
 ///
-/// Every [`CHECKPOINT_EVERY`] this thread runs a PASSIVE checkpoint from its own connection:
-/// it copies what is committed without taking the writer's lock, so commits go on meanwhile.
-/// It then tells the writer (`copied`), which, between two transactions, runs a PASSIVE
-/// checkpoint of its own: only the little committed since is left to copy, and with the WAL
-/// fully copied the writer's next transaction starts it again from its beginning. (A WAL
-/// that never restarts grows, and every commit then pays the filesystem for fresh pages.)
-/// Should the WAL still pass [`WAL_RESTART_FRAMES`], a RESTART checkpoint here makes it
-/// restart, holding the writer while it copies. Holding the writer every time (RESTART every
-/// 100 ms) put commit stalls of tens of milliseconds, ten times a second, into the tail of
-/// every round trip. The thread ends with the process.
-fn spawn_checkpointer(path: &Path, copied: Arc<AtomicBool>) -> Result<(), StoreError> {
-    let mut conn = Connection::open(path).map_err(err)?;
-    conn.busy_handler(Some(wait_briefly)).map_err(err)?;
-    std::thread::Builder::new()
-        .name("switchboard-checkpoint".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(CHECKPOINT_EVERY);
-                // (busy, frames in the WAL, frames copied)
-                let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
-                let result = match passive {
-                    Ok(frames) if frames > WAL_RESTART_FRAMES => {
-                        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
-                    }
-                    Ok(frames) => {
-                        if frames > 0 {
-                            copied.store(true, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    tracing::warn!("store checkpoint: {e}");
-                }
-            }
-        })
-        .map_err(|e| StoreError(format!("cannot start the store checkpointer: {e}")))?;
-    Ok(())
-}
-
-/// How often the WAL is checkpointed.
+/// The writer does it itself, and nothing else writes to the files: with the database's
+/// connection the only one, a PASSIVE checkpoint copies the whole WAL, and the next
+/// transaction starts it again from its beginning (a WAL that never restarts grows, and
+/// every commit then pays the filesystem for fresh pages). Checkpointing from a second
+/// connection instead, concurrently with commits, kept commits from waiting on its lock
+/// but not on the disk: its `fsync` of the database file and the writer's `fsync` of the
+/// WAL queued behind each other in the filesystem's journal, and commits of one or two
+/// records took 20–170 ms while one ran (open-loop p99 60–325 ms; 2–27 ms this way).
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A WAL longer than this (frames of one 4 KiB page: 64 MiB) is restarted even if the
-/// writer has to wait for it.
-const WAL_RESTART_FRAMES: i64 = 16_384;
+/// A commit slower than this is logged (at debug level) with its size.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The busy handler of both connections: while the other holds the lock, retry every
-/// 100 µs for up to 5 s. SQLite's own timeout sleeps in growing steps (1, 2, 5, 10, … ms),
-/// so a writer held for 3 ms by a checkpoint would often sleep 8 ms before it noticed.
+/// The busy handler, for when another process has the database open (an operator's
+/// `sqlite3`, a gateway still shutting down): retry every 100 µs for up to 5 s. SQLite's
+/// own timeout sleeps in growing steps (1, 2, 5, 10, … ms), so a writer held for 3 ms
+/// would often sleep 8 ms before it noticed.
 fn wait_briefly(attempt: i32) -> bool {
     if attempt >= 50_000 {
         return false;
@@ -295,13 +259,8 @@ fn spawn_completer() -> Option<tokio::sync::mpsc::UnboundedSender<Completions>> 
     Some(tx)
 }
 
-fn writer(
-    mut conn: Connection,
-    rx: mpsc::Receiver<Op>,
-    failed: Arc<AtomicBool>,
-    completer: Option<Completer>,
-    copied: Arc<AtomicBool>,
-) {
+fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>, completer: Option<Completer>) {
+    let mut checkpointed = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -310,7 +269,11 @@ fn writer(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let result = write_batch(&mut conn, &batch);
+        if started.elapsed() > SLOW_COMMIT {
+            tracing::debug!(records = batch.len(), "slow store commit: {:?}", started.elapsed());
+        }
         if let Err(e) = &result {
             tracing::error!("store write failed: {e}");
             failed.store(true, Ordering::Relaxed);
@@ -331,12 +294,11 @@ fn writer(
             }
             None => complete((list, result)),
         }
-        // The checkpointer has copied the WAL up to a moment ago: copy the rest from here,
-        // between transactions, so the next one starts the WAL again from its beginning.
-        if copied.swap(false, Ordering::Relaxed)
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::warn!("store checkpoint: {e}");
+        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            checkpointed = std::time::Instant::now();
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!("store checkpoint: {e}");
+            }
         }
     }
     // All senders are gone: checkpoint the WAL so the file is self-contained.
