@@ -68,7 +68,8 @@ struct Args {
     voice_warmup: f64,
     #[arg(long, default_value_t = 4.0)]
     voice_duration: f64,
-    /// RUST_LOG for the gateway (default: the gateway's own default, info).
+    /// RUST_LOG for the gateway (default: info, and debug for the store, which logs each
+    /// commit slower than 50 ms: open-loop counts them)
     #[arg(long)]
     gateway_log: Option<String>,
     /// Worker threads of the generator's runtime (default: one per core).
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
         echo: args.echo.clone().unwrap_or_else(|| here.join("switchboard-echo")),
         config,
         run_dir: args.out.clone(),
-        gateway_log: args.gateway_log.clone(),
+        gateway_log: Some(args.gateway_log.clone().unwrap_or_else(|| "info,switchboard::store=debug".to_owned())),
         variant: None,
     };
     let opts = Options {

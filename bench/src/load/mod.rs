@@ -142,6 +142,8 @@ pub struct OpenLoop {
     pub memory_half: Option<chat::OpenPoint>,
     /// The disk under the data directory, measured just before.
     pub disk: Option<disk::Disk>,
+    /// Store commits slower than 50 ms in the durable gateway's open-loop run, from its log.
+    pub slow_commits: Option<disk::SlowCommits>,
 }
 
 /// Everything a run measured.
@@ -244,6 +246,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
             }
         };
         let points = both("open-loop", |t| chat::open_loop(&run, t, &rates)).await;
+        let slow_commits = disk::slow_commits(&run.launch.run_dir.join("open-loop-gateway.log"));
         let memory_half = if o.memory_store && o.loads.iter().any(|&f| (f - 0.5).abs() < 1e-9) {
             say("open-loop · gateway with store = \"memory\", at ½ max");
             match memory_run(&run) {
@@ -269,6 +272,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
             points,
             memory_half,
             disk,
+            slow_commits,
         });
     }
     if want(Scenario::Idle) {

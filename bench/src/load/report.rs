@@ -102,6 +102,11 @@ fn rows(r: &Results) -> Vec<Row> {
                         row(&s, measure, num(gv, 2), num(ev, 2), ratio(gv, ev), "", String::new());
                     }
                 }
+                if let Some(c) = &ol.slow_commits {
+                    let s = "open-loop, durable store: commits over 50 ms (all loads)";
+                    let v = format!("{} (longest {} ms, {} ms in all)", c.count, num(c.max_ms, 0), num(c.total_ms, 0));
+                    row(s, "count", v, String::new(), String::new(), "", String::new());
+                }
                 if let Some(d) = &ol.disk {
                     let s = format!("disk: {} KiB append + fdatasync", d.bytes / 1024);
                     for (measure, v) in
