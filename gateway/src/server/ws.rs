@@ -304,12 +304,17 @@ async fn write_loop(
             break;
         }
     }
-    // Kicked, or a write failed: most often because the peer's close frame arrived while a
-    // batch was going out, and nothing may be sent after it but the reply tungstenite has
-    // queued. Flush that reply first, so the peer sees its closing handshake completed.
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
-    // Close with the kick's code if there is one (ignored if the connection is closing).
-    let (code, reason) = outbox.kick_reason().map_or((1011, "write failed".to_owned()), |k| (k.code, k.reason));
+    // Kicked: close with the kick's code at once. A write failed: most often because the
+    // peer's close frame arrived while a batch was going out, and nothing may be sent after
+    // it but the reply tungstenite has queued; flush that, so the peer sees its closing
+    // handshake completed (the close below is then refused, harmlessly).
+    let (code, reason) = match outbox.kick_reason() {
+        Some(k) => (k.code, k.reason),
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
+            (1011, "write failed".to_owned())
+        }
+    };
     close_with(&mut sink, code, &reason).await;
 }
 
