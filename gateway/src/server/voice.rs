@@ -63,13 +63,17 @@ async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
         tokio::spawn(write_loop(hub.clone(), sink, rx, outbox.clone(), leg.clone(), dialect.clone(), done.clone()));
     let handshake = tokio::time::Instant::now() + Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
     let limit = hub.cfg.server.max_frame_bytes;
+    // Pinned once, not made afresh per frame (see `ws::run`).
+    let kicked = outbox.kicked().cancelled();
+    let stopping = hub.shutdown.cancelled();
+    tokio::pin!(kicked, stopping);
     loop {
         let started = leg.lock().conv.is_some();
         let due =
             async { if started { std::future::pending().await } else { tokio::time::sleep_until(handshake).await } };
         tokio::select! {
-            _ = outbox.kicked().cancelled() => break,
-            _ = hub.shutdown.cancelled() => break,
+            _ = &mut kicked => break,
+            _ = &mut stopping => break,
             _ = due => {
                 outbox.kick(1008, "no start in time");
                 break;
@@ -261,18 +265,24 @@ async fn write_loop(
     let mut pacer = tokio::time::interval(Duration::from_millis(20));
     pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut close: Option<(u16, String)> = None;
+    // Pinned once: the pacer wakes this loop 50 times a second per call.
+    let kick_token = outbox.kicked().clone();
+    let kicked = kick_token.cancelled();
+    let stopping = hub.shutdown.cancelled();
+    let finished = done.cancelled();
+    tokio::pin!(kicked, stopping, finished);
     loop {
         tokio::select! {
             biased;
-            _ = outbox.kicked().cancelled() => {
+            _ = &mut kicked => {
                 close = outbox.kick_reason().map(|k| (k.code, k.reason));
                 break;
             }
-            _ = hub.shutdown.cancelled() => {
+            _ = &mut stopping => {
                 close = Some((1001, "server shutting down".into()));
                 break;
             }
-            _ = done.cancelled() => break,
+            _ = &mut finished => break,
             m = rx.recv() => {
                 let frames = match m {
                     Some(Outgoing::Text(f)) => vec![f],
