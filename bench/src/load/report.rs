@@ -84,22 +84,14 @@ fn rows(r: &Results) -> Vec<Row> {
                     "gateway ≤ 2 ms",
                     verdict(g.latency.p99_ms <= 2.0 && g.unanswered == 0),
                 );
-                row(
-                    &s,
-                    "p50 round trip (ms)",
-                    num(g.latency.p50_ms, 2),
-                    num(e.latency.p50_ms, 2),
-                    ratio(g.latency.p50_ms, e.latency.p50_ms),
-                    "",
-                    String::new(),
-                );
+                figure(&mut row, &s, "p50 round trip (ms)", g.latency.p50_ms, e.latency.p50_ms, 2);
                 if let Some(m) = &ol.memory_half {
                     let s = format!("open-loop at ½ max ({} / s), in-memory store", num(m.offered_per_sec, 0));
                     for (measure, gv, ev) in [
                         ("p99 round trip (ms)", m.latency.p99_ms, e.latency.p99_ms),
                         ("p50 round trip (ms)", m.latency.p50_ms, e.latency.p50_ms),
                     ] {
-                        row(&s, measure, num(gv, 2), num(ev, 2), ratio(gv, ev), "", String::new());
+                        figure(&mut row, &s, measure, gv, ev, 2);
                     }
                 }
                 if let Some(c) = &ol.slow_commits {
@@ -173,24 +165,8 @@ fn rows(r: &Results) -> Vec<Row> {
                     "gateway ≤ 5 ms",
                     verdict(gl.p99_ms <= 5.0),
                 );
-                row(
-                    &s,
-                    "p50 (ms)",
-                    num(gl.p50_ms, 2),
-                    num(el.p50_ms, 2),
-                    ratio(gl.p50_ms, el.p50_ms),
-                    "",
-                    String::new(),
-                );
-                row(
-                    &s,
-                    "max (ms)",
-                    num(gl.max_ms, 2),
-                    num(el.max_ms, 2),
-                    ratio(gl.max_ms, el.max_ms),
-                    "",
-                    String::new(),
-                );
+                figure(&mut row, &s, "p50 (ms)", gl.p50_ms, el.p50_ms, 2);
+                figure(&mut row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
                 row(
                     &s,
                     "escalations handled / s",
@@ -221,6 +197,11 @@ fn rows(r: &Results) -> Vec<Row> {
 
 type RowFn<'a> = dyn FnMut(&str, &str, String, String, String, &str, String) + 'a;
 
+/// A figure measured on both servers, with their ratio and no target of its own.
+fn figure(row: &mut RowFn<'_>, scenario: &str, measure: &str, gateway: f64, echo: f64, digits: usize) {
+    row(scenario, measure, num(gateway, digits), num(echo, digits), ratio(gateway, echo), "", String::new());
+}
+
 fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &str) {
     let Some((g, e)) = p.both() else {
         row(
@@ -247,33 +228,9 @@ fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &st
         met,
     );
     let l = (g.latency, e.latency);
-    row(
-        &s,
-        "p50 round trip (ms)",
-        num(l.0.p50_ms, 2),
-        num(l.1.p50_ms, 2),
-        ratio(l.0.p50_ms, l.1.p50_ms),
-        "",
-        String::new(),
-    );
-    row(
-        &s,
-        "p99 round trip (ms)",
-        num(l.0.p99_ms, 2),
-        num(l.1.p99_ms, 2),
-        ratio(l.0.p99_ms, l.1.p99_ms),
-        "",
-        String::new(),
-    );
-    row(
-        &s,
-        "server CPU (cores)",
-        num(g.server_cores, 2),
-        num(e.server_cores, 2),
-        ratio(g.server_cores, e.server_cores),
-        "",
-        String::new(),
-    );
+    figure(row, &s, "p50 round trip (ms)", l.0.p50_ms, l.1.p50_ms, 2);
+    figure(row, &s, "p99 round trip (ms)", l.0.p99_ms, l.1.p99_ms, 2);
+    figure(row, &s, "server CPU (cores)", g.server_cores, e.server_cores, 2);
     row(
         &s,
         "server CPU per round trip (µs)",
@@ -330,24 +287,8 @@ fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
         "gateway < 5 ms",
         verdict(gu.p99_ms < P99_TARGET_MS),
     );
-    row(
-        &s,
-        "p50 caller → bot (ms)",
-        num(gu.p50_ms, 2),
-        num(eu.p50_ms, 2),
-        ratio(gu.p50_ms, eu.p50_ms),
-        "",
-        String::new(),
-    );
-    row(
-        &s,
-        "max caller → bot (ms)",
-        num(gu.max_ms, 2),
-        num(eu.max_ms, 2),
-        ratio(gu.max_ms, eu.max_ms),
-        "",
-        String::new(),
-    );
+    figure(row, &s, "p50 caller → bot (ms)", gu.p50_ms, eu.p50_ms, 2);
+    figure(row, &s, "max caller → bot (ms)", gu.max_ms, eu.max_ms, 2);
     row(
         &s,
         "frames lost / out of order, caller → bot",
@@ -367,24 +308,8 @@ fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
         verdict(g.down.intact()),
     );
     let (gd, ed) = (g.down.latency, e.down.latency);
-    row(
-        &s,
-        "p99 bot → caller (ms; gateway: paced 1×)",
-        num(gd.p99_ms, 2),
-        num(ed.p99_ms, 2),
-        ratio(gd.p99_ms, ed.p99_ms),
-        "",
-        String::new(),
-    );
-    row(
-        &s,
-        "server CPU (cores)",
-        num(g.server_cores, 2),
-        num(e.server_cores, 2),
-        ratio(g.server_cores, e.server_cores),
-        "",
-        String::new(),
-    );
+    figure(row, &s, "p99 bot → caller (ms; gateway: paced 1×)", gd.p99_ms, ed.p99_ms, 2);
+    figure(row, &s, "server CPU (cores)", g.server_cores, e.server_cores, 2);
 }
 
 fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
