@@ -1,14 +1,18 @@
 //! Helpers for Switchboard's end-to-end tests: a gateway on 127.0.0.1:0 in this process,
 //! real WebSocket clients for customers, bots and agents, and a tiny HTTP client.
 
+pub mod stores;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use switchboard::config::Config;
+use switchboard::config::{Config, StoreKind};
 use switchboard::server::{self, Running};
+use switchboard::store::{MemoryStore, Recovered, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -28,30 +32,62 @@ pub fn agent_secret(id: &str) -> String {
     format!("{id}-demo-secret")
 }
 
-/// A gateway running in this test's runtime.
+/// A gateway running in this test's runtime, with its data directory (removed on drop).
 pub struct TestServer {
     pub addr: SocketAddr,
     pub running: Running,
+    pub data_dir: Option<tempfile::TempDir>,
 }
 
 /// The seed's sample with an external bot that tests drive over `/v1/bot`.
 pub const EXTERNAL_BOT: &str = include_str!("../../examples/external-bot.toml");
 
+/// Which store a test gateway journals to.
+pub enum StoreChoice {
+    /// What `switchboard serve` runs: SQLite in a fresh data directory, with the
+    /// configuration's `sync` (default `full`).
+    Sqlite,
+    /// The in-memory store (commit, delivery and ack inline): the special case.
+    Memory,
+    /// A store double ([`stores`]).
+    Custom(Arc<dyn Store>),
+}
+
 /// Starts a gateway on a free loopback port with `toml`, or the seed sample with an
-/// external bot ([`EXTERNAL_BOT`]).
+/// external bot ([`EXTERNAL_BOT`]), on the default durable store.
 pub async fn start_server(toml: Option<&str>) -> TestServer {
-    let cfg = Config::from_toml(toml.unwrap_or(EXTERNAL_BOT)).expect("test configuration is valid").config;
-    start_with(cfg).await
+    start_on(config(toml), StoreChoice::Sqlite).await
 }
 
-/// Starts a gateway on the built-in default configuration (the built-in bot).
+/// Starts a gateway on the built-in default configuration (the built-in bot), on the
+/// default durable store.
 pub async fn start_default() -> TestServer {
-    start_with(Config::builtin_default()).await
+    start_on(Config::builtin_default(), StoreChoice::Sqlite).await
 }
 
-async fn start_with(cfg: Config) -> TestServer {
-    let running = server::start(cfg, "127.0.0.1:0".parse().unwrap()).await.expect("server starts");
-    TestServer { addr: running.addr, running }
+/// A test configuration, parsed and checked like `serve` does.
+pub fn config(toml: Option<&str>) -> Config {
+    Config::from_toml(toml.unwrap_or(EXTERNAL_BOT)).expect("test configuration is valid").config
+}
+
+/// Starts a gateway with `cfg` on the chosen store.
+pub async fn start_on(mut cfg: Config, store: StoreChoice) -> TestServer {
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let (running, data_dir) = match store {
+        StoreChoice::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary data directory");
+            cfg.server.data_dir = dir.path().to_owned();
+            cfg.server.store = StoreKind::Sqlite;
+            let (store, recovered) = server::open_store(&cfg).expect("store opens");
+            (server::start_with(cfg, listen, store, recovered).await, Some(dir))
+        }
+        StoreChoice::Memory => {
+            (server::start_with(cfg, listen, Arc::new(MemoryStore), Recovered::default()).await, None)
+        }
+        StoreChoice::Custom(store) => (server::start_with(cfg, listen, store, Recovered::default()).await, None),
+    };
+    let running = running.expect("server starts");
+    TestServer { addr: running.addr, running, data_dir }
 }
 
 impl TestServer {

@@ -7,8 +7,20 @@
 //! acknowledged to its sender. `committed` moves forward in seq order (one writer commits
 //! in order), and each participant has a cursor (`customer_sent`, `holder_sent`), so a
 //! resumed or re-assigned participant continues exactly where it left off.
+//!
+//! A holder that is released (escalation, transfer, the end of the conversation) keeps a
+//! *departing* cursor up to the last activity appended before its release: what it was
+//! entitled to see (the customer's `endOfConversation`, the last message before a
+//! transfer) still reaches it once committed, however slow the store.
+//!
+//! A failed commit rewinds the conversation to its last committed activity: that activity
+//! and every later one (all still unacknowledged and undelivered) are dropped from the
+//! transcript, their senders get an `unavailable` error instead of an ack, and the next
+//! activity takes the failed one's `seq`. A store callback from before the rewind is
+//! recognised by its epoch and ignored. The dedup map only answers for what is still in
+//! the transcript, so a resend after a failure is stored again, not acknowledged blindly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,7 +32,7 @@ use crate::protocol::{
     Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, ack_event, error_event, frame_sized,
 };
 use crate::routing::ConvId;
-use crate::store::{Record, Store};
+use crate::store::{Record, Store, StoreError};
 
 /// Who wrote a transcript entry, for delivery (nobody is sent their own activities).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +56,35 @@ pub struct Holder {
     pub outbox: Option<Outbox>,
     /// When its connection went away (it keeps the conversation for a grace period).
     pub gone_since_ms: Option<u64>,
+    /// Its `conversation.assigned`, waiting for the transcript up to the assignment to be
+    /// committed: the work item then carries all of it, and delivery goes on from there.
+    pub work: Option<WorkItem>,
+}
+
+/// A holder's `conversation.assigned` without its transcript: sent once the transcript up
+/// to `at` is committed, with those frames spliced in.
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub at: u64,
+    /// The frame up to the transcript's opening bracket.
+    pub head: String,
+}
+
+impl WorkItem {
+    /// The whole frame, with `frames` as its transcript, in one string sized for it.
+    pub fn frame(&self, frames: &[Entry]) -> Frame {
+        let size = self.head.len() + 4 + frames.iter().map(|e| e.frame.len() + 1).sum::<usize>();
+        let mut v = String::with_capacity(size);
+        v.push_str(&self.head);
+        for (i, e) in frames.iter().enumerate() {
+            if i > 0 {
+                v.push(',');
+            }
+            v.push_str(e.frame.as_str());
+        }
+        v.push_str("]}}");
+        Frame::from(v)
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +108,13 @@ pub struct ConvInner {
     pub customer_sent: u64,
     pub holder: Option<Holder>,
     pub holder_sent: u64,
+    /// Released holders still owed what was appended before their release.
+    pub departing: Vec<Departing>,
+    /// Acknowledgements waiting for their activity's commit, in seq order.
+    pub acks: VecDeque<PendingAck>,
+    /// Bumped by every rewind after a failed commit; store callbacks carry the epoch of
+    /// their append, so one from before a rewind is recognised and ignored.
+    pub epoch: u64,
     /// (sender id, clientActivityId) → (id, seq): a repeat is acknowledged again, not delivered.
     pub seen: HashMap<(String, String), (String, u64)>,
     pub closed: bool,
@@ -124,6 +172,22 @@ pub struct Ack {
     pub client_activity_id: Option<String>,
 }
 
+/// An acknowledgement owed once `seq` is committed.
+#[derive(Debug)]
+pub struct PendingAck {
+    pub seq: u64,
+    pub ack: Ack,
+}
+
+/// A holder that was released but is still owed the activities up to `until`.
+#[derive(Debug)]
+pub struct Departing {
+    pub member: Arc<str>,
+    pub outbox: Outbox,
+    pub sent: u64,
+    pub until: u64,
+}
+
 static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
 
 impl Conversation {
@@ -132,13 +196,23 @@ impl Conversation {
         format!("a_{suffix}_{seq}")
     }
 
-    /// The store committed everything up to `seq`: deliver it.
-    pub fn committed(&self, seq: u64) {
+    /// The store answered for the activity `seq` appended in `epoch`: deliver and
+    /// acknowledge what is committed, or rewind after a failure.
+    pub fn stored(&self, epoch: u64, seq: u64, result: Result<(), StoreError>) {
         let mut inner = self.inner.lock();
-        if seq > inner.committed {
-            inner.committed = seq.min(inner.transcript.len() as u64);
+        if epoch != inner.epoch {
+            return; // Rewound since: its sender was told it was not stored.
         }
-        inner.flush();
+        match result {
+            Ok(()) => {
+                if seq > inner.committed {
+                    inner.committed = seq.min(inner.transcript.len() as u64);
+                }
+                inner.flush();
+                inner.send_acks(self);
+            }
+            Err(e) => inner.rewind(self, seq, &e),
+        }
     }
 }
 
@@ -190,36 +264,80 @@ impl ConvInner {
         );
         self.transcript.push(Entry { frame: f.clone(), author: new.author });
         self.last_activity_ms = now;
+        if let Some(ack) = new.ack {
+            self.acks.push_back(PendingAck { seq, ack });
+        }
         let rec = Record::Activity { conversation: conv.id.clone(), seq, frame: f, client_key: new.client_key };
         if store.synchronous() {
             store.record(rec, None);
             self.committed = seq;
             self.flush();
-            if let Some(ack) = new.ack {
-                ack.to.send(ack_event(&conv.id, ack.client_activity_id.as_deref(), &id, seq));
-            }
+            self.send_acks(conv);
         } else {
             let c = conv.clone();
-            let aid = id.clone();
-            store.record(
-                rec,
-                Some(Box::new(move |result| match result {
-                    Ok(()) => {
-                        c.committed(seq);
-                        if let Some(ack) = new.ack {
-                            ack.to.send(ack_event(&c.id, ack.client_activity_id.as_deref(), &aid, seq));
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(ack) = new.ack {
-                            let err = ProtocolError::new(ErrorCode::Unavailable, format!("not stored: {e}"));
-                            ack.to.send(error_event(&err, Some(&c.id), ack.client_activity_id.as_deref()));
-                        }
-                    }
-                })),
-            );
+            let epoch = self.epoch;
+            store.record(rec, Some(Box::new(move |result| c.stored(epoch, seq, result))));
         }
         Appended { id, seq }
+    }
+
+    /// Owes `ack` to its sender once `seq` is committed (at once if it is).
+    pub fn ack_when_stored(&mut self, conv: &Conversation, seq: u64, ack: Ack) {
+        let at = self.acks.partition_point(|p| p.seq <= seq);
+        self.acks.insert(at, PendingAck { seq, ack });
+        self.send_acks(conv);
+    }
+
+    /// Sends the acknowledgements whose activities are committed.
+    pub fn send_acks(&mut self, conv: &Conversation) {
+        while let Some(p) = self.acks.front()
+            && p.seq <= self.committed
+        {
+            let p = self.acks.pop_front().expect("front exists");
+            let id = conv.activity_id(p.seq);
+            p.ack.to.send(ack_event(&conv.id, p.ack.client_activity_id.as_deref(), &id, p.seq));
+        }
+    }
+
+    /// The commit of `seq` failed: drop it and everything after it (none of it was
+    /// delivered or acknowledged), tell the senders, and let the next activity take `seq`.
+    fn rewind(&mut self, conv: &Conversation, seq: u64, e: &StoreError) {
+        let keep = seq.saturating_sub(1).min(self.transcript.len() as u64);
+        tracing::error!(conversation.id = %conv.id, seq, "{e}: activities from seq {seq} on were not stored");
+        self.transcript.truncate(keep as usize);
+        self.committed = self.committed.min(keep);
+        self.customer_sent = self.customer_sent.min(keep);
+        self.holder_sent = self.holder_sent.min(keep);
+        for d in &mut self.departing {
+            d.until = d.until.min(keep);
+        }
+        self.departing.retain(|d| d.sent < d.until);
+        self.epoch += 1;
+        self.seen.retain(|_, (_, s)| *s <= keep);
+        self.send_acks(conv);
+        let err = ProtocolError::new(ErrorCode::Unavailable, format!("not stored ({e}); send it again"));
+        for p in self.acks.drain(..) {
+            p.ack.to.send(error_event(&err, Some(&conv.id), p.ack.client_activity_id.as_deref()));
+        }
+    }
+
+    /// Releases the holder `member` (escalation, transfer, close). A connected holder keeps
+    /// a departing cursor up to what has been appended so far, so what it was entitled to
+    /// see still reaches it once committed.
+    pub fn release_holder(&mut self, member: &str) {
+        if self.holder.as_ref().is_none_or(|h| *h.member != *member) {
+            return;
+        }
+        let Some(h) = self.holder.take() else { return };
+        self.bot_deadline_ms = None;
+        let until = self.transcript.len() as u64;
+        // One whose work item never went out never knew it had the conversation.
+        if let Some(outbox) = h.outbox
+            && h.work.is_none()
+            && self.holder_sent < until
+        {
+            self.departing.push(Departing { member: h.member, outbox, sent: self.holder_sent, until });
+        }
     }
 
     /// Sends each connected participant what is committed and not yet sent to it.
@@ -233,9 +351,18 @@ impl ConvInner {
             }
             self.customer_sent = self.committed;
         }
-        if let Some(h) = &self.holder
+        if let Some(h) = &mut self.holder
             && let Some(o) = &h.outbox
         {
+            if let Some(w) = &h.work {
+                if (w.at as usize) > committed {
+                    return self.flush_departing();
+                }
+                let at = w.at as usize;
+                o.send(w.frame(&self.transcript[..at]));
+                h.work = None;
+                self.holder_sent = at as u64;
+            }
             for e in &self.transcript[(self.holder_sent as usize).min(committed)..committed] {
                 if !matches!(&e.author, Author::Member(m) if *m == h.member) {
                     o.send(e.frame.clone());
@@ -243,10 +370,37 @@ impl ConvInner {
             }
             self.holder_sent = self.committed;
         }
+        self.flush_departing();
     }
 
-    /// Every committed activity, for a holder's `conversation.assigned`.
+    /// Sends released holders what they are still owed.
+    fn flush_departing(&mut self) {
+        if !self.departing.is_empty() {
+            for d in &mut self.departing {
+                let to = d.until.min(self.committed);
+                for e in &self.transcript[(d.sent as usize).min(to as usize)..to as usize] {
+                    if !matches!(&e.author, Author::Member(m) if *m == d.member) {
+                        d.outbox.send(e.frame.clone());
+                    }
+                }
+                d.sent = d.sent.max(to);
+            }
+            self.departing.retain(|d| d.sent < d.until);
+        }
+    }
+
+    /// Every committed activity.
     pub fn committed_frames(&self) -> &[Entry] {
         &self.transcript[..self.committed as usize]
+    }
+
+    /// Gives the holder its work item: sent with the transcript so far once all of it is
+    /// committed (at once when it is).
+    pub fn give_work(&mut self, head: String) {
+        let at = self.transcript.len() as u64;
+        if let Some(h) = &mut self.holder {
+            h.work = Some(WorkItem { at, head });
+        }
+        self.flush();
     }
 }

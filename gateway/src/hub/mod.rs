@@ -31,7 +31,7 @@ use crate::auth::{Claims, Principal, Signer};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::context::{Context, Value as CtxValue};
-use crate::protocol::{self, ErrorCode, Frame, Inbound, Party, ProtocolError, Role};
+use crate::protocol::{self, ErrorCode, Inbound, Party, ProtocolError, Role};
 use crate::routing::{ConvId, ConvStatus, Effect, Engine, EngineError, MemberKind};
 use crate::store::{Record, Store};
 
@@ -393,18 +393,16 @@ impl Hub {
         check(&inner)?;
         let cid = a.client_activity_id();
         let key = cid.map(|c| (from.id.clone(), c.to_owned()));
+        let ack = Ack { to: reply.clone(), client_activity_id: cid.map(str::to_owned) };
         if let Some(k) = &key
             && let Some((id, seq)) = inner.seen.get(k)
         {
-            // Acknowledge again once it is durable (it may still be in flight).
-            let ack = protocol::ack_event(&conv.id, cid, id, *seq);
+            // Acknowledge again once it is durable (it may still be in flight), on the
+            // connection that asked this time: the first one may be gone.
             let appended = Appended { id: id.clone(), seq: *seq };
-            if *seq <= inner.committed {
-                reply.send(ack);
-            }
+            inner.ack_when_stored(conv, appended.seq, ack);
             return Ok(appended);
         }
-        let ack = Ack { to: reply.clone(), client_activity_id: cid.map(str::to_owned) };
         let body = Body {
             kind: a.kind(),
             text: a.text.as_deref(),
@@ -650,8 +648,8 @@ impl Hub {
                 if let Some(call) = &conv.call {
                     call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
                 }
-                outbox.send(self.assigned_frame(&engine, &conv, &inner, true));
-                inner.holder_sent = inner.committed;
+                let head = self.assigned_head(&engine, &conv, &inner, true);
+                inner.give_work(head);
             }
         }
         let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
@@ -693,9 +691,11 @@ impl Hub {
         self.apply(&mut engine, fx);
     }
 
-    /// The `conversation.assigned` event a holder gets: the context, the transcript so far
-    /// (with the bot's part of it, for an agent) and the bot's summary.
-    fn assigned_frame(&self, engine: &Engine, conv: &Conversation, inner: &ConvInner, resumed: bool) -> Frame {
+    /// The `conversation.assigned` event a holder gets, up to its transcript (spliced in
+    /// when it is sent, see [`ConvInner::give_work`]): the context, the bot's summary, the
+    /// media of a call, and then the transcript so far (with the bot's part of it, for an
+    /// agent).
+    fn assigned_head(&self, engine: &Engine, conv: &Conversation, inner: &ConvInner, resumed: bool) -> String {
         let view = engine.conversation(&conv.id);
         let mut value = json!({
             "workstream": conv.workstream,
@@ -715,26 +715,16 @@ impl Hub {
         if resumed {
             value["resumed"] = json!(true);
         }
-        // The transcript's frames are already JSON: splice them in rather than re-parse them,
-        // into one string sized for all of it.
+        // The transcript's frames are already JSON: they are spliced in rather than parsed.
         let head = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
         let id = serde_json::to_string(&*conv.id).unwrap_or_default();
-        let frames = inner.committed_frames();
-        let size = 128 + id.len() + head.len() + frames.iter().map(|e| e.frame.len() + 1).sum::<usize>();
-        let mut v = String::with_capacity(size);
+        let mut v = String::with_capacity(96 + id.len() + head.len());
         v.push_str("{\"type\":\"event\",\"name\":\"conversation.assigned\",\"conversation\":{\"id\":");
         v.push_str(&id);
         v.push_str("},\"value\":");
         v.push_str(&head[..head.len() - 1]);
         v.push_str(if head.len() > 2 { ",\"transcript\":[" } else { "\"transcript\":[" });
-        for (i, e) in frames.iter().enumerate() {
-            if i > 0 {
-                v.push(',');
-            }
-            v.push_str(e.frame.as_str());
-        }
-        v.push_str("]}}");
-        Frame::from(v)
+        v
     }
 
     /// Carries out the engine's effects, in order, then saves every conversation they
@@ -750,10 +740,7 @@ impl Hub {
                 Effect::Released { conv, member } => {
                     if let Some(c) = self.conversation(&conv) {
                         let mut inner = c.inner.lock();
-                        if inner.holder.as_ref().is_some_and(|h| *h.member == *member) {
-                            inner.holder = None;
-                            inner.bot_deadline_ms = None;
-                        }
+                        inner.release_holder(&member);
                         if let Some(call) = &c.call {
                             call.set_route(None);
                         }
@@ -768,8 +755,22 @@ impl Hub {
                         MemberKind::Agent => "agent",
                     };
                     let mut inner = c.inner.lock();
+                    // The notice of its arrival is for everyone else: the new holder gets
+                    // its own `conversation.assigned`, the work item, below (one per
+                    // assignment). Authored by it for delivery, so it is not sent to it.
                     let v = json!({"role": role, "name": party.name, "queue": queue});
-                    self.append_system(&c, &mut inner, Body::event("conversation.assigned", &v));
+                    inner.append(
+                        &c,
+                        &self.clock,
+                        self.store.as_ref(),
+                        NewActivity {
+                            from: &Party::system(),
+                            author: Author::Member(Arc::from(member.as_str())),
+                            body: Body::event("conversation.assigned", &v),
+                            client_key: None,
+                            ack: None,
+                        },
+                    );
                     let conn = self.members.get(member.as_str()).map(|o| o.value().clone());
                     let outbox = conn.as_ref().map(|c| c.outbox.clone());
                     if let Some(call) = &c.call {
@@ -779,16 +780,22 @@ impl Hub {
                         call.set_route(Some(route));
                     }
                     let gone = outbox.is_none().then(|| self.clock.now_ms());
+                    // Its work item carries everything committed; a cursor left from an
+                    // earlier release would repeat part of it.
+                    inner.departing.retain(|d| *d.member != *member);
                     inner.holder = Some(Holder {
                         member: Arc::from(member.as_str()),
                         party,
                         outbox: outbox.clone(),
                         gone_since_ms: gone,
+                        work: None,
                     });
-                    if let Some(o) = outbox {
-                        o.send(self.assigned_frame(engine, &c, &inner, false));
+                    if outbox.is_some() {
+                        let head = self.assigned_head(engine, &c, &inner, false);
+                        inner.give_work(head);
+                    } else {
+                        inner.holder_sent = inner.committed;
                     }
-                    inner.holder_sent = inner.committed;
                     tracing::debug!(conversation.id = %conv, member, queue, "assigned");
                     touched.insert(conv);
                 }

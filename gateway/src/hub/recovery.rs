@@ -67,6 +67,7 @@ impl Hub {
                 member: Arc::from(m.as_str()),
                 outbox: None,
                 gone_since_ms: Some(now),
+                work: None,
             });
             let conv = Arc::new(Conversation {
                 id: id.clone(),

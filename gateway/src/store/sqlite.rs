@@ -172,7 +172,9 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
     // Read the log forward from the oldest open conversation's start, keeping the open
-    // conversations' activities. A seq seen twice keeps its first copy.
+    // conversations' activities. A seq written again replaces that activity and every
+    // later one: the hub rewrites from a seq whose commit failed (nothing from it on was
+    // acknowledged), and what a later batch had stored of the old attempt is void.
     let start = rows.iter().map(|(_, _, first)| *first).min().unwrap_or(i64::MAX);
     let index: HashMap<String, usize> = rows.iter().enumerate().map(|(i, (id, _, _))| (id.clone(), i)).collect();
     let mut convs: Vec<RecoveredConversation> =
@@ -187,7 +189,7 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
         let seq = r.get::<_, i64>(1).map_err(err)? as u64;
         let activities = &mut convs[i].activities;
         if activities.last().is_some_and(|(last, _, _)| seq <= *last) {
-            continue;
+            activities.retain(|(s, _, _)| *s < seq);
         }
         activities.push((seq, r.get(2).map_err(err)?, r.get(3).map_err(err)?));
     }
@@ -384,7 +386,7 @@ mod tests {
         store.record(conversation("c_closed", false), None);
         store.record(conversation("c_new", true), None);
         store.record(activity("c_new", 1), None);
-        // A seq written twice keeps its first copy.
+        // A seq written again replaces the first copy (and anything after it).
         store.record(activity("c_new", 1), None);
         store.record(activity("c_new", 2), None);
         store.flush().wait().await.expect("flush");
