@@ -34,7 +34,8 @@ pub enum Command {
     },
     /// Chat as a customer in the terminal.
     Chat {
-        /// The gateway's address.
+        /// The gateway: http://host[:port][/prefix], or https://… behind TLS (trusting the
+        /// system's CAs, or those in SSL_CERT_FILE).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
         #[arg(long, default_value = "ChatWorkStream")]
@@ -51,6 +52,8 @@ pub enum Command {
     },
     /// Work as an agent in the terminal: take assignments, reply, transfer, end.
     Agent {
+        /// The gateway: http://host[:port][/prefix], or https://… behind TLS (trusting the
+        /// system's CAs, or those in SSL_CERT_FILE).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         url: String,
         /// Your agent id.
