@@ -127,6 +127,23 @@ fn chat_and_agent_clients_carry_a_conversation_from_the_bot_to_the_agent() {
     ann.type_line("Thank you! 🙏");
     alice.expect("#1 Ann: Thank you! 🙏");
 
+    // A second customer, who ends the conversation herself: Alice's terminal says so and
+    // drops it from her list (the README walkthrough's /end).
+    let mut bea = Proc::spawn(&["chat", "--url", &url, "--name", "Bea"], false);
+    bea.expect("contoso-bot: Hi Bea");
+    bea.type_line("speak to agent");
+    bea.expect("[Alice (agent) joined the conversation]");
+    alice.expect("=== #2 Bea — GeneralQueue (chat) ===");
+    alice.expect("(now talking in #2 with Bea)");
+    bea.type_line("/end");
+    assert_eq!(bea.wait_exit(), Some(0));
+    alice.expect("#2 [ended by Bea]");
+    alice.expect("(#2 with Bea has ended: removed from your list)");
+    alice.type_line("/list");
+    alice.expect("#1 Ann");
+    alice.type_line("/use 1");
+    alice.expect("(now talking in #1 with Ann)");
+
     alice.type_line("/end survey");
     ann.expect("[How did we do? Rate us with /rate 1-5");
     ann.expect("[the conversation has ended]");

@@ -269,6 +269,7 @@ fn render(st: &mut State, v: &Value, quiet: bool) {
     }
     if v["type"] == "endOfConversation" {
         c.open = false;
+        say(format!("(#{} with {} has ended: removed from your list)", c.number, c.customer));
         if st.current.as_deref() == Some(id.as_str()) {
             st.current = st.convs.iter().filter(|(_, c)| c.open).map(|(id, _)| id.clone()).next_back();
         }
