@@ -27,44 +27,94 @@ async fn chat_with_bot(s: &TestServer, bot: &mut Client, name: &str) -> Result<s
     Ok(c)
 }
 
+/// Lets `d` of the gateway's time pass at once (paused tokio time, as the sweeper and the
+/// grace periods see it), then goes on in real time.
+async fn pass(d: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(d).await;
+    tokio::time::resume();
+}
+
+/// Waits (in real time, briefly) until the gateway has seen what `done` checks, such as a
+/// connection's end, so that time passed afterwards counts from it.
+async fn until_seen(what: &str, done: impl Fn() -> bool) -> Result<()> {
+    let end = tokio::time::Instant::now() + switchboard_tests::WAIT;
+    while !done() {
+        if tokio::time::Instant::now() > end {
+            anyhow::bail!("the gateway did not see {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn online(s: &TestServer, member: &str) -> bool {
+    s.running.hub.with_engine(|e| e.members_view().into_iter().any(|m| m.name == member && m.online))
+}
+
+/// The release default of `bot_grace_secs`, `agent_grace_secs`, `bot_reply_timeout_secs`,
+/// plus the sweeper's second.
+const BOT_GRACE: Duration = Duration::from_secs(5 + 1);
+const AGENT_GRACE: Duration = Duration::from_secs(60 + 1);
+const BOT_REPLY: Duration = Duration::from_secs(60 + 1);
+
 #[tokio::test]
 async fn a_crashed_bot_hands_its_conversations_to_people_never_back_to_itself() -> Result<()> {
-    let s = start_server(Some(&config("bot_grace_secs = 1"))).await;
+    // GeneralQueue has the bot among its members, so only the exclusion of a bot that has
+    // handled the conversation keeps it from getting it back.
+    let toml = EXTERNAL_BOT
+        .replace(r#"members = ["alice", "bob", "carol"]"#, r#"members = ["contoso-bot", "alice", "bob", "carol"]"#);
+    assert_ne!(toml, EXTERNAL_BOT);
+    let s = start_server(Some(&toml)).await;
     let mut bot = s.bot().await?;
-    let mut alice = s.agent("alice").await?;
     let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
     ann.send(json!({"type":"message","text":"hello?"})).await?;
     bot.message().await?;
     bot.close().await; // the bot process dies
+    until_seen("the bot leave", || !online(&s, "contoso-bot")).await?;
+    pass(BOT_GRACE).await;
 
     // BotRule would send it back to BotQueue; a failed bot's customers go to people (the
-    // fallback GeneralQueue), with a system message saying why.
-    let a = assigned_to(&mut alice, &ann.conversation).await?;
-    assert_eq!(a["value"]["queue"], "GeneralQueue");
+    // fallback GeneralQueue), with a system message saying why. Nobody is signed in yet.
     let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
     assert!(notice["text"].as_str().unwrap().contains("contoso-bot disconnected"), "{notice}");
-    let transcript = a["value"]["transcript"].as_array().unwrap();
-    assert!(transcript.iter().any(|t| t["text"] == notice["text"]));
+    let waiting = |v: &Value| v["name"] == "queue.position" && v["value"]["queue"] == "GeneralQueue";
+    if !ann.seen.iter().any(waiting) {
+        ann.until("waiting in GeneralQueue", waiting).await?;
+    }
 
-    // The bot comes back: it does not get the conversation again.
+    // The bot comes back, with room, as a member of that queue: it is not given it.
     let mut bot = s.bot().await?;
     bot.quiet_for(Duration::from_millis(300), |v| v["name"] != "conversation.assigned").await?;
+    assert_eq!(s.running.hub.with_engine(|e| e.holder(&ann.conversation).map(str::to_owned)), None);
+
+    // An agent signs in and gets it, the notice in its transcript.
+    let mut alice = s.agent("alice").await?;
+    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    assert_eq!(a["value"]["queue"], "GeneralQueue");
+    let transcript = a["value"]["transcript"].as_array().unwrap();
+    assert!(transcript.iter().any(|t| t["text"] == notice["text"]));
     Ok(())
 }
 
 #[tokio::test]
 async fn a_bot_that_stops_answering_loses_the_conversation_to_people() -> Result<()> {
-    let s = start_server(Some(&config("bot_reply_timeout_secs = 1"))).await;
+    let s = start_server(None).await;
     let mut bot = s.bot().await?;
     let mut bob = s.agent("bob").await?;
     let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
-    // Answered in time: nothing happens.
+    // Answered in time: nothing happens, however long the customer then waits.
     ann.send(json!({"type":"message","text":"one"})).await?;
+    ann.event("ack").await?;
     bot.message().await?;
     bot.say(&ann.conversation, "answer").await?;
-    bob.quiet_for(Duration::from_millis(1500), |v| v["name"] != "conversation.assigned").await?;
+    bot.event("ack").await?;
+    pass(BOT_REPLY).await;
+    bob.quiet_for(Duration::from_millis(300), |v| v["name"] != "conversation.assigned").await?;
     // Not answered: handed over.
     ann.send(json!({"type":"message","text":"two"})).await?;
+    ann.event("ack").await?;
+    pass(BOT_REPLY).await;
     let a = assigned_to(&mut bob, &ann.conversation).await?;
     assert_eq!(a["value"]["queue"], "GeneralQueue");
     let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
@@ -74,7 +124,7 @@ async fn a_bot_that_stops_answering_loses_the_conversation_to_people() -> Result
 
 #[tokio::test]
 async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -> Result<()> {
-    let s = start_server(Some(&config("agent_grace_secs = 2"))).await;
+    let s = start_server(None).await;
     let mut bot = s.bot().await?;
     let mut alice = s.agent("alice").await?;
     let mut bob = s.agent("bob").await?;
@@ -82,14 +132,18 @@ async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
     assigned_to(&mut alice, &ann.conversation).await?;
     alice.close().await;
+    until_seen("alice leave", || !online(&s, "alice")).await?;
     ann.send(json!({"type":"message","text":"are you still there?"})).await?;
     ann.event("ack").await?;
+    pass(AGENT_GRACE / 2).await;
     let mut alice = s.agent("alice").await?;
     let a = assigned_to(&mut alice, &ann.conversation).await?;
     assert_eq!(a["value"]["resumed"], true);
     let last = a["value"]["transcript"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["text"], "are you still there?");
-    bob.quiet_for(Duration::from_millis(2500), |v| v["name"] != "conversation.assigned").await?;
+    // Past the grace period she still holds it: Bob, free in the same queue, gets nothing.
+    pass(AGENT_GRACE).await;
+    bob.quiet_for(Duration::from_millis(300), |v| v["name"] != "conversation.assigned").await?;
     alice.say(&ann.conversation, "yes!").await?;
     assert_eq!(ann.message().await?["text"], "yes!");
     Ok(())
@@ -97,7 +151,7 @@ async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -
 
 #[tokio::test]
 async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front() -> Result<()> {
-    let s = start_server(Some(&config("agent_grace_secs = 1"))).await;
+    let s = start_server(None).await;
     let mut bot = s.bot().await?;
     let mut alice = s.agent("alice").await?;
     let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
@@ -108,6 +162,8 @@ async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front
     let mut ben = chat_with_bot(&s, &mut bot, "Ben").await?;
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ben.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
     ben.event("queue.position").await?;
+    until_seen("alice leave", || !online(&s, "alice")).await?;
+    pass(AGENT_GRACE).await;
     // After the grace period Ann goes back to the queue, at the front: the first agent to
     // arrive gets Ann before Ben.
     // The notice is in the transcript (sent once stored); the position is state, sent at
@@ -126,14 +182,22 @@ async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front
 
 #[tokio::test]
 async fn a_customer_who_does_not_resume_in_time_has_the_conversation_closed() -> Result<()> {
-    let s = start_server(Some(&config("customer_resume_secs = 1"))).await;
+    // The release default (300 s) equals the connections' idle timeout, which a paused
+    // clock would trip for the bot too; 100 s keeps the bot's connection inside it.
+    let s = start_server(Some(&config("customer_resume_secs = 100"))).await;
     let mut bot = s.bot().await?;
     let ann = chat_with_bot(&s, &mut bot, "Ann").await?;
     let conv = ann.conversation.clone();
     ann.client.close().await;
+    let hub = s.running.hub.clone();
+    until_seen("Ann leave", || hub.conversation(&conv).is_some_and(|c| c.inner.lock().customer.is_none())).await?;
+    pass(Duration::from_secs(50)).await;
+    bot.quiet_for(Duration::from_millis(100), |v| v["type"] != "endOfConversation").await?;
+    pass(Duration::from_secs(51)).await;
     let eoc = bot.until("the end", |v| v["type"] == "endOfConversation").await?;
     assert_eq!(eoc["from"]["role"], "system");
     assert!(eoc["text"].as_str().unwrap().contains("did not come back"));
+    assert!(eoc["seq"].as_u64().is_some());
     assert!(!s.running.hub.is_open(&conv));
     let load =
         s.running.hub.with_engine(|e| e.members_view().into_iter().find(|m| m.name == "contoso-bot").unwrap().load);
