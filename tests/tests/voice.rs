@@ -346,3 +346,53 @@ async fn a_hundred_concurrent_calls_for_ten_seconds_lose_and_reorder_nothing() -
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn call_legs_are_under_the_same_guards_as_every_connection() -> Result<()> {
+    let s = start_server(Some(&voice_config())).await;
+    let mut bot = voice_bot(&s, "l16/16000").await?;
+    // A flood of audio beyond 20 ms frames' rate is refused, and the call stays up.
+    let (mut c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
+    assigned(&mut bot).await?;
+    for _ in 0..300 {
+        c.send_raw(tokio_tungstenite::tungstenite::Message::binary(tone(Format::PCMU, 300.0, 20))).await?;
+    }
+    let e = c.event("error").await?;
+    assert_eq!(e["value"]["code"], "rate_limited", "{e}");
+    c.send(json!({"type":"event","name":"dtmf","value":"5"})).await?;
+    assert_eq!(bot.until("the key", |v| v["name"] == "dtmf").await?["value"], "5");
+    // A binary frame over the frame limit closes the leg with 1009: a hang-up for the bot.
+    c.send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![0u8; 40_000])).await?;
+    assert_eq!(c.closed().await?, Some(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Size));
+    bot.until("the hang-up", |v| v["type"] == "endOfConversation" && v["conversation"]["id"] == conv.as_str()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_silent_half_open_caller_is_closed_after_the_idle_timeout_and_frees_the_agent() -> Result<()> {
+    let s = start_server(Some(&voice_config())).await;
+    let mut bot = voice_bot(&s, "l16/16000").await?;
+    let (_c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
+    assigned(&mut bot).await?;
+    // The caller's connector goes silent and never answers a ping; the bot stays healthy
+    // (it reads, so its client answers the pings sent every third of the idle timeout).
+    // The release default idle timeout is 300 s: pass it on paused time, in steps.
+    let hang_up = |v: &Value| v["type"] == "endOfConversation" && v["conversation"]["id"] == conv.as_str();
+    let mut eoc = None;
+    for _ in 0..5 {
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(80)).await;
+        tokio::time::resume();
+        if let Ok(v) = tokio::time::timeout(Duration::from_millis(100), bot.until("the hang-up", hang_up)).await {
+            eoc = Some(v?);
+            break;
+        }
+    }
+    let eoc = eoc.expect("the holder was told of the hang-up");
+    assert_eq!(eoc["from"]["role"], "user");
+    assert!(!s.running.hub.is_open(&conv));
+    let load =
+        s.running.hub.with_engine(|e| e.members_view().into_iter().find(|m| m.name == "voice-bot").unwrap().load);
+    assert_eq!(load, 0, "the holder's capacity is free again");
+    Ok(())
+}

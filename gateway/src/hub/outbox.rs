@@ -38,12 +38,23 @@ pub struct Kick {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Media frames dropped on a full outbound queue, since the process started (for
+/// `/metrics`, and in the log).
+pub static MEDIA_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Outbound queue slots a holder gets per call it can carry: 500 ms of 20 ms audio, so a
+/// reader that stalls for a scheduling hiccup loses nothing, while one that stopped reading
+/// still overflows (and is cut off) within a second.
+pub const MEDIA_SLOTS_PER_CALL: usize = 25;
+
 #[derive(Clone, Debug)]
 pub struct Outbox {
     id: u64,
     tx: mpsc::Sender<Outgoing>,
     kick: CancellationToken,
     kick_reason: Arc<parking_lot::Mutex<Option<Kick>>>,
+    /// Media frames this connection lost to a full queue.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Outbox {
@@ -51,7 +62,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> (Outbox, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        (Outbox { id, tx, kick: CancellationToken::new(), kick_reason: Arc::default() }, rx)
+        (Outbox { id, tx, kick: CancellationToken::new(), kick_reason: Arc::default(), dropped: Arc::default() }, rx)
     }
 
     /// Identifies the connection, so a stale connection's teardown cannot detach a newer one.
@@ -74,9 +85,26 @@ impl Outbox {
     }
 
     /// Queues a binary frame (media). A full queue drops the frame instead of closing the
-    /// connection: late audio is useless, and the next frame is 20 ms away.
+    /// connection: late audio is useless, and the next frame is 20 ms away. Every drop is
+    /// counted, and logged (the first, then every 500th).
     pub fn send_binary(&self, data: bytes::Bytes) -> bool {
-        self.tx.try_send(Outgoing::Binary(data)).is_ok()
+        match self.tx.try_send(Outgoing::Binary(data)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                MEDIA_DROPPED.fetch_add(1, Ordering::Relaxed);
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 500 == 1 {
+                    tracing::warn!(conn = self.id, dropped = n, "media frames dropped: the outbound queue is full");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Media frames this connection lost to a full queue.
+    pub fn media_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues many frames as one item (see [`Outgoing::Batch`]).

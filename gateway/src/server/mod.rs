@@ -7,7 +7,7 @@
 mod chat;
 mod staff;
 mod token;
-mod voice;
+pub mod voice;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -90,12 +90,20 @@ fn audio_format(req: &Request) -> Result<Format, ProtocolError> {
 }
 
 async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, audio: Format) {
-    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    // A holder's queue is sized by what it carries: each call it can hold streams 50
+    // frames a second into it.
+    let calls = match kind {
+        Principal::Bot => hub.cfg.bots.iter().find(|b| *b.name == *member && b.voice).map_or(0, |b| b.capacity),
+        _ => hub.cfg.agents.iter().find(|a| *a.id == *member).map_or(0, |a| a.capacity),
+    };
+    let queue = hub.cfg.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
+    let (outbox, rx) = Outbox::new(queue);
     let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
     let _enter = span.enter();
     drop(_enter);
     hub.member_connected(&member, &outbox, audio);
-    let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind };
+    let media = crate::server::voice::MEDIA_RATE * f64::from(calls.max(1));
+    let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind, media };
     ws::run(hub, ws, outbox, rx, session, None).await;
 }
 
@@ -104,6 +112,8 @@ struct StaffSession {
     outbox: Outbox,
     member: Arc<str>,
     kind: Principal,
+    /// Media frames a second it may send: 20 ms audio for every call it can hold.
+    media: f64,
 }
 
 impl Session for StaffSession {
@@ -130,6 +140,10 @@ impl Session for StaffSession {
 
     fn rate(&self) -> (f64, u32) {
         (self.hub.cfg.server.member_rate, self.hub.cfg.server.member_burst)
+    }
+
+    fn binary_rate(&self) -> (f64, u32) {
+        (self.media, (self.media * 2.0) as u32)
     }
 }
 

@@ -15,16 +15,16 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_codecs::{Encoding, Format};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
-use super::ws::{self, WsStream};
+use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
 use crate::hub::outbox::Outgoing;
 use crate::hub::{Conversation, Hub, Outbox};
@@ -56,79 +56,98 @@ struct Leg {
 
 async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
-    let (sink, mut stream) = socket.split();
     let leg = Arc::new(Mutex::new(Leg::default()));
-    let done = CancellationToken::new();
-    let writer =
-        tokio::spawn(write_loop(hub.clone(), sink, rx, outbox.clone(), leg.clone(), dialect.clone(), done.clone()));
-    let handshake = tokio::time::Instant::now() + Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
-    let limit = hub.cfg.server.max_frame_bytes;
-    // Pinned once, not made afresh per frame (see `ws::run`).
-    let kicked = outbox.kicked().cancelled();
-    let stopping = hub.shutdown.cancelled();
-    tokio::pin!(kicked, stopping);
-    loop {
-        let started = leg.lock().conv.is_some();
-        let due =
-            async { if started { std::future::pending().await } else { tokio::time::sleep_until(handshake).await } };
-        tokio::select! {
-            _ = &mut kicked => break,
-            _ = &mut stopping => break,
-            _ = due => {
-                outbox.kick(1008, "no start in time");
-                break;
-            }
-            msg = stream.next() => match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if t.len() > limit {
-                        outbox.kick(1009, &format!("text frame over {limit} bytes"));
-                        break;
-                    }
-                    let result = match &dialect {
-                        Dialect::Native => native_text(&hub, &outbox, &leg, t.as_str()),
-                        Dialect::Twilio { workstream } => twilio_text(&hub, &outbox, &leg, workstream, t.as_str()),
-                    };
-                    match result {
-                        Ok(true) => {}
-                        Ok(false) => break, // hung up
-                        Err(e) => {
-                            let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
-                            outbox.send(error_event(&e, conv.as_deref(), None));
-                        }
-                    }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    let conv = leg.lock().conv.clone();
-                    match conv {
-                        Some(c) if matches!(dialect, Dialect::Native) => hub.caller_audio(&c, &outbox, &b),
-                        Some(_) => {
-                            outbox.send(error_event(&ProtocolError::bad_request("Twilio media comes in media events"), None, None));
-                        }
-                        None => {
-                            outbox.send(error_event(&ProtocolError::bad_request("send session.start before audio"), None, None));
-                        }
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!("voice read error: {e}");
-                    break;
-                }
+    let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
+    let (h, l, d) = (hub.clone(), leg.clone(), dialect.clone());
+    let writer: ws::Writer =
+        Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(h, sink, rx, outbox, l, d, done)));
+    let session = VoiceSession { hub: hub.clone(), outbox: outbox.clone(), leg, dialect, hung_up: false };
+    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer).await;
+}
+
+/// A call leg's frames, on the connection loop every endpoint shares (size limits, rate
+/// limits, the handshake and idle timeouts, pings, shutdown).
+struct VoiceSession {
+    hub: Arc<Hub>,
+    outbox: Outbox,
+    leg: Arc<Mutex<Leg>>,
+    dialect: Dialect,
+    hung_up: bool,
+}
+
+impl Session for VoiceSession {
+    fn on_text(&mut self, text: &str) {
+        let (hub, outbox, leg) = (&self.hub, &self.outbox, &self.leg);
+        let result = match &self.dialect {
+            Dialect::Native => native_text(hub, outbox, leg, text),
+            Dialect::Twilio { workstream } => twilio_text(hub, outbox, leg, workstream, text),
+        };
+        match result {
+            Ok(true) => {}
+            Ok(false) => self.hung_up = true,
+            Err(e) => {
+                let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
+                outbox.send(error_event(&e, conv.as_deref(), None));
             }
         }
     }
-    // The caller's side is gone: that is a hang-up, everywhere.
-    let conv = leg.lock().conv.clone();
-    if let Some(c) = conv
-        && !hub.shutdown.is_cancelled()
-        && !c.inner.lock().closed
-    {
-        hub.hang_up(&c, &outbox);
+
+    fn on_binary(&mut self, data: Bytes) -> Result<(), ProtocolError> {
+        let conv = self.leg.lock().conv.clone();
+        match conv {
+            Some(c) if matches!(self.dialect, Dialect::Native) => {
+                self.hub.caller_audio(&c, &self.outbox, &data);
+                Ok(())
+            }
+            Some(_) => Err(ProtocolError::bad_request("Twilio media comes in media events")),
+            None => Err(ProtocolError::bad_request("send session.start before audio")),
+        }
     }
-    done.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+
+    fn started(&self) -> bool {
+        self.leg.lock().conv.is_some()
+    }
+
+    fn ended(&self) -> bool {
+        self.hung_up
+    }
+
+    /// A caller's text: `session.start`, DTMF, marks, the hang-up; on Twilio legs every
+    /// media frame is text too (50 a second), so the media rate applies on top.
+    fn rate(&self) -> (f64, u32) {
+        match self.dialect {
+            Dialect::Native => (self.hub.cfg.server.customer_rate, self.hub.cfg.server.customer_burst),
+            Dialect::Twilio { .. } => {
+                (MEDIA_RATE + self.hub.cfg.server.customer_rate, MEDIA_BURST + self.hub.cfg.server.customer_burst)
+            }
+        }
+    }
+
+    fn binary_rate(&self) -> (f64, u32) {
+        (MEDIA_RATE, MEDIA_BURST)
+    }
+
+    /// A caller's audio comes in 20 ms frames; one over the text frame limit is no audio.
+    fn max_binary(&self) -> usize {
+        self.hub.cfg.server.max_frame_bytes
+    }
+
+    /// The caller's side is gone: that is a hang-up, everywhere.
+    fn on_close(&mut self) {
+        let conv = self.leg.lock().conv.clone();
+        if let Some(c) = conv
+            && !self.hub.shutdown.is_cancelled()
+            && !c.inner.lock().closed
+        {
+            self.hub.hang_up(&c, &self.outbox);
+        }
+    }
 }
+
+/// Media frames a call leg may send a second: 20 ms audio is 50, with room for jitter.
+pub const MEDIA_RATE: f64 = 60.0;
+/// A burst of two seconds of audio (a connector catching up after a network stall).
+pub const MEDIA_BURST: u32 = 100;
 
 fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Result<Context, ProtocolError> {
     if strict {
@@ -262,6 +281,10 @@ async fn write_loop(
     dialect: Dialect,
     done: CancellationToken,
 ) {
+    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    // Pings, as on every connection: a half-open caller socket is found out, and its pongs
+    // keep a silent but healthy connector inside the idle timeout.
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut pacer = tokio::time::interval(Duration::from_millis(20));
     pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut close: Option<(u16, String)> = None;
@@ -283,6 +306,11 @@ async fn write_loop(
                 break;
             }
             _ = &mut finished => break,
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
             m = rx.recv() => {
                 let frames = match m {
                     Some(Outgoing::Text(f)) => vec![f],

@@ -40,8 +40,32 @@ pub trait Session: Send + 'static {
     }
     /// Frames per second this connection may send (sustained) and its burst.
     fn rate(&self) -> (f64, u32);
+    /// Binary (media) frames per second and burst; audio comes 50 frames a second per call.
+    fn binary_rate(&self) -> (f64, u32) {
+        (0.0, 0)
+    }
+    /// The largest binary frame it may send (beyond, close 1009); the WebSocket layer's
+    /// own cap (1 MiB) applies to all. Members send prompts of seconds at once.
+    fn max_binary(&self) -> usize {
+        usize::MAX
+    }
+    /// True once the session has ended its side (a caller hung up): the connection closes.
+    fn ended(&self) -> bool {
+        false
+    }
     fn on_close(&mut self);
 }
+
+/// What owns a connection's sink: drains its outbox until `done` (the reader ended).
+pub type Writer = Box<
+    dyn FnOnce(
+            Sink,
+            mpsc::Receiver<Outgoing>,
+            Outbox,
+            CancellationToken,
+        ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
 
 /// Buffer and size settings for every connection. Small read and write buffers keep an
 /// idle connection cheap (tungstenite's defaults are 128 KiB each). The read buffer is
@@ -125,16 +149,36 @@ pub async fn run<S: Session>(
     ws: WsStream,
     outbox: Outbox,
     rx: mpsc::Receiver<Outgoing>,
+    session: S,
+    handshake: Option<Duration>,
+) {
+    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let shutdown = hub.shutdown.clone();
+    let writer: Writer =
+        Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
+    run_with(hub, ws, outbox, rx, session, handshake, writer).await;
+}
+
+/// [`run`] with a writer of the caller's own (a call leg paces audio and speaks its
+/// dialect); the reader, its guards and the shutdown are the same for every connection.
+pub async fn run_with<S: Session>(
+    hub: Arc<Hub>,
+    ws: WsStream,
+    outbox: Outbox,
+    rx: mpsc::Receiver<Outgoing>,
     mut session: S,
     handshake: Option<Duration>,
+    writer: Writer,
 ) {
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
-    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
-    let writer = tokio::spawn(write_loop(sink, rx, outbox.clone(), hub.shutdown.clone(), done.clone(), ping_every));
+    let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
     let limit = hub.cfg.server.max_frame_bytes;
     let (rate, burst) = session.rate();
     let mut bucket = TokenBucket::new(rate, burst);
+    let (media_rate, media_burst) = session.binary_rate();
+    let mut media_bucket = TokenBucket::new(media_rate, media_burst);
+    let mut media_refused = 0u64;
     let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
     // One timer for the handshake and then the idle timeout, re-armed only when it fires:
     // no timer is registered per frame.
@@ -182,8 +226,27 @@ pub async fn run<S: Session>(
                         continue;
                     }
                     session.on_text(t.as_str());
+                    if session.ended() {
+                        break;
+                    }
                 }
                 Some(Ok(Message::Binary(b))) => {
+                    if b.len() > session.max_binary() {
+                        outbox.kick(1009, &format!("binary frame over {} bytes", session.max_binary()));
+                        break;
+                    }
+                    if media_rate > 0.0 && !media_bucket.take() {
+                        // Told once a second at most: audio comes 50 frames a second.
+                        media_refused += 1;
+                        if media_refused % 50 == 1 {
+                            let e = ProtocolError::new(
+                                crate::protocol::ErrorCode::RateLimited,
+                                format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                            );
+                            outbox.send(error_event(&e, None, None));
+                        }
+                        continue;
+                    }
                     if let Err(e) = session.on_binary(b) {
                         outbox.send(error_event(&e, None, None));
                     }
@@ -207,7 +270,7 @@ pub async fn run<S: Session>(
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
-type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 
 async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
     let frame = CloseFrame { code: code.into(), reason: reason.into() };
