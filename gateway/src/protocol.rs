@@ -263,6 +263,12 @@ struct AckValue<'a> {
     seq: u64,
 }
 
+/// The `ack` of a client activity that changes state but is not in the transcript (an
+/// agent's `presence`): no `id` or `seq`.
+pub fn ack_state(client_activity_id: Option<&str>) -> Frame {
+    event("ack", json!({"clientActivityId": client_activity_id}), None)
+}
+
 /// The `ack` event for a stored client activity (on the hot path: no JSON tree built).
 pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str, seq: u64) -> Frame {
     event("ack", AckValue { client_activity_id, id, seq }, Some(conversation))

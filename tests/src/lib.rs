@@ -42,6 +42,25 @@ pub struct TestServer {
 /// The seed's sample with an external bot that tests drive over `/v1/bot`.
 pub const EXTERNAL_BOT: &str = include_str!("../../examples/external-bot.toml");
 
+/// [`EXTERNAL_BOT`] with a voice workstream whose calls go to the same bot, voice-enabled.
+pub fn external_bot_with_voice() -> String {
+    let with_voice = EXTERNAL_BOT.replace("capacity = 1000\n", "capacity = 1000\nvoice = true\n");
+    assert_ne!(with_voice, EXTERNAL_BOT, "the sample's bot has a capacity line");
+    format!(
+        r#"{with_voice}
+[[workstreams]]
+name = "VoiceWorkStream"
+channel = "voice"
+fallback_queue = "GeneralQueue"
+context_variables = [ {{ name = "BotHandoffTopic", type = "text" }} ]
+  [[workstreams.rules]]
+  name = "VoiceBotRule"
+  when = "BotHandoffTopic is empty"
+  queue = "BotQueue"
+"#
+    )
+}
+
 /// Which store a test gateway journals to.
 pub enum StoreChoice {
     /// What `switchboard serve` runs: SQLite in a fresh data directory, with the

@@ -12,32 +12,13 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 use switchboard_tests::stores::ScriptedStore;
-use switchboard_tests::{Client, EXTERNAL_BOT, StoreChoice, TestServer, config, start_on};
+use switchboard_tests::{Client, StoreChoice, TestServer, config, external_bot_with_voice, start_on};
 
 /// Text that the failing store refuses the first time it sees it.
 const FRAGILE: &str = "my card number ends in 4242";
 
-/// The external-bot sample with a voice workstream answered by the same (voice) bot.
-fn lifecycle_config() -> String {
-    let with_voice = EXTERNAL_BOT.replace("capacity = 1000\n", "capacity = 1000\nvoice = true\n");
-    assert_ne!(with_voice, EXTERNAL_BOT, "the sample's bot has a capacity line");
-    format!(
-        r#"{with_voice}
-[[workstreams]]
-name = "VoiceWorkStream"
-channel = "voice"
-fallback_queue = "GeneralQueue"
-context_variables = [ {{ name = "BotHandoffTopic", type = "text" }} ]
-  [[workstreams.rules]]
-  name = "VoiceBotRule"
-  when = "BotHandoffTopic is empty"
-  queue = "BotQueue"
-"#
-    )
-}
-
 async fn server(store: StoreChoice) -> TestServer {
-    start_on(config(Some(&lifecycle_config())), store).await
+    start_on(config(Some(&external_bot_with_voice())), store).await
 }
 
 /// The holder's work item for `conv` (the `conversation.assigned` without `seq`).

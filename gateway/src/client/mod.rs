@@ -151,7 +151,7 @@ pub fn describe_end(m: Option<Result<Message, tokio_tungstenite::tungstenite::Er
     match m {
         Some(Ok(Message::Close(Some(f)))) => match u16::from(f.code) {
             1001 => "the gateway is shutting down".to_owned(),
-            1008 if f.reason.contains("slow") => "we fell behind (slow consumer)".to_owned(),
+            4008 => "we fell behind (slow consumer)".to_owned(),
             code => format!("closed by the gateway ({code} {})", f.reason),
         },
         Some(Ok(Message::Close(None))) => "closed by the gateway".to_owned(),

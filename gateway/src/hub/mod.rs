@@ -389,6 +389,12 @@ impl Hub {
                 }
             },
         };
+        if a.kind() == protocol::Kind::Message
+            && a.text.as_deref().is_none_or(str::is_empty)
+            && a.attachments.is_empty()
+        {
+            return Err(ProtocolError::bad_request("a message needs text or attachments"));
+        }
         let mut inner = conv.inner.lock();
         check(&inner)?;
         let cid = a.client_activity_id();
@@ -585,9 +591,14 @@ impl Hub {
     /// customer gets `survey.request` first.
     pub fn member_end(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
         let conv = self.named_conversation(a)?;
+        let survey = match a.value.get("survey") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ProtocolError::bad_request("value.survey must be true or false")),
+        };
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
-        if a.value.get("survey").and_then(Value::as_bool) == Some(true) {
+        if survey {
             let mut inner = conv.inner.lock();
             inner.survey_requested = true;
             let v = json!({"rating": {"min": 1, "max": 5}, "comment": true});

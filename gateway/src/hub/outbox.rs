@@ -2,7 +2,7 @@
 //!
 //! Each connection has one writer task draining a bounded channel. The hub never waits on
 //! it: [`Outbox::send`] is `try_send`, and a full queue means the consumer stopped reading.
-//! Policy: such a consumer is disconnected (close 1008, "slow consumer") rather than
+//! Policy: such a consumer is disconnected (close 4008, "slow consumer") rather than
 //! slowing everyone else or silently dropping frames. Nothing is lost by this: every
 //! activity is in the transcript before it is queued, and the client resumes from its
 //! watermark (customers) or gets its conversations re-assigned with their transcript on
@@ -37,6 +37,9 @@ pub struct Kick {
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The close code for a consumer whose queue overflowed (SPEC §4): reconnect and resume.
+pub const SLOW_CONSUMER: u16 = 4008;
 
 /// Media frames dropped on a full outbound queue, since the process started (for
 /// `/metrics`, and in the log).
@@ -76,8 +79,10 @@ impl Outbox {
         match self.tx.try_send(Outgoing::Text(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
-                self.kick(1008, "slow consumer: reconnect and resume from your watermark");
+                if !self.kick.is_cancelled() {
+                    tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
+                }
+                self.kick(SLOW_CONSUMER, "slow consumer: reconnect and resume from your watermark");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -115,7 +120,10 @@ impl Outbox {
         match self.tx.try_send(Outgoing::Batch(frames)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(1008, "slow consumer: reconnect and resume from your watermark");
+                if !self.kick.is_cancelled() {
+                    tracing::warn!(conn = self.id, "slow consumer: a replay does not fit, disconnecting");
+                }
+                self.kick(SLOW_CONSUMER, "slow consumer: reconnect and resume from your watermark");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -46,7 +46,7 @@ impl Hub {
     pub fn caller_audio(&self, conv: &Arc<Conversation>, reply: &super::Outbox, data: &[u8]) {
         let Some(call) = &conv.call else { return };
         for d in call.caller_audio(data) {
-            let _ = self.caller_dtmf(conv, reply, &d.to_string());
+            let _ = self.caller_dtmf(conv, reply, &d.to_string(), None);
         }
     }
 
@@ -56,6 +56,7 @@ impl Hub {
         conv: &Arc<Conversation>,
         reply: &super::Outbox,
         digit: &str,
+        client_activity_id: Option<&str>,
     ) -> Result<(), ProtocolError> {
         if digit.len() != 1 || !"0123456789*#ABCDabcd".contains(digit) {
             return Err(ProtocolError::bad_request(format!("{digit:?} is not a DTMF digit")));
@@ -63,6 +64,9 @@ impl Hub {
         let mut a = Inbound::new(Kind::Event, &conv.id);
         a.name = Some("dtmf".into());
         a.value = Value::String(digit.to_ascii_uppercase());
+        if let Some(cid) = client_activity_id {
+            a.channel_data = json!({"clientActivityId": cid});
+        }
         self.post(
             conv,
             &Sender::Customer,

@@ -68,6 +68,9 @@ impl Session for ChatSession {
     }
 }
 
+/// The longest customer name taken: it is shown to agents and copied into every activity.
+pub const MAX_NAME_CHARS: usize = 128;
+
 fn text_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ProtocolError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -92,8 +95,19 @@ impl ChatSession {
                         "workstream {ws_name:?} is a voice workstream; calls connect through /v1/voice"
                     )));
                 }
-                let user = a.value.get("user").cloned().unwrap_or(Value::Null);
+                let user = match a.value.get("user") {
+                    None | Some(Value::Null) => Value::Null,
+                    Some(u @ Value::Object(_)) => u.clone(),
+                    Some(_) => {
+                        return Err(ProtocolError::bad_request("value.user must be an object, like {\"name\":\"Ann\"}"));
+                    }
+                };
                 let name = text_field(&user, "name")?.filter(|n| !n.trim().is_empty()).unwrap_or("Customer");
+                if name.chars().count() > MAX_NAME_CHARS {
+                    return Err(ProtocolError::bad_request(format!(
+                        "value.user.name is longer than {MAX_NAME_CHARS} characters"
+                    )));
+                }
                 let ctx = self.hub.customer_context(ws_name, a.value.get("context").unwrap_or(&Value::Null))?;
                 self.conv = Some(self.hub.start_conversation(ws_name, name, ctx, &self.outbox)?);
                 Ok(())

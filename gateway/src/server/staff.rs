@@ -159,6 +159,9 @@ impl StaffSession {
             (Kind::Event, Some("handoff.initiate")) => {
                 Err(ProtocolError::bad_request("agents hand a conversation on with the transfer event"))
             }
+            (Kind::Event, Some("transfer")) if self.kind == Principal::Bot => {
+                Err(ProtocolError::bad_request("bots hand a conversation on with the handoff.initiate event"))
+            }
             (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
             (Kind::Event, Some("mark")) => hub.holder_mark(&self.member, a),
             (Kind::Event, Some("clear")) => hub.holder_clear(&self.member, a),
@@ -166,7 +169,10 @@ impl StaffSession {
                 let p = a.value.as_str().and_then(Presence::parse).ok_or_else(|| {
                     ProtocolError::bad_request("presence value must be available, busy, away or offline")
                 })?;
-                hub.presence(&self.member, p)
+                hub.presence(&self.member, p)?;
+                // Every client activity is acknowledged; presence is state, not transcript.
+                self.outbox.send(crate::protocol::ack_state(a.client_activity_id()));
+                Ok(())
             }
             (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
             (Kind::Event, None) => Err(ProtocolError::bad_request("event activity has no \"name\"")),

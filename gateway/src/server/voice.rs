@@ -185,9 +185,19 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
             .unwrap_or("")
             .parse()
             .map_err(|_| ProtocolError::bad_request("value.media.encoding must be pcmu, pcma or l16"))?;
-        let rate = media["sampleRate"].as_u64().unwrap_or(8000) as u32;
-        let format =
-            Format::new(encoding, rate).map_err(|e| ProtocolError::bad_request(format!("value.media: {e}")))?;
+        // Absent means 8000 (the telephone rate); anything else must be a whole number of Hz
+        // that the encoding supports: "8000", -1 or 1e20 are refused, not guessed at.
+        let rate = match &media["sampleRate"] {
+            Value::Null => 8000,
+            v => v.as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
+                ProtocolError::bad_request(format!("value.media.sampleRate {v} must be a whole number of Hz"))
+            })?,
+        };
+        let format = Format::new(encoding, rate).map_err(|e| {
+            ProtocolError::bad_request(format!(
+                "value.media: {e} is not supported (pcmu/8000, pcma/8000, l16/8000|16000|24000|48000)"
+            ))
+        })?;
         let ctx = context_from(hub, workstream, a.value.get("context").unwrap_or(&Value::Null), true)?;
         let c = hub.start_call(workstream, format, ctx, outbox, true)?;
         leg.lock().conv = Some(c);
@@ -200,7 +210,7 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
         }
         (Kind::Event, Some("dtmf")) => {
             let d = a.value.as_str().ok_or_else(|| ProtocolError::bad_request("dtmf value must be a digit"))?;
-            hub.caller_dtmf(&conv, outbox, d)?;
+            hub.caller_dtmf(&conv, outbox, d, a.client_activity_id())?;
             Ok(true)
         }
         (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
@@ -250,7 +260,7 @@ fn twilio_text(
         }
         (Some("dtmf"), Some(c)) => {
             let d = v["dtmf"]["digit"].as_str().ok_or_else(|| ProtocolError::bad_request("dtmf.digit missing"))?;
-            hub.caller_dtmf(&c, outbox, d)?;
+            hub.caller_dtmf(&c, outbox, d, None)?;
             Ok(true)
         }
         (Some("mark"), Some(c)) => {
@@ -387,7 +397,7 @@ fn translate(dialect: &Dialect, v: &Value, raw: crate::protocol::Frame, sid: Opt
     let name = v["name"].as_str();
     match dialect {
         Dialect::Native => {
-            let keep = ended || matches!(name, Some("session.started" | "clear" | "error"));
+            let keep = ended || matches!(name, Some("session.started" | "clear" | "error" | "ack"));
             (keep.then(|| Message::Text(raw)), ended)
         }
         Dialect::Twilio { .. } => match name {

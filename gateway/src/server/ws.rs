@@ -257,6 +257,17 @@ pub async fn run_with<S: Session>(
                     outbox.kick(1009, &format!("frame too large: {e}"));
                     break;
                 }
+                // Protocol violations close with the SPEC's code, logged once at debug.
+                Some(Err(WsError::Utf8(e))) => {
+                    tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
+                    outbox.kick(1007, "invalid UTF-8 in a text frame");
+                    break;
+                }
+                Some(Err(WsError::Protocol(e))) => {
+                    tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
+                    outbox.kick(1002, &format!("protocol violation: {e}"));
+                    break;
+                }
                 Some(Err(e)) => {
                     tracing::debug!(conn = outbox.id(), "read error: {e}");
                     break;

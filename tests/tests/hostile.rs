@@ -1,0 +1,170 @@
+//! Hostile and careless clients: protocol violations close with the SPEC's codes, and input
+//! the contract does not allow is refused with an error that names it (the connection
+//! stays). Every client activity is acknowledged, presence and key presses included.
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, start_server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A WebSocket upgrade by hand, so the test can then write frames no library would.
+async fn raw_upgrade(s: &TestServer, path: &str) -> Result<TcpStream> {
+    let mut tcp = TcpStream::connect(s.addr).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nhost: {}\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        s.addr
+    );
+    tcp.write_all(req.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut b)).await??;
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.1 101") {
+        bail!("not upgraded: {head}");
+    }
+    Ok(tcp)
+}
+
+/// One frame: FIN, `opcode`, masked (as a client must) unless `masked` is false.
+fn frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![0x80 | opcode, (payload.len() as u8) | if masked { 0x80 } else { 0 }];
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        f.extend_from_slice(&key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend_from_slice(payload);
+    }
+    f
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn close_code(tcp: &mut TcpStream) -> Result<u16> {
+    loop {
+        let mut h = [0u8; 2];
+        tokio::time::timeout(WAIT, tcp.read_exact(&mut h)).await?.context("closed without a close frame")?;
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                tcp.read_exact(&mut l).await?;
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                tcp.read_exact(&mut l).await?;
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        tcp.read_exact(&mut payload).await?;
+        if h[0] & 0x0f == 0x8 {
+            if payload.len() < 2 {
+                bail!("close frame without a code");
+            }
+            return Ok(u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_the_spec_codes() -> Result<()> {
+    let s = start_server(None).await;
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut a = raw_upgrade(&s, "/v1/chat").await?;
+    a.write_all(&frame(0x1, &[b'{', 0xff, 0xfe, b'}'], true)).await?;
+    assert_eq!(close_code(&mut a).await?, 1007);
+    // An unmasked client frame: 1002.
+    let mut b = raw_upgrade(&s, "/v1/chat").await?;
+    b.write_all(&frame(0x1, b"{}", false)).await?;
+    assert_eq!(close_code(&mut b).await?, 1002);
+    // A reserved opcode: 1002.
+    let mut c = raw_upgrade(&s, "/v1/chat").await?;
+    c.write_all(&frame(0x3, b"??", true)).await?;
+    assert_eq!(close_code(&mut c).await?, 1002);
+    // The same on a call leg.
+    let mut d = raw_upgrade(&s, "/v1/voice").await?;
+    d.write_all(&frame(0x1, &[0xc3, 0x28], true)).await?;
+    assert_eq!(close_code(&mut d).await?, 1007);
+    // Others are not affected.
+    s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    Ok(())
+}
+
+async fn refused(c: &mut Client, frame: Value, names: &str) -> Result<()> {
+    c.send(frame.clone()).await?;
+    let e = c.event("error").await?;
+    assert_eq!(e["value"]["code"], "bad_request", "{frame} → {e}");
+    let msg = e["value"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains(names), "{frame}: the error names {names:?}: {msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn input_the_contract_does_not_allow_is_refused_by_name() -> Result<()> {
+    let s = start_server(Some(&external_bot_with_voice())).await;
+    let mut bot = s.bot().await?;
+    let mut alice = s.agent("alice").await?;
+
+    // Customers: the user must be an object with a name of sane length.
+    let mut c = s.customer().await?;
+    let start = |user: Value| json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":user}});
+    refused(&mut c, start(json!("Ann")), "value.user must be an object").await?;
+    refused(&mut c, start(json!({"name": "A".repeat(20_000)})), "longer than 128").await?;
+    c.send(start(json!({"name":"Ann"}))).await?;
+    let conv = c.event("session.started").await?["value"]["conversationId"].as_str().unwrap().to_owned();
+    refused(&mut c, json!({"type":"message"}), "text or attachments").await?;
+    refused(&mut c, json!({"type":"message","text":""}), "text or attachments").await?;
+
+    // Bots: no agent-only transfer, and survey must be a bool.
+    bot.until("work item", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str())
+        .await?;
+    refused(
+        &mut bot,
+        json!({"type":"event","name":"transfer","conversation":{"id":conv},"value":{"queue":"GeneralQueue"}}),
+        "handoff.initiate",
+    )
+    .await?;
+    refused(
+        &mut bot,
+        json!({"type":"endOfConversation","conversation":{"id":conv},"value":{"survey":"yes"}}),
+        "value.survey",
+    )
+    .await?;
+    refused(&mut bot, json!({"type":"message","conversation":{"id":conv}}), "text or attachments").await?;
+    // Nothing of it reached the customer, and the conversation goes on.
+    bot.say(&conv, "still here").await?;
+    assert_eq!(c.message().await?["text"], "still here");
+    assert!(!c.seen.iter().any(|v| v["type"] == "endOfConversation" || v["name"] == "transfer"));
+
+    // Agents: presence is acknowledged.
+    alice
+        .send(json!({"type":"event","name":"presence","value":"busy","channelData":{"clientActivityId":"p1"}}))
+        .await?;
+    let ack = alice.event("ack").await?;
+    assert_eq!(ack["value"]["clientActivityId"], "p1");
+
+    // Callers: a sample rate the format does not support, or not a number, is refused.
+    let mut call = Client::connect(&s.ws_url("/v1/voice"), None).await?;
+    for rate in [json!("8000"), json!(-1), json!(1e20), json!(8000.5)] {
+        let v = json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":{"encoding":"pcmu","sampleRate":rate}}});
+        refused(&mut call, v, "sampleRate").await?;
+    }
+    let v = json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":{"encoding":"pcmu","sampleRate":16000}}});
+    refused(&mut call, v, "pcmu/16000").await?;
+    let v = json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":{"encoding":"pcmu","sampleRate":8000}}});
+    call.send(v).await?;
+    call.event("session.started").await?;
+    // A key press is acknowledged like every client activity.
+    call.send(json!({"type":"event","name":"dtmf","value":"7","channelData":{"clientActivityId":"k1"}})).await?;
+    let ack = call.event("ack").await?;
+    assert_eq!(ack["value"]["clientActivityId"], "k1");
+    assert!(ack["value"]["seq"].as_u64().is_some());
+    Ok(())
+}
