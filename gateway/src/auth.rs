@@ -29,6 +29,14 @@ pub struct Claims {
     pub kind: Principal,
     /// Expiry, in milliseconds since the Unix epoch.
     pub exp: u64,
+    /// A customer token's generation: each `session.started` issues the next one, and only
+    /// the conversation's current generation resumes it (the old token stops working).
+    #[serde(default, rename = "gen", skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,7 +105,7 @@ mod tests {
     #[test]
     fn round_trip_tamper_and_expiry() {
         let s = Signer::random();
-        let c = Claims { sub: "alice".into(), kind: Principal::Agent, exp: 1_000 };
+        let c = Claims { sub: "alice".into(), kind: Principal::Agent, exp: 1_000, generation: 0 };
         let t = s.issue(&c);
         assert_eq!(s.verify(&t, 999), Ok(c.clone()));
         assert_eq!(s.verify(&t, 1_000), Err(TokenError::Expired));

@@ -89,9 +89,6 @@ async fn unauthenticated_upgrades_are_refused_with_401() -> Result<()> {
 async fn tokens_expire_after_their_lifetime() -> Result<()> {
     let s = start_server(None).await;
     let token = s.token("alice", "alice-demo-secret").await?;
-    let ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
-    let (conv, customer_token) = (ann.conversation.clone(), ann.token.clone());
-    ann.client.close().await;
 
     tokio::time::pause();
     tokio::time::advance(Duration::from_secs(3599)).await;
@@ -104,19 +101,35 @@ async fn tokens_expire_after_their_lifetime() -> Result<()> {
     let e = Client::connect(&s.ws_url("/v1/agent"), Some(&token)).await.err().expect("expired");
     assert_eq!(http_status(&e), Some(401));
 
-    // The customer's resume token lives 24 hours.
-    let mut again = s.customer().await?;
-    again.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":customer_token,"watermark":0}})).await?;
-    again.event("session.started").await?;
+    // A customer's token lives as long as the conversation can be resumed: up to the
+    // resume window (300 s by default) after the customer left.
+    let ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let conv = ann.conversation.clone();
+    let left = |s: &switchboard_tests::TestServer| {
+        s.running.hub.conversation(&conv).is_some_and(|c| c.inner.lock().customer.is_none())
+    };
+    ann.client.close().await;
+    while !left(&s) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     tokio::time::pause();
-    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    tokio::time::advance(Duration::from_secs(299)).await;
+    tokio::time::resume();
+    let mut again = s.customer().await?;
+    again.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token,"watermark":0}})).await?;
+    let newest = again.event("session.started").await?["value"]["token"].as_str().unwrap().to_owned();
+    again.close().await;
+    while !left(&s) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(302)).await;
     tokio::time::resume();
     let mut late = s.customer().await?;
-    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":customer_token}}))
-        .await?;
+    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":newest}})).await?;
     let err = late.event("error").await?;
     assert_eq!(err["value"]["code"], "unauthorized");
-    assert!(err["value"]["message"].as_str().unwrap().contains("expired"));
+    assert!(err["value"]["message"].as_str().unwrap().contains("has ended"), "{err}");
     Ok(())
 }
 
@@ -182,6 +195,50 @@ async fn resume_needs_the_conversation_token_and_replays_after_the_watermark() -
     // Live traffic continues on the resumed connection.
     bot.say(&conv, "four").await?;
     assert_eq!(c.message().await?["text"], "four");
+
+    // The token resumed once: replaying it now is refused, and the rightful client stays.
+    let fresh = started["value"]["token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, ann.token, "each session.started issues a new token");
+    let mut thief = s.customer().await?;
+    thief.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}})).await?;
+    let e = thief.event("error").await?;
+    assert_eq!(e["value"]["code"], "unauthorized");
+    assert!(e["value"]["message"].as_str().unwrap().contains("replaced by a newer one"), "{e}");
+    bot.say(&conv, "five").await?;
+    assert_eq!(c.message().await?["text"], "five", "the rightful client was not displaced");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ended_conversation_cannot_be_resumed_except_to_answer_its_survey() -> Result<()> {
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    // Ended without a survey: the token is refused.
+    let mut ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let conv = ann.conversation.clone();
+    bot.until("Ann's", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str()).await?;
+    ann.send(json!({"type":"endOfConversation"})).await?;
+    ann.event("ack").await?;
+    let mut late = s.customer().await?;
+    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}})).await?;
+    let e = late.event("error").await?;
+    assert_eq!(e["value"]["code"], "unauthorized");
+    assert!(e["value"]["message"].as_str().unwrap().contains("has ended"), "{e}");
+
+    // Ended with a survey: the customer may come back to answer it, and to nothing else.
+    let mut ben = s.start_chat("ChatWorkStream", "Ben", json!({})).await?;
+    let conv = ben.conversation.clone();
+    bot.until("Ben's", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str()).await?;
+    bot.send(json!({"type":"endOfConversation","conversation":{"id":conv},"value":{"survey":true}})).await?;
+    ben.activity("endOfConversation").await?;
+    ben.client.close().await;
+    let mut back = s.customer().await?;
+    back.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ben.token,"watermark":0}})).await?;
+    back.event("session.started").await?;
+    back.send(json!({"type":"message","text":"hello again"})).await?;
+    assert_eq!(back.event("error").await?["value"]["code"], "bad_request");
+    back.send(json!({"type":"event","name":"survey.response","value":{"rating":4}})).await?;
+    back.event("ack").await?;
     Ok(())
 }
 

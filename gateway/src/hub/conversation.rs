@@ -126,6 +126,8 @@ pub struct ConvInner {
     pub last_activity_ms: u64,
     /// When the customer's connection went away (it may resume for a while).
     pub customer_left_ms: Option<u64>,
+    /// The generation of the customer token that may resume it (see `auth::Claims::generation`).
+    pub token_gen: u64,
     /// A bot holder must answer by then.
     pub bot_deadline_ms: Option<u64>,
 }

@@ -98,6 +98,9 @@ struct Saved {
     summary: Option<String>,
     survey_requested: bool,
     survey: Option<Value>,
+    /// The customer token generation that resumes it (0: written before generations).
+    #[serde(default)]
+    token_gen: u64,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -205,7 +208,7 @@ impl Hub {
         }
         let ttl = self.cfg.server.token_ttl_secs;
         let exp = self.clock.now_ms() + ttl * 1000;
-        Some((self.signer.issue(&Claims { sub, kind, exp }), ttl))
+        Some((self.signer.issue(&Claims { sub, kind, exp, generation: 0 }), ttl))
     }
 
     /// Checks a customer's `session.start` context against the workstream's declarations.
@@ -247,10 +250,17 @@ impl Hub {
             summary: inner.summary.clone(),
             survey_requested: inner.survey_requested,
             survey: inner.survey.clone(),
+            token_gen: inner.token_gen,
         };
         drop(inner);
         let state = serde_json::to_string(&saved).unwrap_or_default();
         self.store.record(Record::Conversation { id: conv.id.clone(), open, state }, None);
+    }
+
+    /// The token a customer resumes conversation `id` with, generation `generation`.
+    fn customer_token(&self, id: &str, generation: u64) -> String {
+        let exp = self.clock.now_ms() + self.cfg.server.customer_token_ttl_secs * 1000;
+        self.signer.issue(&Claims { sub: id.to_owned(), kind: Principal::Customer, exp, generation })
     }
 
     /// A customer starts a conversation: `session.started` goes out first, then the engine
@@ -276,8 +286,7 @@ impl Hub {
         call: Option<Arc<crate::voice::Call>>,
     ) -> Result<Arc<Conversation>, ProtocolError> {
         let now = self.clock.now_ms();
-        let exp = now + self.cfg.server.customer_token_ttl_secs * 1000;
-        let token = self.signer.issue(&Claims { sub: id.to_string(), kind: Principal::Customer, exp });
+        let token = self.customer_token(&id, 1);
         let conv = Arc::new(Conversation {
             id: id.clone(),
             workstream: workstream.to_owned(),
@@ -285,6 +294,7 @@ impl Hub {
             inner: Mutex::new(ConvInner {
                 customer: Some(outbox.clone()),
                 last_activity_ms: now,
+                token_gen: 1,
                 ..ConvInner::default()
             }),
             call: call.clone(),
@@ -334,6 +344,19 @@ impl Hub {
         let engine = self.engine.lock();
         let position = engine.conversation(conv_id).and_then(|v| v.position.map(|p| (v.queue, p)));
         let mut inner = conv.inner.lock();
+        // A token resumes once: each resume issues the next generation, so a copied or
+        // replayed token cannot take the conversation over after the rightful client came
+        // back. An ended conversation is resumed only to answer the survey it asked for.
+        if claims.generation != inner.token_gen {
+            return Err(ProtocolError::unauthorized(
+                "cannot resume: this token was replaced by a newer one (each session.started issues a new token)",
+            ));
+        }
+        if inner.closed && !(inner.survey_requested && inner.survey.is_none()) {
+            return Err(ProtocolError::unauthorized("cannot resume: the conversation has ended"));
+        }
+        inner.token_gen += 1;
+        let token = self.customer_token(conv_id, inner.token_gen);
         if let Some(old) = inner.customer.replace(outbox.clone())
             && old.id() != outbox.id()
         {
@@ -342,7 +365,7 @@ impl Hub {
         inner.customer_left_ms = None;
         outbox.send(protocol::event(
             "session.started",
-            json!({"conversationId": conv_id, "token": token, "resumed": true,
+            json!({"conversationId": conv_id, "token": &token, "resumed": true,
                    "user": {"id": conv.customer.id, "name": conv.customer.name}}),
             Some(conv_id),
         ));
@@ -355,6 +378,7 @@ impl Hub {
             outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(conv_id)));
         }
         drop(inner);
+        self.persist(&engine, &conv);
         Ok(conv)
     }
 

@@ -83,6 +83,7 @@ impl Hub {
                     seen,
                     survey_requested: saved.survey_requested,
                     survey: saved.survey,
+                    token_gen: saved.token_gen,
                     summary: saved.summary,
                     last_activity_ms: now,
                     customer_left_ms: Some(now),
