@@ -200,7 +200,9 @@ async fn resume_needs_the_conversation_token_and_replays_after_the_watermark() -
     let fresh = started["value"]["token"].as_str().unwrap().to_owned();
     assert_ne!(fresh, ann.token, "each session.started issues a new token");
     let mut thief = s.customer().await?;
-    thief.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}})).await?;
+    thief
+        .send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}}))
+        .await?;
     let e = thief.event("error").await?;
     assert_eq!(e["value"]["code"], "unauthorized");
     assert!(e["value"]["message"].as_str().unwrap().contains("replaced by a newer one"), "{e}");
@@ -220,7 +222,8 @@ async fn an_ended_conversation_cannot_be_resumed_except_to_answer_its_survey() -
     ann.send(json!({"type":"endOfConversation"})).await?;
     ann.event("ack").await?;
     let mut late = s.customer().await?;
-    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}})).await?;
+    late.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ann.token}}))
+        .await?;
     let e = late.event("error").await?;
     assert_eq!(e["value"]["code"], "unauthorized");
     assert!(e["value"]["message"].as_str().unwrap().contains("has ended"), "{e}");
@@ -233,7 +236,10 @@ async fn an_ended_conversation_cannot_be_resumed_except_to_answer_its_survey() -
     ben.activity("endOfConversation").await?;
     ben.client.close().await;
     let mut back = s.customer().await?;
-    back.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ben.token,"watermark":0}})).await?;
+    back.send(
+        json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":ben.token,"watermark":0}}),
+    )
+    .await?;
     back.event("session.started").await?;
     back.send(json!({"type":"message","text":"hello again"})).await?;
     assert_eq!(back.event("error").await?["value"]["code"], "bad_request");
