@@ -207,7 +207,9 @@ async fn a_customer_who_does_not_resume_in_time_has_the_conversation_closed() ->
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_off_without_slowing_others_and_loses_nothing() -> Result<()> {
-    let s = start_server(Some(&config("outbound_queue = 16"))).await;
+    // 6 MB toward one customer fills the socket buffers; the conversation is allowed to
+    // hold that much here (the default bound is 2 MiB).
+    let s = start_server(Some(&config("outbound_queue = 16\nmax_conversation_bytes = 8388608"))).await;
     let mut bot = s.bot().await?;
     let slow = chat_with_bot(&s, &mut bot, "Slow").await?;
     let mut fast = chat_with_bot(&s, &mut bot, "Fast").await?;

@@ -168,3 +168,80 @@ async fn input_the_contract_does_not_allow_is_refused_by_name() -> Result<()> {
     assert!(ack["value"]["seq"].as_u64().is_some());
     Ok(())
 }
+
+/// What one customer can make a conversation hold is bounded, and a long transcript reaches
+/// each new holder in pages no larger than `transcript_page_bytes`: a customer cannot make
+/// the agents' frames too large to take.
+#[tokio::test]
+async fn a_long_transcript_is_bounded_and_reaches_agents_in_pages() -> Result<()> {
+    const LIMIT: usize = 2 << 20; // the release defaults
+    const PAGE: usize = 256 << 10;
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    let mut alice = s.agent("alice").await?;
+    let mut ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let conv = ann.conversation.clone();
+    bot.until("work item", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str())
+        .await?;
+    // Messages just under the frame limit, at the customer rate, until the conversation is full.
+    let big = "x".repeat(27_000);
+    let mut stored = 0;
+    let refusal = loop {
+        let cid = format!("m{stored}");
+        ann.send(json!({"type":"message","text":big,"channelData":{"clientActivityId":cid}})).await?;
+        let v = ann
+            .until("ack or error", |v| {
+                (v["name"] == "ack" || v["name"] == "error") && v["value"]["clientActivityId"] == cid
+            })
+            .await?;
+        match v["name"].as_str() {
+            Some("ack") => stored += 1,
+            _ if v["value"]["code"] == "rate_limited" => tokio::time::sleep(std::time::Duration::from_millis(60)).await,
+            _ => break v,
+        }
+        assert!(stored < 200, "the conversation was never full");
+    };
+    assert_eq!(refusal["value"]["code"], "too_large", "{refusal}");
+    assert!(refusal["value"]["message"].as_str().unwrap().contains("limit"), "{refusal}");
+    assert!(stored * 27_000 <= LIMIT && stored * 27_000 > LIMIT - (64 << 10), "{stored} messages stored");
+
+    // The bot escalates: Alice's work item carries the newest page only.
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":conv},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+    let item = alice
+        .until("work item", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str())
+        .await?;
+    assert!(item.to_string().len() <= PAGE + 4096, "work item of {} bytes", item.to_string().len());
+    assert_eq!(item["value"]["transcriptComplete"], false);
+    let mut seqs: Vec<u64> =
+        item["value"]["transcript"].as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+    let mut from = item["value"]["transcriptFrom"].as_u64().unwrap();
+    assert_eq!(seqs.first(), Some(&from));
+    // Older pages on request, until the beginning.
+    while from > 1 {
+        alice
+            .send(
+                json!({"type":"event","name":"transcript.request","conversation":{"id":conv},"value":{"before":from}}),
+            )
+            .await?;
+        let page = alice.event("transcript.page").await?;
+        assert!(page.to_string().len() <= PAGE + 4096);
+        let older: Vec<u64> =
+            page["value"]["transcript"].as_array().unwrap().iter().map(|t| t["seq"].as_u64().unwrap()).collect();
+        assert!(!older.is_empty() && *older.last().unwrap() == from - 1, "the page ends just before {from}: {older:?}");
+        from = page["value"]["transcriptFrom"].as_u64().unwrap();
+        seqs.splice(0..0, older);
+    }
+    let n = seqs.len() as u64;
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "every activity once, in order");
+    // Alice stays connected and talks; the customer can still end the conversation.
+    alice.say(&conv, "I have the whole story.").await?;
+    assert_eq!(ann.message().await?["text"], "I have the whole story.");
+    ann.send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"end"}})).await?;
+    ann.until("the end's ack", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "end").await?;
+    alice.activity("endOfConversation").await?;
+    // Someone else's page requests are refused.
+    let mut bob = s.agent("bob").await?;
+    bob.send(json!({"type":"event","name":"transcript.request","conversation":{"id":conv},"value":{}})).await?;
+    assert_eq!(bob.event("error").await?["value"]["code"], "forbidden");
+    Ok(())
+}

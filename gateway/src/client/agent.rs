@@ -231,6 +231,12 @@ fn render(st: &mut State, v: &Value, quiet: bool) {
                 say(format!("summary: {s}"));
             }
             say("transcript:".into());
+            if val["transcriptComplete"] == false {
+                say(format!(
+                    "  (the first {} activities are not shown)",
+                    val["transcriptFrom"].as_u64().unwrap_or(1) - 1
+                ));
+            }
         }
         for t in val["transcript"].as_array().into_iter().flatten() {
             let seq = t["seq"].as_u64().unwrap_or(0);

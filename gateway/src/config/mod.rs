@@ -53,6 +53,12 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     /// Frames queued toward one connection before it counts as a slow consumer and is closed.
     pub outbound_queue: usize,
+    /// The most a conversation's transcript may hold (bytes of its activities' JSON); past
+    /// it, client activities are refused with `too_large` (the conversation can still end).
+    pub max_conversation_bytes: usize,
+    /// The most transcript a holder's `conversation.assigned` carries (the newest part);
+    /// older pages come with `transcript.request`.
+    pub transcript_page_bytes: usize,
     /// Lifetime of bot and agent access tokens.
     pub token_ttl_secs: u64,
     /// Lifetime of a customer's conversation token (used to resume).
@@ -114,6 +120,8 @@ impl Default for ServerConfig {
             admin_token: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: 1024,
+            max_conversation_bytes: 2 << 20,
+            transcript_page_bytes: 256 << 10,
             token_ttl_secs: 3600,
             customer_token_ttl_secs: 24 * 3600,
             handshake_timeout_secs: 10,
@@ -464,6 +472,13 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
     }
     if raw.server.outbound_queue < 16 {
         problems.push("server: outbound_queue must be at least 16".into());
+    }
+    // A page must hold the largest single activity (a full text frame, escaped).
+    if raw.server.transcript_page_bytes < 2 * raw.server.max_frame_bytes {
+        problems.push("server: transcript_page_bytes must be at least twice max_frame_bytes".into());
+    }
+    if raw.server.max_conversation_bytes < raw.server.transcript_page_bytes {
+        problems.push("server: max_conversation_bytes must be at least transcript_page_bytes".into());
     }
     let admin_token = match (&raw.server.admin_token, &raw.server.admin_token_env) {
         (Some(t), _) => Some(Secret(t.clone())),

@@ -62,28 +62,56 @@ pub struct Holder {
 }
 
 /// A holder's `conversation.assigned` without its transcript: sent once the transcript up
-/// to `at` is committed, with those frames spliced in.
+/// to `at` is committed, with (the newest page of) those frames spliced in.
 #[derive(Debug, Clone)]
 pub struct WorkItem {
     pub at: u64,
     /// The frame up to the transcript's opening bracket.
     pub head: String,
+    /// The most transcript it carries; older activities come with `transcript.request`.
+    pub page_bytes: usize,
+}
+
+/// The newest entries of `entries` that fit in `page_bytes` (at least one), as the index
+/// of the first.
+pub fn page_start(entries: &[Entry], page_bytes: usize) -> usize {
+    let mut size = 0;
+    let mut start = entries.len();
+    while start > 0 {
+        size += entries[start - 1].frame.len() + 1;
+        if size > page_bytes && start < entries.len() {
+            break;
+        }
+        start -= 1;
+    }
+    start
+}
+
+/// `head` (ending in an open `[`), `frames` spliced in, then the page's bounds: the seq of
+/// its first activity and whether it starts at the beginning.
+pub fn splice_page(head: &str, frames: &[Entry], first_seq: u64) -> Frame {
+    let size = head.len() + 64 + frames.iter().map(|e| e.frame.len() + 1).sum::<usize>();
+    let mut v = String::with_capacity(size);
+    v.push_str(head);
+    for (i, e) in frames.iter().enumerate() {
+        if i > 0 {
+            v.push(',');
+        }
+        v.push_str(e.frame.as_str());
+    }
+    v.push_str("],\"transcriptFrom\":");
+    v.push_str(&first_seq.to_string());
+    v.push_str(",\"transcriptComplete\":");
+    v.push_str(if first_seq <= 1 { "true" } else { "false" });
+    v.push_str("}}");
+    Frame::from(v)
 }
 
 impl WorkItem {
-    /// The whole frame, with `frames` as its transcript, in one string sized for it.
+    /// The whole frame, with the newest page of `frames` as its transcript.
     pub fn frame(&self, frames: &[Entry]) -> Frame {
-        let size = self.head.len() + 4 + frames.iter().map(|e| e.frame.len() + 1).sum::<usize>();
-        let mut v = String::with_capacity(size);
-        v.push_str(&self.head);
-        for (i, e) in frames.iter().enumerate() {
-            if i > 0 {
-                v.push(',');
-            }
-            v.push_str(e.frame.as_str());
-        }
-        v.push_str("]}}");
-        Frame::from(v)
+        let start = page_start(frames, self.page_bytes);
+        splice_page(&self.head, &frames[start..], start as u64 + 1)
     }
 }
 
@@ -101,6 +129,8 @@ pub struct Conversation {
 pub struct ConvInner {
     /// `transcript[i]` has `seq == i + 1`.
     pub transcript: Vec<Entry>,
+    /// The bytes of the transcript's frames (bounded by `max_conversation_bytes`).
+    pub bytes: usize,
     /// Every activity up to this seq is durable (and may be delivered).
     pub committed: u64,
     pub customer: Option<Outbox>,
@@ -264,6 +294,7 @@ impl ConvInner {
             },
             size,
         );
+        self.bytes += f.len();
         self.transcript.push(Entry { frame: f.clone(), author: new.author });
         self.last_activity_ms = now;
         if let Some(ack) = new.ack {
@@ -307,6 +338,7 @@ impl ConvInner {
         let keep = seq.saturating_sub(1).min(self.transcript.len() as u64);
         tracing::error!(conversation.id = %conv.id, seq, "{e}: activities from seq {seq} on were not stored");
         self.transcript.truncate(keep as usize);
+        self.bytes = self.transcript.iter().map(|e| e.frame.len()).sum();
         self.committed = self.committed.min(keep);
         self.customer_sent = self.customer_sent.min(keep);
         self.holder_sent = self.holder_sent.min(keep);
@@ -398,10 +430,10 @@ impl ConvInner {
 
     /// Gives the holder its work item: sent with the transcript so far once all of it is
     /// committed (at once when it is).
-    pub fn give_work(&mut self, head: String) {
+    pub fn give_work(&mut self, head: String, page_bytes: usize) {
         let at = self.transcript.len() as u64;
         if let Some(h) = &mut self.holder {
-            h.work = Some(WorkItem { at, head });
+            h.work = Some(WorkItem { at, head, page_bytes });
         }
         self.flush();
     }

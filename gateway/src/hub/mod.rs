@@ -421,6 +421,17 @@ impl Hub {
         }
         let mut inner = conv.inner.lock();
         check(&inner)?;
+        // A conversation holds a bounded transcript; its end and a survey answer always fit.
+        let limit = self.cfg.server.max_conversation_bytes;
+        if !matches!(a.kind(), protocol::Kind::EndOfConversation)
+            && a.event_name() != Some("survey.response")
+            && inner.bytes + a.text.as_ref().map_or(0, String::len) > limit
+        {
+            return Err(ProtocolError::new(
+                ErrorCode::TooLarge,
+                format!("this conversation has reached its limit of {limit} bytes; it can only be ended"),
+            ));
+        }
         let cid = a.client_activity_id();
         let key = cid.map(|c| (from.id.clone(), c.to_owned()));
         let ack = Ack { to: reply.clone(), client_activity_id: cid.map(str::to_owned) };
@@ -633,6 +644,33 @@ impl Hub {
         Ok(())
     }
 
+    /// `transcript.request` from the holder: the page of the transcript before
+    /// `value.before` (a seq; absent: the newest page), newest first within the page limit,
+    /// answered with a `transcript.page` event (`transcriptFrom`, `transcriptComplete`).
+    pub fn transcript_page(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let conv = self.named_conversation(a)?;
+        let before = match a.value.get("before") {
+            None | Some(Value::Null) => u64::MAX,
+            Some(v) => {
+                v.as_u64().ok_or_else(|| ProtocolError::bad_request("transcript.request value.before must be a seq"))?
+            }
+        };
+        let inner = conv.inner.lock();
+        if inner.holder.as_ref().is_none_or(|h| h.member != *member) {
+            return Err(ProtocolError::forbidden(format!("you do not hold conversation {:?}", conv.id)));
+        }
+        let end = before.saturating_sub(1).min(inner.committed) as usize;
+        let frames = &inner.transcript[..end];
+        let start = conversation::page_start(frames, self.cfg.server.transcript_page_bytes);
+        let id = serde_json::to_string(&*conv.id).unwrap_or_default();
+        let head = format!(
+            "{{\"type\":\"event\",\"name\":\"transcript.page\",\"conversation\":{{\"id\":{id}}},\"value\":{{\"before\":{},\"transcript\":[",
+            end + 1
+        );
+        reply.send(conversation::splice_page(&head, &frames[start..], start as u64 + 1));
+        Ok(())
+    }
+
     /// The holder transfers to a named queue, or back through the rules.
     pub fn transfer(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
         let conv = self.named_conversation(a)?;
@@ -684,7 +722,7 @@ impl Hub {
                     call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
                 }
                 let head = self.assigned_head(&engine, &conv, &inner, true);
-                inner.give_work(head);
+                inner.give_work(head, self.cfg.server.transcript_page_bytes);
             }
         }
         let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
@@ -827,7 +865,7 @@ impl Hub {
                     });
                     if outbox.is_some() {
                         let head = self.assigned_head(engine, &c, &inner, false);
-                        inner.give_work(head);
+                        inner.give_work(head, self.cfg.server.transcript_page_bytes);
                     } else {
                         inner.holder_sent = inner.committed;
                     }

@@ -163,6 +163,7 @@ impl StaffSession {
                 Err(ProtocolError::bad_request("bots hand a conversation on with the handoff.initiate event"))
             }
             (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
+            (Kind::Event, Some("transcript.request")) => hub.transcript_page(&self.member, &self.outbox, a),
             (Kind::Event, Some("mark")) => hub.holder_mark(&self.member, a),
             (Kind::Event, Some("clear")) => hub.holder_clear(&self.member, a),
             (Kind::Event, Some("presence")) if self.kind == Principal::Agent => {
