@@ -325,3 +325,38 @@ async fn malformed_and_oversized_frames_under_load_hurt_only_their_sender() -> R
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_idle_conversation_is_closed_and_both_parties_are_told() -> Result<()> {
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let conv = ann.conversation.clone();
+    // Nobody writes for the release default idle_close_secs (3600). Both stay connected:
+    // time passes in steps shorter than the connections' idle timeout, and each client
+    // reads in between, which answers the gateway's pings.
+    let end = |v: &Value| v["type"] == "endOfConversation";
+    let mut told = (None, None);
+    for _ in 0..50 {
+        pass(Duration::from_secs(80)).await;
+        if told.0.is_none()
+            && let Ok(v) = tokio::time::timeout(Duration::from_millis(20), ann.until("the end", end)).await
+        {
+            told.0 = Some(v?);
+        }
+        if told.1.is_none()
+            && let Ok(v) = tokio::time::timeout(Duration::from_millis(20), bot.until("the end", end)).await
+        {
+            told.1 = Some(v?);
+        }
+        if told.0.is_some() && told.1.is_some() {
+            break;
+        }
+    }
+    let (Some(to_ann), Some(to_bot)) = told else { panic!("not both told: {told:?}") };
+    assert!(to_ann["text"].as_str().unwrap().contains("without activity"), "{to_ann}");
+    assert_eq!(to_ann["seq"], to_bot["seq"]);
+    assert!(to_bot["seq"].as_u64().is_some());
+    assert!(!s.running.hub.is_open(&conv));
+    Ok(())
+}
