@@ -9,10 +9,54 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
+/// A serialised text frame: UTF-8 JSON, cheap to clone (reference counted). The project's
+/// own type, so the hub, the store and the bots know nothing of WebSockets; `server/` turns
+/// it into a WebSocket message (checking it is UTF-8, which every `Frame` is by
+/// construction: it is only ever made from a `String` or a `&'static str`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame(bytes::Bytes);
 
-/// A serialised text frame, cheap to clone (reference counted).
-pub type Frame = Utf8Bytes;
+impl Frame {
+    pub const fn from_static(s: &'static str) -> Frame {
+        Frame(bytes::Bytes::from_static(s.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Made from a `String` or a `str` only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes, for the transport.
+    pub fn into_bytes(self) -> bytes::Bytes {
+        self.0
+    }
+}
+
+impl From<String> for Frame {
+    fn from(s: String) -> Frame {
+        Frame(bytes::Bytes::from(s))
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The SPEC's error codes. Each names whose fault it is: the first six are the client's,
 /// `unavailable` is ours (retry later).
@@ -28,24 +72,42 @@ pub enum ErrorCode {
     Unavailable,
 }
 
-/// A failure to report to the client as an `error` event; the connection stays open.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProtocolError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
+impl ErrorCode {
+    /// Whether the same request may succeed later: after a pause (`rate_limited`), or once
+    /// we have recovered (`unavailable`). The others need the client to change something.
+    pub fn retry_helps(self) -> bool {
+        matches!(self, ErrorCode::RateLimited | ErrorCode::Unavailable)
     }
 }
 
-impl std::error::Error for ProtocolError {}
+/// Whose fault a failure is: the client's (a customer, bot or agent sent something the
+/// contract does not allow), the store's, or ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Store,
+    Internal,
+}
+
+/// A failure to report to the client as an `error` event; the connection stays open.
+/// `server::respond` is the one place that turns it into a frame or an HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub fault: Fault,
+}
 
 impl ProtocolError {
+    /// A failure of `code`: the client's, except `unavailable`, which is ours.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ProtocolError { code, message: message.into() }
+        let fault = if code == ErrorCode::Unavailable { Fault::Internal } else { Fault::Client };
+        ProtocolError { code, message: message.into(), fault }
+    }
+    /// The store could not keep something: `unavailable`, and a retry helps.
+    pub fn store(m: impl Into<String>) -> Self {
+        ProtocolError { code: ErrorCode::Unavailable, message: m.into(), fault: Fault::Store }
     }
     pub fn bad_request(m: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, m)
@@ -205,8 +267,8 @@ pub fn frame_sized(v: &impl Serialize, capacity: usize) -> Frame {
     let mut buf = Vec::with_capacity(capacity);
     // Our own types always serialise (to UTF-8); an empty object is a safe fallback all the same.
     match serde_json::to_writer(&mut buf, v).ok().and_then(|()| String::from_utf8(buf).ok()) {
-        Some(s) => Utf8Bytes::from(s),
-        None => Utf8Bytes::from_static("{}"),
+        Some(s) => Frame::from(s),
+        None => Frame::from_static("{}"),
     }
 }
 
@@ -228,15 +290,6 @@ struct Event<'a, V: Serialize> {
 /// An event that is not part of the transcript (ack, error, queue.position, …).
 pub fn event(name: &str, value: impl Serialize, conversation: Option<&str>) -> Frame {
     frame(&Event { kind: "event", name, value, conversation: conversation.map(|id| ConvId { id }) })
-}
-
-/// The `error` event for a failure.
-pub fn error_event(err: &ProtocolError, conversation: Option<&str>, client_activity_id: Option<&str>) -> Frame {
-    let mut value = json!({"code": err.code, "message": err.message});
-    if let Some(cid) = client_activity_id {
-        value["clientActivityId"] = json!(cid);
-    }
-    event("error", value, conversation)
 }
 
 /// The clientActivityId of a frame we will not otherwise parse (a rate-limited one), so the

@@ -98,6 +98,9 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                         }
                     }
                     Some(Outgoing::Binary(_)) => {} // the caller's audio: the built-in bot listens for DTMF only
+                    Some(Outgoing::Error(e, conv, _)) => {
+                        tracing::warn!(bot = %name, conversation.id = conv.as_deref().unwrap_or(""), "refused: {e}");
+                    }
                     Some(Outgoing::Close(..)) | None => break,
                 },
             }

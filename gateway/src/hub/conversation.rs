@@ -28,9 +28,7 @@ use serde_json::Value;
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::protocol::{
-    Activity, ConvRef, ErrorCode, Frame, Kind, Party, ProtocolError, ack_event, error_event, frame_sized,
-};
+use crate::protocol::{Activity, ConvRef, Frame, Kind, Party, ProtocolError, ack_event, frame_sized};
 use crate::routing::ConvId;
 use crate::store::{Record, Store, StoreError};
 
@@ -349,9 +347,9 @@ impl ConvInner {
         self.epoch += 1;
         self.seen.retain(|_, (_, s)| *s <= keep);
         self.send_acks(conv);
-        let err = ProtocolError::new(ErrorCode::Unavailable, format!("not stored ({e}); send it again"));
+        let err = ProtocolError::store(format!("not stored ({e}); send it again"));
         for p in self.acks.drain(..) {
-            p.ack.to.send(error_event(&err, Some(&conv.id), p.ack.client_activity_id.as_deref()));
+            p.ack.to.send_error(err.clone(), Some(&conv.id), p.ack.client_activity_id.as_deref());
         }
     }
 

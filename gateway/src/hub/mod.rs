@@ -360,7 +360,7 @@ impl Hub {
         if let Some(old) = inner.customer.replace(outbox.clone())
             && old.id() != outbox.id()
         {
-            old.close(4001, "resumed on another connection");
+            old.close(outbox::Reason::ResumedElsewhere, "resumed on another connection");
         }
         inner.customer_left_ms = None;
         outbox.send(protocol::event(
@@ -708,7 +708,7 @@ impl Hub {
         if let Some(old) = self.members.insert(member.clone(), conn)
             && old.outbox.id() != outbox.id()
         {
-            old.outbox.close(4002, "replaced by a newer connection");
+            old.outbox.close(outbox::Reason::Replaced, "replaced by a newer connection");
         }
         let mut engine = self.engine.lock();
         for conv_id in engine.held_by(member) {

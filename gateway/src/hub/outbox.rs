@@ -2,7 +2,7 @@
 //!
 //! Each connection has one writer task draining a bounded channel. The hub never waits on
 //! it: [`Outbox::send`] is `try_send`, and a full queue means the consumer stopped reading.
-//! Policy: such a consumer is disconnected (close 4008, "slow consumer") rather than
+//! Policy: such a consumer is disconnected ([`Reason::SlowConsumer`], "slow consumer") rather than
 //! slowing everyone else or silently dropping frames. Nothing is lost by this: every
 //! activity is in the transcript before it is queued, and the client resumes from its
 //! watermark (customers) or gets its conversations re-assigned with their transcript on
@@ -15,31 +15,59 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Frame;
+use crate::routing::ConvId;
+
+/// Why a connection ends, as the hub and the sessions say it; `server::respond` alone
+/// turns a reason into a close code (SPEC §4's table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The conversation (a call) ended normally.
+    Ended,
+    /// The gateway is shutting down.
+    ShuttingDown,
+    /// Nothing was received for the idle timeout.
+    Idle,
+    /// A WebSocket protocol violation.
+    ProtocolViolation,
+    /// Invalid UTF-8 in a text frame.
+    InvalidText,
+    /// Not allowed: the handshake did not come in time.
+    Policy,
+    /// A frame over the size limit.
+    TooLarge,
+    /// Something went wrong on our side.
+    Internal,
+    /// The same conversation was resumed on another connection.
+    ResumedElsewhere,
+    /// The same bot or agent connected again elsewhere.
+    Replaced,
+    /// The outbound queue overflowed.
+    SlowConsumer,
+}
 
 /// What a writer task can be asked to send.
 #[derive(Debug)]
 pub enum Outgoing {
     Text(Frame),
+    /// An `error` event for the client: the server's error edge writes it.
+    Error(crate::protocol::ProtocolError, Option<ConvId>, Option<String>),
     /// Many frames in one queue slot, written in order with the socket's own backpressure:
     /// a resumed client's replay, however long, cannot overflow the queue.
     Batch(Vec<Frame>),
     /// A binary frame (voice media).
     Binary(bytes::Bytes),
-    /// Close the connection with this code and reason, after what is already queued.
-    Close(u16, String),
+    /// Close the connection for this reason (with a detail), after what is already queued.
+    Close(Reason, String),
 }
 
 /// Why a connection was told to close at once (the writer sends it without draining).
 #[derive(Debug, Clone)]
 pub struct Kick {
-    pub code: u16,
-    pub reason: String,
+    pub reason: Reason,
+    pub detail: String,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The close code for a consumer whose queue overflowed (SPEC §4): reconnect and resume.
-pub const SLOW_CONSUMER: u16 = 4008;
 
 /// Media frames dropped on a full outbound queue, since the process started (for
 /// `/metrics`, and in the log).
@@ -82,7 +110,7 @@ impl Outbox {
                 if !self.kick.is_cancelled() {
                     tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
                 }
-                self.kick(SLOW_CONSUMER, "slow consumer: reconnect and resume from your watermark");
+                self.kick(Reason::SlowConsumer, "slow consumer: reconnect and resume from your watermark");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -123,23 +151,31 @@ impl Outbox {
                 if !self.kick.is_cancelled() {
                     tracing::warn!(conn = self.id, "slow consumer: a replay does not fit, disconnecting");
                 }
-                self.kick(SLOW_CONSUMER, "slow consumer: reconnect and resume from your watermark");
+                self.kick(Reason::SlowConsumer, "slow consumer: reconnect and resume from your watermark");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
+    /// Queues an `error` event about `conversation` (and the client activity it answers).
+    pub fn send_error(&self, err: crate::protocol::ProtocolError, conversation: Option<&str>, cid: Option<&str>) {
+        let item = Outgoing::Error(err, conversation.map(ConvId::from), cid.map(str::to_owned));
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(item) {
+            self.kick(Reason::SlowConsumer, "slow consumer: reconnect and resume from your watermark");
+        }
+    }
+
     /// Asks the writer to close after what is queued (or at once if the queue is full).
-    pub fn close(&self, code: u16, reason: &str) {
-        if self.tx.try_send(Outgoing::Close(code, reason.to_owned())).is_err() {
-            self.kick(code, reason);
+    pub fn close(&self, reason: Reason, detail: &str) {
+        if self.tx.try_send(Outgoing::Close(reason, detail.to_owned())).is_err() {
+            self.kick(reason, detail);
         }
     }
 
     /// Closes the connection at once, dropping what is queued.
-    pub fn kick(&self, code: u16, reason: &str) {
-        self.kick_reason.lock().get_or_insert(Kick { code, reason: reason.to_owned() });
+    pub fn kick(&self, reason: Reason, detail: &str) {
+        self.kick_reason.lock().get_or_insert(Kick { reason, detail: detail.to_owned() });
         self.kick.cancel();
     }
 

@@ -102,9 +102,7 @@ impl Hub {
             .get(&stream)
             .map(|c| c.value().clone())
             .ok_or_else(|| ProtocolError::not_found(format!("no call with stream {stream}")))?;
-        call.holder_audio(member, audio).map_err(|e| {
-            if e.contains("do not hold") { ProtocolError::forbidden(e) } else { ProtocolError::bad_request(e) }
-        })
+        Ok(call.holder_audio(member, audio)?)
     }
 
     /// `mark` from a holder: reported back once the audio before it has been played.
@@ -117,7 +115,7 @@ impl Hub {
             .or(a.value.as_str())
             .ok_or_else(|| ProtocolError::bad_request("mark needs value.name"))?;
         if let Some(call) = &conv.call {
-            call.mark(member, name.to_owned()).map_err(ProtocolError::forbidden)?;
+            call.mark(member, name.to_owned())?;
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::ws::{self, Session, WsStream};
 use crate::config::Channel;
 use crate::hub::{Conversation, Hub, Outbox, Sender};
-use crate::protocol::{Inbound, Kind, ProtocolError, error_event};
+use crate::protocol::{Inbound, Kind, ProtocolError};
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
@@ -40,7 +40,7 @@ impl Session for ChatSession {
         let a = match Inbound::parse(text) {
             Ok(a) => a,
             Err(e) => {
-                self.outbox.send(error_event(&e, self.conv.as_ref().map(|c| &*c.id), None));
+                self.outbox.send_error(e, self.conv.as_ref().map(|c| &*c.id), None);
                 return;
             }
         };
@@ -49,7 +49,7 @@ impl Session for ChatSession {
             Some(conv) => self.converse(&conv, &a),
         };
         if let Err(e) = result {
-            self.outbox.send(error_event(&e, self.conv.as_ref().map(|c| &*c.id), a.client_activity_id()));
+            self.outbox.send_error(e, self.conv.as_ref().map(|c| &*c.id), a.client_activity_id());
         }
     }
 

@@ -5,6 +5,7 @@
 //! transport.
 
 mod chat;
+pub mod respond;
 mod staff;
 mod token;
 pub mod voice;

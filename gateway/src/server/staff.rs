@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use axum::http::header;
+use axum::response::Response;
 
 use super::ws::{self, Session, WsStream};
 use crate::auth::Principal;
 use crate::hub::{Hub, Outbox};
-use crate::protocol::{ErrorCode, Inbound, Kind, ProtocolError, error_event};
+use crate::protocol::{Inbound, Kind, ProtocolError};
 use crate::routing::Presence;
 use switchboard_codecs::Format;
 use tokio_tungstenite::tungstenite::Bytes;
@@ -41,23 +40,6 @@ pub fn bearer(req: &Request) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-/// An HTTP refusal before the upgrade, with a JSON body naming the problem.
-pub fn refuse(e: &ProtocolError) -> Response {
-    let status = match e.code {
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::BadRequest | ErrorCode::TooLarge => StatusCode::BAD_REQUEST,
-    };
-    let mut res = (status, axum::Json(json!({"error": e.code, "message": e.message}))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-    }
-    res
-}
-
 fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
     let member = match bearer(&req) {
         None => Err(ProtocolError::unauthorized("missing bearer token (Authorization header or access_token)")),
@@ -65,11 +47,11 @@ fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
     };
     let member = match member {
         Ok(m) => m,
-        Err(e) => return refuse(&e),
+        Err(e) => return super::respond::refuse(&e),
     };
     let audio = match audio_format(&req) {
         Ok(f) => f,
-        Err(e) => return refuse(&e),
+        Err(e) => return super::respond::refuse(&e),
     };
     let h = hub.clone();
     ws::upgrade(&hub, req, move |ws| run(h, ws, member, kind, audio))
@@ -121,12 +103,12 @@ impl Session for StaffSession {
         let a = match Inbound::parse(text) {
             Ok(a) => a,
             Err(e) => {
-                self.outbox.send(error_event(&e, None, None));
+                self.outbox.send_error(e, None, None);
                 return;
             }
         };
         if let Err(e) = self.handle(&a) {
-            self.outbox.send(error_event(&e, a.conversation_id(), a.client_activity_id()));
+            self.outbox.send_error(e, a.conversation_id(), a.client_activity_id());
         }
     }
 

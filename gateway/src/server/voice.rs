@@ -20,15 +20,15 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_codecs::{Encoding, Format};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
 use crate::hub::outbox::Outgoing;
+use crate::hub::outbox::Reason;
 use crate::hub::{Conversation, Hub, Outbox};
-use crate::protocol::{Inbound, Kind, ProtocolError, error_event};
+use crate::protocol::{Inbound, Kind, ProtocolError};
 
 #[derive(Clone, Debug)]
 enum Dialect {
@@ -87,7 +87,7 @@ impl Session for VoiceSession {
             Ok(false) => self.hung_up = true,
             Err(e) => {
                 let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
-                outbox.send(error_event(&e, conv.as_deref(), None));
+                outbox.send_error(e, conv.as_deref(), None);
             }
         }
     }
@@ -297,7 +297,7 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     let mut pacer = tokio::time::interval(Duration::from_millis(20));
     pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut close: Option<(u16, String)> = None;
+    let mut close: Option<(Reason, String)> = None;
     // Pinned once: the pacer wakes this loop 50 times a second per call.
     let kick_token = outbox.kicked().clone();
     let kicked = kick_token.cancelled();
@@ -308,11 +308,11 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = &mut kicked => {
-                close = outbox.kick_reason().map(|k| (k.code, k.reason));
+                close = outbox.kick_reason().map(|k| (k.reason, k.detail));
                 break;
             }
             _ = &mut stopping => {
-                close = Some((1001, "server shutting down".into()));
+                close = Some((Reason::ShuttingDown, "server shutting down".into()));
                 break;
             }
             _ = &mut finished => break,
@@ -325,9 +325,12 @@ async fn write_loop(
                 let frames = match m {
                     Some(Outgoing::Text(f)) => vec![f],
                     Some(Outgoing::Batch(fs)) => fs,
+                    Some(Outgoing::Error(e, conv, cid)) => {
+                        vec![super::respond::error_frame(&e, conv.as_deref(), cid.as_deref())]
+                    }
                     Some(Outgoing::Binary(_)) => continue,
-                    Some(Outgoing::Close(code, reason)) => {
-                        close = Some((code, reason));
+                    Some(Outgoing::Close(reason, detail)) => {
+                        close = Some((reason, detail));
                         break;
                     }
                     None => break,
@@ -345,7 +348,7 @@ async fn write_loop(
                     hang_up |= end;
                 }
                 if hang_up {
-                    close = Some((1000, "call ended".into()));
+                    close = Some((Reason::Ended, "call ended".into()));
                     break;
                 }
             }
@@ -383,9 +386,8 @@ async fn write_loop(
             }
         }
     }
-    if let Some((code, reason)) = close {
-        let frame = CloseFrame { code: code.into(), reason: reason.into() };
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    if let Some((reason, detail)) = close {
+        ws::close_with(&mut sink, reason, &detail).await;
     } else {
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     }
@@ -398,7 +400,7 @@ fn translate(dialect: &Dialect, v: &Value, raw: crate::protocol::Frame, sid: Opt
     match dialect {
         Dialect::Native => {
             let keep = ended || matches!(name, Some("session.started" | "clear" | "error" | "ack"));
-            (keep.then(|| Message::Text(raw)), ended)
+            (keep.then(|| ws::text(raw)), ended)
         }
         Dialect::Twilio { .. } => match name {
             Some("clear") => (Some(Message::text(json!({"event": "clear", "streamSid": sid}).to_string())), false),

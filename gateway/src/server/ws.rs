@@ -19,14 +19,23 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
+use super::respond;
 use crate::hub::outbox::Outgoing;
+use crate::hub::outbox::Reason;
 use crate::hub::{Hub, Outbox};
-use crate::protocol::{ProtocolError, error_event};
+use crate::protocol::{Frame, ProtocolError};
 
 pub type WsStream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A frame of ours as a WebSocket text message. Every `Frame` is UTF-8 (it is made from
+/// strings only); the check is a fast scan, and a frame that failed it would be sent as
+/// an empty object rather than as invalid text.
+pub fn text(f: Frame) -> Message {
+    Message::Text(Utf8Bytes::try_from(f.into_bytes()).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+}
 
 /// What a protocol (customer, bot, agent, …) does with a connection's frames.
 pub trait Session: Send + 'static {
@@ -198,13 +207,13 @@ pub async fn run_with<S: Session>(
             _ = &mut stopping => break,
             _ = &mut timer => {
                 if handshaking && !session.started() {
-                    outbox.kick(1008, "no session.start in time");
+                    outbox.kick(Reason::Policy, "no session.start in time");
                     break;
                 }
                 handshaking = false;
                 let due = last_frame + idle;
                 if tokio::time::Instant::now() >= due {
-                    outbox.kick(1001, "idle for too long");
+                    outbox.kick(Reason::Idle, "idle for too long");
                     break;
                 }
                 timer.as_mut().reset(due);
@@ -214,7 +223,7 @@ pub async fn run_with<S: Session>(
                 match msg {
                 Some(Ok(Message::Text(t))) => {
                     if t.len() > limit {
-                        outbox.kick(1009, &format!("text frame over {limit} bytes"));
+                        outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
                         break;
                     }
                     if !bucket.take() {
@@ -222,7 +231,7 @@ pub async fn run_with<S: Session>(
                             crate::protocol::ErrorCode::RateLimited,
                             format!("more than {rate} frames per second; this frame was not processed"),
                         );
-                        outbox.send(error_event(&e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref()));
+                        outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
                         continue;
                     }
                     session.on_text(t.as_str());
@@ -232,7 +241,7 @@ pub async fn run_with<S: Session>(
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() > session.max_binary() {
-                        outbox.kick(1009, &format!("binary frame over {} bytes", session.max_binary()));
+                        outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
                         break;
                     }
                     if media_rate > 0.0 && !media_bucket.take() {
@@ -243,29 +252,29 @@ pub async fn run_with<S: Session>(
                                 crate::protocol::ErrorCode::RateLimited,
                                 format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
                             );
-                            outbox.send(error_event(&e, None, None));
+                            outbox.send_error(e, None, None);
                         }
                         continue;
                     }
                     if let Err(e) = session.on_binary(b) {
-                        outbox.send(error_event(&e, None, None));
+                        outbox.send_error(e, None, None);
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                 Some(Err(WsError::Capacity(e))) => {
-                    outbox.kick(1009, &format!("frame too large: {e}"));
+                    outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
                     break;
                 }
                 // Protocol violations close with the SPEC's code, logged once at debug.
                 Some(Err(WsError::Utf8(e))) => {
                     tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
-                    outbox.kick(1007, "invalid UTF-8 in a text frame");
+                    outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
                     break;
                 }
                 Some(Err(WsError::Protocol(e))) => {
                     tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
-                    outbox.kick(1002, &format!("protocol violation: {e}"));
+                    outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
                     break;
                 }
                 Some(Err(e)) => {
@@ -283,8 +292,9 @@ pub async fn run_with<S: Session>(
 
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
-    let frame = CloseFrame { code: code.into(), reason: reason.into() };
+/// Sends the closing frame for `reason`, its code chosen by the error edge.
+pub async fn close_with(sink: &mut Sink, reason: Reason, detail: &str) {
+    let frame = CloseFrame { code: respond::close_code(reason).into(), reason: detail.into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
 }
 
@@ -315,16 +325,17 @@ async fn write_loop(
                     let frames = match out {
                         Outgoing::Text(f) => vec![f],
                         Outgoing::Batch(fs) => fs,
+                        Outgoing::Error(e, conv, cid) => vec![respond::error_frame(&e, conv.as_deref(), cid.as_deref())],
                         Outgoing::Binary(_) => continue,
                         Outgoing::Close(..) => break,
                     };
                     for f in frames {
-                        if tokio::time::timeout(Duration::from_secs(1), sink.feed(Message::Text(f))).await.is_err() {
+                        if tokio::time::timeout(Duration::from_secs(1), sink.feed(text(f))).await.is_err() {
                             break 'drain;
                         }
                     }
                 }
-                close_with(&mut sink, 1001, "server shutting down").await;
+                close_with(&mut sink, Reason::ShuttingDown, "server shutting down").await;
                 return;
             }
             _ = &mut finished => {
@@ -341,20 +352,20 @@ async fn write_loop(
         };
         let mut batch: Vec<Message> = Vec::with_capacity(8);
         let mut close = None;
-        match first {
-            Some(Outgoing::Text(f)) => batch.push(Message::Text(f)),
-            Some(Outgoing::Batch(fs)) => batch.extend(fs.into_iter().map(Message::Text)),
-            Some(Outgoing::Binary(b)) => batch.push(Message::Binary(b)),
-            Some(Outgoing::Close(code, reason)) => close = Some((code, reason)),
-            None => break,
-        }
-        while close.is_none() && batch.len() < 64 {
-            match rx.try_recv() {
-                Ok(Outgoing::Text(f)) => batch.push(Message::Text(f)),
-                Ok(Outgoing::Batch(fs)) => batch.extend(fs.into_iter().map(Message::Text)),
-                Ok(Outgoing::Binary(b)) => batch.push(Message::Binary(b)),
-                Ok(Outgoing::Close(code, reason)) => close = Some((code, reason)),
-                Err(_) => break,
+        let Some(first) = first else { break };
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match out {
+                Outgoing::Text(f) => batch.push(text(f)),
+                Outgoing::Batch(fs) => batch.extend(fs.into_iter().map(text)),
+                Outgoing::Error(e, conv, cid) => {
+                    batch.push(text(respond::error_frame(&e, conv.as_deref(), cid.as_deref())))
+                }
+                Outgoing::Binary(b) => batch.push(Message::Binary(b)),
+                Outgoing::Close(reason, detail) => close = Some((reason, detail)),
+            }
+            if close.is_none() && batch.len() < 64 {
+                next = rx.try_recv().ok();
             }
         }
         let write = async {
@@ -370,8 +381,8 @@ async fn write_loop(
             r = write => r.is_ok(),
             _ = &mut kicked => false,
         };
-        if let Some((code, reason)) = close {
-            close_with(&mut sink, code, &reason).await;
+        if let Some((reason, detail)) = close {
+            close_with(&mut sink, reason, &detail).await;
             return;
         }
         if !ok {
@@ -382,14 +393,14 @@ async fn write_loop(
     // peer's close frame arrived while a batch was going out, and nothing may be sent after
     // it but the reply tungstenite has queued; flush that, so the peer sees its closing
     // handshake completed (the close below is then refused, harmlessly).
-    let (code, reason) = match outbox.kick_reason() {
-        Some(k) => (k.code, k.reason),
+    let (reason, detail) = match outbox.kick_reason() {
+        Some(k) => (k.reason, k.detail),
         None => {
             let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
-            (1011, "write failed".to_owned())
+            (Reason::Internal, "write failed".to_owned())
         }
     };
-    close_with(&mut sink, code, &reason).await;
+    close_with(&mut sink, reason, &detail).await;
 }
 
 /// A token bucket: `rate` frames per second sustained, `burst` at once.

@@ -16,6 +16,28 @@ use crate::routing::ConvId;
 /// The most audio queued toward a caller: a holder that sends more is told to wait.
 const MAX_PLAYOUT_FRAMES: usize = 60 * 50; // 60 s
 
+/// Why a holder's media or mark was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("you do not hold this call")]
+    NotHolder,
+    #[error("bad audio: {0}")]
+    BadAudio(String),
+    #[error("the playout buffer is full (60 s queued): wait for marks or send clear")]
+    PlayoutFull,
+}
+
+impl From<CallError> for crate::protocol::ProtocolError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::NotHolder => crate::protocol::ProtocolError::forbidden(e.to_string()),
+            CallError::BadAudio(_) | CallError::PlayoutFull => {
+                crate::protocol::ProtocolError::bad_request(e.to_string())
+            }
+        }
+    }
+}
+
 /// The holder's end of the media path.
 #[derive(Debug)]
 pub struct Route {
@@ -150,11 +172,11 @@ impl Call {
     }
 
     /// Audio from the holder, in its format: converted and queued for playout.
-    pub fn holder_audio(&self, member: &str, data: &[u8]) -> Result<(), String> {
+    pub fn holder_audio(&self, member: &str, data: &[u8]) -> Result<(), CallError> {
         let mut st = self.state.lock();
         let st = &mut *st;
         let Some(route) = st.route.as_ref().filter(|r| &*r.member == member) else {
-            return Err("you do not hold this call".into());
+            return Err(CallError::NotHolder);
         };
         let from = route.format;
         if st.from_holder.as_ref().is_none_or(|(f, _)| *f != from) {
@@ -162,12 +184,12 @@ impl Call {
         }
         let mut out = Vec::with_capacity(data.len());
         if let Some((_, t)) = st.from_holder.as_mut() {
-            t.process(data, &mut out).map_err(|e| format!("bad audio: {e}"))?;
+            t.process(data, &mut out).map_err(|e| CallError::BadAudio(e.to_string()))?;
         }
         st.outbound.push(&out);
         let frames: Vec<Bytes> = st.outbound.frames().collect();
         if st.playout_frames + frames.len() > MAX_PLAYOUT_FRAMES {
-            return Err("the playout buffer is full (60 s queued): wait for marks or send clear".into());
+            return Err(CallError::PlayoutFull);
         }
         st.playout_frames += frames.len();
         st.playout.extend(frames.into_iter().map(Play::Audio));
@@ -175,10 +197,10 @@ impl Call {
     }
 
     /// A mark from the holder: reported once the audio queued before it has been played.
-    pub fn mark(&self, member: &str, name: String) -> Result<(), String> {
+    pub fn mark(&self, member: &str, name: String) -> Result<(), CallError> {
         let mut st = self.state.lock();
         if st.route.as_ref().is_none_or(|r| &*r.member != member) {
-            return Err("you do not hold this call".into());
+            return Err(CallError::NotHolder);
         }
         // Audio still in the framer (under 20 ms) goes out first, padded with silence.
         if let Some(last) = st.outbound.flush() {
