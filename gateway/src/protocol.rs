@@ -327,6 +327,22 @@ pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str,
     event("ack", AckValue { client_activity_id, id, seq }, Some(conversation))
 }
 
+impl Inbound {
+    /// An activity a bot sends in a conversation.
+    pub fn new(kind: Kind, conversation: &str) -> Inbound {
+        Inbound {
+            kind_raw: Some(kind.as_str().to_owned()),
+            kind: Some(kind),
+            name: None,
+            value: Value::Null,
+            text: None,
+            conversation: Some(ConvRef { id: conversation.to_owned() }),
+            channel_data: Value::Null,
+            attachments: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

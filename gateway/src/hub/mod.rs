@@ -9,6 +9,7 @@
 //!
 //! Lock order: engine, then a conversation. The hot path takes only the conversation lock.
 
+pub mod builtin_bot;
 mod conversation;
 pub mod outbox;
 mod recovery;

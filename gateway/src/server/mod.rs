@@ -86,7 +86,7 @@ pub async fn start_with(
     let signer = recovered.signing_key.map_or_else(Signer::random, Signer::new);
     let hub = Hub::new(cfg, store, signer);
     hub.recover(recovered.conversations);
-    crate::bot::spawn_all(&hub);
+    crate::hub::builtin_bot::spawn_all(&hub);
     hub.spawn_sweeper();
     let app = router(hub.clone());
     let stop = hub.shutdown.clone();
