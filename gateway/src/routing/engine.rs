@@ -94,7 +94,7 @@ pub enum EngineError {
 
 /// Where a (re-)routed conversation goes.
 #[derive(Clone, Copy, Debug)]
-enum Place {
+pub(super) enum Place {
     /// Run the workstream's rules; join the back of the queue they give.
     ByRules,
     /// The back of a named queue.
@@ -114,26 +114,26 @@ pub enum ConvStatus {
     Closed,
 }
 
-struct MemberState {
-    name: String,
-    kind: MemberKind,
-    capacity: u32,
-    load: u32,
-    online: bool,
-    presence: Presence,
+pub(super) struct MemberState {
+    pub(super) name: String,
+    pub(super) kind: MemberKind,
+    pub(super) capacity: u32,
+    pub(super) load: u32,
+    pub(super) online: bool,
+    pub(super) presence: Presence,
     /// Set by "Disconnect bot": gets no work until connected again by an admin.
-    disabled: bool,
+    pub(super) disabled: bool,
     /// Logical time of the last assignment (0: never).
-    last_assigned: u64,
-    queues: Vec<usize>,
+    pub(super) last_assigned: u64,
+    pub(super) queues: Vec<usize>,
 }
 
 impl MemberState {
-    fn free(&self) -> u32 {
+    pub(super) fn free(&self) -> u32 {
         self.capacity.saturating_sub(self.load)
     }
 
-    fn can_work(&self) -> bool {
+    pub(super) fn can_work(&self) -> bool {
         self.online
             && !self.disabled
             && self.free() > 0
@@ -144,83 +144,42 @@ impl MemberState {
     }
 }
 
-struct QueueState {
-    name: String,
-    assignment: Assignment,
-    members: Vec<usize>,
+pub(super) struct QueueState {
+    pub(super) name: String,
+    pub(super) assignment: Assignment,
+    pub(super) members: Vec<usize>,
     /// Waiting conversations by stamp: oldest (smallest) first.
-    waiting: BTreeMap<i64, ConvId>,
+    pub(super) waiting: BTreeMap<i64, ConvId>,
     /// Index into `members` of the last round-robin assignment.
-    rr_last: Option<usize>,
+    pub(super) rr_last: Option<usize>,
 }
 
-struct ConvState {
-    workstream: usize,
-    channel: Channel,
-    context: Context,
-    status: ConvStatus,
-    queue: usize,
-    holder: Option<usize>,
-    handled_bots: Vec<usize>,
+pub(super) struct ConvState {
+    pub(super) workstream: usize,
+    pub(super) channel: Channel,
+    pub(super) context: Context,
+    pub(super) status: ConvStatus,
+    pub(super) queue: usize,
+    pub(super) holder: Option<usize>,
+    pub(super) handled_bots: Vec<usize>,
     /// Key in the queue's `waiting` map while waiting.
-    stamp: i64,
-    position: usize,
-    waiting_since_ms: u64,
-    history: Vec<RoutingRecord>,
-}
-
-/// A read-only view of a conversation.
-#[derive(Clone, Debug, Serialize)]
-pub struct ConvView {
-    pub workstream: String,
-    pub channel: Channel,
-    pub status: &'static str,
-    pub queue: String,
-    pub holder: Option<String>,
-    pub position: Option<usize>,
-    pub waiting_since_ms: Option<u64>,
-    pub context: Context,
-    pub routing: Vec<RoutingRecord>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct MemberView {
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: MemberKind,
-    pub online: bool,
-    pub presence: Option<Presence>,
-    pub disabled: bool,
-    pub load: u32,
-    pub capacity: u32,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct WaitingView {
-    pub conversation: String,
-    pub position: usize,
-    pub waiting_since_ms: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct QueueView {
-    pub name: String,
-    pub assignment: Assignment,
-    pub waiting: Vec<WaitingView>,
-    pub members: Vec<MemberView>,
+    pub(super) stamp: i64,
+    pub(super) position: usize,
+    pub(super) waiting_since_ms: u64,
+    pub(super) history: Vec<RoutingRecord>,
 }
 
 /// The routing and assignment state machine.
 pub struct Engine {
-    workstreams: Vec<Workstream>,
-    queues: Vec<QueueState>,
-    queue_ix: HashMap<String, usize>,
-    members: Vec<MemberState>,
-    member_ix: HashMap<String, usize>,
-    convs: HashMap<ConvId, ConvState>,
-    tick: u64,
-    next_stamp: i64,
-    front_stamp: i64,
+    pub(super) workstreams: Vec<Workstream>,
+    pub(super) queues: Vec<QueueState>,
+    pub(super) queue_ix: HashMap<String, usize>,
+    pub(super) members: Vec<MemberState>,
+    pub(super) member_ix: HashMap<String, usize>,
+    pub(super) convs: HashMap<ConvId, ConvState>,
+    pub(super) tick: u64,
+    pub(super) next_stamp: i64,
+    pub(super) front_stamp: i64,
 }
 
 impl fmt::Debug for Engine {
@@ -300,7 +259,7 @@ impl Engine {
         self.workstream(workstream).map(|(_, w)| w.route(ctx))
     }
 
-    fn workstream(&self, name: &str) -> Result<(usize, &Workstream), EngineError> {
+    pub(super) fn workstream(&self, name: &str) -> Result<(usize, &Workstream), EngineError> {
         self.workstreams
             .iter()
             .enumerate()
@@ -452,18 +411,18 @@ impl Engine {
         Ok(self.after_capacity_change(m))
     }
 
-    fn after_capacity_change(&mut self, m: usize) -> Vec<Effect> {
+    pub(super) fn after_capacity_change(&mut self, m: usize) -> Vec<Effect> {
         let mut fx = Vec::new();
         let qs = self.members[m].queues.clone();
         self.pump(&qs, &mut fx);
         fx
     }
 
-    fn member(&self, name: &str) -> Result<usize, EngineError> {
+    pub(super) fn member(&self, name: &str) -> Result<usize, EngineError> {
         self.member_ix.get(name).copied().ok_or_else(|| EngineError::UnknownMember(name.to_owned()))
     }
 
-    fn active(&mut self, conv: &ConvId) -> Result<&mut ConvState, EngineError> {
+    pub(super) fn active(&mut self, conv: &ConvId) -> Result<&mut ConvState, EngineError> {
         let c = self.convs.get_mut(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
         if c.status != ConvStatus::Active {
             return Err(EngineError::NotActive(conv.to_string()));
@@ -473,7 +432,7 @@ impl Engine {
 
     /// Takes the conversation from its holder, freeing capacity, and offers that capacity
     /// to the holder's queues.
-    fn release(&mut self, conv: &ConvId, fx: &mut Vec<Effect>) -> Vec<usize> {
+    pub(super) fn release(&mut self, conv: &ConvId, fx: &mut Vec<Effect>) -> Vec<usize> {
         let Some(c) = self.convs.get_mut(conv) else { return Vec::new() };
         let Some(h) = c.holder.take() else { return Vec::new() };
         c.status = ConvStatus::Waiting;
@@ -485,7 +444,7 @@ impl Engine {
         self.members[h].queues.clone()
     }
 
-    fn route_and_enqueue(
+    pub(super) fn route_and_enqueue(
         &mut self,
         conv: &ConvId,
         trigger: Trigger,
@@ -540,7 +499,7 @@ impl Engine {
 
     /// Assigns waiting conversations in `queues` to eligible members with free capacity,
     /// oldest first, then reports every position that changed.
-    fn pump(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
+    pub(super) fn pump(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
         let mut qs = queues.to_vec();
         qs.sort_unstable();
         qs.dedup();
@@ -559,7 +518,7 @@ impl Engine {
         self.update_positions(&qs, fx);
     }
 
-    fn eligible(&self, m: usize, conv: &ConvState) -> bool {
+    pub(super) fn eligible(&self, m: usize, conv: &ConvState) -> bool {
         let ms = &self.members[m];
         ms.can_work()
             && match ms.kind {
@@ -639,241 +598,5 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-impl Engine {
-    pub fn status(&self, conv: &str) -> Option<ConvStatus> {
-        self.convs.get(conv).map(|c| c.status)
-    }
-
-    /// The member holding an active conversation.
-    pub fn holder(&self, conv: &str) -> Option<&str> {
-        let c = self.convs.get(conv)?;
-        c.holder.map(|h| self.members[h].name.as_str())
-    }
-
-    pub fn context(&self, conv: &str) -> Option<&Context> {
-        self.convs.get(conv).map(|c| &c.context)
-    }
-
-    pub fn channel(&self, conv: &str) -> Option<Channel> {
-        self.convs.get(conv).map(|c| c.channel)
-    }
-
-    pub fn workstream_of(&self, conv: &str) -> Option<&str> {
-        self.convs.get(conv).map(|c| self.workstreams[c.workstream].name.as_str())
-    }
-
-    pub fn queue_of(&self, conv: &str) -> Option<&str> {
-        self.convs.get(conv).map(|c| self.queues[c.queue].name.as_str())
-    }
-
-    pub fn member_kind(&self, member: &str) -> Option<MemberKind> {
-        self.member_ix.get(member).map(|&m| self.members[m].kind)
-    }
-
-    pub fn is_disabled(&self, member: &str) -> bool {
-        self.member_ix.get(member).is_some_and(|&m| self.members[m].disabled)
-    }
-
-    /// Every active conversation `member` holds.
-    pub fn held_by(&self, member: &str) -> Vec<ConvId> {
-        let Some(&m) = self.member_ix.get(member) else { return Vec::new() };
-        let mut held: Vec<(i64, ConvId)> =
-            self.convs.iter().filter(|(_, c)| c.holder == Some(m)).map(|(id, c)| (c.stamp, id.clone())).collect();
-        held.sort_unstable_by_key(|(s, _)| *s);
-        held.into_iter().map(|(_, id)| id).collect()
-    }
-
-    pub fn conversation(&self, conv: &str) -> Option<ConvView> {
-        let c = self.convs.get(conv)?;
-        Some(ConvView {
-            workstream: self.workstreams[c.workstream].name.clone(),
-            channel: c.channel,
-            status: match c.status {
-                ConvStatus::Waiting => "waiting",
-                ConvStatus::Active => "active",
-                ConvStatus::Closed => "closed",
-            },
-            queue: self.queues[c.queue].name.clone(),
-            holder: c.holder.map(|h| self.members[h].name.clone()),
-            position: (c.status == ConvStatus::Waiting).then_some(c.position),
-            waiting_since_ms: (c.status == ConvStatus::Waiting).then_some(c.waiting_since_ms),
-            context: c.context.clone(),
-            routing: c.history.clone(),
-        })
-    }
-
-    fn member_view(&self, m: usize) -> MemberView {
-        let ms = &self.members[m];
-        MemberView {
-            name: ms.name.clone(),
-            kind: ms.kind,
-            online: ms.online,
-            presence: (ms.kind == MemberKind::Agent).then_some(ms.presence),
-            disabled: ms.disabled,
-            load: ms.load,
-            capacity: ms.capacity,
-        }
-    }
-
-    pub fn members_view(&self) -> Vec<MemberView> {
-        (0..self.members.len()).map(|m| self.member_view(m)).collect()
-    }
-
-    pub fn queues_view(&self) -> Vec<QueueView> {
-        self.queues
-            .iter()
-            .map(|q| QueueView {
-                name: q.name.clone(),
-                assignment: q.assignment,
-                waiting: q
-                    .waiting
-                    .values()
-                    .enumerate()
-                    .map(|(i, id)| WaitingView {
-                        conversation: id.to_string(),
-                        position: i + 1,
-                        waiting_since_ms: self.convs.get(id).map_or(0, |c| c.waiting_since_ms),
-                    })
-                    .collect(),
-                members: q.members.iter().map(|&m| self.member_view(m)).collect(),
-            })
-            .collect()
-    }
-
-    /// Checks the engine's invariants; the property tests call it after every step.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        let mut load = vec![0u32; self.members.len()];
-        for (id, c) in &self.convs {
-            match c.status {
-                ConvStatus::Active => {
-                    let h = c.holder.ok_or(format!("{id}: active without a holder"))?;
-                    load[h] += 1;
-                    if matches!(self.members[h].kind, MemberKind::Bot { .. }) && !c.handled_bots.contains(&h) {
-                        return Err(format!("{id}: bot holder not recorded as having handled it"));
-                    }
-                }
-                ConvStatus::Waiting => {
-                    if self.queues[c.queue].waiting.get(&c.stamp) != Some(id) {
-                        return Err(format!("{id}: waiting but not in its queue"));
-                    }
-                }
-                ConvStatus::Closed => {}
-            }
-        }
-        for (m, ms) in self.members.iter().enumerate() {
-            if ms.load != load[m] {
-                return Err(format!("{}: load {} but holds {}", ms.name, ms.load, load[m]));
-            }
-            if ms.load > ms.capacity {
-                return Err(format!("{}: over capacity ({} > {})", ms.name, ms.load, ms.capacity));
-            }
-        }
-        for q in &self.queues {
-            for (i, id) in q.waiting.values().enumerate() {
-                let c = self.convs.get(id).ok_or(format!("{}: unknown waiting {id}", q.name))?;
-                if c.status != ConvStatus::Waiting {
-                    return Err(format!("{}: {id} listed as waiting but is not", q.name));
-                }
-                if c.position != i + 1 {
-                    return Err(format!("{}: {id} has position {} but is number {}", q.name, c.position, i + 1));
-                }
-                if let Some(&m) = q.members.iter().find(|&&m| self.eligible(m, c)) {
-                    return Err(format!("{}: {id} waits while {} could take it", q.name, self.members[m].name));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A conversation's routing state as saved by the store and restored after a restart.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct ConvSnapshot {
-    pub status: String,
-    pub queue: String,
-    pub holder: Option<String>,
-    pub handled_bots: Vec<String>,
-    pub context: Context,
-    pub stamp: i64,
-    pub waiting_since_ms: u64,
-    pub history: Vec<RoutingRecord>,
-}
-
-impl Engine {
-    /// What to save of a conversation.
-    pub fn snapshot(&self, conv: &str) -> Option<ConvSnapshot> {
-        let c = self.convs.get(conv)?;
-        Some(ConvSnapshot {
-            status: match c.status {
-                ConvStatus::Waiting => "waiting",
-                ConvStatus::Active => "active",
-                ConvStatus::Closed => "closed",
-            }
-            .to_owned(),
-            queue: self.queues[c.queue].name.clone(),
-            holder: c.holder.map(|h| self.members[h].name.clone()),
-            handled_bots: c.handled_bots.iter().map(|&m| self.members[m].name.clone()).collect(),
-            context: c.context.clone(),
-            stamp: c.stamp,
-            waiting_since_ms: c.waiting_since_ms,
-            history: c.history.clone(),
-        })
-    }
-
-    /// Puts back a saved conversation (at startup, before anyone connects). A holder
-    /// keeps the conversation and its capacity; a waiting conversation keeps its place.
-    pub fn restore(&mut self, conv: ConvId, workstream: &str, snap: ConvSnapshot) -> Result<(), EngineError> {
-        let (wi, ws) = self.workstream(workstream)?;
-        let channel = ws.channel;
-        let queue = *self.queue_ix.get(&snap.queue).ok_or_else(|| EngineError::UnknownQueue(snap.queue.clone()))?;
-        let status = match snap.status.as_str() {
-            "active" => ConvStatus::Active,
-            "closed" => ConvStatus::Closed,
-            _ => ConvStatus::Waiting,
-        };
-        let holder = snap.holder.as_deref().and_then(|h| self.member_ix.get(h).copied());
-        let status = if status == ConvStatus::Active && holder.is_none() { ConvStatus::Waiting } else { status };
-        let handled_bots = snap.handled_bots.iter().filter_map(|b| self.member_ix.get(b).copied()).collect();
-        match status {
-            ConvStatus::Waiting => {
-                self.queues[queue].waiting.insert(snap.stamp, conv.clone());
-            }
-            ConvStatus::Active => {
-                if let Some(h) = holder {
-                    self.members[h].load += 1;
-                }
-            }
-            ConvStatus::Closed => {}
-        }
-        self.next_stamp = self.next_stamp.max(snap.stamp);
-        self.front_stamp = self.front_stamp.min(snap.stamp);
-        self.convs.insert(
-            conv,
-            ConvState {
-                workstream: wi,
-                channel,
-                context: snap.context,
-                status,
-                queue,
-                holder: if status == ConvStatus::Active { holder } else { None },
-                handled_bots,
-                stamp: snap.stamp,
-                position: 0,
-                waiting_since_ms: snap.waiting_since_ms,
-                history: snap.history,
-            },
-        );
-        Ok(())
-    }
-
-    /// Recomputes every queue's positions (after restoring).
-    pub fn restored(&mut self) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        let all: Vec<usize> = (0..self.queues.len()).collect();
-        self.pump(&all, &mut fx);
-        fx
     }
 }

@@ -10,11 +10,12 @@
 //! membership, member load and presence); the server owns sockets and transcripts.
 
 mod engine;
+mod snapshot;
+mod views;
 
-pub use engine::{
-    ConvSnapshot, ConvStatus, ConvView, Effect, Engine, EngineError, MemberKind, MemberView, Presence, QueueView,
-    RoutingRecord, Trigger, WaitingView,
-};
+pub use engine::{ConvStatus, Effect, Engine, EngineError, MemberKind, Presence, RoutingRecord, Trigger};
+pub use snapshot::ConvSnapshot;
+pub use views::{ConvView, MemberView, QueueView, WaitingView};
 
 /// A conversation's id as the engine knows it.
 pub type ConvId = std::sync::Arc<str>;
