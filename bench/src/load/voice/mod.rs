@@ -1,0 +1,372 @@
+//! `voice`: N concurrent calls, each streaming µ-law 8 kHz in 20 ms frames both ways
+//! through the gateway to one voice bot that asks for L16 16 kHz (`/v1/bot?audio=l16/16000`).
+//!
+//! - **Caller → bot.** Every caller sends a 160-byte µ-law frame every 20 ms (callers are
+//!   staggered evenly over the 20 ms); the gateway re-frames, transcodes and resamples it and
+//!   the bot reads `[stream][640 bytes of L16 16 kHz]`. The clock runs from the instant the
+//!   caller writes frame k to the instant the bot reads frame k of the same stream: the
+//!   gateway keeps a stream's frames in order, so frames are matched by their index, and a
+//!   lost frame shows as a shortfall at the end. Each frame also carries a coarse sequence
+//!   mark that survives transcoding (its audio is a constant level, one of 8, k mod 8), so a
+//!   lost or reordered frame in the middle of a stream is seen where it happens.
+//! - **Bot → caller.** The bot sends every frame it reads straight back on the same stream;
+//!   the gateway transcodes it to µ-law and its pacer plays it to the caller at 1×, one
+//!   frame per 20 ms tick. Frames delivered against frames sent, and a latency that is
+//!   mostly the wait for the pacer's next tick (0–20 ms).
+//!
+//! Against the echo baseline the same connections carry the same payloads: each caller's
+//! frames come back to it (one hop there and back, where the gateway's is one hop through),
+//! and the bot connection sends the same number of 644-byte frames, which come back to it.
+//!
+//! The criterion for a call count to hold: zero frames lost, reordered or duplicated in
+//! either direction, no errors, and p99 caller → bot latency under 5 ms.
+//!
+//! The scenario's driver is here; `audio.rs` makes and reads the frames' marks,
+//! `caller.rs` runs the callers and `bot.rs` the voice bot.
+
+mod audio;
+mod bot;
+mod caller;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde::Serialize;
+use switchboard_codecs::g711::ulaw;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use super::Run;
+use super::progress::{Progress, say};
+use super::stats::{Samples, Summary};
+use super::target::{Server, Target, own_cpu_secs};
+use super::wire::{self, Activity, Sources, Ws};
+
+use audio::*;
+use bot::*;
+use caller::*;
+
+/// The voice workstream of the bench configuration (`bench/gateway.toml`).
+pub const WORKSTREAM: &str = "VoiceWorkStream";
+/// The voice bot of the bench configuration.
+const BOT_APP_ID: &str = "9a4e2b71-3c5d-4f86-a1b2-c3d4e5f60718";
+const BOT_SECRET: &str = "voice-bot-bench-secret";
+/// The bot's audio format, as it asks for it.
+const BOT_AUDIO: &str = "l16/16000";
+
+const FRAME: Duration = Duration::from_millis(20);
+/// µ-law 8 kHz, 20 ms.
+const CALLER_FRAME_BYTES: usize = 160;
+/// L16 16 kHz, 20 ms.
+const BOT_FRAME_BYTES: usize = 640;
+/// The p99 caller → bot latency a call count must stay under to hold.
+pub const P99_TARGET_MS: f64 = 5.0;
+
+/// The levels a frame's audio is held at, by frame index mod 8: far enough apart that
+/// G.711 quantisation and the resamplers' ripple cannot move one onto its neighbour.
+const LEVELS: [i16; 8] = [-14000, -10000, -6000, -2000, 2000, 6000, 10000, 14000];
+
+/// One direction of the audio of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Direction {
+    /// Frames written, in the whole run (warm-up included).
+    pub sent: u64,
+    /// Frames read at the other end.
+    pub received: u64,
+    /// Per stream, frames sent and never read (summed over streams).
+    pub lost: u64,
+    /// Per stream, frames read beyond those sent (summed over streams).
+    pub extra: u64,
+    /// Frames whose sequence mark was not the one due next on their stream: each loss or
+    /// reordering in the middle of a stream shows here.
+    pub out_of_sequence: u64,
+    /// Frames sent in the measured window, from the sender's write to the receiver's read.
+    pub latency: Summary,
+}
+
+impl Direction {
+    pub fn intact(&self) -> bool {
+        self.lost == 0 && self.extra == 0 && self.out_of_sequence == 0
+    }
+}
+
+/// One call count, on one server.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoicePoint {
+    pub calls: usize,
+    /// Seconds of streaming measured (after the warm-up).
+    pub seconds: f64,
+    /// Gateway: caller → bot. Echo: caller → echo → caller.
+    pub up: Direction,
+    /// Gateway: bot → caller (through the pacer). Echo: bot → echo → bot.
+    pub down: Direction,
+    /// How late callers sent against their 20 ms schedule: if this grows, the generator
+    /// (not the server) fell behind.
+    pub send_lag: Summary,
+    pub server_cores: f64,
+    pub client_cores: f64,
+    pub errors: Vec<String>,
+}
+
+impl VoicePoint {
+    /// Zero loss both ways, no errors, p99 caller → bot under the target.
+    pub fn holds(&self) -> bool {
+        self.up.intact() && self.down.intact() && self.errors.is_empty() && self.up.latency.p99_ms < P99_TARGET_MS
+    }
+}
+
+/// The largest call count that holds (`None`: none did).
+pub fn largest_holding<'a>(points: impl IntoIterator<Item = &'a VoicePoint>) -> Option<usize> {
+    points.into_iter().filter(|p| p.holds()).map(|p| p.calls).max()
+}
+
+// ---------------------------------------------------------------------------------------
+// Payloads and their sequence marks.
+
+/// Counters every task of a run adds to, for the drain and the progress line.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    pub(super) up_sent: AtomicU64,
+    pub(super) up_received: AtomicU64,
+    pub(super) down_sent: AtomicU64,
+    pub(super) down_received: AtomicU64,
+}
+
+impl Counts {
+    fn settled(&self) -> bool {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        get(&self.up_received) >= get(&self.up_sent) && get(&self.down_received) >= get(&self.down_sent)
+    }
+}
+
+/// When callers send, and what counts.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Schedule {
+    pub(super) start: Instant,
+    /// Frames sent from here on are measured.
+    pub(super) window: Instant,
+    /// No frame is sent from here on.
+    pub(super) end: Instant,
+}
+
+/// `voice` at one call count against one server.
+pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint> {
+    let o = &run.opts;
+    let label = format!("voice {target} {calls} calls");
+    let server = Server::start(target, &run.launch, "voice").await?;
+    let addr = server.addr;
+    let counts = Arc::new(Counts::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let assigned = Arc::new(AtomicUsize::new(0));
+    let path = format!("/v1/bot?audio={BOT_AUDIO}");
+    let bot_ws = match target {
+        Target::Gateway => {
+            let token = wire::token(addr, BOT_APP_ID, BOT_SECRET).await?;
+            wire::connect(addr, &path, Some(&token), None).await?
+        }
+        Target::Echo => wire::connect(addr, &path, None, None).await?,
+    };
+    let (bot_sink, bot_stream) = bot_ws.split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let writer = tokio::spawn(bot_writer(bot_sink, out_rx, counts.clone()));
+    // Against the gateway the bot echoes what it reads; against the echo server its frames
+    // are produced by a clock (below) and come back.
+    let echo_back = (target == Target::Gateway).then(|| out_tx.clone());
+    let reader = tokio::spawn(bot_reader(bot_stream, echo_back, counts.clone(), assigned.clone(), stop.clone()));
+
+    let opened = open_callers(target, addr, calls, &label).await?;
+    if target == Target::Gateway {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while assigned.load(Ordering::Relaxed) < calls {
+            if Instant::now() > deadline {
+                bail!("{label}: the bot was assigned {} of {calls} calls", assigned.load(Ordering::Relaxed));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // Any hold audio played before the assignments has been read by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let sched = Schedule { start, window: start + o.voice_warmup, end: start + o.voice_warmup + o.voice_duration };
+    let frames = Arc::new(caller_frames());
+    let mut set = JoinSet::new();
+    let streams: Vec<u32> = opened.iter().map(|c| c.1).collect();
+    for (i, leg) in opened.into_iter().enumerate() {
+        let first = sched.start + FRAME.mul_f64(i as f64 / calls as f64);
+        set.spawn(caller(leg, frames.clone(), first, sched, counts.clone(), stop.clone()));
+    }
+    // `out_tx` is held until the end: the bot's connection stays open through the drain.
+    let ticker = (target == Target::Echo).then(|| tokio::spawn(bot_clock(out_tx.clone(), streams.clone(), sched)));
+    let shown = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(label.clone(), Some(sched.end - Instant::now()), shown.clone(), "frames in");
+    let mirror = {
+        let (counts, shown) = (counts.clone(), shown.clone());
+        tokio::spawn(async move {
+            loop {
+                shown.store(counts.up_received.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep_until(sched.window.into()).await;
+    let (s0, c0) = (server.cpu_secs()?, own_cpu_secs()?);
+    tokio::time::sleep_until(sched.end.into()).await;
+    let seconds = o.voice_duration.as_secs_f64();
+    let (s1, c1) = (server.cpu_secs()?, own_cpu_secs()?);
+    // Drain: what is in flight lands, and the pacer plays out what it has queued. The
+    // counts must agree twice 100 ms apart (a frame read by the bot is sent back after).
+    let drain_until = Instant::now() + Duration::from_secs(3);
+    let mut agreed = 0;
+    while agreed < 2 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        agreed = if counts.settled() { agreed + 1 } else { 0 };
+    }
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let _ = stop_tx.send(true);
+    drop(out_tx);
+    mirror.abort();
+    progress.finish();
+
+    let mut errors = Vec::new();
+    let mut callers = Vec::with_capacity(calls);
+    while let Some(r) = set.join_next().await {
+        match r? {
+            Ok(c) => callers.push(c),
+            Err(e) if errors.len() < 10 => errors.push(format!("caller: {e:#}")),
+            Err(_) => {}
+        }
+    }
+    let bot_in = match tokio::time::timeout(Duration::from_secs(5), reader).await {
+        Ok(r) => r??,
+        Err(_) => bail!("{label}: the bot's reader did not stop"),
+    };
+    let bot_out = writer.await??;
+    errors.extend(bot_in.errors.iter().cloned());
+    for c in &mut callers {
+        errors.append(&mut c.errors);
+    }
+    errors.truncate(10);
+    if callers.len() < calls {
+        server.stop().await;
+        bail!("{label}: {} callers failed: {}", calls - callers.len(), errors.join("; "));
+    }
+    let p = tally(target, calls, seconds, sched, &callers, &bot_in, &bot_out, errors, (s1 - s0, c1 - c0));
+    // Hang up, then stop the server.
+    drop(callers);
+    server.stop().await;
+    say(&format!(
+        "  {label}: up {}/{} frames, {} lost, {} out of sequence, p50 {:.2} ms, p99 {:.2} ms; \
+         down {}/{} frames, p99 {:.2} ms; server {:.2} cores, client {:.2}; send lag p99 {:.2} ms{}",
+        p.up.received,
+        p.up.sent,
+        p.up.lost,
+        p.up.out_of_sequence,
+        p.up.latency.p50_ms,
+        p.up.latency.p99_ms,
+        p.down.received,
+        p.down.sent,
+        p.down.latency.p99_ms,
+        p.server_cores,
+        p.client_cores,
+        p.send_lag.p99_ms,
+        if p.holds() { "" } else { "  (does not hold)" }
+    ));
+    Ok(p)
+}
+
+/// Joins what every side logged into the two directions.
+#[allow(clippy::too_many_arguments)]
+fn tally(
+    target: Target,
+    calls: usize,
+    seconds: f64,
+    sched: Schedule,
+    callers: &[CallerLog],
+    bot_in: &BotIn,
+    bot_out: &BotOut,
+    errors: Vec<String>,
+    cpu: (f64, f64),
+) -> VoicePoint {
+    let empty = Vec::new();
+    let mut up = Tally::default();
+    let mut down = Tally::default();
+    let mut lag = Samples::with_capacity(calls * 300);
+    for c in callers {
+        lag.extend(c.lag.clone());
+        let bot_read = bot_in.received.get(&c.stream).unwrap_or(&empty);
+        let bot_wrote = bot_out.sent.get(&c.stream).unwrap_or(&empty);
+        match target {
+            Target::Gateway => {
+                up.add(&c.sent, bot_read, sched);
+                down.add(bot_wrote, &c.received, sched);
+            }
+            Target::Echo => {
+                up.add(&c.sent, &c.received, sched);
+                down.add(bot_wrote, bot_read, sched);
+            }
+        }
+    }
+    // The bot's out-of-sequence frames are on the up direction against the gateway (it
+    // reads the callers' audio) and on the down direction against the echo (its own).
+    let callers_oos: u64 = callers.iter().map(|c| c.out_of_sequence).sum();
+    let (up_oos, down_oos) = match target {
+        Target::Gateway => (bot_in.out_of_sequence, callers_oos),
+        Target::Echo => (callers_oos, bot_in.out_of_sequence),
+    };
+    VoicePoint {
+        calls,
+        seconds,
+        up: up.finish(up_oos),
+        down: down.finish(down_oos),
+        send_lag: lag.summary(),
+        server_cores: cpu.0 / seconds,
+        client_cores: cpu.1 / seconds,
+        errors,
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    received: u64,
+    lost: u64,
+    extra: u64,
+    latency: Samples,
+}
+
+impl Tally {
+    /// One stream: the k-th frame read is the k-th written.
+    fn add(&mut self, sent: &[Instant], received: &[Instant], sched: Schedule) {
+        self.sent += sent.len() as u64;
+        self.received += received.len() as u64;
+        self.lost += sent.len().saturating_sub(received.len()) as u64;
+        self.extra += received.len().saturating_sub(sent.len()) as u64;
+        for (t0, t1) in sent.iter().zip(received) {
+            if *t0 >= sched.window && *t0 < sched.end {
+                self.latency.push(t1.saturating_duration_since(*t0));
+            }
+        }
+    }
+
+    fn finish(self, out_of_sequence: u64) -> Direction {
+        Direction {
+            sent: self.sent,
+            received: self.received,
+            lost: self.lost,
+            extra: self.extra,
+            out_of_sequence,
+            latency: self.latency.summary(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Callers.
