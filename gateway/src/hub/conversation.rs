@@ -143,8 +143,9 @@ pub struct ConvInner {
     /// Bumped by every rewind after a failed commit; store callbacks carry the epoch of
     /// their append, so one from before a rewind is recognised and ignored.
     pub epoch: u64,
-    /// (sender id, clientActivityId) → (id, seq): a repeat is acknowledged again, not delivered.
-    pub seen: HashMap<(String, String), (String, u64)>,
+    /// `hub::client_key(sender, clientActivityId)` → seq: a repeat is acknowledged again, not
+    /// delivered twice.
+    pub seen: HashMap<String, u64>,
     pub closed: bool,
     pub closed_at_ms: Option<u64>,
     pub survey_requested: bool,
@@ -345,7 +346,7 @@ impl ConvInner {
         }
         self.departing.retain(|d| d.sent < d.until);
         self.epoch += 1;
-        self.seen.retain(|_, (_, s)| *s <= keep);
+        self.seen.retain(|_, s| *s <= keep);
         self.send_acks(conv);
         let err = ProtocolError::store(format!("not stored ({e}); send it again"));
         for p in self.acks.drain(..) {

@@ -110,6 +110,15 @@ struct SavedParty {
     name: String,
 }
 
+/// The dedup key of a client activity id from `sender`, as kept in memory and in the store.
+pub(crate) fn client_key(sender: &str, client_activity_id: &str) -> String {
+    let mut k = String::with_capacity(sender.len() + 1 + client_activity_id.len());
+    k.push_str(sender);
+    k.push('\u{1}');
+    k.push_str(client_activity_id);
+    k
+}
+
 pub(crate) fn closed_error() -> ProtocolError {
     ProtocolError::bad_request("the conversation has ended")
 }
@@ -434,15 +443,16 @@ impl Hub {
             ));
         }
         let cid = a.client_activity_id();
-        let key = cid.map(|c| (from.id.clone(), c.to_owned()));
+        // One string per client activity id: the dedup map's key and the store's.
+        let key = cid.map(|c| client_key(&from.id, c));
         let ack = Ack { to: reply.clone(), client_activity_id: cid.map(str::to_owned) };
         if let Some(k) = &key
-            && let Some((id, seq)) = inner.seen.get(k)
+            && let Some(&seq) = inner.seen.get(k)
         {
             // Acknowledge again once it is durable (it may still be in flight), on the
             // connection that asked this time: the first one may be gone.
-            let appended = Appended { id: id.clone(), seq: *seq };
-            inner.ack_when_stored(conv, appended.seq, ack);
+            let appended = Appended { id: conv.activity_id(seq), seq };
+            inner.ack_when_stored(conv, seq, ack);
             return Ok(appended);
         }
         let body = Body {
@@ -453,15 +463,14 @@ impl Hub {
             attachments: &a.attachments,
             channel_data: &a.channel_data,
         };
-        let client_key = key.as_ref().map(|(s, c)| format!("{s}\u{1}{c}"));
         let appended = inner.append(
             conv,
             &self.clock,
             self.store.as_ref(),
-            NewActivity { from, author, body, client_key, ack: Some(ack) },
+            NewActivity { from, author, body, client_key: key.clone(), ack: Some(ack) },
         );
         if let Some(k) = key {
-            inner.seen.insert(k, (appended.id.clone(), appended.seq));
+            inner.seen.insert(k, appended.seq);
         }
         // A customer's message starts the bot's clock; anything from the bot stops it.
         match sender {

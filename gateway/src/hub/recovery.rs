@@ -54,9 +54,8 @@ impl Hub {
                     Some("system") | None => Author::System,
                     Some(_) => Author::Member(Arc::from(v["from"]["id"].as_str().unwrap_or(""))),
                 };
-                if let Some((sender, cid)) = client_key.as_deref().and_then(|k| k.split_once('\u{1}')) {
-                    let aid = v["id"].as_str().unwrap_or_default().to_owned();
-                    seen.insert((sender.to_owned(), cid.to_owned()), (aid, seq));
+                if let Some(k) = client_key {
+                    seen.insert(k, seq);
                 }
                 transcript.push(Entry { frame: frame.into(), author });
             }

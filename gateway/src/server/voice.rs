@@ -337,9 +337,8 @@ async fn write_loop(
                 };
                 let mut hang_up = false;
                 for f in frames {
-                    let v: Value = serde_json::from_str(f.as_str()).unwrap_or_default();
                     let sid = leg.lock().stream_sid.clone();
-                    let (out, end) = translate(&dialect, &v, f, sid.as_deref());
+                    let (out, end) = translate(&dialect, f, sid.as_deref());
                     if let Some(out) = out
                         && sink.send(out).await.is_err()
                     {
@@ -394,18 +393,41 @@ async fn write_loop(
 }
 
 /// What a hub frame becomes on this dialect, and whether it ends the call.
-fn translate(dialect: &Dialect, v: &Value, raw: crate::protocol::Frame, sid: Option<&str>) -> (Option<Message>, bool) {
-    let ended = v["type"] == "endOfConversation" && v["from"]["role"] != "user";
-    let name = v["name"].as_str();
+/// The few fields of a hub frame a call leg looks at: read without building a JSON tree
+/// (most frames toward a caller are transcript messages it drops).
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    from: Option<PeekFrom<'a>>,
+    #[serde(borrow)]
+    value: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekFrom<'a> {
+    #[serde(borrow)]
+    role: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) -> (Option<Message>, bool) {
+    let Ok(v) = serde_json::from_str::<Peek<'_>>(raw.as_str()) else { return (None, false) };
+    let ended = v.kind.as_deref() == Some("endOfConversation")
+        && v.from.as_ref().and_then(|f| f.role.as_deref()) != Some("user");
+    let name = v.name.as_deref();
     match dialect {
         Dialect::Native => {
             let keep = ended || matches!(name, Some("session.started" | "clear" | "error" | "ack"));
-            (keep.then(|| ws::text(raw)), ended)
+            let keep = keep.then_some(());
+            drop(v);
+            (keep.map(|()| ws::text(raw)), ended)
         }
         Dialect::Twilio { .. } => match name {
             Some("clear") => (Some(Message::text(json!({"event": "clear", "streamSid": sid}).to_string())), false),
             Some("error") => {
-                tracing::warn!("twilio call leg: {}", v["value"]);
+                tracing::warn!("twilio call leg: {}", v.value.map_or("", |r| r.get()));
                 (None, false)
             }
             _ => (None, ended),

@@ -315,6 +315,8 @@ async fn write_loop(
     let stopping = shutdown.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, stopping, finished);
+    // One buffer for every wake-up's batch, kept for the connection's life.
+    let mut batch: Vec<Message> = Vec::with_capacity(8);
     loop {
         let first = tokio::select! {
             biased;
@@ -350,7 +352,7 @@ async fn write_loop(
             }
             m = rx.recv() => m,
         };
-        let mut batch: Vec<Message> = Vec::with_capacity(8);
+        batch.clear();
         let mut close = None;
         let Some(first) = first else { break };
         let mut next = Some(first);
@@ -369,7 +371,7 @@ async fn write_loop(
             }
         }
         let write = async {
-            for (i, m) in batch.into_iter().enumerate() {
+            for (i, m) in batch.drain(..).enumerate() {
                 sink.feed(m).await?;
                 if i % 64 == 63 {
                     sink.flush().await?;
