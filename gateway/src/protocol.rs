@@ -8,6 +8,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 /// A serialised text frame: UTF-8 JSON, cheap to clone (reference counted). The project's
 /// own type, so the hub, the store and the bots know nothing of WebSockets; `server/` turns
@@ -164,10 +165,22 @@ pub struct Inbound {
     pub value: Value,
     pub text: Option<String>,
     pub conversation: Option<ConvRef>,
+    /// Passed through to the stored activity as the client wrote it (an object).
     #[serde(rename = "channelData", default)]
-    pub channel_data: Value,
+    pub channel_data: Option<Box<RawValue>>,
+    /// Passed through as the client wrote them (an array); not parsed into a tree.
     #[serde(default)]
-    pub attachments: Vec<Value>,
+    pub attachments: Option<Box<RawValue>>,
+    /// `channelData.clientActivityId`, read once at parse time.
+    #[serde(skip)]
+    pub client_activity_id: Option<String>,
+}
+
+/// `channelData`'s one field the gateway reads.
+#[derive(Deserialize)]
+struct ChannelData {
+    #[serde(rename = "clientActivityId")]
+    client_activity_id: Option<String>,
 }
 
 impl Inbound {
@@ -190,11 +203,39 @@ impl Inbound {
         if kind == Kind::Event && a.name.as_deref().is_none_or(str::is_empty) {
             return Err(ProtocolError::bad_request("event activity has no \"name\""));
         }
-        if !(a.channel_data.is_null() || a.channel_data.is_object()) {
-            return Err(ProtocolError::bad_request("channelData must be an object"));
+        if let Some(raw) = &a.channel_data {
+            let cd: ChannelData = match serde_json::from_str(raw.get()) {
+                Ok(cd) if raw.get().trim_start().starts_with('{') => cd,
+                _ => {
+                    return Err(ProtocolError::bad_request(
+                        "channelData must be an object, with clientActivityId text",
+                    ));
+                }
+            };
+            a.client_activity_id = cd.client_activity_id;
+        }
+        if let Some(raw) = &a.attachments {
+            let r = raw.get().trim();
+            if !r.starts_with('[') {
+                return Err(ProtocolError::bad_request("attachments must be an array"));
+            }
+            if r[1..].trim_start().starts_with(']') {
+                a.attachments = None;
+            }
         }
         a.kind = Some(kind);
         Ok(a)
+    }
+
+    /// Whether it carries at least one attachment.
+    pub fn has_attachments(&self) -> bool {
+        self.attachments.is_some()
+    }
+
+    /// Sets `channelData.clientActivityId` (an activity the gateway makes for a client).
+    pub fn set_client_activity_id(&mut self, cid: &str) {
+        self.channel_data = serde_json::value::to_raw_value(&json!({"clientActivityId": cid})).ok();
+        self.client_activity_id = Some(cid.to_owned());
     }
 
     pub fn kind(&self) -> Kind {
@@ -207,7 +248,7 @@ impl Inbound {
     }
 
     pub fn client_activity_id(&self) -> Option<&str> {
-        self.channel_data.get("clientActivityId").and_then(Value::as_str)
+        self.client_activity_id.as_deref()
     }
 
     pub fn conversation_id(&self) -> Option<&str> {
@@ -251,9 +292,22 @@ pub struct Activity<'a> {
     pub text: Option<&'a str>,
     pub name: Option<&'a str>,
     pub value: &'a Value,
-    pub attachments: &'a [Value],
+    pub attachments: &'a RawValue,
     #[serde(rename = "channelData")]
-    pub channel_data: &'a Value,
+    pub channel_data: &'a RawValue,
+}
+
+/// `[]` and `{}` as raw JSON, for activities without attachments or channel data.
+pub fn empty_array() -> &'static RawValue {
+    static EMPTY: std::sync::LazyLock<Box<RawValue>> =
+        std::sync::LazyLock::new(|| RawValue::from_string("[]".into()).unwrap_or_else(|_| unreachable!()));
+    &EMPTY
+}
+
+pub fn empty_object() -> &'static RawValue {
+    static EMPTY: std::sync::LazyLock<Box<RawValue>> =
+        std::sync::LazyLock::new(|| RawValue::from_string("{}".into()).unwrap_or_else(|_| unreachable!()));
+    &EMPTY
 }
 
 /// Serialises any value to a frame.
@@ -337,8 +391,9 @@ impl Inbound {
             value: Value::Null,
             text: None,
             conversation: Some(ConvRef { id: conversation.to_owned() }),
-            channel_data: Value::Null,
-            attachments: Vec::new(),
+            channel_data: None,
+            attachments: None,
+            client_activity_id: None,
         }
     }
 }
@@ -356,6 +411,8 @@ mod tests {
             (r#"{"type":"poke"}"#, "unknown activity type \"poke\""),
             (r#"{"type":"event"}"#, "no \"name\""),
             (r#"{"type":"message","channelData":5}"#, "channelData must be an object"),
+            (r#"{"type":"message","channelData":{"clientActivityId":5}}"#, "clientActivityId text"),
+            (r#"{"type":"message","attachments":{}}"#, "attachments must be an array"),
             (r#"{"type":"message","text":5}"#, "malformed JSON"),
         ];
         for (input, want) in cases {

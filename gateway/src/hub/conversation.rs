@@ -25,10 +25,13 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
-use crate::protocol::{Activity, ConvRef, Frame, Kind, Party, ProtocolError, ack_event, frame_sized};
+use crate::protocol::{
+    Activity, ConvRef, Frame, Kind, Party, ProtocolError, ack_event, empty_array, empty_object, frame_sized,
+};
 use crate::routing::ConvId;
 use crate::store::{Record, Store, StoreError};
 
@@ -168,13 +171,13 @@ pub struct Body<'a> {
     pub text: Option<&'a str>,
     pub name: Option<&'a str>,
     pub value: &'a Value,
-    pub attachments: &'a [Value],
-    pub channel_data: &'a Value,
+    pub attachments: Option<&'a RawValue>,
+    pub channel_data: Option<&'a RawValue>,
 }
 
 impl<'a> Body<'a> {
     pub fn event(name: &'a str, value: &'a Value) -> Body<'a> {
-        Body { kind: Kind::Event, text: None, name: Some(name), value, attachments: &[], channel_data: &Value::Null }
+        Body { kind: Kind::Event, text: None, name: Some(name), value, attachments: None, channel_data: None }
     }
 
     pub fn message(text: &'a str) -> Body<'a> {
@@ -183,8 +186,8 @@ impl<'a> Body<'a> {
             text: Some(text),
             name: None,
             value: &Value::Null,
-            attachments: &[],
-            channel_data: &Value::Null,
+            attachments: None,
+            channel_data: None,
         }
     }
 }
@@ -218,8 +221,6 @@ pub struct Departing {
     pub sent: u64,
     pub until: u64,
 }
-
-static EMPTY_OBJECT: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| Value::Object(serde_json::Map::new()));
 
 impl Conversation {
     pub fn activity_id(&self, seq: u64) -> String {
@@ -288,8 +289,8 @@ impl ConvInner {
                 text: body.text,
                 name: body.name,
                 value: body.value,
-                attachments: body.attachments,
-                channel_data: if body.channel_data.is_null() { &EMPTY_OBJECT } else { body.channel_data },
+                attachments: body.attachments.unwrap_or(empty_array()),
+                channel_data: body.channel_data.unwrap_or(empty_object()),
             },
             size,
         );

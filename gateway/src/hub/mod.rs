@@ -423,10 +423,7 @@ impl Hub {
                 }
             },
         };
-        if a.kind() == protocol::Kind::Message
-            && a.text.as_deref().is_none_or(str::is_empty)
-            && a.attachments.is_empty()
-        {
+        if a.kind() == protocol::Kind::Message && a.text.as_deref().is_none_or(str::is_empty) && !a.has_attachments() {
             return Err(ProtocolError::bad_request("a message needs text or attachments"));
         }
         let mut inner = conv.inner.lock();
@@ -460,8 +457,8 @@ impl Hub {
             text: a.text.as_deref(),
             name: a.name.as_deref(),
             value: &a.value,
-            attachments: &a.attachments,
-            channel_data: &a.channel_data,
+            attachments: a.attachments.as_deref(),
+            channel_data: a.channel_data.as_deref(),
         };
         let appended = inner.append(
             conv,

@@ -65,7 +65,7 @@ impl Hub {
         a.name = Some("dtmf".into());
         a.value = Value::String(digit.to_ascii_uppercase());
         if let Some(cid) = client_activity_id {
-            a.channel_data = json!({"clientActivityId": cid});
+            a.set_client_activity_id(cid);
         }
         self.post(
             conv,
