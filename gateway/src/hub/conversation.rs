@@ -431,10 +431,16 @@ impl ConvInner {
     /// Gives the holder its work item: sent with the transcript so far once all of it is
     /// committed (at once when it is).
     pub fn give_work(&mut self, head: String, page_bytes: usize) {
+        self.set_work(head, page_bytes);
+        self.flush();
+    }
+
+    /// [`ConvInner::give_work`] without sending it yet: nothing reaches the holder before
+    /// its work item, which the next [`ConvInner::flush`] sends.
+    pub fn set_work(&mut self, head: String, page_bytes: usize) {
         let at = self.transcript.len() as u64;
         if let Some(h) = &mut self.holder {
             h.work = Some(WorkItem { at, head, page_bytes });
         }
-        self.flush();
     }
 }

@@ -718,6 +718,10 @@ impl Hub {
             old.outbox.close(outbox::Reason::Replaced, "replaced by a newer connection");
         }
         let mut engine = self.engine.lock();
+        // Under the engine lock only what is cheap: each held conversation gets its work
+        // item's head; the transcripts are spliced in below, once routing can go on (a bot
+        // holding a thousand conversations would otherwise stall all routing meanwhile).
+        let mut resumed = Vec::new();
         for conv_id in engine.held_by(member) {
             if let Some(conv) = self.conversation(&conv_id) {
                 let mut inner = conv.inner.lock();
@@ -729,12 +733,18 @@ impl Hub {
                     call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
                 }
                 let head = self.assigned_head(&engine, &conv, &inner, true);
-                inner.give_work(head, self.cfg.server.transcript_page_bytes);
+                inner.set_work(head, self.cfg.server.transcript_page_bytes);
+                drop(inner);
+                resumed.push(conv);
             }
         }
         let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
         tracing::info!(member = %member, "member connected");
         self.apply(&mut engine, fx);
+        drop(engine);
+        for conv in resumed {
+            conv.inner.lock().flush();
+        }
     }
 
     /// A bot or agent's connection ended. Its conversations stay with it for a grace period
