@@ -99,7 +99,9 @@ impl ChatSession {
                     None | Some(Value::Null) => Value::Null,
                     Some(u @ Value::Object(_)) => u.clone(),
                     Some(_) => {
-                        return Err(ProtocolError::bad_request("value.user must be an object, like {\"name\":\"Ann\"}"));
+                        return Err(ProtocolError::bad_request(
+                            "value.user must be an object, like {\"name\":\"Ann\"}",
+                        ));
                     }
                 };
                 let name = text_field(&user, "name")?.filter(|n| !n.trim().is_empty()).unwrap_or("Customer");
