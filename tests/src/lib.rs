@@ -330,6 +330,33 @@ pub async fn http_with(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String)> {
+    let r = http_response(addr, method, path, headers, body).await?;
+    Ok((r.status, r.body))
+}
+
+/// An HTTP response as [`http_response`] reads it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// [`http_with`], with the response's headers.
+pub async fn http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<HttpResponse> {
     let mut s = TcpStream::connect(addr).await?;
     let mut req =
         format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
@@ -342,7 +369,12 @@ pub async fn http_with(
     let mut buf = Vec::new();
     tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await??;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status: u16 = text.split(' ').nth(1).context("status line")?.parse()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Ok((status, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).context("status line")?.parse()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse { status, headers, body: body.to_owned() })
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use switchboard_tests::{BOT_APP_ID, BOT_SECRET, Client, http, http_with, start_server};
+use switchboard_tests::{BOT_APP_ID, BOT_SECRET, Client, HttpResponse, http, http_response, http_with, start_server};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -60,6 +60,57 @@ async fn token_endpoint_follows_client_credentials() -> Result<()> {
     )
     .await?;
     assert_eq!(status, 200);
+    Ok(())
+}
+
+async fn token_attempt(s: &switchboard_tests::TestServer, client_id: &str, secret: &str) -> Result<HttpResponse> {
+    let body = format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
+    http_response(s.addr, "POST", "/v1/token", &[("content-type", "application/x-www-form-urlencoded")], &body).await
+}
+
+/// A 429 with `Retry-After` within the lockout and OAuth's `slow_down`.
+fn assert_throttled(r: &HttpResponse, what: &str) -> Result<()> {
+    assert_eq!(r.status, 429, "{what}: {r:?}");
+    let retry: u64 = r.header("retry-after").unwrap_or_default().parse()?;
+    assert!((1..=60).contains(&retry), "{what}: Retry-After {retry}");
+    let v: Value = serde_json::from_str(&r.body)?;
+    assert_eq!(v["error"], "slow_down", "{what}");
+    assert!(v["error_description"].as_str().unwrap_or("").contains("retry in"), "{what}: {v}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn wrong_secrets_are_throttled_per_client_id_and_per_address_until_the_lockout_passes() -> Result<()> {
+    // The defaults: 5 failures per client id, 20 per address, within and for 60 s.
+    let s = start_server(None).await;
+    for i in 0..5 {
+        let r = token_attempt(&s, "alice", "guess").await?;
+        assert_eq!(r.status, 401, "wrong secret {i}: {r:?}");
+    }
+    let r = token_attempt(&s, "alice", "alice-demo-secret").await?;
+    assert_throttled(&r, "alice after 5 wrong secrets, with the right one")?;
+    // Another client id from the same address is not locked out yet (5 of 20 failures)...
+    assert_eq!(token_attempt(&s, "bob", "bob-demo-secret").await?.status, 200);
+    // ... until the address has failed 20 times, whichever ids it tried.
+    for i in 0..15 {
+        let r = token_attempt(&s, &format!("nobody-{i}"), "guess").await?;
+        assert_eq!(r.status, 401, "unknown id {i}: {r:?}");
+    }
+    assert_throttled(&token_attempt(&s, "bob", "bob-demo-secret").await?, "bob from a locked-out address")?;
+    assert_throttled(&token_attempt(&s, BOT_APP_ID, BOT_SECRET).await?, "the bot from a locked-out address")?;
+
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    assert_eq!(token_attempt(&s, "alice", "alice-demo-secret").await?.status, 200);
+    assert_eq!(token_attempt(&s, "bob", "bob-demo-secret").await?.status, 200);
+    // A success forgets the client id's failures: 4 wrong, right, 4 wrong, right.
+    for _ in 0..2 {
+        for _ in 0..4 {
+            assert_eq!(token_attempt(&s, "alice", "guess").await?.status, 401);
+        }
+        assert_eq!(token_attempt(&s, "alice", "alice-demo-secret").await?.status, 200);
+    }
     Ok(())
 }
 

@@ -93,6 +93,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A connection that sends nothing (not even a pong to our pings) this long is closed.
     pub idle_timeout_secs: u64,
+    /// Time an HTTP connection has to send a complete request head, from when it opens or
+    /// from its previous response (keep-alive); then it is closed.
+    pub request_timeout_secs: u64,
+    /// Sockets open at once, at most (HTTP, WebSocket, idle or half-sent alike); one more
+    /// is closed as soon as it is accepted. At least `max_connections`.
+    pub max_sockets: usize,
+    /// Wrong secrets for one client id within `token_lockout_secs` before `/v1/token`
+    /// refuses that client id (429) for `token_lockout_secs`.
+    pub token_failures: u32,
+    /// The same from one source address (an IPv6 address counts by its /64).
+    pub token_address_failures: u32,
+    /// The window failures are counted in, and how long a lockout lasts.
+    pub token_lockout_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -139,6 +152,14 @@ impl Default for ServerConfig {
             member_burst: 4000,
             max_connections: 250_000,
             idle_timeout_secs: 300,
+            request_timeout_secs: 10,
+            // 2^18: room for `max_connections` WebSockets plus some 12,000 HTTP requests and
+            // half-open sockets. The process's descriptor limit (`ulimit -n`) must be above
+            // it for it to be the limit that applies.
+            max_sockets: 262_144,
+            token_failures: 5,
+            token_address_failures: 20,
+            token_lockout_secs: 60,
         }
     }
 }
@@ -480,6 +501,32 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
     if raw.server.max_conversation_bytes < raw.server.transcript_page_bytes {
         problems.push("server: max_conversation_bytes must be at least transcript_page_bytes".into());
     }
+    if raw.server.max_connections == 0 {
+        problems.push("server: max_connections must be at least 1".into());
+    }
+    if raw.server.max_sockets < raw.server.max_connections {
+        problems.push(format!(
+            "server: max_sockets ({}) must be at least max_connections ({}): every WebSocket is a socket",
+            raw.server.max_sockets, raw.server.max_connections
+        ));
+    }
+    // A day at most: a deadline this far ahead is added to the clock, and a longer one is no
+    // protection anyway.
+    for (name, secs) in [
+        ("request_timeout_secs", raw.server.request_timeout_secs),
+        ("token_lockout_secs", raw.server.token_lockout_secs),
+    ] {
+        if !(1..=86_400).contains(&secs) {
+            problems.push(format!("server: {name} must be from 1 to 86400"));
+        }
+    }
+    for (name, n) in
+        [("token_failures", raw.server.token_failures), ("token_address_failures", raw.server.token_address_failures)]
+    {
+        if n == 0 {
+            problems.push(format!("server: {name} must be at least 1"));
+        }
+    }
     let admin_token = match (&raw.server.admin_token, &raw.server.admin_token_env) {
         (Some(t), _) => Some(Secret(t.clone())),
         (None, Some(var)) => env(var).filter(|v| !v.is_empty()).map(Secret),
@@ -791,6 +838,27 @@ capacity = 3
             let text = BASE.replacen(from, to, 1);
             let err = check(&text).unwrap_err();
             assert!(err.0.iter().any(|l| l.contains(want)), "want {want:?} in {:?}", err.0);
+        }
+    }
+
+    #[test]
+    fn connection_and_token_limits_are_checked() {
+        let server = |lines: &str| format!("[server]\n{lines}\n{BASE}");
+        assert!(check(&server("max_sockets = 10\nmax_connections = 10\ntoken_failures = 1")).is_ok());
+        let cases = [
+            (
+                "max_sockets = 10\nmax_connections = 11",
+                "server: max_sockets (10) must be at least max_connections (11)",
+            ),
+            ("max_sockets = 0\nmax_connections = 0", "server: max_connections must be at least 1"),
+            ("request_timeout_secs = 0", "server: request_timeout_secs must be from 1 to 86400"),
+            ("token_lockout_secs = 86401", "server: token_lockout_secs must be from 1 to 86400"),
+            ("token_failures = 0", "server: token_failures must be at least 1"),
+            ("token_address_failures = 0", "server: token_address_failures must be at least 1"),
+        ];
+        for (lines, want) in cases {
+            let err = check(&server(lines)).unwrap_err();
+            assert!(err.0.iter().any(|l| l.starts_with(want)), "want {want:?} in {:?}", err.0);
         }
     }
 

@@ -5,8 +5,10 @@
 //! transport.
 
 mod chat;
+mod listen;
 pub mod respond;
 mod staff;
+mod throttle;
 mod token;
 pub mod voice;
 pub mod ws;
@@ -15,11 +17,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 
 use crate::auth::Signer;
@@ -27,11 +29,13 @@ use crate::config::{Config, StoreKind, SyncMode};
 use crate::hub::Hub;
 use crate::store::{MemoryStore, Recovered, SqliteStore, Store, StoreError};
 
-/// Every HTTP route.
+/// Every HTTP route. `/v1/token` reads the peer's address from the request's
+/// `ConnectInfo<SocketAddr>` extension (set by our accept loop) when there is one.
 pub fn router(hub: Arc<Hub>) -> Router {
+    let throttle = Arc::new(throttle::TokenThrottle::new(&hub.cfg.server));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/token", post(token::token))
+        .route("/v1/token", post(token::token).layer(Extension(throttle)))
         .route("/v1/chat", get(chat::upgrade))
         .route("/v1/bot", get(staff::bot_upgrade))
         .route("/v1/agent", get(staff::agent_upgrade))
@@ -89,19 +93,14 @@ pub async fn start_with(
     crate::hub::builtin_bot::spawn_all(&hub);
     hub.spawn_sweeper();
     let app = router(hub.clone());
-    let stop = hub.shutdown.clone();
-    // Small frames (an ack, then a reply) must not wait for Nagle's algorithm.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server =
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await });
+    let server = tokio::spawn(listen::serve(listener, app, hub.clone()));
     Ok(Running { addr, hub, server })
 }
 
 impl Running {
-    /// Stops accepting, tells every client goodbye (close 1001), waits for connections to
-    /// end and flushes the store.
+    /// Stops accepting, tells every client goodbye (close 1001), lets HTTP requests in flight
+    /// finish (idle HTTP connections close), waits for connections to end and flushes the
+    /// store.
     pub async fn shutdown(self) {
         self.hub.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
