@@ -135,18 +135,18 @@ async fn bot_audio_is_played_in_real_time_with_marks_after_it_and_clear_flushes_
     let mut expected = Vec::new();
     t.process(&prompt, &mut expected)?;
     let mut got = Vec::new();
-    let mut first = None;
     while got.len() < expected.len() {
-        let f = c.binary().await?;
-        first.get_or_insert_with(Instant::now);
-        got.extend_from_slice(&f);
+        got.extend_from_slice(&c.binary().await?);
     }
-    let played = first.unwrap().elapsed();
+    // Paced at 1x, not dumped: a second of audio takes 49 ticks of 20 ms after it was sent.
+    // Measured from the sending, not from the first frame heard; the bound leaves room for
+    // a loaded machine, whose stalled pacer catches up on the ticks it missed in a burst
+    // (dumping would deliver all of it within a few milliseconds).
+    let played_by = sent.elapsed();
     assert_eq!(got, expected, "the caller hears exactly the prompt");
-    assert!(played >= Duration::from_millis(800), "paced at 1x, not dumped: {played:?}");
+    assert!(played_by >= Duration::from_millis(500), "paced at 1x, not dumped: all of it within {played_by:?}");
     let mark = bot.event("mark").await?;
     assert_eq!(mark["value"]["name"], "prompt-1");
-    assert!(sent.elapsed() >= Duration::from_millis(800));
 
     // Barge-in: a long prompt, then clear.
     let long = tone(Format::L16_16K, 500.0, 3000);
