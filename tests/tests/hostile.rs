@@ -140,7 +140,8 @@ async fn input_the_contract_does_not_allow_is_refused_by_name() -> Result<()> {
     refused(&mut bot, json!({"type":"message","conversation":{"id":conv}}), "text or attachments").await?;
     // Attachments alone make a message; they and channelData pass through as written.
     let att = json!([{"contentType":"image/png","contentUrl":"https://example.test/a.png","name":"reçu 🧾.png"}]);
-    c.send(json!({"type":"message","attachments":att,"channelData":{"clientActivityId":"a1","tag":{"x":[1,2]}}})).await?;
+    c.send(json!({"type":"message","attachments":att,"channelData":{"clientActivityId":"a1","tag":{"x":[1,2]}}}))
+        .await?;
     let got = bot.until("the attachment", |v| v["type"] == "message" && v["attachments"] == att).await?;
     assert_eq!(got["channelData"], json!({"clientActivityId":"a1","tag":{"x":[1,2]}}));
     // Nothing of it reached the customer, and the conversation goes on.
