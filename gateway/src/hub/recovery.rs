@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Author, ConvInner, Conversation, Entry, Holder, Hub, Saved};
+use super::persist::Saved;
+use super::{Author, ConvInner, Conversation, Entry, Holder, Hub};
 use crate::protocol::{Party, Role};
 use crate::routing::ConvId;
 use crate::store::RecoveredConversation;

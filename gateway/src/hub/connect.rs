@@ -1,0 +1,127 @@
+//! Bots and agents connecting and disconnecting: a returning member gets its
+//! conversations again (work items), a departed one keeps them for a grace period.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::routing::Engine;
+
+impl Hub {
+    /// A bot or agent connects: its earlier connection (if any) is replaced, the
+    /// conversations it still holds are assigned to it again with their transcript, and it
+    /// becomes eligible for new work.
+    pub fn member_connected(&self, member: &Arc<str>, outbox: &Outbox, audio: switchboard_codecs::Format) {
+        let conn = MemberConn { outbox: outbox.clone(), audio };
+        if let Some(old) = self.members.insert(member.clone(), conn)
+            && old.outbox.id() != outbox.id()
+        {
+            old.outbox.close(outbox::Reason::Replaced, "replaced by a newer connection");
+        }
+        let mut engine = self.engine.lock();
+        // Under the engine lock only what is cheap: each held conversation gets its work
+        // item's head; the transcripts are spliced in below, once routing can go on (a bot
+        // holding a thousand conversations would otherwise stall all routing meanwhile).
+        let mut resumed = Vec::new();
+        for conv_id in engine.held_by(member) {
+            if let Some(conv) = self.conversation(&conv_id) {
+                let mut inner = conv.inner.lock();
+                if let Some(h) = inner.holder.as_mut() {
+                    h.outbox = Some(outbox.clone());
+                    h.gone_since_ms = None;
+                }
+                if let Some(call) = &conv.call {
+                    call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
+                }
+                let head = self.assigned_head(&engine, &conv, &inner, true);
+                inner.set_work(head, self.cfg.server.transcript_page_bytes);
+                drop(inner);
+                resumed.push(conv);
+            }
+        }
+        let fx = engine.set_online(member, true, self.clock.now_ms()).unwrap_or_default();
+        tracing::info!(member = %member, "member connected");
+        self.apply(&mut engine, fx);
+        drop(engine);
+        for conv in resumed {
+            conv.inner.lock().flush();
+        }
+    }
+
+    /// A bot or agent's connection ended. Its conversations stay with it for a grace period
+    /// (it may come back: see the sweeper); it gets no new work meanwhile.
+    pub fn member_disconnected(&self, member: &Arc<str>, outbox: &Outbox) {
+        let removed = self.members.remove_if(member, |_, c| c.outbox.id() == outbox.id()).is_some();
+        if !removed {
+            return; // A newer connection has taken over.
+        }
+        let now = self.clock.now_ms();
+        let mut engine = self.engine.lock();
+        let mut calls = Vec::new();
+        for conv_id in engine.held_by(member) {
+            if let Some(conv) = self.conversation(&conv_id) {
+                if let Some(h) = conv.inner.lock().holder.as_mut() {
+                    h.outbox = None;
+                    h.gone_since_ms = Some(now);
+                }
+                if let Some(call) = &conv.call {
+                    call.set_holder_outbox(member, None, None);
+                    calls.push(conv);
+                }
+            }
+        }
+        // A caller cannot wait out a grace period in silence: a call whose holder is gone
+        // is re-routed at once (a bot's to people, never back to that bot).
+        if !self.shutdown.is_cancelled() {
+            for conv in calls {
+                self.holder_lost(&mut engine, &conv, member, now);
+            }
+        }
+        let fx = engine.set_online(member, false, now).unwrap_or_default();
+        tracing::info!(member = %member, "member disconnected");
+        self.apply(&mut engine, fx);
+    }
+
+    /// The `conversation.assigned` event a holder gets, up to its transcript (spliced in
+    /// when it is sent, see [`ConvInner::give_work`]): the context, the bot's summary, the
+    /// media of a call, and then the transcript so far (with the bot's part of it, for an
+    /// agent).
+    pub(super) fn assigned_head(
+        &self,
+        engine: &Engine,
+        conv: &Conversation,
+        inner: &ConvInner,
+        resumed: bool,
+    ) -> String {
+        let view = engine.conversation(&conv.id);
+        let mut value = json!({
+            "workstream": conv.workstream,
+            "queue": view.as_ref().map(|v| v.queue.clone()),
+            "channel": view.as_ref().map(|v| v.channel),
+            "context": view.as_ref().map(|v| &v.context),
+            "customer": {"id": conv.customer.id, "name": conv.customer.name},
+            "summary": inner.summary,
+            "media": Value::Null,
+        });
+        if let Some(call) = &conv.call {
+            let fmt =
+                inner.holder.as_ref().and_then(|h| self.members.get(&h.member).map(|m| m.audio)).unwrap_or_default();
+            value["media"] =
+                json!({"stream": call.stream, "encoding": fmt.encoding().as_str(), "sampleRate": fmt.sample_rate()});
+        }
+        if resumed {
+            value["resumed"] = json!(true);
+        }
+        // The transcript's frames are already JSON: they are spliced in rather than parsed.
+        let head = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
+        let id = serde_json::to_string(&*conv.id).unwrap_or_default();
+        let mut v = String::with_capacity(96 + id.len() + head.len());
+        v.push_str("{\"type\":\"event\",\"name\":\"conversation.assigned\",\"conversation\":{\"id\":");
+        v.push_str(&id);
+        v.push_str("},\"value\":");
+        v.push_str(&head[..head.len() - 1]);
+        v.push_str(if head.len() > 2 { ",\"transcript\":[" } else { "\"transcript\":[" });
+        v
+    }
+}

@@ -1,0 +1,201 @@
+//! The customer's side of a conversation: its context checked against the workstream,
+//! starting, resuming (the replay after a watermark), leaving, ending, and the survey.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::auth::Principal;
+use crate::context::{Context, Value as CtxValue};
+use crate::protocol::{self, Inbound, Party, ProtocolError, Role};
+use crate::routing::ConvId;
+
+impl Hub {
+    /// Checks a customer's `session.start` context against the workstream's declarations.
+    pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, ProtocolError> {
+        let ws = self
+            .cfg
+            .workstream(workstream)
+            .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {workstream:?}")))?;
+        let mut ctx = Context::new();
+        let obj = match raw {
+            Value::Null => return Ok(ctx),
+            Value::Object(o) => o,
+            _ => return Err(ProtocolError::bad_request("context must be an object")),
+        };
+        for (k, v) in obj {
+            let ty = ws.variable(k).ok_or_else(|| {
+                ProtocolError::bad_request(format!(
+                    "context variable {k:?} is not declared by workstream {workstream:?}"
+                ))
+            })?;
+            if let Some(v) = CtxValue::from_json(ty, v)
+                .map_err(|e| ProtocolError::bad_request(format!("context variable {k:?}: {e}")))?
+            {
+                ctx.insert(k.clone(), v);
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// A customer starts a conversation: `session.started` goes out first, then the engine
+    /// routes it and its effects (position, assignment) follow.
+    pub fn start_conversation(
+        &self,
+        workstream: &str,
+        user_name: &str,
+        context: Context,
+        outbox: &Outbox,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
+        let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        self.open_conversation(id, workstream, user_name, context, outbox, None)
+    }
+
+    pub(super) fn open_conversation(
+        &self,
+        id: ConvId,
+        workstream: &str,
+        user_name: &str,
+        context: Context,
+        outbox: &Outbox,
+        call: Option<Arc<crate::voice::Call>>,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
+        let now = self.clock.now_ms();
+        let token = self.customer_token(&id, 1);
+        let conv = Arc::new(Conversation {
+            id: id.clone(),
+            workstream: workstream.to_owned(),
+            customer: Party { id: format!("u_{}", &id[2..14]), name: user_name.to_owned(), role: Role::User },
+            inner: Mutex::new(ConvInner {
+                customer: Some(outbox.clone()),
+                last_activity_ms: now,
+                token_gen: 1,
+                ..ConvInner::default()
+            }),
+            call: call.clone(),
+        });
+        let mut engine = self.engine.lock();
+        if engine.status(&id).is_some() {
+            return Err(ProtocolError::unavailable("conversation id collision; try again"));
+        }
+        let mut started =
+            json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}});
+        if let Some(c) = &call {
+            started["stream"] = json!(c.stream);
+        }
+        outbox.send(protocol::event("session.started", started, Some(&id)));
+        let fx = engine.start(id.clone(), workstream, context, now)?;
+        self.convs.insert(id.clone(), conv.clone());
+        if let Some(c) = call {
+            self.calls.insert(c.stream, c);
+        }
+        tracing::debug!(conversation.id = %id, workstream, "conversation started");
+        self.persist(&engine, &conv);
+        self.apply(&mut engine, fx);
+        Ok(conv)
+    }
+
+    /// A customer resumes after a drop: `session.started`, then every committed activity
+    /// after the watermark, in order, then the current queue position if waiting. Done
+    /// under the conversation lock, so nothing live can slip between the replay and what
+    /// follows.
+    pub fn resume_conversation(
+        &self,
+        conv_id: &str,
+        token: &str,
+        watermark: u64,
+        outbox: &Outbox,
+    ) -> Result<Arc<Conversation>, ProtocolError> {
+        let claims = self
+            .signer
+            .verify(token, self.clock.now_ms())
+            .map_err(|e| ProtocolError::unauthorized(format!("cannot resume: {e}")))?;
+        if claims.kind != Principal::Customer || claims.sub != conv_id {
+            return Err(ProtocolError::unauthorized("cannot resume: the token is not for this conversation"));
+        }
+        let conv = self
+            .conversation(conv_id)
+            .ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))?;
+        let engine = self.engine.lock();
+        let position = engine.conversation(conv_id).and_then(|v| v.position.map(|p| (v.queue, p)));
+        let mut inner = conv.inner.lock();
+        // A token resumes once: each resume issues the next generation, so a copied or
+        // replayed token cannot take the conversation over after the rightful client came
+        // back. An ended conversation is resumed only to answer the survey it asked for.
+        if claims.generation != inner.token_gen {
+            return Err(ProtocolError::unauthorized(
+                "cannot resume: this token was replaced by a newer one (each session.started issues a new token)",
+            ));
+        }
+        if inner.closed && !(inner.survey_requested && inner.survey.is_none()) {
+            return Err(ProtocolError::unauthorized("cannot resume: the conversation has ended"));
+        }
+        inner.token_gen += 1;
+        let token = self.customer_token(conv_id, inner.token_gen);
+        if let Some(old) = inner.customer.replace(outbox.clone())
+            && old.id() != outbox.id()
+        {
+            old.close(outbox::Reason::ResumedElsewhere, "resumed on another connection");
+        }
+        inner.customer_left_ms = None;
+        outbox.send(protocol::event(
+            "session.started",
+            json!({"conversationId": conv_id, "token": &token, "resumed": true,
+                   "user": {"id": conv.customer.id, "name": conv.customer.name}}),
+            Some(conv_id),
+        ));
+        let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(inner.committed as usize);
+        outbox.send_batch(inner.committed_frames()[from..].iter().map(|e| e.frame.clone()).collect());
+        inner.customer_sent = inner.committed;
+        if let Some((queue, p)) = position
+            && !inner.closed
+        {
+            outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(conv_id)));
+        }
+        drop(inner);
+        self.persist(&engine, &conv);
+        Ok(conv)
+    }
+
+    /// Detaches a customer's connection (it can resume for a while).
+    pub fn customer_left(&self, conv: &Conversation, outbox: &Outbox) {
+        let mut inner = conv.inner.lock();
+        if inner.customer.as_ref().is_some_and(|o| o.id() == outbox.id()) {
+            inner.customer = None;
+            inner.customer_left_ms = Some(self.clock.now_ms());
+        }
+    }
+
+    /// The customer ends the conversation.
+    pub fn customer_end(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let mut engine = self.engine.lock();
+        self.post(conv, &Sender::Customer, reply, a, |inner| if inner.closed { Err(closed_error()) } else { Ok(()) })?;
+        self.close_locked(&mut engine, conv);
+        Ok(())
+    }
+
+    /// A customer's survey answer, kept on the conversation.
+    pub fn survey_response(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+        let rating = a.value.get("rating").and_then(Value::as_u64).filter(|r| (1..=5).contains(r));
+        if rating.is_none() {
+            return Err(ProtocolError::bad_request("survey.response needs value.rating, a whole number from 1 to 5"));
+        }
+        if a.value.get("comment").is_some_and(|c| !c.is_string() && !c.is_null()) {
+            return Err(ProtocolError::bad_request("survey.response comment must be text"));
+        }
+        let engine = self.engine.lock();
+        self.post(conv, &Sender::Customer, reply, a, |inner| {
+            if !inner.survey_requested {
+                Err(ProtocolError::bad_request("no survey was requested in this conversation"))
+            } else if inner.survey.is_some() {
+                Err(ProtocolError::bad_request("the survey has already been answered"))
+            } else {
+                Ok(())
+            }
+        })?;
+        conv.inner.lock().survey = Some(a.value.clone());
+        self.persist(&engine, conv);
+        Ok(())
+    }
+}

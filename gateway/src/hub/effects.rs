@@ -1,0 +1,105 @@
+//! Carrying out the routing engine's effects: releases, assignments (the notice and the
+//! work item), queue positions; then saving every conversation they touched.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::protocol::{self, Party};
+use crate::routing::{ConvId, Effect, Engine, MemberKind};
+
+impl Hub {
+    /// Carries out the engine's effects, in order, then saves every conversation they
+    /// touched. Called with the engine locked.
+    pub(super) fn apply(&self, engine: &mut Engine, fx: Vec<Effect>) {
+        let mut touched: BTreeSet<ConvId> = BTreeSet::new();
+        for e in fx {
+            match e {
+                Effect::Routed { conv, rule, queue, trigger } => {
+                    tracing::debug!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
+                    touched.insert(conv);
+                }
+                Effect::Released { conv, member } => {
+                    if let Some(c) = self.conversation(&conv) {
+                        let mut inner = c.inner.lock();
+                        inner.release_holder(&member);
+                        if let Some(call) = &c.call {
+                            call.set_route(None);
+                        }
+                    }
+                    touched.insert(conv);
+                }
+                Effect::Assigned { conv, member, kind, queue } => {
+                    let Some(c) = self.conversation(&conv) else { continue };
+                    let party = self.member_party(&member);
+                    let role = match kind {
+                        MemberKind::Bot { .. } => "bot",
+                        MemberKind::Agent => "agent",
+                    };
+                    let mut inner = c.inner.lock();
+                    // The notice of its arrival is for everyone else: the new holder gets
+                    // its own `conversation.assigned`, the work item, below (one per
+                    // assignment). Authored by it for delivery, so it is not sent to it.
+                    let v = json!({"role": role, "name": party.name, "queue": queue});
+                    inner.append(
+                        &c,
+                        &self.clock,
+                        self.store.as_ref(),
+                        NewActivity {
+                            from: &Party::system(),
+                            author: Author::Member(Arc::from(member.as_str())),
+                            body: Body::event("conversation.assigned", &v),
+                            client_key: None,
+                            ack: None,
+                        },
+                    );
+                    let conn = self.members.get(member.as_str()).map(|o| o.value().clone());
+                    let outbox = conn.as_ref().map(|c| c.outbox.clone());
+                    if let Some(call) = &c.call {
+                        let fmt = conn.as_ref().map(|c| c.audio).unwrap_or_default();
+                        let route =
+                            crate::voice::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
+                        call.set_route(Some(route));
+                    }
+                    let gone = outbox.is_none().then(|| self.clock.now_ms());
+                    // Its work item carries everything committed; a cursor left from an
+                    // earlier release would repeat part of it.
+                    inner.departing.retain(|d| *d.member != *member);
+                    inner.holder = Some(Holder {
+                        member: Arc::from(member.as_str()),
+                        party,
+                        outbox: outbox.clone(),
+                        gone_since_ms: gone,
+                        work: None,
+                    });
+                    if outbox.is_some() {
+                        let head = self.assigned_head(engine, &c, &inner, false);
+                        inner.give_work(head, self.cfg.server.transcript_page_bytes);
+                    } else {
+                        inner.holder_sent = inner.committed;
+                    }
+                    tracing::debug!(conversation.id = %conv, member, queue, "assigned");
+                    touched.insert(conv);
+                }
+                Effect::Position { conv, queue, position } => {
+                    if let Some(c) = self.conversation(&conv)
+                        && let Some(o) = &c.inner.lock().customer
+                    {
+                        o.send(protocol::event(
+                            "queue.position",
+                            json!({"queue": queue, "position": position}),
+                            Some(&conv),
+                        ));
+                    }
+                }
+            }
+        }
+        for id in touched {
+            if let Some(c) = self.conversation(&id) {
+                self.persist(engine, &c);
+            }
+        }
+    }
+}

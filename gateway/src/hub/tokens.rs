@@ -1,0 +1,54 @@
+//! Access tokens as the hub issues and checks them: a bot's or agent's from its client
+//! credentials (`/v1/token`), and a customer's resume token, one generation per
+//! `session.started`.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::auth::{Claims, Principal};
+use crate::protocol::{ErrorCode, ProtocolError};
+
+impl Hub {
+    /// Checks a bearer token for a bot or agent connection.
+    pub fn authenticate(&self, token: &str, want: Principal) -> Result<Arc<str>, ProtocolError> {
+        let claims =
+            self.signer.verify(token, self.clock.now_ms()).map_err(|e| ProtocolError::unauthorized(e.to_string()))?;
+        if claims.kind != want {
+            return Err(ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("a {:?} token cannot open this endpoint", claims.kind).to_lowercase(),
+            ));
+        }
+        if want == Principal::Bot && self.engine.lock().is_disabled(&claims.sub) {
+            return Err(ProtocolError::forbidden("this bot was disconnected by an administrator"));
+        }
+        Ok(Arc::from(claims.sub))
+    }
+
+    /// OAuth2 client credentials: a bot's app_id or an agent's id, and its secret.
+    pub fn issue_token(&self, client_id: &str, client_secret: &str) -> Option<(String, u64)> {
+        // A built-in bot runs inside the gateway; nobody signs in as it.
+        let bot = self.cfg.bots.iter().find(|b| b.app_id == client_id && b.builtin.is_none());
+        let (sub, kind, secret) = if let Some(b) = bot {
+            (b.name.clone(), Principal::Bot, b.secret.as_ref())
+        } else if let Some(a) = self.cfg.agents.iter().find(|a| a.id == client_id) {
+            (a.id.clone(), Principal::Agent, a.secret.as_ref())
+        } else {
+            // Compare against a dummy all the same, so timing does not reveal which ids exist.
+            let _ = crate::config::Secret::new("x".repeat(32)).matches(client_secret);
+            return None;
+        };
+        if !secret?.matches(client_secret) {
+            return None;
+        }
+        let ttl = self.cfg.server.token_ttl_secs;
+        let exp = self.clock.now_ms() + ttl * 1000;
+        Some((self.signer.issue(&Claims { sub, kind, exp, generation: 0 }), ttl))
+    }
+
+    /// The token a customer resumes conversation `id` with, generation `generation`.
+    pub(super) fn customer_token(&self, id: &str, generation: u64) -> String {
+        let exp = self.clock.now_ms() + self.cfg.server.customer_token_ttl_secs * 1000;
+        self.signer.issue(&Claims { sub: id.to_owned(), kind: Principal::Customer, exp, generation })
+    }
+}
