@@ -24,6 +24,9 @@ pub enum CodecError {
     /// A sample rate the resampler or DTMF detector does not support.
     #[error("unsupported sample rate {0} Hz: expected 8000, 16000, 24000 or 48000")]
     UnsupportedRate(u32),
+    /// A clip's sample rate outside what [`clip::resample`](crate::clip::resample) takes.
+    #[error("unsupported sample rate {0} Hz: expected 1000 to 384000 Hz")]
+    UnsupportedClipRate(u32),
     /// An RFC 4733 telephone-event payload that is not exactly 4 bytes.
     #[error("RFC 4733 telephone-event payload must be 4 bytes, got {len}")]
     BadTelephoneEvent {

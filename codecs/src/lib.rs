@@ -12,6 +12,7 @@
 //! - [`g711`]: µ-law and A-law, after ITU-T G.191.
 //! - [`l16`]: linear PCM bytes, checked.
 //! - [`resample`]: polyphase FIR resampling between 8, 16, 24 and 48 kHz.
+//! - [`clip`]: whole-clip conversion between any two rates (44.1 kHz WAV prompts), done once.
 //! - [`transcode`]: [`Transcoder`], the per-call-leg pipeline
 //!   (source format → linear → resample → target format), and [`Framer`], 20 ms re-chunking.
 //! - [`dtmf`]: in-band detection (Goertzel) and generation, and RFC 4733 telephone events.
@@ -21,6 +22,7 @@
 //! `scripts/gen_g711_golden.py`) with `scripts/codecs-test-deps.sh`. Fuzz targets are in
 //! `codecs/fuzz`, a separate cargo-fuzz crate.
 
+pub mod clip;
 pub mod dtmf;
 pub mod error;
 pub mod format;

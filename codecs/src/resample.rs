@@ -361,7 +361,7 @@ fn lane_taps(len: usize, lane: usize) -> impl Iterator<Item = usize> {
 }
 
 /// The modified Bessel function of the first kind, order 0, by its power series.
-fn bessel_i0(x: f64) -> f64 {
+pub(crate) fn bessel_i0(x: f64) -> f64 {
     let mut sum = 1.0;
     let mut term = 1.0;
     let half = x / 2.0;

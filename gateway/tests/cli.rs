@@ -163,3 +163,80 @@ fn check_config_catches_invalid_topics() {
     }
     assert_eq!(err.lines().count(), 5, "{err}");
 }
+
+/// The example configuration with the voice workstream's `hold_audio` set to `path`.
+fn with_hold_audio(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let line = format!("hold_audio = {:?}", path.to_str().unwrap());
+    let with = text.replacen(r#"# hold_audio = "hold.wav""#, &line, 1);
+    assert_ne!(with, text, "the example has a commented hold_audio line");
+    with
+}
+
+/// One second of a 440 Hz sine, 16-bit stereo at 44.1 kHz: what a music library exports.
+fn cd_quality_wav(path: &std::path::Path) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..44100 {
+        let s = (12000.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 44100.0).sin()) as i16;
+        w.write_sample(s).unwrap();
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+#[test]
+fn check_config_takes_a_44_1_khz_hold_audio_wav() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("hold music.wav");
+    cd_quality_wav(&wav);
+    let cfg = dir.path().join("switchboard.toml");
+    std::fs::write(&cfg, with_hold_audio(&wav)).unwrap();
+    let (code, out, err) = run(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("ok: 2 workstream(s)"), "{out}");
+}
+
+#[test]
+fn check_config_and_serve_refuse_hold_audio_the_gateway_cannot_play() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("hold.wav");
+    std::fs::write(&text, "Please hold, your call is important to us.\n").unwrap();
+    let empty = dir.path().join("empty.wav");
+    let spec =
+        hound::WavSpec { channels: 1, sample_rate: 8000, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    hound::WavWriter::create(&empty, spec).unwrap().finalize().unwrap();
+    let missing = dir.path().join("missing.wav");
+    let cases = [
+        (&text, "not a WAV file (no RIFF tag found)".to_owned()),
+        (&empty, "the file holds no audio (0 samples)".to_owned()),
+        (&missing, "cannot read: No such file or directory (os error 2)".to_owned()),
+    ];
+    for (wav, why) in cases {
+        let cfg = dir.path().join("switchboard.toml");
+        std::fs::write(&cfg, with_hold_audio(wav)).unwrap();
+        let want = format!(r#"workstream "VoiceWorkStream": hold_audio {}: {why}"#, wav.display());
+        let (code, out, err) = run(&["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert_eq!(err.lines().collect::<Vec<_>>(), vec![want.as_str()], "{err}");
+        // serve refuses the same configuration with the same line, before it listens.
+        let data = dir.path().join("data");
+        let (code, _, err) = run(&[
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.lines().any(|l| l == want), "{err}");
+    }
+}

@@ -126,7 +126,8 @@ async fn streamdouble_calls_through_the_twilio_endpoint() -> Result<()> {
     assert!(delivery >= 800.0, "delivered in {delivery} ms: dumped, not paced\n{report:#}");
 
     // What the caller heard is the bot's prompt, transcoded to µ-law.
-    let (rate, heard_pcm) = switchboard::voice::parse_wav(&std::fs::read(&reply)?).map_err(anyhow::Error::msg)?;
+    let switchboard::voice::Wav { rate, samples: heard_pcm } =
+        switchboard::voice::decode_wav(std::fs::File::open(&reply)?).map_err(anyhow::Error::msg)?;
     assert_eq!(rate, 8000);
     let pcm16: Vec<u8> = sine(16000, 440.0, 1000).iter().flat_map(|s| s.to_le_bytes()).collect();
     let mut ulaw = Vec::new();

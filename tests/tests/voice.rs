@@ -396,3 +396,66 @@ async fn a_silent_half_open_caller_is_closed_after_the_idle_timeout_and_frees_th
     assert_eq!(load, 0, "the holder's capacity is free again");
     Ok(())
 }
+
+/// Amplitude of the sinusoid at `freq` in `x` (a single DFT bin).
+fn amplitude_at(x: &[i16], rate: u32, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, &s) in x.iter().enumerate() {
+        re += f64::from(s) * (w * i as f64).cos();
+        im -= f64::from(s) * (w * i as f64).sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / x.len() as f64
+}
+
+#[tokio::test]
+async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format() -> Result<()> {
+    // One second of 440 Hz at 0.3 of full scale, as a music library exports it.
+    let dir = tempfile::tempdir()?;
+    let wav = dir.path().join("hold.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec)?;
+    for i in 0..44100 {
+        let s = (0.3 * 32768.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 44100.0).sin()) as i16;
+        w.write_sample(s)?;
+        w.write_sample(s)?;
+    }
+    w.finalize()?;
+    let toml = voice_config().replacen(
+        "name = \"VoiceWorkStream\"\nchannel = \"voice\"\n",
+        &format!("name = \"VoiceWorkStream\"\nchannel = \"voice\"\nhold_audio = {:?}\n", wav.to_str().unwrap()),
+        1,
+    );
+    assert_ne!(toml, voice_config());
+    let s = start_server(Some(&toml)).await;
+    // No voice bot connects: the call waits in VoiceBotQueue and hears the prompt.
+    let (mut c, _conv, _stream) = call(&s, Format::PCMU, json!({})).await?;
+    let prompt = switchboard::voice::HoldPrompt::load(&wav).map_err(anyhow::Error::msg)?;
+    let expected = prompt.audio(Format::PCMU);
+    assert_eq!(expected.len(), 50, "one second in 20 ms frames");
+    let tone = switchboard::voice::HoldAudio::tone(Format::PCMU);
+    let mut heard = Vec::new();
+    for i in 0..55 {
+        let f = c.binary().await?;
+        assert_eq!(f.len(), 160, "frame {i}: 20 ms of µ-law");
+        assert_eq!(f, expected.frame(i).unwrap().to_vec(), "frame {i} is the prompt's, in order, looping");
+        assert_ne!(Some(&f[..]), tone.frame(i).as_deref(), "frame {i}: the prompt, not the comfort tone");
+        heard.extend_from_slice(&f);
+    }
+    // Independently of the gateway's code: what the caller heard is 440 Hz at the level
+    // written (µ-law decoded, away from the loop's edges), and nothing at other pitches.
+    let mut pcm = Vec::new();
+    switchboard_codecs::g711::ulaw::decode_into(&heard[160 * 2..160 * 48], &mut pcm);
+    let level = amplitude_at(&pcm, 8000, 440.0) / (0.3 * 32768.0);
+    assert!((0.93..1.07).contains(&level), "440 Hz at {level:.3} of the level written");
+    for other in [400.0, 480.0, 880.0, 1000.0, 3000.0] {
+        let a = amplitude_at(&pcm, 8000, other) / (0.3 * 32768.0);
+        assert!(a < 0.02, "{other} Hz at {a:.4}: the pitch moved or the audio is distorted");
+    }
+    Ok(())
+}

@@ -175,8 +175,8 @@ struct RawWorkstream {
     context_variables: Vec<VarDecl>,
     #[serde(default)]
     rules: Vec<RawRule>,
-    /// Voice: a WAV prompt (mono 16-bit PCM) played to callers waiting in a queue; a
-    /// comfort tone when absent.
+    /// Voice: a WAV prompt played to callers waiting in a queue (see `voice::HoldPrompt`
+    /// for the formats taken); a comfort tone when absent.
     hold_audio: Option<PathBuf>,
 }
 
@@ -319,7 +319,9 @@ pub struct Workstream {
     pub fallback_queue: String,
     pub variables: Vec<VarDecl>,
     pub rules: Vec<Rule>,
-    pub hold_audio: Option<PathBuf>,
+    /// The `hold_audio` WAV, decoded when the configuration was loaded (voice workstreams
+    /// only); `None` plays the comfort tone.
+    pub hold_audio: Option<std::sync::Arc<crate::voice::HoldPrompt>>,
 }
 
 #[derive(Clone, Debug)]
@@ -714,15 +716,22 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
                 }
             }
         }
-        if let Some(p) = &w.hold_audio {
-            match std::fs::read(p).map_err(|e| e.to_string()).and_then(|d| crate::voice::parse_wav(&d)) {
+        // Decoded here, once: whatever would make the prompt unplayable is a problem now,
+        // not an error on every call.
+        let hold_audio = match &w.hold_audio {
+            None => None,
+            Some(p) => match crate::voice::HoldPrompt::load(p) {
                 Ok(_) if w.channel != Channel::Voice => {
                     warnings.push(format!("{item}: hold_audio is only played on voice workstreams"));
+                    None
                 }
-                Ok(_) => {}
-                Err(e) => problems.push(format!("{item}: hold_audio {}: {e}", p.display())),
-            }
-        }
+                Ok(prompt) => Some(std::sync::Arc::new(prompt)),
+                Err(e) => {
+                    problems.push(format!("{item}: hold_audio {}: {e}", p.display()));
+                    None
+                }
+            },
+        };
         if w.channel == Channel::Voice {
             let mut qs: Vec<&str> = w.rules.iter().map(|r| r.queue.as_str()).collect();
             qs.push(&w.fallback_queue);
@@ -735,6 +744,20 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
             if !has_voice_bot {
                 warnings.push(format!("{item}: voice workstream whose queues hold no voice-enabled bot"));
             }
+            // Only agents and voice-enabled bots get calls: a queue of chat bots never
+            // assigns one (a queue with no members at all is warned about above).
+            for q in raw.queues.iter().filter(|q| qs.contains(&q.name.as_str()) && !q.members.is_empty()) {
+                let takes_calls = q
+                    .members
+                    .iter()
+                    .any(|m| raw.agents.iter().any(|a| &a.id == m) || raw.bots.iter().any(|b| &b.name == m && b.voice));
+                if !takes_calls {
+                    warnings.push(format!(
+                        "{item}: queue {:?} has no member that takes calls (an agent or a voice-enabled bot); calls routed there wait",
+                        q.name
+                    ));
+                }
+            }
         }
         workstreams.push(Workstream {
             name: w.name.clone(),
@@ -742,7 +765,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
             fallback_queue: w.fallback_queue.clone(),
             variables: w.context_variables.clone(),
             rules,
-            hold_audio: w.hold_audio.clone(),
+            hold_audio,
         });
     }
 
@@ -881,6 +904,57 @@ capacity = 3
         let text = BASE.replace("name = \"W\"", "name = \"W\"\nchannel = \"voice\"");
         let c = check(&text).unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("voice workstream whose queues hold no voice-enabled bot")));
+    }
+
+    #[test]
+    fn hold_audio_is_decoded_at_load_and_its_problems_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let wav = dir.path().join("hold.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 44100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+        for i in 0..4410 {
+            w.write_sample((i % 100) as i16 * 50).unwrap();
+        }
+        w.finalize().unwrap();
+        let voice = |path: &Path| {
+            BASE.replace("name = \"W\"", &format!("name = \"W\"\nchannel = \"voice\"\nhold_audio = {:?}", path))
+        };
+        let c = check(&voice(&wav)).unwrap();
+        let prompt = c.config.workstreams[0].hold_audio.as_ref().expect("decoded at load");
+        assert_eq!((prompt.source_rate(), prompt.rate(), prompt.samples().len()), (44100, 48000, 4800));
+
+        let bad = dir.path().join("bad.wav");
+        std::fs::write(&bad, "RIFF....WAVE").unwrap();
+        let err = check(&voice(&bad)).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert!(err.0[0].starts_with(&format!("workstream \"W\": hold_audio {}: ", bad.display())), "{err}");
+
+        // On a chat workstream the file is still checked, but only warned about.
+        let chat = BASE.replace("name = \"W\"", &format!("name = \"W\"\nhold_audio = {:?}", wav));
+        let c = check(&chat).unwrap();
+        assert!(c.config.workstreams[0].hold_audio.is_none());
+        assert_eq!(c.warnings, vec!["workstream \"W\": hold_audio is only played on voice workstreams".to_owned()]);
+    }
+
+    #[test]
+    fn a_voice_queue_of_chat_bots_is_warned_about() {
+        let text = BASE
+            .replace("name = \"W\"", "name = \"W\"\nchannel = \"voice\"")
+            .replace(r#"members = ["b", "a"]"#, r#"members = ["b"]"#);
+        let c = check(&text).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w == "workstream \"W\": queue \"Q\" has no member that takes calls (an agent or a voice-enabled bot); calls routed there wait"),
+            "{:?}",
+            c.warnings
+        );
+        // With an agent in the queue, calls can be taken.
+        let text = BASE.replace("name = \"W\"", "name = \"W\"\nchannel = \"voice\"");
+        assert!(!check(&text).unwrap().warnings.iter().any(|w| w.contains("takes calls")));
     }
 
     #[test]

@@ -32,8 +32,9 @@ impl Hub {
                 "workstream {workstream:?} is a chat workstream; chats connect through /v1/chat"
             )));
         }
+        // Decoded when the configuration was loaded; converted once per caller format.
         let hold = match &ws.hold_audio {
-            Some(path) => HoldAudio::from_wav(path, caller).map_err(ProtocolError::unavailable)?,
+            Some(prompt) => prompt.audio(caller),
             None => HoldAudio::tone(caller),
         };
         let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));

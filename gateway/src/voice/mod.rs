@@ -18,7 +18,7 @@ mod call;
 mod hold;
 
 pub use call::{Call, Play, Route, Tick};
-pub use hold::{HoldAudio, parse_wav};
+pub use hold::{HoldAudio, HoldPrompt, MAX_HOLD_SECS, Wav, decode_wav};
 
 /// A binary media frame: the 4-byte big-endian stream number, then audio.
 pub fn media_frame(stream: u32, audio: &[u8]) -> bytes::Bytes {
