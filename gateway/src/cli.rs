@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Checked, Config};
+use crate::config::Checked;
 use crate::context::{Context, Value};
 
 #[derive(Debug, Parser)]
@@ -87,8 +87,8 @@ pub enum Command {
 /// Loads `--config` or the built-in default, printing problems to stderr.
 pub fn load(config: Option<&PathBuf>) -> Result<Checked, ExitCode> {
     let checked = match config {
-        Some(p) => Config::load(p),
-        None => Config::from_toml(crate::config::DEFAULT_TOML),
+        Some(p) => crate::load::config_file(p),
+        None => crate::load::config_text(crate::config::DEFAULT_TOML),
     };
     checked.map_err(|e| {
         for line in &e.0 {

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod context;
 pub mod hub;
+pub mod load;
 pub mod protocol;
 pub mod routing;
 pub mod server;

@@ -7,7 +7,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use switchboard::config::Config;
 use switchboard::context::{Context, Value};
 use switchboard::routing::{ConvId, Effect, Engine, MemberKind, Presence};
 
@@ -169,7 +168,7 @@ impl Model {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let cfg = Config::from_toml(CONFIG).unwrap().config;
+    let cfg = switchboard::load::config_text(CONFIG).unwrap().config;
     let mut engine = Engine::new(&cfg);
     let mut model = Model::default();
     let mut convs: Vec<ConvId> = Vec::new();

@@ -86,7 +86,7 @@ pub async fn start_default() -> TestServer {
 
 /// A test configuration, parsed and checked like `serve` does.
 pub fn config(toml: Option<&str>) -> Config {
-    Config::from_toml(toml.unwrap_or(EXTERNAL_BOT)).expect("test configuration is valid").config
+    switchboard::load::config_text(toml.unwrap_or(EXTERNAL_BOT)).expect("test configuration is valid").config
 }
 
 /// Starts a gateway with `cfg` on the chosen store.

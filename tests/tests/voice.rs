@@ -435,7 +435,7 @@ async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format(
     let s = start_server(Some(&toml)).await;
     // No voice bot connects: the call waits in VoiceBotQueue and hears the prompt.
     let (mut c, _conv, _stream) = call(&s, Format::PCMU, json!({})).await?;
-    let prompt = switchboard::voice::HoldPrompt::load(&wav).map_err(anyhow::Error::msg)?;
+    let prompt = switchboard::load::hold_prompt(&wav).map_err(anyhow::Error::msg)?;
     let expected = prompt.audio(Format::PCMU);
     assert_eq!(expected.len(), 50, "one second in 20 ms frames");
     let tone = switchboard::voice::HoldAudio::tone(Format::PCMU);

@@ -259,9 +259,9 @@ mod tests {
             "[[bots]]\nname = \"b\"\n\n[server]\nstore = \"memory\"\n"
         );
         let bench = with_memory_store(include_str!("../../gateway.toml"));
-        let cfg = switchboard::config::Config::from_toml(&bench).unwrap().config;
+        let cfg = switchboard::load::config_text(&bench).unwrap().config;
         assert_eq!(cfg.server.store, switchboard::config::StoreKind::Memory);
-        let durable = switchboard::config::Config::from_toml(include_str!("../../gateway.toml")).unwrap().config;
+        let durable = switchboard::load::config_text(include_str!("../../gateway.toml")).unwrap().config;
         assert_eq!(durable.server.store, switchboard::config::StoreKind::Sqlite);
     }
 

@@ -394,24 +394,19 @@ impl Config {
         self.queues.iter().find(|q| q.name == name)
     }
 
-    /// The built-in default configuration.
+    /// The built-in default configuration (it names no environment variable and no file).
     pub fn builtin_default() -> Config {
-        match Config::from_toml(DEFAULT_TOML) {
+        match Config::from_toml_with(DEFAULT_TOML, &Nothing) {
             Ok(checked) => checked.config,
             // The default is checked by a unit test; reaching this is a build defect.
             Err(e) => panic!("built-in default configuration is invalid: {e}"),
         }
     }
 
-    /// Reads and checks a configuration file.
-    pub fn load(path: &Path) -> Result<Checked, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(vec![format!("cannot read {}: {e}", path.display())]))?;
-        Config::from_toml(&text)
-    }
-
-    /// Parses and checks configuration text.
-    pub fn from_toml(text: &str) -> Result<Checked, ConfigError> {
+    /// Parses and checks configuration text; what it names outside itself (environment
+    /// variables, hold-audio files) comes through `resolve` (`crate::load` resolves from
+    /// the machine: this module reads nothing).
+    pub fn from_toml_with(text: &str, resolve: &dyn Resolve) -> Result<Checked, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             // toml's message spans several lines with a caret; keep it to one line.
             let msg = e.message().to_owned();
@@ -421,7 +416,29 @@ impl Config {
                 None => format!("TOML error: {msg}"),
             }])
         })?;
-        validate(raw, &|k| std::env::var(k).ok())
+        validate(raw, resolve)
+    }
+}
+
+/// What a configuration names outside itself, resolved at the loading edge.
+pub trait Resolve {
+    /// An environment variable (`secret_env`, `admin_token_env`).
+    fn env(&self, name: &str) -> Option<String>;
+    /// A workstream's `hold_audio` file, decoded.
+    fn hold_prompt(&self, path: &Path) -> Result<crate::voice::HoldPrompt, String>;
+}
+
+/// A configuration that names nothing outside itself: no variable is set, no file exists.
+#[derive(Debug)]
+pub struct Nothing;
+
+impl Resolve for Nothing {
+    fn env(&self, _name: &str) -> Option<String> {
+        None
+    }
+
+    fn hold_prompt(&self, path: &Path) -> Result<crate::voice::HoldPrompt, String> {
+        Err(format!("no file can be read here ({})", path.display()))
     }
 }
 
@@ -483,7 +500,8 @@ fn resolve_secret(
     }
 }
 
-fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Checked, ConfigError> {
+fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked, ConfigError> {
+    let env = |name: &str| resolve.env(name);
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
@@ -559,7 +577,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         let secret = if b.builtin && b.secret.is_none() && b.secret_env.is_none() {
             None
         } else {
-            resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), env, &mut problems, &mut warnings)
+            resolve_secret(&item, b.secret.clone(), b.secret_env.clone(), &env, &mut problems, &mut warnings)
         };
         let builtin = if b.builtin {
             if b.endpoint.is_some() {
@@ -597,7 +615,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         if a.capacity == 0 {
             problems.push(format!("{item}: capacity must be at least 1"));
         }
-        let secret = resolve_secret(&item, a.secret.clone(), a.secret_env.clone(), env, &mut problems, &mut warnings);
+        let secret = resolve_secret(&item, a.secret.clone(), a.secret_env.clone(), &env, &mut problems, &mut warnings);
         agents.push(Agent {
             id: a.id.clone(),
             name: a.name.clone().unwrap_or_else(|| a.id.clone()),
@@ -720,7 +738,7 @@ fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> Result<Chec
         // not an error on every call.
         let hold_audio = match &w.hold_audio {
             None => None,
-            Some(p) => match crate::voice::HoldPrompt::load(p) {
+            Some(p) => match resolve.hold_prompt(p) {
                 Ok(_) if w.channel != Channel::Voice => {
                     warnings.push(format!("{item}: hold_audio is only played on voice workstreams"));
                     None
@@ -798,9 +816,22 @@ impl Checked {
 mod tests {
     use super::*;
 
+    /// This machine's files, and one environment variable: `SET`.
+    struct TestMachine;
+
+    impl Resolve for TestMachine {
+        fn env(&self, name: &str) -> Option<String> {
+            (name == "SET").then(|| "s3cret".to_owned())
+        }
+
+        fn hold_prompt(&self, path: &Path) -> Result<crate::voice::HoldPrompt, String> {
+            crate::load::Machine.hold_prompt(path)
+        }
+    }
+
     fn check(text: &str) -> Result<Checked, ConfigError> {
         let raw: RawConfig = toml::from_str(text).unwrap();
-        validate(raw, &|k| (k == "SET").then(|| "s3cret".to_owned()))
+        validate(raw, &TestMachine)
     }
 
     const BASE: &str = r#"
@@ -828,7 +859,7 @@ capacity = 3
 
     #[test]
     fn builtin_default_is_valid() {
-        let checked = Config::from_toml(DEFAULT_TOML).unwrap();
+        let checked = Config::from_toml_with(DEFAULT_TOML, &Nothing).unwrap();
         assert!(checked.config.workstream("ChatWorkStream").is_some());
     }
 
@@ -959,7 +990,7 @@ capacity = 3
 
     #[test]
     fn toml_errors_name_the_line() {
-        let err = Config::from_toml("[[queues]]\nname = 5\n").unwrap_err();
+        let err = Config::from_toml_with("[[queues]]\nname = 5\n", &Nothing).unwrap_err();
         assert!(err.0[0].starts_with("TOML error at line 2"), "{err}");
     }
 }

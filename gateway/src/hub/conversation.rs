@@ -123,7 +123,7 @@ pub struct Conversation {
     pub customer: Party,
     pub inner: Mutex<ConvInner>,
     /// The media side, for a voice conversation.
-    pub call: Option<Arc<crate::voice::Call>>,
+    pub call: Option<Arc<super::call::Call>>,
 }
 
 #[derive(Debug, Default)]

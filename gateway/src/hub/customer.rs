@@ -59,7 +59,7 @@ impl Hub {
         user_name: &str,
         context: Context,
         outbox: &Outbox,
-        call: Option<Arc<crate::voice::Call>>,
+        call: Option<Arc<super::call::Call>>,
     ) -> Result<Arc<Conversation>, ProtocolError> {
         let now = self.clock.now_ms();
         let token = self.customer_token(&id, 1);

@@ -60,7 +60,7 @@ impl Hub {
                     if let Some(call) = &c.call {
                         let fmt = conn.as_ref().map(|c| c.audio).unwrap_or_default();
                         let route =
-                            crate::voice::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
+                            super::call::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
                         call.set_route(Some(route));
                     }
                     let gone = outbox.is_none().then(|| self.clock.now_ms());

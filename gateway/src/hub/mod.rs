@@ -19,6 +19,7 @@
 
 mod activity;
 pub mod builtin_bot;
+pub mod call;
 mod connect;
 mod conversation;
 mod customer;
@@ -59,7 +60,7 @@ pub struct Hub {
     /// Every configured member as it appears in activities (`from`).
     parties: std::collections::HashMap<String, Party>,
     /// Voice calls by stream number (the prefix of every binary media frame).
-    calls: DashMap<u32, Arc<crate::voice::Call>>,
+    calls: DashMap<u32, Arc<call::Call>>,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
     /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 use switchboard_codecs::Format;
 
+use super::call::Call;
 use super::{Conversation, Hub, Sender};
 use crate::context::Context;
 use crate::protocol::{self, Inbound, Kind, ProtocolError};
 use crate::routing::{ConvId, Engine};
-use crate::voice::{Call, HoldAudio, parse_media_frame};
+use crate::voice::{HoldAudio, parse_media_frame};
 
 impl Hub {
     /// An IVR connector starts a call: a voice conversation with its media state.

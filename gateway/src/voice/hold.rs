@@ -3,7 +3,7 @@
 //! Either a prompt from a WAV file named by the workstream's `hold_audio`, or by default a
 //! soft comfort tone (a 440 Hz beep of 200 ms every 2 s over quiet silence), looped.
 //!
-//! A prompt is decoded once, when the configuration is loaded ([`HoldPrompt::load`], with
+//! A prompt is decoded once, when the configuration is loaded (`crate::load::hold_prompt`, with
 //! `hound`): integer PCM of 8, 16, 24 or 32 bits or 32-bit float, plain or
 //! WAVE_FORMAT_EXTENSIBLE, mono or stereo (mixed down to mono), at any rate from 1 to
 //! 384 kHz, up to [`MAX_HOLD_SECS`] long. A rate the telephony resampler does not know
@@ -13,7 +13,6 @@
 //! a call does no file IO, decoding or resampling.
 
 use std::io::Read;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -230,13 +229,9 @@ impl std::fmt::Debug for HoldPrompt {
 }
 
 impl HoldPrompt {
-    /// Reads and decodes a WAV file (see [`decode_wav`]). The error does not name the file.
-    pub fn load(path: &Path) -> Result<HoldPrompt, String> {
-        let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-        if file.metadata().is_ok_and(|m| m.is_dir()) {
-            return Err("cannot read: is a directory".into());
-        }
-        Self::from_wav(decode_wav(file)?)
+    /// Decodes a WAV file's bytes (see [`decode_wav`]); `crate::load` opens the file.
+    pub fn from_reader(reader: impl Read) -> Result<HoldPrompt, String> {
+        Self::from_wav(decode_wav(reader)?)
     }
 
     /// A prompt from decoded samples at any rate: converted once to a telephony rate, the
@@ -275,6 +270,7 @@ impl HoldPrompt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn sine(rate: u32, freq: f64, i: usize) -> f64 {
         (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()
@@ -343,7 +339,7 @@ mod tests {
         for (what, spec, tag, rate, level) in cases {
             let p = write_wav(dir.path(), &format!("{what}.wav"), spec, spec.sample_rate as usize / 2);
             assert_eq!(format_tag(&p), tag, "{what}: the header hound writes");
-            let prompt = HoldPrompt::load(&p).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let prompt = crate::load::hold_prompt(&p).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!((prompt.source_rate(), prompt.rate()), (spec.sample_rate, rate), "{what}");
             assert_eq!(prompt.samples().len(), rate as usize / 2, "{what}: half a second");
             // 8-bit audio has only 48 dB of range to begin with.
@@ -388,7 +384,7 @@ mod tests {
             w.write_sample(s).unwrap();
         }
         w.finalize().unwrap();
-        let prompt = HoldPrompt::load(&p).unwrap();
+        let prompt = crate::load::hold_prompt(&p).unwrap();
         assert_eq!(prompt.samples(), &want[..]);
         // In its own format the frames are exactly those samples, 20 ms each.
         let audio = prompt.audio(Format::L16_16K);
@@ -404,7 +400,7 @@ mod tests {
     fn each_caller_format_gets_whole_frames_once_and_shares_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = write_wav(dir.path(), "cd.wav", spec(2, 44100, 16, false), 44100);
-        let prompt = HoldPrompt::load(&p).unwrap();
+        let prompt = crate::load::hold_prompt(&p).unwrap();
         for format in Format::ALL {
             let audio = prompt.audio(format);
             // One second is 50 frames, whatever the format.
@@ -446,7 +442,7 @@ mod tests {
             (truncated, "the file is cut short (truncated WAV)"),
         ];
         for (p, want) in cases {
-            let err = HoldPrompt::load(&p).unwrap_err();
+            let err = crate::load::hold_prompt(&p).unwrap_err();
             assert!(err.starts_with(want), "{}: {err:?}, want {want:?}", p.display());
         }
     }

@@ -1,23 +1,13 @@
-//! Voice calls: the media side of a voice conversation.
-//!
-//! A call leg (an IVR connector on `/v1/voice`, or Twilio Media Streams on
-//! `/v1/voice/twilio/{workstream}`) streams the caller's audio in its format; the holder
-//! (a voice-enabled bot or an agent) gets it in the format it asked for when it connected
-//! (`?audio=`), in binary frames prefixed with the call's 4-byte stream number, and answers
-//! the same way. [`Call`] holds a call's media state: the re-framing of caller audio into
-//! 20 ms frames, in-band DTMF detection, the route to the holder with its transcoder, and
-//! the playout buffer toward the caller, which the connection's pacer drains at 1× speed
-//! (a bot that sends a whole prompt at once is played in real time, not dumped). While
-//! the call waits in a queue the pacer plays hold audio, so the caller is never left in
-//! silence; when the holder changes, queued audio of the old holder is dropped.
+//! Voice media that knows nothing of connections: hold audio (`hold.rs`: a WAV prompt
+//! decoded once, frames cached per caller format, or a comfort tone) and the media frame
+//! format holders speak (a 4-byte big-endian stream number, then audio). A call's live
+//! media state, which routes audio to its holder's connection, is `hub::call::Call`.
 //!
 //! All of this is synchronous code under the call's own mutex; the connection tasks in
 //! `server::voice` do the IO.
 
-mod call;
 mod hold;
 
-pub use call::{Call, Play, Route, Tick};
 pub use hold::{HoldAudio, HoldPrompt, MAX_HOLD_SECS, Wav, decode_wav};
 
 /// A binary media frame: the 4-byte big-endian stream number, then audio.

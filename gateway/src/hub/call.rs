@@ -1,4 +1,9 @@
-//! One call's media state (see the module docs).
+//! A call's media state: the re-framing of caller audio into 20 ms frames, in-band DTMF
+//! detection, the route to the holder with its transcoder, and the playout buffer toward
+//! the caller, which the call leg's pacer drains at 1× speed (a bot that sends a whole
+//! prompt at once is played in real time, not dumped). While the call waits in a queue the
+//! pacer plays hold audio, so the caller is never left in silence; when the holder changes,
+//! queued audio of the old holder is dropped. Synchronous code under the call's mutex.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,10 +13,9 @@ use parking_lot::Mutex;
 use switchboard_codecs::dtmf::Detector;
 use switchboard_codecs::{Encoding, Format, Framer, Transcoder};
 
-use super::hold::HoldAudio;
-use super::media_frame;
-use crate::hub::Outbox;
+use super::Outbox;
 use crate::routing::ConvId;
+use crate::voice::{HoldAudio, media_frame};
 
 /// The most audio queued toward a caller: a holder that sends more is told to wait.
 const MAX_PLAYOUT_FRAMES: usize = 60 * 50; // 60 s
