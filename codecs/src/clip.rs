@@ -142,24 +142,28 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum()
 }
 
+/// The amplitude of the sinusoid at `freq` in `x` (one DFT bin): how much of a tone a
+/// conversion kept, or let through where it should not. For checks and tests, not the hot
+/// path.
+pub fn amplitude_at(x: &[i16], rate: u32, freq: f64) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
+    let (mut re, mut im) = (0.0, 0.0);
+    for (i, &s) in x.iter().enumerate() {
+        re += f64::from(s) * (w * i as f64).cos();
+        im -= f64::from(s) * (w * i as f64).sin();
+    }
+    2.0 * (re * re + im * im).sqrt() / x.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sine(rate: u32, freq: f64, amp: f64, n: usize) -> Vec<i16> {
         (0..n).map(|i| (amp * (2.0 * std::f64::consts::PI * freq * i as f64 / f64::from(rate)).sin()) as i16).collect()
-    }
-
-    /// Power of `x` at `freq` (Goertzel), relative to a full-scale-free reference: the
-    /// amplitude of that sinusoid.
-    fn amplitude_at(x: &[i16], rate: u32, freq: f64) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
-        let (mut re, mut im) = (0.0, 0.0);
-        for (i, &s) in x.iter().enumerate() {
-            re += f64::from(s) * (w * i as f64).cos();
-            im -= f64::from(s) * (w * i as f64).sin();
-        }
-        2.0 * (re * re + im * im).sqrt() / x.len() as f64
     }
 
     #[test]

@@ -3,96 +3,28 @@
 //! made at test time forwards to it, and `switchboard agent` / `switchboard chat` reach it with
 //! `--url https://localhost:PORT`, trusting the CA through `SSL_CERT_FILE`.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::Proc;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    /// Runs the binary with `SSL_CERT_FILE` set to `ca` (or unset), reading stdout or stderr.
-    fn spawn(args: &[&str], ca: Option<&Path>, read_stderr: bool) -> Proc {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR");
-        if let Some(ca) = ca {
-            cmd.env("SSL_CERT_FILE", ca);
-        }
-        let mut child = cmd.spawn().expect("binary runs");
-        let (tx, lines) = channel();
-        let out: Box<dyn std::io::Read + Send> =
-            if read_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Proc { child, stdin, lines, seen: Vec::new() }
+/// The binary with `SSL_CERT_FILE` set to `ca` (or unset), reading stdout or stderr.
+fn spawn(args: &[&str], ca: Option<&Path>, read_stderr: bool) -> Proc {
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(args).env("RUST_LOG", "info").env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+    if let Some(ca) = ca {
+        cmd.env("SSL_CERT_FILE", ca);
     }
-
-    /// Waits for a line containing `want`, returning it.
-    fn expect(&mut self, want: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(15);
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(want) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!("no line containing {want:?}; output so far:\n{}", self.seen.join("\n")),
-            }
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn wait_exit(&mut self) -> Option<i32> {
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("did not exit; output:\n{}", self.seen.join("\n"));
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Proc::spawn_with(cmd, read_stderr)
 }
 
 fn temp_dir(what: &str) -> PathBuf {
@@ -149,11 +81,8 @@ fn tls_proxy(
 #[test]
 fn the_clients_reach_a_gateway_behind_a_tls_terminator() {
     let dir = temp_dir("main");
-    let mut server = Proc::spawn(
-        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("data").to_string_lossy()],
-        None,
-        true,
-    );
+    let mut server =
+        spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("data").to_string_lossy()], None, true);
     let line = server.expect("listening on http://");
     let upstream = line[line.find("http://").unwrap() + "http://".len()..].trim().to_owned();
 
@@ -170,9 +99,9 @@ fn the_clients_reach_a_gateway_behind_a_tls_terminator() {
 
     // Trusting the test CA: a full round trip over TLS, both the token request and the
     // WebSockets.
-    let mut alice = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], Some(&ca_file), false);
+    let mut alice = spawn(&["agent", "--url", &url, "--id", "alice"], Some(&ca_file), false);
     alice.expect("Signed in as alice (available)");
-    let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], Some(&ca_file), false);
+    let mut ann = spawn(&["chat", "--url", &url, "--name", "Ann"], Some(&ca_file), false);
     ann.expect("Connected to ChatWorkStream as Ann");
     ann.expect("contoso-bot: Hi Ann");
     ann.type_line("I lost my credit card");
@@ -189,19 +118,19 @@ fn the_clients_reach_a_gateway_behind_a_tls_terminator() {
     assert_eq!(alice.wait_exit(), Some(0));
 
     // Trusting only the platform's CAs: the certificate is not trusted, sign-in fails clearly.
-    let mut untrusted = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], None, true);
+    let mut untrusted = spawn(&["agent", "--url", &url, "--id", "alice"], None, true);
     let line = untrusted.expect("cannot sign in as alice");
     assert!(line.contains(&url), "{line}");
     assert_eq!(untrusted.wait_exit(), Some(1));
 
     // Trusting another CA: the error names the certificate problem.
-    let mut other = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], Some(&other_ca_file), true);
+    let mut other = spawn(&["agent", "--url", &url, "--id", "alice"], Some(&other_ca_file), true);
     let line = other.expect("cannot sign in as alice");
     assert!(line.contains("certificate"), "{line}");
     assert_eq!(other.wait_exit(), Some(1));
 
     // The customer's client fails the same way.
-    let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], Some(&other_ca_file), true);
+    let mut ann = spawn(&["chat", "--url", &url, "--name", "Ann"], Some(&other_ca_file), true);
     let line = ann.expect("cannot connect to");
     assert!(line.contains("certificate"), "{line}");
     assert_eq!(ann.wait_exit(), Some(1));

@@ -397,17 +397,6 @@ async fn a_silent_half_open_caller_is_closed_after_the_idle_timeout_and_frees_th
     Ok(())
 }
 
-/// Amplitude of the sinusoid at `freq` in `x` (a single DFT bin).
-fn amplitude_at(x: &[i16], rate: u32, freq: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
-    let (mut re, mut im) = (0.0, 0.0);
-    for (i, &s) in x.iter().enumerate() {
-        re += f64::from(s) * (w * i as f64).cos();
-        im -= f64::from(s) * (w * i as f64).sin();
-    }
-    2.0 * (re * re + im * im).sqrt() / x.len() as f64
-}
-
 #[tokio::test]
 async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format() -> Result<()> {
     // One second of 440 Hz at 0.3 of full scale, as a music library exports it.
@@ -451,10 +440,10 @@ async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format(
     // written (µ-law decoded, away from the loop's edges), and nothing at other pitches.
     let mut pcm = Vec::new();
     switchboard_codecs::g711::ulaw::decode_into(&heard[160 * 2..160 * 48], &mut pcm);
-    let level = amplitude_at(&pcm, 8000, 440.0) / (0.3 * 32768.0);
+    let level = switchboard_codecs::clip::amplitude_at(&pcm, 8000, 440.0) / (0.3 * 32768.0);
     assert!((0.93..1.07).contains(&level), "440 Hz at {level:.3} of the level written");
     for other in [400.0, 480.0, 880.0, 1000.0, 3000.0] {
-        let a = amplitude_at(&pcm, 8000, other) / (0.3 * 32768.0);
+        let a = switchboard_codecs::clip::amplitude_at(&pcm, 8000, other) / (0.3 * 32768.0);
         assert!(a < 0.02, "{other} Hz at {a:.4}: the pitch moved or the audio is distorted");
     }
     Ok(())

@@ -75,8 +75,9 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                         }
                     }
                     Some(Outgoing::Binary(_)) => {} // the caller's audio: the built-in bot listens for DTMF only
-                    Some(Outgoing::Error(e, conv, _)) => {
-                        tracing::warn!(bot = %name, conversation.id = conv.as_deref().unwrap_or(""), "refused: {e}");
+                    Some(Outgoing::Error(e)) => {
+                        let conv = e.conversation.as_deref().unwrap_or("");
+                        tracing::warn!(bot = %name, conversation.id = conv, "refused: {}", e.error);
                     }
                     Some(Outgoing::Close(..)) | None => break,
                 },

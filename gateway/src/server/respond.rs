@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::hub::outbox::Reason;
+use crate::hub::outbox::{ErrorOut, Reason};
 use crate::protocol::{self, ErrorCode, Fault, Frame, ProtocolError};
 
 /// The `error` event for a failure, naming the conversation and the client activity it
@@ -22,6 +22,11 @@ pub fn error_frame(err: &ProtocolError, conversation: Option<&str>, client_activ
         value["clientActivityId"] = json!(cid);
     }
     protocol::event("error", value, conversation)
+}
+
+/// The `error` event for an error a connection's queue carried.
+pub fn error_out(e: &ErrorOut) -> Frame {
+    error_frame(&e.error, e.conversation.as_deref(), e.client_activity_id.as_deref())
 }
 
 /// The HTTP status for a refusal before an upgrade.

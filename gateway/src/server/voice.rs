@@ -325,9 +325,7 @@ async fn write_loop(
                 let frames = match m {
                     Some(Outgoing::Text(f)) => vec![f],
                     Some(Outgoing::Batch(fs)) => fs,
-                    Some(Outgoing::Error(e, conv, cid)) => {
-                        vec![super::respond::error_frame(&e, conv.as_deref(), cid.as_deref())]
-                    }
+                    Some(Outgoing::Error(e)) => vec![super::respond::error_out(&e)],
                     Some(Outgoing::Binary(_)) => continue,
                     Some(Outgoing::Close(reason, detail)) => {
                         close = Some((reason, detail));

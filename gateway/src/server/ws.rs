@@ -327,7 +327,7 @@ async fn write_loop(
                     let frames = match out {
                         Outgoing::Text(f) => vec![f],
                         Outgoing::Batch(fs) => fs,
-                        Outgoing::Error(e, conv, cid) => vec![respond::error_frame(&e, conv.as_deref(), cid.as_deref())],
+                        Outgoing::Error(e) => vec![respond::error_out(&e)],
                         Outgoing::Binary(_) => continue,
                         Outgoing::Close(..) => break,
                     };
@@ -360,9 +360,7 @@ async fn write_loop(
             match out {
                 Outgoing::Text(f) => batch.push(text(f)),
                 Outgoing::Batch(fs) => batch.extend(fs.into_iter().map(text)),
-                Outgoing::Error(e, conv, cid) => {
-                    batch.push(text(respond::error_frame(&e, conv.as_deref(), cid.as_deref())))
-                }
+                Outgoing::Error(e) => batch.push(text(respond::error_out(&e))),
                 Outgoing::Binary(b) => batch.push(Message::Binary(b)),
                 Outgoing::Close(reason, detail) => close = Some((reason, detail)),
             }

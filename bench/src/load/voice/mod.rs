@@ -283,6 +283,7 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
 }
 
 /// Joins what every side logged into the two directions.
+// Every side's log meets the schedule here, once; a struct would only name them again.
 #[allow(clippy::too_many_arguments)]
 fn tally(
     target: Target,

@@ -1,0 +1,85 @@
+//! What the tests of the real binary share: a child process driven through its standard
+//! streams, as a person at a terminal would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+/// The binary running, its output read line by line (waited on with a deadline).
+pub struct Proc {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Proc {
+    /// Runs the binary with `args` (and `RUST_LOG=info`), reading stdout or stderr.
+    pub fn spawn(args: &[&str], read_stderr: bool) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("RUST_LOG", "info");
+        Proc::spawn_with(cmd, read_stderr)
+    }
+
+    /// Runs `cmd` with piped standard streams, reading its stdout or stderr line by line.
+    pub fn spawn_with(mut cmd: Command, read_stderr: bool) -> Proc {
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("binary runs");
+        let (tx, lines) = channel();
+        let out: Box<dyn std::io::Read + Send> =
+            if read_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Proc { child, stdin, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a line containing `want`, returning it.
+    pub fn expect(&mut self, want: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(want) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {want:?}; output so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("did not exit; output:\n{}", self.seen.join("\n"));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
