@@ -8,7 +8,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Proc;
 
@@ -82,7 +81,7 @@ fn tls_proxy(
 fn the_clients_reach_a_gateway_behind_a_tls_terminator() {
     let dir = temp_dir("main");
     let mut server =
-        spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("data").to_string_lossy()], None, true);
+        Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("data").to_string_lossy()], true);
     let line = server.expect("listening on http://");
     let upstream = line[line.find("http://").unwrap() + "http://".len()..].trim().to_owned();
 
