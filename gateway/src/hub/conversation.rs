@@ -359,10 +359,7 @@ impl ConvInner {
     /// a departing cursor up to what has been appended so far, so what it was entitled to
     /// see still reaches it once committed.
     pub fn release_holder(&mut self, member: &str) {
-        if self.holder.as_ref().is_none_or(|h| *h.member != *member) {
-            return;
-        }
-        let Some(h) = self.holder.take() else { return };
+        let Some(h) = self.holder.take_if(|h| *h.member == *member) else { return };
         self.bot_deadline_ms = None;
         let until = self.transcript.len() as u64;
         // One whose work item never went out never knew it had the conversation.

@@ -418,9 +418,8 @@ fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) 
     match dialect {
         Dialect::Native => {
             let keep = ended || matches!(name, Some("session.started" | "clear" | "error" | "ack"));
-            let keep = keep.then_some(());
-            drop(v);
-            (keep.map(|()| ws::text(raw)), ended)
+            drop(v); // it borrows `raw`, which is sent as it is
+            (keep.then(|| ws::text(raw)), ended)
         }
         Dialect::Twilio { .. } => match name {
             Some("clear") => (Some(Message::text(json!({"event": "clear", "streamSid": sid}).to_string())), false),
