@@ -22,11 +22,12 @@ pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     ws::upgrade(&hub, req, move |ws| run(h, ws))
 }
 
-async fn run(hub: Arc<Hub>, ws: WsStream) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(hub: Arc<Hub>, ws: WsStream) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
     let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
     let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
-    ws::run(hub, ws, outbox, rx, session, Some(handshake)).await;
+    ws::run(hub, ws, outbox, rx, session, Some(handshake))
 }
 
 struct ChatSession {

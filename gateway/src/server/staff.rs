@@ -71,7 +71,14 @@ fn audio_format(req: &Request) -> Result<Format, ProtocolError> {
     }
 }
 
-async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, audio: Format) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(
+    hub: Arc<Hub>,
+    ws: WsStream,
+    member: Arc<str>,
+    kind: Principal,
+    audio: Format,
+) -> impl Future<Output = ()> + Send + 'static {
     // A holder's queue is sized by what it carries: each call it can hold streams 50
     // frames a second into it.
     let calls = match kind {
@@ -86,7 +93,7 @@ async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, aud
     hub.member_connected(&member, &outbox, audio);
     let media = crate::server::voice::MEDIA_RATE * f64::from(calls.max(1));
     let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind, media };
-    ws::run(hub, ws, outbox, rx, session, None).await;
+    ws::run(hub, ws, outbox, rx, session, None)
 }
 
 struct StaffSession {

@@ -54,7 +54,8 @@ struct Leg {
     stream_sid: Option<String>,
 }
 
-async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
     let leg = Arc::new(Mutex::new(Leg::default()));
     let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
@@ -62,7 +63,7 @@ async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
     let writer: ws::Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(h, sink, rx, outbox, l, d, done)));
     let session = VoiceSession { hub: hub.clone(), outbox: outbox.clone(), leg, dialect, hung_up: false };
-    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer).await;
+    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer)
 }
 
 /// A call leg's frames, on the connection loop every endpoint shares (size limits, rate

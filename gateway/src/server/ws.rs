@@ -153,24 +153,29 @@ where
 
 /// Runs a connection until either side closes it, the gateway shuts down, or it is kicked.
 /// `handshake` bounds the wait for the first text frame.
-pub async fn run<S: Session>(
+///
+/// `run` and [`run_with`] (and the endpoints' own `run`s) are plain functions that do
+/// their setup at once and return the connection's loop as one future: an `async fn`
+/// layer would keep its arguments (the 328-byte socket among them) in the task for the
+/// connection's whole life, next to the copies the inner layer moved them into.
+pub fn run<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
     rx: mpsc::Receiver<Outgoing>,
     session: S,
     handshake: Option<Duration>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
     let shutdown = hub.shutdown.clone();
     let writer: Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
-    run_with(hub, ws, outbox, rx, session, handshake, writer).await;
+    run_with(hub, ws, outbox, rx, session, handshake, writer)
 }
 
 /// [`run`] with a writer of the caller's own (a call leg paces audio and speaks its
 /// dialect); the reader, its guards and the shutdown are the same for every connection.
-pub async fn run_with<S: Session>(
+pub fn run_with<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
@@ -178,7 +183,7 @@ pub async fn run_with<S: Session>(
     mut session: S,
     handshake: Option<Duration>,
     writer: Writer,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
@@ -188,106 +193,108 @@ pub async fn run_with<S: Session>(
     let (media_rate, media_burst) = session.binary_rate();
     let mut media_bucket = TokenBucket::new(media_rate, media_burst);
     let mut media_refused = 0u64;
-    let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
-    // One timer for the handshake and then the idle timeout, re-armed only when it fires:
-    // no timer is registered per frame.
-    let timer = tokio::time::sleep(handshake.unwrap_or(idle));
-    tokio::pin!(timer);
-    let mut handshaking = handshake.is_some();
-    let mut last_frame = tokio::time::Instant::now();
-    // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
-    // and dropped from, the token's waiter list every time (several % of a chat-relay
-    // profile).
-    let kicked = outbox.kicked().cancelled();
-    let stopping = hub.shutdown.cancelled();
-    tokio::pin!(kicked, stopping);
-    loop {
-        tokio::select! {
-            _ = &mut kicked => break,
-            _ = &mut stopping => break,
-            _ = &mut timer => {
-                if handshaking && !session.started() {
-                    outbox.kick(Reason::Policy, "no session.start in time");
-                    break;
-                }
-                handshaking = false;
-                let due = last_frame + idle;
-                if tokio::time::Instant::now() >= due {
-                    outbox.kick(Reason::Idle, "idle for too long");
-                    break;
-                }
-                timer.as_mut().reset(due);
-            }
-            msg = stream.next() => {
-                last_frame = tokio::time::Instant::now();
-                match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if t.len() > limit {
-                        outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+    async move {
+        let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
+        // One timer for the handshake and then the idle timeout, re-armed only when it fires:
+        // no timer is registered per frame.
+        let timer = tokio::time::sleep(handshake.unwrap_or(idle));
+        tokio::pin!(timer);
+        let mut handshaking = handshake.is_some();
+        let mut last_frame = tokio::time::Instant::now();
+        // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
+        // and dropped from, the token's waiter list every time (several % of a chat-relay
+        // profile).
+        let kicked = outbox.kicked().cancelled();
+        let stopping = hub.shutdown.cancelled();
+        tokio::pin!(kicked, stopping);
+        loop {
+            tokio::select! {
+                _ = &mut kicked => break,
+                _ = &mut stopping => break,
+                _ = &mut timer => {
+                    if handshaking && !session.started() {
+                        outbox.kick(Reason::Policy, "no session.start in time");
                         break;
                     }
-                    if !bucket.take() {
-                        let e = ProtocolError::new(
-                            crate::protocol::ErrorCode::RateLimited,
-                            format!("more than {rate} frames per second; this frame was not processed"),
-                        );
-                        outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
-                        continue;
-                    }
-                    session.on_text(t.as_str());
-                    if session.ended() {
+                    handshaking = false;
+                    let due = last_frame + idle;
+                    if tokio::time::Instant::now() >= due {
+                        outbox.kick(Reason::Idle, "idle for too long");
                         break;
                     }
+                    timer.as_mut().reset(due);
                 }
-                Some(Ok(Message::Binary(b))) => {
-                    if b.len() > session.max_binary() {
-                        outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
-                        break;
-                    }
-                    if media_rate > 0.0 && !media_bucket.take() {
-                        // Told once a second at most: audio comes 50 frames a second.
-                        media_refused += 1;
-                        if media_refused % 50 == 1 {
+                msg = stream.next() => {
+                    last_frame = tokio::time::Instant::now();
+                    match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if t.len() > limit {
+                            outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+                            break;
+                        }
+                        if !bucket.take() {
                             let e = ProtocolError::new(
                                 crate::protocol::ErrorCode::RateLimited,
-                                format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                format!("more than {rate} frames per second; this frame was not processed"),
                             );
+                            outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
+                            continue;
+                        }
+                        session.on_text(t.as_str());
+                        if session.ended() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        if b.len() > session.max_binary() {
+                            outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
+                            break;
+                        }
+                        if media_rate > 0.0 && !media_bucket.take() {
+                            // Told once a second at most: audio comes 50 frames a second.
+                            media_refused += 1;
+                            if media_refused % 50 == 1 {
+                                let e = ProtocolError::new(
+                                    crate::protocol::ErrorCode::RateLimited,
+                                    format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                );
+                                outbox.send_error(e, None, None);
+                            }
+                            continue;
+                        }
+                        if let Err(e) = session.on_binary(b) {
                             outbox.send_error(e, None, None);
                         }
-                        continue;
                     }
-                    if let Err(e) = session.on_binary(b) {
-                        outbox.send_error(e, None, None);
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                    Some(Err(WsError::Capacity(e))) => {
+                        outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
+                        break;
                     }
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                Some(Err(WsError::Capacity(e))) => {
-                    outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
-                    break;
-                }
-                // Protocol violations close with the SPEC's code, logged once at debug.
-                Some(Err(WsError::Utf8(e))) => {
-                    tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
-                    outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
-                    break;
-                }
-                Some(Err(WsError::Protocol(e))) => {
-                    tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
-                    outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(conn = outbox.id(), "read error: {e}");
-                    break;
-                }
+                    // Protocol violations close with the SPEC's code, logged once at debug.
+                    Some(Err(WsError::Utf8(e))) => {
+                        tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
+                        outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
+                        break;
+                    }
+                    Some(Err(WsError::Protocol(e))) => {
+                        tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
+                        outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = outbox.id(), "read error: {e}");
+                        break;
+                    }
+                    }
                 }
             }
         }
+        session.on_close();
+        done.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
-    session.on_close();
-    done.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
@@ -315,8 +322,6 @@ async fn write_loop(
     let stopping = shutdown.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, stopping, finished);
-    // One buffer for every wake-up's batch, kept for the connection's life.
-    let mut batch: Vec<Message> = Vec::with_capacity(8);
     loop {
         let first = tokio::select! {
             biased;
@@ -352,28 +357,34 @@ async fn write_loop(
             }
             m = rx.recv() => m,
         };
-        batch.clear();
-        let mut close = None;
         let Some(first) = first else { break };
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
-            match out {
-                Outgoing::Text(f) => batch.push(text(f)),
-                Outgoing::Batch(fs) => batch.extend(fs.into_iter().map(text)),
-                Outgoing::Error(e) => batch.push(text(respond::error_out(&e))),
-                Outgoing::Binary(b) => batch.push(Message::Binary(b)),
-                Outgoing::Close(reason, detail) => close = Some((reason, detail)),
-            }
-            if close.is_none() && batch.len() < 64 {
-                next = rx.try_recv().ok();
-            }
-        }
+        let mut close = None;
+        // Whatever else is queued goes out in the same flush (up to 64 frames a flush),
+        // fed to the sink as it is taken: no batch buffer is kept per connection (an idle
+        // connection would carry it for its whole life).
         let write = async {
-            for (i, m) in batch.drain(..).enumerate() {
-                sink.feed(m).await?;
-                if i % 64 == 63 {
+            let mut next = Some(first);
+            let mut fed = 0usize;
+            while let Some(out) = next.take() {
+                match out {
+                    Outgoing::Text(f) => sink.feed(text(f)).await?,
+                    Outgoing::Batch(fs) => {
+                        for f in fs {
+                            sink.feed(text(f)).await?;
+                        }
+                    }
+                    Outgoing::Error(e) => sink.feed(text(respond::error_out(&e))).await?,
+                    Outgoing::Binary(b) => sink.feed(Message::Binary(b)).await?,
+                    Outgoing::Close(reason, detail) => {
+                        close = Some((reason, detail));
+                        break;
+                    }
+                }
+                fed += 1;
+                if fed % 64 == 0 {
                     sink.flush().await?;
                 }
+                next = rx.try_recv().ok();
             }
             sink.flush().await
         };
