@@ -65,7 +65,7 @@ impl Hub {
             kind: a.kind(),
             text: a.text.as_deref(),
             name: a.name.as_deref(),
-            value: &a.value,
+            value: a.value_ref(),
             attachments: a.attachments.as_deref(),
             channel_data: a.channel_data.as_deref(),
         };

@@ -30,7 +30,7 @@ use serde_json::value::RawValue;
 use super::outbox::Outbox;
 use crate::clock::Clock;
 use crate::protocol::{
-    Activity, ConvRef, Frame, Kind, Party, ProtocolError, ack_event, empty_array, empty_object, frame_sized,
+    Activity, ConvRef, Frame, Kind, Party, ProtocolError, ValueRef, ack_event, empty_array, empty_object, frame_sized,
 };
 use crate::routing::ConvId;
 use crate::store::{Record, Store, StoreError};
@@ -170,14 +170,21 @@ pub struct Body<'a> {
     pub kind: Kind,
     pub text: Option<&'a str>,
     pub name: Option<&'a str>,
-    pub value: &'a Value,
+    pub value: ValueRef<'a>,
     pub attachments: Option<&'a RawValue>,
     pub channel_data: Option<&'a RawValue>,
 }
 
 impl<'a> Body<'a> {
     pub fn event(name: &'a str, value: &'a Value) -> Body<'a> {
-        Body { kind: Kind::Event, text: None, name: Some(name), value, attachments: None, channel_data: None }
+        Body {
+            kind: Kind::Event,
+            text: None,
+            name: Some(name),
+            value: ValueRef::Tree(value),
+            attachments: None,
+            channel_data: None,
+        }
     }
 
     pub fn message(text: &'a str) -> Body<'a> {
@@ -185,7 +192,7 @@ impl<'a> Body<'a> {
             kind: Kind::Message,
             text: Some(text),
             name: None,
-            value: &Value::Null,
+            value: ValueRef::NULL,
             attachments: None,
             channel_data: None,
         }

@@ -38,12 +38,12 @@ enum Dialect {
 
 pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Native))
+    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Native))
 }
 
 pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<String>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Twilio { workstream }))
+    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
 }
 
 /// What the reader and the writer share about the call.

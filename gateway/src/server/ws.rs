@@ -76,17 +76,23 @@ pub type Writer = Box<
         + Send,
 >;
 
-/// Buffer and size settings for every connection. Small read and write buffers keep an
-/// idle connection cheap (tungstenite's defaults are 128 KiB each). The read buffer is
-/// allocated when the connection opens and kept for its life, so it is most of what an idle
-/// conversation costs: 4 KiB instead of 8 KiB took the `idle` benchmark from 17.1 to 13.1
-/// KiB per conversation with no change in `chat-relay` throughput (a larger frame still
-/// fits: the buffer grows to the frame's length). The write buffer only sets when buffered
-/// frames are written out; it grows with what is queued and starts empty.
-pub fn ws_config(max_text: usize) -> WebSocketConfig {
+/// Read buffers by who is at the other end. tungstenite allocates a connection's read
+/// buffer when it opens and keeps it for its life, so for the many idle customers it is
+/// most of what a conversation costs (8 → 4 KiB took the `idle` benchmark from 17.1 to
+/// 13.1 KiB per conversation). A customer or a call leg sends one small frame at a time
+/// (a message, 20 ms of audio), so 1 KiB holds it; a larger frame still fits, as the
+/// buffer grows to the frame's length. A bot or agent carries many conversations on one
+/// connection and gets a larger buffer, so a busy one reads many frames per system call.
+pub const CUSTOMER_READ_BUFFER: usize = 1024;
+pub const MEMBER_READ_BUFFER: usize = 16 * 1024;
+
+/// Buffer and size settings for a connection (tungstenite's defaults are 128 KiB buffers).
+/// The write buffer only sets when buffered frames are written out; it grows with what is
+/// queued and starts empty.
+pub fn ws_config(max_text: usize, read_buffer: usize) -> WebSocketConfig {
     let max = (max_text * 4).max(1 << 20);
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 << 20)
         .max_message_size(Some(max))
@@ -102,8 +108,9 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded.
-pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, on_ws: F) -> Response
+/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded, with a
+/// read buffer of `read_buffer` bytes (see [`CUSTOMER_READ_BUFFER`]).
+pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, read_buffer: usize, on_ws: F) -> Response
 where
     F: FnOnce(WsStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -129,7 +136,7 @@ where
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(hub.cfg.server.max_frame_bytes);
+    let config = ws_config(hub.cfg.server.max_frame_bytes, read_buffer);
     hub.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
