@@ -82,10 +82,12 @@ impl ErrorCode {
 }
 
 /// Whose fault a failure is: the client's (a customer, bot or agent sent something the
-/// contract does not allow), the store's, or ours.
+/// contract does not allow), a member's (a bot or agent acted on what it does not hold),
+/// the store's, or ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Client,
+    Member,
     Store,
     Internal,
 }

@@ -76,7 +76,7 @@ pub struct RoutingRecord {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
     #[error("unknown workstream {0:?}")]
     UnknownWorkstream(String),

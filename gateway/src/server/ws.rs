@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::respond;
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
-use crate::hub::{Hub, Outbox};
+use crate::hub::{Hub, HubError, Outbox};
 use crate::protocol::{Frame, ProtocolError};
 
 pub type WsStream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -40,8 +40,8 @@ pub fn text(f: Frame) -> Message {
 /// What a protocol (customer, bot, agent, …) does with a connection's frames.
 pub trait Session: Send + 'static {
     fn on_text(&mut self, text: &str);
-    fn on_binary(&mut self, _data: Bytes) -> Result<(), ProtocolError> {
-        Err(ProtocolError::bad_request("binary frames are not used on this endpoint"))
+    fn on_binary(&mut self, _data: Bytes) -> Result<(), HubError> {
+        Err(HubError::invalid("binary frames are not used on this endpoint"))
     }
     /// A text frame was received (the handshake deadline no longer applies).
     fn started(&self) -> bool {
