@@ -381,7 +381,9 @@ mod tests {
         let dir = TempDir::new();
         let (store, recovered) = SqliteStore::open(&dir.0, true).expect("open");
         assert!(recovered.conversations.is_empty());
+        assert_eq!(recovered.channel_key, None, "no channel key until one is made");
         let key = recovered.signing_key;
+        store.record(Record::ChannelKey(vec![1, 2, 3]), None);
         store.record(conversation("c_old", true), None);
         store.record(activity("c_old", 1), None);
         store.record(conversation("c_closed", true), None);
@@ -400,6 +402,7 @@ mod tests {
 
         let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen");
         assert_eq!(recovered.signing_key, key, "the signing key survives");
+        assert_eq!(recovered.channel_key, Some(vec![1, 2, 3]), "so does the channel key");
         let ids: Vec<&str> = recovered.conversations.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c_old", "c_new"]);
         assert_eq!(seqs(&recovered, "c_old"), [1, 2, 3, 4]);

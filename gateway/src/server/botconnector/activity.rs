@@ -52,8 +52,10 @@ impl Envelope {
 
     /// The `conversationUpdate` a bot gets when a conversation is assigned to it: the bot
     /// and the customer in `membersAdded`, so its welcome logic runs.
-    pub fn conversation_update(&self, conv: &str, now: &str) -> Value {
-        let mut m = self.base("conversationUpdate", &format!("{conv}.joined"), conv, &json!(now));
+    /// Its id names the transcript's length at the assignment, so a second assignment of the
+    /// same conversation (back from an agent) is a new activity.
+    pub fn conversation_update(&self, conv: &str, at_seq: u64, now: &str) -> Value {
+        let mut m = self.base("conversationUpdate", &format!("{conv}.joined.{at_seq}"), conv, &json!(now));
         m.insert(
             "membersAdded".into(),
             json!([{"id": self.app_id, "name": self.bot_name, "role": "bot"}, self.customer]),

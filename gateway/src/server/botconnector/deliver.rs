@@ -101,6 +101,8 @@ struct Lane {
     envelope: Envelope,
     /// The last transcript seq taken for the bot (forwarded or skipped).
     taken: u64,
+    /// The bot handed off and waits for `handoff.status` `completed` or `failed`.
+    handing_off: bool,
 }
 
 async fn run(bc: Arc<Connector>, bot: Arc<BotInfo>) {
@@ -159,7 +161,7 @@ fn take(bc: &Arc<Connector>, bot: &Arc<BotInfo>, lanes: &mut HashMap<String, Lan
                 if resumed {
                     return;
                 }
-                let update = lane.envelope.conversation_update(conv, &now);
+                let update = lane.envelope.conversation_update(conv, last, &now);
                 push(bc, bot, conv, &lane.tx, update);
                 return;
             }
@@ -168,13 +170,14 @@ fn take(bc: &Arc<Connector>, bot: &Arc<BotInfo>, lanes: &mut HashMap<String, Lan
             // A conversation resumed after a restart was greeted before it: nothing of its
             // transcript is posted again, only what comes next.
             if !resumed {
-                push(bc, bot, conv, &tx, envelope.conversation_update(conv, &now));
+                push(bc, bot, conv, &tx, envelope.conversation_update(conv, last, &now));
             }
-            lanes.insert(conv.to_owned(), Lane { tx, envelope, taken: last });
+            lanes.insert(conv.to_owned(), Lane { tx, envelope, taken: last, handing_off: false });
         }
         (Some("event"), Some("handoff.status")) => {
-            let Some(lane) = lanes.get(conv) else { return };
+            let Some(lane) = lanes.get_mut(conv) else { return };
             let state = v["value"]["state"].as_str().unwrap_or("");
+            lane.handing_off = state == "accepted";
             let a = lane.envelope.handoff_status(conv, &format!("{conv}.handoff.{state}"), &v["value"], &now);
             push(bc, bot, conv, &lane.tx, a);
             if state != "accepted" {
@@ -191,6 +194,11 @@ fn take(bc: &Arc<Connector>, bot: &Arc<BotInfo>, lanes: &mut HashMap<String, Lan
             if let Some(a) = lane.envelope.to_bot(&v, &bot.name) {
                 push(bc, bot, conv, &lane.tx, a);
             }
+            // The end is the last the bot hears of it (its lane ends after posting it),
+            // unless a handoff of it is still waiting for an agent.
+            if v["type"] == "endOfConversation" && !lane.handing_off {
+                lanes.remove(conv);
+            }
         }
     }
 }
@@ -202,7 +210,8 @@ fn push(bc: &Connector, bot: &BotInfo, conv: &str, tx: &mpsc::Sender<Value>, a: 
     }
 }
 
-/// One conversation's lane: its activities to the bot, in order, one at a time.
+/// One conversation's lane: its activities to the bot, in order, one at a time, until the
+/// runner drops its end (the conversation ended, or its handoff is over) and it is drained.
 async fn lane(bc: Arc<Connector>, bot: Arc<BotInfo>, conv: String, mut rx: mpsc::Receiver<Value>) {
     loop {
         let a = tokio::select! {
@@ -212,9 +221,6 @@ async fn lane(bc: Arc<Connector>, bot: Arc<BotInfo>, conv: String, mut rx: mpsc:
         if let Err(why) = deliver(&bc, &bot, &a).await {
             tracing::warn!(bot = %bot.name, conversation.id = %conv, activity = %a["id"], "not delivered: {why}");
             bc.hub.bot_failed(&bot.name, &conv, &why);
-        }
-        if a["type"] == "endOfConversation" {
-            return;
         }
     }
 }
