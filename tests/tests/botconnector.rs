@@ -492,3 +492,29 @@ async fn an_endpoint_that_keeps_failing_hands_its_conversations_to_people() -> R
     assert_eq!(work["conversation"]["id"], ann.conversation.as_str());
     Ok(())
 }
+
+/// The key id the gateway at `addr` publishes.
+async fn published_kid(addr: SocketAddr) -> Result<Value> {
+    let (status, jwks) = http_with(addr, "GET", "/.well-known/jwks.json", &[], "").await?;
+    assert_eq!(status, 200);
+    Ok(serde_json::from_str::<Value>(&jwks)?["keys"][0]["kid"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_key_survives_a_restart() -> Result<()> {
+    let toml = with_endpoint("http://127.0.0.1:9/api/messages", "", "");
+    let dir = tempfile::tempdir()?;
+    let mut cfg = switchboard_tests::config(Some(&toml));
+    cfg.server.data_dir = dir.path().to_owned();
+    let listen = "127.0.0.1:0".parse()?;
+    let (store, recovered) = switchboard::server::open_store(&cfg)?;
+    let first = switchboard::server::start_with(cfg.clone(), listen, store, recovered).await?;
+    let kid = published_kid(first.addr).await?;
+    assert!(kid.is_string(), "a key is published: {kid}");
+    first.shutdown().await;
+    let (store, recovered) = switchboard::server::open_store(&cfg)?;
+    let second = switchboard::server::start_with(cfg, listen, store, recovered).await?;
+    assert_eq!(published_kid(second.addr).await?, kid, "the same key after the restart");
+    second.shutdown().await;
+    Ok(())
+}

@@ -571,6 +571,27 @@ capacity = 3
     }
 
     #[test]
+    fn a_bot_framework_bots_auth_is_checked_and_none_is_warned_about() {
+        let bot = |extra: &str| BASE.replace("app_id = \"app-1\"\n", &format!("app_id = \"app-1\"\n{extra}"));
+        let c = check(&bot("endpoint = \"http://127.0.0.1:3978/api/messages\"\n")).unwrap();
+        assert_eq!(c.config.bots[0].auth, BotAuth::Jwt);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = check(&bot("endpoint = \"http://127.0.0.1:3978/api/messages\"\nauth = \"none\"\n")).unwrap();
+        assert_eq!(c.config.bots[0].auth, BotAuth::None);
+        assert!(c.warnings.iter().any(|w| w.starts_with("bot \"b\": auth = \"none\"")), "{:?}", c.warnings);
+        for (extra, problem) in [
+            ("endpoint = \"http://x\"\nauth = \"basic\"\n", "auth \"basic\" is not"),
+            ("auth = \"none\"\n", "auth applies to a Bot Framework bot"),
+            ("endpoint = \"ftp://x\"\n", "is not an http:// or https:// URL"),
+        ] {
+            let err = check(&bot(extra)).unwrap_err();
+            assert!(err.0.iter().any(|p| p.contains(problem)), "{extra}: {:?}", err.0);
+        }
+        let err = check(&format!("[server]\npublic_url = \"https://gw.example/path\"\n{BASE}")).unwrap_err();
+        assert!(err.0.iter().any(|p| p.contains("public_url")), "{:?}", err.0);
+    }
+
+    #[test]
     fn duplicate_app_id_and_warnings() {
         let text = format!("{BASE}\n[[bots]]\nname = \"c\"\napp_id = \"app-1\"\nsecret = \"y\"\n");
         let err = check(&text).unwrap_err();

@@ -8,7 +8,10 @@
 //! or a refused connection, and moves on only once the bot has answered; lanes run side by
 //! side, so a bot slow in one conversation holds up no other, and no other bot. Each
 //! activity is posted under its transcript id and forwarded once (the runner remembers the
-//! last seq each lane took), so a reconnect's replay is not posted again. A lane whose
+//! last seq each lane took), so a reconnect's replay is not posted again. A conversation
+//! the runner has no memory of (new, or resumed after a restart) brings the customer's
+//! unanswered activities: those after the last bot's or agent's, under their own ids (a
+//! bot that did get one before the restart sees its id again). A lane whose
 //! activity cannot be delivered after its retries, or whose queue overflows, fails the
 //! conversation over to people (`Hub::bot_failed`), as a bot that disconnected or did not
 //! answer.
@@ -155,22 +158,35 @@ fn take(bc: &Arc<Connector>, bot: &Arc<BotInfo>, lanes: &mut HashMap<String, Lan
                 customer: json!({"id": val["customer"]["id"], "name": val["customer"]["name"], "role": "user"}),
             };
             let resumed = val["resumed"] == true;
+            let transcript = val["transcript"].as_array().map(Vec::as_slice).unwrap_or_default();
             if let Some(lane) = lanes.get_mut(conv).filter(|l| !l.tx.is_closed()) {
+                // The runner reconnected: what it had not taken yet (lost with the old
+                // outbox's queue) is in the transcript.
                 lane.envelope = envelope;
-                lane.taken = lane.taken.max(last);
-                if resumed {
-                    return;
+                if !resumed {
+                    let update = lane.envelope.conversation_update(conv, last, &now);
+                    push(bc, bot, conv, &lane.tx, update);
                 }
-                let update = lane.envelope.conversation_update(conv, last, &now);
-                push(bc, bot, conv, &lane.tx, update);
+                for a in transcript.iter().filter(|a| a["seq"].as_u64().is_some_and(|s| s > lane.taken)) {
+                    if let Some(a) = lane.envelope.to_bot(a, &bot.name) {
+                        push(bc, bot, conv, &lane.tx, a);
+                    }
+                }
+                lane.taken = lane.taken.max(last);
                 return;
             }
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             bc.hub.tasks.spawn(lane(bc.clone(), bot.clone(), conv.to_owned(), rx));
-            // A conversation resumed after a restart was greeted before it: nothing of its
-            // transcript is posted again, only what comes next.
+            // A new conversation is greeted; one resumed after a restart was greeted before.
             if !resumed {
                 push(bc, bot, conv, &tx, envelope.conversation_update(conv, last, &now));
+            }
+            // Then what the customer said that nobody has answered yet: what it wrote while
+            // it waited for the bot, or, after a restart, what the bot may not have had.
+            for a in unanswered(transcript) {
+                if let Some(a) = envelope.to_bot(a, &bot.name) {
+                    push(bc, bot, conv, &tx, a);
+                }
             }
             lanes.insert(conv.to_owned(), Lane { tx, envelope, taken: last, handing_off: false });
         }
@@ -201,6 +217,12 @@ fn take(bc: &Arc<Connector>, bot: &Arc<BotInfo>, lanes: &mut HashMap<String, Lan
             }
         }
     }
+}
+
+/// The transcript after the last activity of a bot or an agent.
+fn unanswered(transcript: &[Value]) -> &[Value] {
+    let answered = transcript.iter().rposition(|a| matches!(a["from"]["role"].as_str(), Some("bot" | "agent")));
+    answered.map_or(transcript, |i| &transcript[i + 1..])
 }
 
 /// Queues an activity on a lane; a lane that overflows means the bot stopped keeping up.
