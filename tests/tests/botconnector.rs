@@ -518,3 +518,54 @@ async fn the_channel_key_survives_a_restart() -> Result<()> {
     second.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_bot_hands_off_with_omnichannel_tags_and_hears_the_handoff_status() -> Result<()> {
+    let gw = start_server(None).await;
+    let mut bot = gw.bot().await?;
+    let mut alice = gw.agent("alice").await?;
+    let mut ann = gw.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let conv = ann.conversation.clone();
+    bot.event("conversation.assigned").await?;
+    let tags = json!({"type": "Escalate", "context": {"BotHandoffTopic": "CreditCard", "va_Reason": "lost card"}});
+    bot.send(json!({"type": "message", "conversation": {"id": conv}, "text": "Let me find you an agent.",
+        "channelData": {"tags": tags.to_string(), "clientActivityId": "m1"}}))
+        .await?;
+    // The acknowledgement waits for the commit; the statuses are state, sent at once.
+    let (mut acked, mut states) = (false, Vec::new());
+    while !acked || states.len() < 2 {
+        let v = bot.until("the ack and the statuses", |v| v["name"] == "ack" || v["name"] == "handoff.status").await?;
+        if v["name"] == "ack" {
+            assert_eq!(v["value"]["clientActivityId"], "m1");
+            acked = true;
+        } else {
+            assert_eq!(v["conversation"]["id"], conv.as_str());
+            states.push(v["value"]["state"].clone());
+        }
+    }
+    assert_eq!(states, [json!("accepted"), json!("completed")]);
+    let said = next(&mut ann, "the bot's message", from_bot).await?;
+    assert_eq!(said["text"], "Let me find you an agent.");
+    let work = alice.event("conversation.assigned").await?;
+    assert_eq!(work["value"]["queue"], "CreditCardQueue");
+    assert_eq!(work["value"]["context"]["va_Reason"], "lost card");
+
+    // A handoff that cannot be carried out is refused, and the bot is told it failed.
+    let mut bea = gw.start_chat("ChatWorkStream", "Bea", json!({})).await?;
+    let conv = bea.conversation.clone();
+    bot.event("conversation.assigned").await?;
+    bot.send(json!({"type": "event", "name": "handoff.initiate", "conversation": {"id": conv}, "value": ["not", "an", "object"]}))
+        .await?;
+    let failed = bot.event("handoff.status").await?;
+    assert_eq!(failed["value"]["state"], "failed");
+    bot.event("error").await?;
+    // Omnichannel's EndConversation ends it after the goodbye.
+    let end = json!({"type": "EndConversation"}).to_string();
+    bot.send(
+        json!({"type": "message", "conversation": {"id": conv}, "text": "Goodbye!", "channelData": {"tags": end}}),
+    )
+    .await?;
+    assert_eq!(next(&mut bea, "the goodbye", from_bot).await?["text"], "Goodbye!");
+    next(&mut bea, "the end", |v| v["type"] == "endOfConversation").await?;
+    Ok(())
+}

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Extension;
-use axum::body::Bytes;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -42,20 +43,26 @@ pub async fn jwks(Extension(bc): Extension<Arc<Connector>>) -> Response {
 
 pub async fn send_to_conversation(
     State(hub): State<Arc<Hub>>,
-    Path(conversation): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    answer(call(&hub, &conversation, &headers, &body).await)
+    let conv = path.map(|Path(c)| c).map_err(bad_path);
+    answer(async { call(&hub, &conv?, &headers, body).await }.await)
 }
 
 pub async fn reply_to_activity(
     State(hub): State<Arc<Hub>>,
-    Path((conversation, _reply_to)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    answer(call(&hub, &conversation, &headers, &body).await)
+    let conv = path.map(|Path((c, _reply_to))| c).map_err(bad_path);
+    answer(async { call(&hub, &conv?, &headers, body).await }.await)
+}
+
+fn bad_path(e: PathRejection) -> ProtocolError {
+    ProtocolError::bad_request(format!("bad path: {e}"))
 }
 
 fn answer(r: Result<String, ProtocolError>) -> Response {
@@ -90,16 +97,21 @@ fn caller(hub: &Hub, conv: &str, headers: &HeaderMap) -> Result<Arc<str>, Protoc
     }
 }
 
-async fn call(hub: &Hub, conv: &str, headers: &HeaderMap, body: &[u8]) -> Result<String, ProtocolError> {
+async fn call(hub: &Hub, conv: &str, headers: &HeaderMap, body: Body) -> Result<String, ProtocolError> {
     let bot = caller(hub, conv, headers)?;
+    // Read no more than an activity may be (as on /v1/bot), however much is sent.
     let limit = hub.cfg.server.max_frame_bytes;
-    if body.len() > limit {
-        return Err(ProtocolError::new(
-            crate::protocol::ErrorCode::TooLarge,
-            format!("an activity is at most {limit} bytes of JSON"),
-        ));
-    }
-    let a = match from_bot(body, conv)? {
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            ProtocolError::new(
+                crate::protocol::ErrorCode::TooLarge,
+                format!("an activity is at most {limit} bytes of JSON"),
+            )
+        } else {
+            ProtocolError::bad_request("the request body could not be read")
+        }
+    })?;
+    let a = match from_bot(&body, conv)? {
         FromBot::Trace => return Ok(format!("trace.{}", hub.clock.now_ms())),
         FromBot::Activity(a) => a,
     };
