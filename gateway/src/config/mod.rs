@@ -583,6 +583,7 @@ capacity = 3
             ("endpoint = \"http://x\"\nauth = \"basic\"\n", "auth \"basic\" is not"),
             ("auth = \"none\"\n", "auth applies to a Bot Framework bot"),
             ("endpoint = \"ftp://x\"\n", "is not an http:// or https:// URL"),
+            ("endpoint = \"http://x\"\nvoice = true\n", "cannot be voice-enabled"),
         ] {
             let err = check(&bot(extra)).unwrap_err();
             assert!(err.0.iter().any(|p| p.contains(problem)), "{extra}: {:?}", err.0);

@@ -221,6 +221,11 @@ impl<'a> Check<'_> {
             {
                 self.problems.push(format!("{item}: endpoint {url:?} is not an http:// or https:// URL"));
             }
+            if b.voice && b.endpoint.is_some() {
+                self.problems.push(format!(
+                    "{item}: a Bot Framework bot (endpoint) takes no audio, so it cannot be voice-enabled"
+                ));
+            }
             if b.auth.is_some() && b.endpoint.is_none() {
                 self.problems.push(format!("{item}: auth applies to a Bot Framework bot (one with an endpoint)"));
             } else if auth == BotAuth::None {

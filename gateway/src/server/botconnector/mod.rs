@@ -68,6 +68,13 @@ impl Connector {
         for b in hub.cfg.bots.iter().filter(|b| b.endpoint.is_some() && b.auth == BotAuth::None) {
             tracing::warn!(bot = %b.name, "auth = \"none\": calls to this bot are not signed and its calls need no token");
         }
+        let bots = hub.cfg.bots.iter().any(|b| b.endpoint.is_some());
+        if bots && hub.cfg.server.public_url.is_none() {
+            tracing::warn!(
+                "[server] public_url is not set: Bot Framework bots are told to call back at {public_url}, \
+                 which only a bot on this machine may reach"
+            );
+        }
         let issuer = public_url.trim_end_matches('/').to_owned();
         Ok(Arc::new(Connector { service_url: format!("{issuer}/"), issuer, key, hub, http: deliver::http_client() }))
     }
