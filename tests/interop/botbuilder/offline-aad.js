@@ -3,10 +3,10 @@
 // MSAL (botbuilder's token client) asks Azure AD's instance discovery
 // (login.microsoftonline.com/common/discovery/instance) about any authority it does not
 // know before it uses it, and refuses the authority when that request fails. The test
-// machine has no internet access, so this answers that one request the way Azure AD does
-// for an authority outside its clouds (no metadata for the host: MSAL then trusts the
-// authority as a custom domain). Everything else, Switchboard's own metadata and tokens
-// included, goes over the network unchanged.
+// machine has no internet access, so this answers that one request locally, with a
+// discovery answer that lists no metadata for the host, which MSAL takes for a custom
+// domain and trusts. Everything else, Switchboard's own metadata and tokens included,
+// goes over the network unchanged.
 'use strict';
 
 const http = require('http');
