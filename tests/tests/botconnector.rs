@@ -272,7 +272,7 @@ async fn a_botbuilder_bot_with_auth_on_trusts_switchboard_as_its_channel() -> Re
         ("NODE_EXTRA_CA_CERTS", ca_file.to_string_lossy().into_owned()),
         // MSAL asks login.microsoftonline.com about any authority it does not know; this
         // machine has no internet access, so that one question is answered locally.
-        ("NODE_OPTIONS", format!("--require {}", interop_dir().join("offline-aad.js").display())),
+        ("NODE_OPTIONS", format!("--require \"{}\"", interop_dir().join("offline-aad.js").display())),
     ])
     .await?;
     let endpoint = format!("http://127.0.0.1:{}/api/messages", bot.port);
