@@ -279,6 +279,39 @@ impl Inbound {
     }
 }
 
+/// A signal in Omnichannel's dialect: a bot message whose `channelData.tags` is the JSON
+/// text `{"type":"Escalate","context":{…}}` (hand off, setting those context variables) or
+/// `{"type":"EndConversation"}`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OmnichannelTag {
+    Escalate(Value),
+    End,
+}
+
+/// The Omnichannel signal in a message's `channelData`, if any. Tags that are not one of
+/// the two signals (Omnichannel passes other tags through) are none; a signal whose
+/// `context` is not an object is refused.
+pub fn omnichannel_tag(channel_data: Option<&RawValue>) -> Result<Option<OmnichannelTag>, ProtocolError> {
+    #[derive(Deserialize)]
+    struct Tags {
+        tags: Option<Value>,
+    }
+    let Some(raw) = channel_data else { return Ok(None) };
+    let Ok(Tags { tags: Some(Value::String(tags)) }) = serde_json::from_str::<Tags>(raw.get()) else {
+        return Ok(None);
+    };
+    let Ok(tag) = serde_json::from_str::<Value>(&tags) else { return Ok(None) };
+    match tag["type"].as_str() {
+        Some("Escalate") => match &tag["context"] {
+            Value::Null => Ok(Some(OmnichannelTag::Escalate(Value::Null))),
+            Value::Object(_) => Ok(Some(OmnichannelTag::Escalate(tag["context"].clone()))),
+            _ => Err(ProtocolError::bad_request("channelData.tags: an Escalate context must be an object")),
+        },
+        Some("EndConversation") => Ok(Some(OmnichannelTag::End)),
+        _ => Ok(None),
+    }
+}
+
 /// Who an activity is from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -489,5 +522,22 @@ mod tests {
         assert_eq!(end.value["survey"], Value::Bool(true));
         let none = Inbound::parse(r#"{"type":"typing"}"#).unwrap();
         assert_eq!(serde_json::to_string(&none.value_ref()).unwrap(), "null");
+    }
+
+    #[test]
+    fn omnichannel_tags_are_read_from_channel_data() {
+        let raw = |s: &str| serde_json::value::RawValue::from_string(s.to_owned()).unwrap();
+        let esc = raw(r#"{"tags":"{\"type\":\"Escalate\",\"context\":{\"BotHandoffTopic\":\"CreditCard\"}}"}"#);
+        assert_eq!(
+            omnichannel_tag(Some(&esc)).unwrap(),
+            Some(OmnichannelTag::Escalate(json!({"BotHandoffTopic": "CreditCard"})))
+        );
+        let end = raw(r#"{"tags":"{\"type\":\"EndConversation\"}"}"#);
+        assert_eq!(omnichannel_tag(Some(&end)).unwrap(), Some(OmnichannelTag::End));
+        for none in [r#"{}"#, r#"{"tags":"ChannelId-lcw,FPISV"}"#, r#"{"tags":{"type":"Escalate"}}"#] {
+            assert_eq!(omnichannel_tag(Some(&raw(none))).unwrap(), None, "{none}");
+        }
+        let bad = raw(r#"{"tags":"{\"type\":\"Escalate\",\"context\":[1]}"}"#);
+        assert!(omnichannel_tag(Some(&bad)).is_err());
     }
 }

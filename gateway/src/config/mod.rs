@@ -111,6 +111,10 @@ pub struct ServerConfig {
     pub token_address_failures: u32,
     /// The window failures are counted in, and how long a lockout lasts.
     pub token_lockout_secs: u64,
+    /// The gateway's address as Bot Framework bots reach it (`http://host:port`, no path):
+    /// the `serviceUrl` of the activities it posts to them and the issuer of its tokens.
+    /// Unset: `http://` and the address it listens on.
+    pub public_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -138,6 +142,7 @@ impl Default for ServerConfig {
             admin_token: None,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             outbound_queue: 1024,
+            public_url: None,
             max_conversation_bytes: 2 << 20,
             transcript_page_bytes: 256 << 10,
             token_ttl_secs: 3600,
@@ -215,6 +220,8 @@ struct RawBot {
     #[serde(default)]
     voice: bool,
     endpoint: Option<String>,
+    /// `"none"`: no tokens either way with this Bot Framework bot (local development).
+    auth: Option<String>,
     /// Runs the built-in topic bot as this bot user.
     #[serde(default)]
     builtin: bool,
@@ -353,8 +360,20 @@ pub struct Bot {
     pub capacity: u32,
     pub voice: bool,
     pub endpoint: Option<String>,
+    /// How the gateway and a Bot Framework bot (one with `endpoint`) prove who they are.
+    pub auth: BotAuth,
     /// The script of a built-in bot (`builtin = true`).
     pub builtin: Option<std::sync::Arc<crate::bot::Script>>,
+}
+
+/// `[[bots]] auth`: with `Jwt` (the default) the gateway signs its calls to the bot and
+/// accepts the bot's calls only with an access token from `/v1/token`; `None` turns both
+/// off, for a bot running with authentication off in local development.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BotAuth {
+    #[default]
+    Jwt,
+    None,
 }
 
 #[derive(Clone, Debug)]
@@ -549,6 +568,28 @@ capacity = 3
             let err = check(&server(lines)).unwrap_err();
             assert!(err.0.iter().any(|l| l.starts_with(want)), "want {want:?} in {:?}", err.0);
         }
+    }
+
+    #[test]
+    fn a_bot_framework_bots_auth_is_checked_and_none_is_warned_about() {
+        let bot = |extra: &str| BASE.replace("app_id = \"app-1\"\n", &format!("app_id = \"app-1\"\n{extra}"));
+        let c = check(&bot("endpoint = \"http://127.0.0.1:3978/api/messages\"\n")).unwrap();
+        assert_eq!(c.config.bots[0].auth, BotAuth::Jwt);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = check(&bot("endpoint = \"http://127.0.0.1:3978/api/messages\"\nauth = \"none\"\n")).unwrap();
+        assert_eq!(c.config.bots[0].auth, BotAuth::None);
+        assert!(c.warnings.iter().any(|w| w.starts_with("bot \"b\": auth = \"none\"")), "{:?}", c.warnings);
+        for (extra, problem) in [
+            ("endpoint = \"http://x\"\nauth = \"basic\"\n", "auth \"basic\" is not"),
+            ("auth = \"none\"\n", "auth applies to a Bot Framework bot"),
+            ("endpoint = \"ftp://x\"\n", "is not an http:// or https:// URL"),
+            ("endpoint = \"http://x\"\nvoice = true\n", "cannot be voice-enabled"),
+        ] {
+            let err = check(&bot(extra)).unwrap_err();
+            assert!(err.0.iter().any(|p| p.contains(problem)), "{extra}: {:?}", err.0);
+        }
+        let err = check(&format!("[server]\npublic_url = \"https://gw.example/path\"\n{BASE}")).unwrap_err();
+        assert!(err.0.iter().any(|p| p.contains("public_url")), "{:?}", err.0);
     }
 
     #[test]

@@ -112,6 +112,12 @@ impl<'a> Check<'_> {
         if s.listen.parse::<SocketAddr>().is_err() {
             self.problems.push(format!("server: listen {:?} is not an address like 127.0.0.1:8080", s.listen));
         }
+        if let Some(u) = &s.public_url
+            && (!(u.starts_with("http://") || u.starts_with("https://"))
+                || u.trim_end_matches('/').matches('/').count() > 2)
+        {
+            self.problems.push(format!("server: public_url {u:?} must be http(s)://host[:port], without a path"));
+        }
         if s.max_frame_bytes < 1024 {
             self.problems.push("server: max_frame_bytes must be at least 1024".into());
         }
@@ -202,6 +208,31 @@ impl<'a> Check<'_> {
                 }
                 None
             };
+            let auth = match b.auth.as_deref() {
+                None | Some("jwt") => BotAuth::Jwt,
+                Some("none") => BotAuth::None,
+                Some(other) => {
+                    self.problems.push(format!("{item}: auth {other:?} is not \"jwt\" or \"none\""));
+                    BotAuth::Jwt
+                }
+            };
+            if let Some(url) = &b.endpoint
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                self.problems.push(format!("{item}: endpoint {url:?} is not an http:// or https:// URL"));
+            }
+            if b.voice && b.endpoint.is_some() {
+                self.problems.push(format!(
+                    "{item}: a Bot Framework bot (endpoint) takes no audio, so it cannot be voice-enabled"
+                ));
+            }
+            if b.auth.is_some() && b.endpoint.is_none() {
+                self.problems.push(format!("{item}: auth applies to a Bot Framework bot (one with an endpoint)"));
+            } else if auth == BotAuth::None {
+                self.warnings.push(format!(
+                    "{item}: auth = \"none\": its calls are not signed and the bot's calls are accepted without a token (local development only)"
+                ));
+            }
             bots.push(Bot {
                 name: b.name.clone(),
                 app_id: b.app_id.clone(),
@@ -209,6 +240,7 @@ impl<'a> Check<'_> {
                 capacity: b.capacity,
                 voice: b.voice,
                 endpoint: b.endpoint.clone(),
+                auth,
                 builtin,
             });
         }

@@ -124,6 +124,9 @@ impl Hub {
             inner.closed = true;
             inner.closed_at_ms = Some(self.clock.now_ms());
             inner.bot_deadline_ms = None;
+            if let Some(bot) = inner.handoff_from.take() {
+                self.handoff_status(&bot, &conv.id, "failed", "the conversation ended before an agent took it");
+            }
         }
         let fx = engine.close(&conv.id);
         if let Some(call) = &conv.call {

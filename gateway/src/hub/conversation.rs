@@ -161,6 +161,9 @@ pub struct ConvInner {
     pub token_gen: u64,
     /// A bot holder must answer by then.
     pub bot_deadline_ms: Option<u64>,
+    /// The bot whose handoff is waiting for an agent: it is told `handoff.status`
+    /// `completed` when one takes the conversation, `failed` if it ends first.
+    pub handoff_from: Option<Arc<str>>,
 }
 
 /// What a new activity carries besides its sender.

@@ -63,6 +63,11 @@ impl Hub {
                             super::call::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
                         call.set_route(Some(route));
                     }
+                    if matches!(kind, MemberKind::Agent)
+                        && let Some(bot) = inner.handoff_from.take()
+                    {
+                        self.handoff_status(&bot, &conv, "completed", &format!("{} took the conversation", party.name));
+                    }
                     let gone = outbox.is_none().then(|| self.clock.now_ms());
                     // Its work item carries everything committed; a cursor left from an
                     // earlier release would repeat part of it.

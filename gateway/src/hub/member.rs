@@ -50,6 +50,8 @@ impl Hub {
         }
         let fx = engine.escalate(&conv.id, vars, self.clock.now_ms())?;
         tracing::debug!(conversation.id = %conv.id, bot = %member, "escalated");
+        conv.inner.lock().handoff_from = Some(member.clone());
+        self.handoff_status(member, &conv.id, "accepted", "the conversation is waiting for an agent");
         self.apply(&mut engine, fx);
         Ok(())
     }

@@ -11,7 +11,8 @@
 //!
 //! The files follow what flows through them: `customer.rs` (start, resume, leave, end,
 //! survey), `activity.rs` (a client's activity into the transcript, the gateway's notices,
-//! closing), `member.rs` (a holder's commands), `connect.rs` (members coming and going),
+//! closing), `member.rs` (a holder's commands), `handoff.rs` (a bot's handoff signals in
+//! every dialect, and `handoff.status` back), `connect.rs` (members coming and going),
 //! `effects.rs` (the engine's effects carried out), `persist.rs` (the saved state),
 //! `tokens.rs`, `voice.rs` (calls), `recovery.rs`, `sweep.rs` (timed rules),
 //! `conversation.rs` (one conversation's transcript and delivery cursors), `outbox.rs` (a
@@ -25,6 +26,7 @@ mod conversation;
 mod customer;
 mod effects;
 pub mod error;
+mod handoff;
 mod locks;
 mod member;
 pub mod outbox;

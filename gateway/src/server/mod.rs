@@ -4,6 +4,7 @@
 //! into protocol answers (an `error` event, a close code or an HTTP status) at one edge per
 //! transport.
 
+pub mod botconnector;
 mod chat;
 mod listen;
 pub mod respond;
@@ -31,9 +32,10 @@ use crate::store::{MemoryStore, Recovered, SqliteStore, Store, StoreError};
 
 /// Every HTTP route. `/v1/token` reads the peer's address from the request's
 /// `ConnectInfo<SocketAddr>` extension (set by our accept loop) when there is one.
-pub fn router(hub: Arc<Hub>) -> Router {
+pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router {
     let throttle = Arc::new(throttle::TokenThrottle::new(&hub.cfg.server));
     Router::new()
+        .merge(connector.routes())
         .route("/healthz", get(healthz))
         .route("/v1/token", post(token::token).layer(Extension(throttle)))
         .route("/v1/chat", get(chat::upgrade))
@@ -88,11 +90,16 @@ pub async fn start_with(
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let signer = recovered.signing_key.map_or_else(Signer::random, Signer::new);
+    let public_url = cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hub = Hub::new(cfg, store, signer);
+    let connector = botconnector::Connector::new(hub.clone(), &public_url, recovered.channel_key)
+        .await
+        .map_err(std::io::Error::other)?;
     hub.recover(recovered.conversations);
     crate::hub::builtin_bot::spawn_all(&hub);
+    connector.spawn_runners();
     hub.spawn_sweeper();
-    let app = router(hub.clone());
+    let app = router(hub.clone(), &connector);
     let server = tokio::spawn(listen::serve(listener, app, hub.clone()));
     Ok(Running { addr, hub, server })
 }

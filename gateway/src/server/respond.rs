@@ -87,6 +87,24 @@ pub fn refuse(e: impl Into<ProtocolError>) -> Response {
     res
 }
 
+/// A refusal on the Bot Connector REST API: its status, and the Bot Framework
+/// `ErrorResponse` body (`{"error":{"code","message"}}`) botbuilder's client reads.
+pub fn connector_error(e: &ProtocolError) -> Response {
+    match e.fault {
+        Fault::Client | Fault::Member => tracing::debug!(code = ?e.code, "bot connector call refused: {}", e.message),
+        Fault::Store | Fault::Internal => tracing::warn!(code = ?e.code, "bot connector call failed: {}", e.message),
+    }
+    let status = match e.code {
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        code => status(code),
+    };
+    let mut res = (status, axum::Json(json!({"error": {"code": e.code, "message": e.message}}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    res
+}
+
 /// The close code for why a connection ends (SPEC §4).
 pub fn close_code(reason: Reason) -> u16 {
     match reason {

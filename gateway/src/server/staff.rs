@@ -139,23 +139,20 @@ impl Session for StaffSession {
 impl StaffSession {
     fn handle(&mut self, a: &Inbound) -> Result<(), HubError> {
         let hub = &self.hub;
+        if self.kind == Principal::Bot {
+            return hub.bot_activity(&self.member, &self.outbox, a);
+        }
         match (a.kind(), a.event_name()) {
             (Kind::Message | Kind::Typing, _) => hub.member_post(&self.member, &self.outbox, a),
             (Kind::EndOfConversation, _) => hub.member_end(&self.member, &self.outbox, a),
-            (Kind::Event, Some("handoff.initiate")) if self.kind == Principal::Bot => {
-                hub.handoff(&self.member, &self.outbox, a)
-            }
             (Kind::Event, Some("handoff.initiate")) => {
                 Err(HubError::invalid("agents hand a conversation on with the transfer event"))
-            }
-            (Kind::Event, Some("transfer")) if self.kind == Principal::Bot => {
-                Err(HubError::invalid("bots hand a conversation on with the handoff.initiate event"))
             }
             (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
             (Kind::Event, Some("transcript.request")) => hub.transcript_page(&self.member, &self.outbox, a),
             (Kind::Event, Some("mark")) => hub.holder_mark(&self.member, a),
             (Kind::Event, Some("clear")) => hub.holder_clear(&self.member, a),
-            (Kind::Event, Some("presence")) if self.kind == Principal::Agent => {
+            (Kind::Event, Some("presence")) => {
                 let p = a
                     .value
                     .as_str()

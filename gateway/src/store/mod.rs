@@ -27,6 +27,9 @@ pub enum Record {
     Conversation { id: ConvId, open: bool, state: String },
     /// One activity of a conversation's transcript.
     Activity { conversation: ConvId, seq: u64, frame: Frame, client_key: Option<String> },
+    /// The Bot Framework channel's RSA key (PKCS#8 DER), kept so bots' cached keys stay
+    /// valid across restarts.
+    ChannelKey(Vec<u8>),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,6 +82,8 @@ pub struct Recovered {
     pub conversations: Vec<RecoveredConversation>,
     /// The token signing key, kept so customers' resume tokens survive a restart.
     pub signing_key: Option<[u8; 32]>,
+    /// The Bot Framework channel's RSA key, once one was made (see [`Record::ChannelKey`]).
+    pub channel_key: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]

@@ -163,6 +163,8 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
             k
         }
     };
+    let channel_key: Option<Vec<u8>> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'channel_key'", [], |r| r.get(0)).optional().map_err(err)?;
     let mut stmt = conn
         .prepare("SELECT id, state, first_activity FROM conversations WHERE open = 1 ORDER BY rowid")
         .map_err(err)?;
@@ -193,7 +195,7 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
         }
         activities.push((seq, r.get(2).map_err(err)?, r.get(3).map_err(err)?));
     }
-    Ok(Recovered { conversations: convs, signing_key: Some(signing_key) })
+    Ok(Recovered { conversations: convs, signing_key: Some(signing_key), channel_key })
 }
 
 fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
@@ -218,6 +220,10 @@ fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
                 }
                 Op::Record(Record::Activity { conversation, seq, frame, client_key }, _) => {
                     act.execute(params![&**conversation, *seq as i64, frame.as_str(), client_key]).map_err(err)?;
+                }
+                Op::Record(Record::ChannelKey(der), _) => {
+                    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('channel_key', ?1)", params![der])
+                        .map_err(err)?;
                 }
                 Op::Flush(_) => {}
             }
@@ -375,7 +381,9 @@ mod tests {
         let dir = TempDir::new();
         let (store, recovered) = SqliteStore::open(&dir.0, true).expect("open");
         assert!(recovered.conversations.is_empty());
+        assert_eq!(recovered.channel_key, None, "no channel key until one is made");
         let key = recovered.signing_key;
+        store.record(Record::ChannelKey(vec![1, 2, 3]), None);
         store.record(conversation("c_old", true), None);
         store.record(activity("c_old", 1), None);
         store.record(conversation("c_closed", true), None);
@@ -394,6 +402,7 @@ mod tests {
 
         let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen");
         assert_eq!(recovered.signing_key, key, "the signing key survives");
+        assert_eq!(recovered.channel_key, Some(vec![1, 2, 3]), "so does the channel key");
         let ids: Vec<&str> = recovered.conversations.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["c_old", "c_new"]);
         assert_eq!(seqs(&recovered, "c_old"), [1, 2, 3, 4]);
