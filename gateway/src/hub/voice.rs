@@ -11,7 +11,7 @@ use super::call::Call;
 use super::{Conversation, Hub, Sender};
 use crate::context::Context;
 use crate::protocol::{self, Inbound, Kind, ProtocolError};
-use crate::routing::{ConvId, Engine};
+use crate::routing::Engine;
 use crate::voice::{HoldAudio, parse_media_frame};
 
 impl Hub {
@@ -38,7 +38,7 @@ impl Hub {
             Some(prompt) => prompt.audio(caller),
             None => HoldAudio::tone(caller),
         };
-        let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        let id = super::new_conversation_id();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let call = Arc::new(Call::new(stream, id.clone(), caller, inband_dtmf, hold));
         self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))

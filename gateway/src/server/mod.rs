@@ -5,6 +5,7 @@
 //! transport.
 
 mod chat;
+mod directline;
 mod listen;
 pub mod respond;
 mod staff;
@@ -41,6 +42,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/agent", get(staff::agent_upgrade))
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
+        .merge(directline::routes())
         .with_state(hub)
 }
 

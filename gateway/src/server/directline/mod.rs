@@ -1,0 +1,138 @@
+//! Direct Line 3.0 for customers (SPEC §6): the REST calls and the WebSocket stream under
+//! `/v3/directline/`, so `botframework-directlinejs` and Web Chat work unchanged.
+//!
+//! A Direct Line conversation is an ordinary conversation of the `[directline]` workstream:
+//! this module is an adapter over the hub's customer calls (start, post, end, the seat of
+//! the customer's connection) and reads the transcript for everything it returns. The
+//! Direct Line watermark is the conversation's `seq`: `GET …/activities?watermark=N` and
+//! the stream send the committed activities after `N`, the customer's own among them (as
+//! Direct Line does), translated into Bot Framework activities by `activity.rs`.
+//!
+//! Files by job: `auth.rs` (the secret, tokens, `tokens/generate` and `tokens/refresh`),
+//! `conversations.rs` (start, reconnect, polling, posting), `upload.rs` (attachments sent
+//! with an activity, and served back), `stream.rs` (the WebSocket), `activity.rs` (native
+//! ⇄ Bot Framework). Every refusal goes through `respond::directline`.
+
+mod activity;
+mod auth;
+mod conversations;
+mod stream;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use super::respond;
+use crate::hub::{Conversation, Hub};
+use crate::protocol::ProtocolError;
+
+/// The Direct Line routes. Without `[directline]` each answers 404 `NotFound`.
+pub fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route("/v3/directline/tokens/generate", post(auth::generate))
+        .route("/v3/directline/tokens/refresh", post(auth::refresh))
+        .route("/v3/directline/conversations", post(conversations::start))
+        .route("/v3/directline/conversations/{id}", get(conversations::reconnect))
+        .route(
+            "/v3/directline/conversations/{id}/activities",
+            get(conversations::activities).post(conversations::post_activity),
+        )
+        .route("/v3/directline/conversations/{id}/upload", post(upload::upload))
+        .route("/v3/directline/conversations/{id}/attachments/{seq}/{n}", get(upload::attachment))
+        .route("/v3/directline/conversations/{id}/stream", get(stream::upgrade))
+}
+
+/// Why a Direct Line call is refused.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    Error(ProtocolError),
+    /// A token that was valid has expired (403 `TokenExpired`).
+    TokenExpired,
+}
+
+impl From<ProtocolError> for Refusal {
+    fn from(e: ProtocolError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Error(e) => respond::directline(&e),
+            Refusal::TokenExpired => respond::directline_token_expired(),
+        }
+    }
+}
+
+pub(super) type Answer = Result<Response, Refusal>;
+
+/// The conversation `id`, if it is in memory (recovered ones are).
+fn conversation(hub: &Hub, id: &str) -> Result<Arc<Conversation>, Refusal> {
+    hub.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")).into())
+}
+
+/// Where this gateway is, as the client reached it: for `streamUrl`, `serviceUrl` and the
+/// URLs of uploaded attachments. Behind a TLS-terminating proxy `X-Forwarded-Proto:
+/// https` makes them `https`/`wss`.
+#[derive(Debug, Clone)]
+pub(super) struct Base {
+    /// `http(s)://host`
+    pub http: String,
+    /// `ws(s)://host`
+    pub ws: String,
+}
+
+impl Base {
+    pub fn of(headers: &HeaderMap) -> Base {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b)))
+            .unwrap_or("localhost");
+        let https = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let (h, w) = if https { ("https", "wss") } else { ("http", "ws") };
+        Base { http: format!("{h}://{host}"), ws: format!("{w}://{host}") }
+    }
+}
+
+/// What a stream's writer is sent when the transcript grew in a way the hub does not tell
+/// the customer's connection (the customer's own activities): read it again.
+pub(super) const WAKE: crate::protocol::Frame = crate::protocol::Frame::from_static("");
+
+/// The committed activities after `watermark` (their frames) and the new watermark.
+fn committed_after(conv: &Conversation, watermark: u64) -> (Vec<crate::protocol::Frame>, u64) {
+    let inner = conv.inner.lock();
+    let committed = inner.committed_frames();
+    let from = usize::try_from(watermark).unwrap_or(usize::MAX).min(committed.len());
+    (committed[from..].iter().map(|e| e.frame.clone()).collect(), inner.committed)
+}
+
+/// The frames as Bot Framework activities.
+fn translate(
+    frames: &[crate::protocol::Frame],
+    conv: &Conversation,
+    base: &Base,
+    now_ms: u64,
+) -> Vec<serde_json::Value> {
+    frames
+        .iter()
+        .filter_map(|f| serde_json::from_str::<serde_json::Value>(f.as_str()).ok())
+        .map(|v| activity::to_bot_framework(&v, conv, base, now_ms))
+        .collect()
+}
+
+/// A `watermark` query value: empty or absent is 0.
+fn parse_watermark(w: Option<&str>) -> Result<u64, Refusal> {
+    match w.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(w) => w.parse().map_err(|_| ProtocolError::bad_request("watermark must be a whole number").into()),
+    }
+}
