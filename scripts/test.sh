@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Switchboard on a fresh machine: installs what the tests need
-# (Debian packages, PyPI packages), then runs the whole Cargo workspace's tests and builds
+# (Debian packages, PyPI and npm packages), then runs the whole Cargo workspace's tests and builds
 # the fuzz targets so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,10 @@ fi
 if ! command -v streamdouble >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "streamdouble==0.3.0"
 fi
+
+# Node.js and the npm packages of the Bot Framework interop tests (botframework-directlinejs
+# and the rest), exactly as their lock files say.
+bash scripts/interop-test-deps.sh
 
 cargo test --workspace --locked
 
