@@ -229,8 +229,10 @@ async fn rest_refusals_have_direct_line_codes_and_body() -> Result<()> {
     assert_eq!(mine["from"]["role"], "user");
     assert_eq!(mine["channelId"], "directline");
     let wm: u64 = set["watermark"].as_str().context("watermark is a string")?.parse()?;
+    // The bot may still be answering: whatever comes later comes after the watermark.
     let (_, later) = call(&server, "GET", &format!("{acts}?watermark={wm}"), Some(token), "").await?;
-    assert!(later["activities"].as_array().is_some_and(Vec::is_empty), "nothing after the watermark: {later}");
+    let later = later["activities"].as_array().context("activities")?;
+    assert!(later.iter().all(|a| a["channelData"]["switchboard"]["seq"].as_u64() > Some(wm)), "{later:?}");
 
     // Token calls: generate needs the secret; refresh needs a token.
     let (s, v) = call(&server, "POST", "/v3/directline/tokens/generate", Some(token), "").await?;
@@ -255,5 +257,105 @@ async fn without_directline_config_the_routes_are_not_found() -> Result<()> {
     let server = start_server(Some(switchboard::config::DEFAULT_TOML)).await;
     let (s, v) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
     assert_eq!((s, error_code(&v)), (404, "NotFound"), "{v}");
+    Ok(())
+}
+
+/// A multipart body with an `activity` part and one file.
+fn multipart(boundary: &str, activity: &str, file: &[u8], content_type: &str) -> String {
+    let file = String::from_utf8(file.to_vec()).expect("a text file for the test");
+    format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"activity\"\r\nContent-Type: application/vnd.microsoft.activity\r\n\r\n{activity}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"note.txt\"\r\nContent-Type: {content_type}\r\n\r\n{file}\r\n\
+         --{boundary}--\r\n"
+    )
+}
+
+#[tokio::test]
+async fn an_upload_is_kept_with_its_activity_and_served_back() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let (_, conv) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
+    let id = conv["conversationId"].as_str().context("id")?;
+    let token = conv["token"].as_str().context("token")?;
+    let bearer = format!("Bearer {token}");
+    let boundary = "sbBoundary42";
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let body = multipart(
+        boundary,
+        r#"{"type":"message","text":"my receipt","from":{"id":"u1"}}"#,
+        b"total: 42 EUR",
+        "text/plain",
+    );
+    let path = format!("/v3/directline/conversations/{id}/upload?userId=u1");
+    let headers = [("content-type", ct.as_str()), ("authorization", bearer.as_str())];
+    let (s, text) = http_with(server.addr, "POST", &path, &headers, &body).await?;
+    assert_eq!(s, 200, "{text}");
+    let posted: Value = serde_json::from_str(&text)?;
+    let pid = posted["id"].as_str().context("id")?;
+
+    let (_, set) =
+        call(&server, "GET", &format!("/v3/directline/conversations/{id}/activities"), Some(token), "").await?;
+    let mine = set["activities"]
+        .as_array()
+        .and_then(|l| l.iter().find(|a| a["id"] == pid).cloned())
+        .context("upload polled back")?;
+    assert_eq!(mine["text"], "my receipt");
+    let att = &mine["attachments"][0];
+    assert_eq!(att["contentType"], "text/plain");
+    assert_eq!(att["name"], "note.txt");
+    let url = att["contentUrl"].as_str().context("contentUrl")?;
+    let prefix = format!("http://{}", server.addr);
+    let served = url.strip_prefix(&prefix).context("served by the gateway")?;
+    let r = switchboard_tests::http_response(server.addr, "GET", served, &[], "").await?;
+    assert_eq!((r.status, r.body.as_str()), (200, "total: 42 EUR"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("content-disposition"), Some("attachment"), "only images are shown inline");
+    let (s, _) = call(&server, "GET", &format!("/v3/directline/conversations/{id}/attachments/99/0"), None, "").await?;
+    assert_eq!(s, 404);
+
+    // Over the bound (a quarter of max_conversation_bytes): 413; no file: 400.
+    let big = "x".repeat(600 * 1024);
+    let body = multipart(boundary, r#"{"type":"message"}"#, big.as_bytes(), "text/plain");
+    let (s, text) = http_with(server.addr, "POST", &path, &headers, &body).await?;
+    assert_eq!(s, 413, "{text}");
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"activity\"\r\n\r\n{{\"type\":\"message\"}}\r\n--{boundary}--\r\n"
+    );
+    let (s, text) = http_with(server.addr, "POST", &path, &headers, &body).await?;
+    assert_eq!(s, 400, "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_stream_sends_activity_sets_and_replays_after_the_watermark() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let (_, conv) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
+    let id = conv["conversationId"].as_str().context("id")?.to_owned();
+    let token = conv["token"].as_str().context("token")?.to_owned();
+    let acts = format!("/v3/directline/conversations/{id}/activities");
+    // The built-in bot greets; a message from the customer follows.
+    let mut stream = Client::connect(conv["streamUrl"].as_str().context("streamUrl")?, None).await?;
+    let first = stream
+        .until_within(STEP, "the greeting", |v| {
+            v["activities"].as_array().is_some_and(|l| l.iter().any(|a| a["type"] == "message"))
+        })
+        .await?;
+    assert!(first["watermark"].is_string(), "{first}");
+    let (_, posted) =
+        call(&server, "POST", &acts, Some(&token), r#"{"type":"message","text":"hello","from":{"id":"u1"}}"#).await?;
+    let own = stream.until_within(STEP, "own message", |v| v["activities"][0]["id"] == posted["id"]).await?;
+    let wm: u64 = own["watermark"].as_str().context("watermark")?.parse()?;
+
+    // A second stream for the same conversation replaces the first (4001) and replays
+    // exactly what follows its watermark.
+    let (_, again) =
+        call(&server, "GET", &format!("/v3/directline/conversations/{id}?watermark={}", wm - 1), Some(&token), "")
+            .await?;
+    let mut second = Client::connect(again["streamUrl"].as_str().context("streamUrl")?, None).await?;
+    let replay = second.until_within(STEP, "replay", |v| v["activities"].is_array()).await?;
+    let list = replay["activities"].as_array().context("activities")?;
+    assert_eq!(list[0]["id"], posted["id"], "the replay starts right after the watermark: {replay}");
+    let seqs: Vec<u64> = list.iter().filter_map(|a| a["channelData"]["switchboard"]["seq"].as_u64()).collect();
+    assert_eq!(seqs, (wm..wm + seqs.len() as u64).collect::<Vec<_>>(), "in order, without a gap: {replay}");
+    assert_eq!(stream.closed().await?.map(u16::from), Some(4001));
     Ok(())
 }

@@ -66,6 +66,18 @@ function summary() {
   return received.map(a => ({ client: a._client, id: a.id, seq: seqOf(a), type: a.type, name: a.name, role: a.from && a.from.role, text: a.text }));
 }
 
+// Resolves once every activity up to the client's watermark has been emitted: the library
+// moves its watermark when a set arrives but emits the set's activities one by one later,
+// so a client stopped in between would skip what it has not emitted yet.
+function settled(dl) {
+  const all = () => {
+    const have = new Set(received.map(seqOf));
+    for (let s = 1; s <= Number(dl.watermark); s++) if (!have.has(s)) return false;
+    return true;
+  };
+  return until('settled at ' + dl.watermark, () => all());
+}
+
 function until(what, pred) {
   return new Promise(resolve => {
     const check = () => {
@@ -180,12 +192,14 @@ async function main() {
     const id2 = await post(first.dl, { type: 'message', text: 'still there?', channelData: { clientActivityId: 'cust-2' } });
     await until('own message after restart', own(id2));
     await until('agent answer', fromBot('still here'));
+    await settled(first.dl);
     first.stop();
     say('done', { conversationId, count: check(), afterSeq: seqOf(after), activities: summary() });
     process.exit(0);
   }
 
   // The customer drops; the agent writes meanwhile; a new client resumes at the watermark.
+  await settled(first.dl);
   const watermark = first.dl.watermark;
   const resumeToken = first.dl.token;
   first.stop();
@@ -198,6 +212,7 @@ async function main() {
   await until('own message after resume', own(id3));
   await until('agent goodbye', fromBot('goodbye'));
   await post(second.dl, { type: 'endOfConversation' });
+  await settled(second.dl);
   second.stop();
   say('done', { conversationId, count: check(), activities: summary() });
   process.exit(0);
