@@ -322,6 +322,8 @@ async fn an_upload_is_kept_with_its_activity_and_served_back() -> Result<()> {
     );
     let (s, text) = http_with(server.addr, "POST", &path, &headers, &body).await?;
     assert_eq!(s, 400, "{text}");
+    let (s, v) = call(&server, "POST", &path, Some(token), "{}").await?;
+    assert_eq!((s, error_code(&v)), (400, "BadArgument"), "not multipart: {v}");
     Ok(())
 }
 
@@ -357,5 +359,21 @@ async fn the_stream_sends_activity_sets_and_replays_after_the_watermark() -> Res
     let seqs: Vec<u64> = list.iter().filter_map(|a| a["channelData"]["switchboard"]["seq"].as_u64()).collect();
     assert_eq!(seqs, (wm..wm + seqs.len() as u64).collect::<Vec<_>>(), "in order, without a gap: {replay}");
     assert_eq!(stream.closed().await?.map(u16::from), Some(4001));
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_secrets_lock_the_address_out() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let start = "/v3/directline/conversations";
+    // Without a credential: refused, not counted.
+    for _ in 0..8 {
+        assert_eq!(call(&server, "POST", start, None, "").await?.0, 401);
+    }
+    for _ in 0..5 {
+        assert_eq!(call(&server, "POST", start, Some("guess"), "").await?.0, 401);
+    }
+    let (s, v) = call(&server, "POST", start, Some(SECRET), "").await?;
+    assert_eq!((s, error_code(&v)), (429, "TooManyRequests"), "locked out even with the right secret: {v}");
     Ok(())
 }

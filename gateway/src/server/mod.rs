@@ -42,7 +42,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/v1/agent", get(staff::agent_upgrade))
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
-        .merge(directline::routes())
+        .merge(directline::routes(&hub.cfg.server))
         .with_state(hub)
 }
 

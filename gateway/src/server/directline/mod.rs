@@ -21,17 +21,23 @@ mod upload;
 
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+
 use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::respond;
+use super::throttle::{Failure, TokenThrottle};
 use crate::hub::{Conversation, Hub};
 use crate::protocol::ProtocolError;
 
 /// The Direct Line routes. Without `[directline]` each answers 404 `NotFound`.
-pub fn routes() -> Router<Arc<Hub>> {
+pub fn routes(server: &crate::config::ServerConfig) -> Router<Arc<Hub>> {
+    let throttle = Arc::new(TokenThrottle::new(server));
     Router::new()
         .route("/v3/directline/tokens/generate", post(auth::generate))
         .route("/v3/directline/tokens/refresh", post(auth::refresh))
@@ -44,6 +50,34 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/v3/directline/conversations/{id}/upload", post(upload::upload))
         .route("/v3/directline/conversations/{id}/attachments/{seq}/{n}", get(upload::attachment))
         .route("/v3/directline/conversations/{id}/stream", get(stream::upgrade))
+        .layer(axum::middleware::from_fn_with_state(throttle, throttled))
+}
+
+/// Wrong secrets and tokens are throttled per source address, as `/v1/token`'s are:
+/// `token_failures` refused credentials within `token_lockout_secs`, counted under a key of
+/// the address (so one client guessing cannot lock the others out), and the address is
+/// refused 429 before its credential is looked at. A request without any credential is
+/// refused but not counted.
+async fn throttled(State(throttle): State<Arc<TokenThrottle>>, req: Request, next: Next) -> Response {
+    let addr = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let key = format!("directline {}", addr.map_or_else(|| "?".to_owned(), |a| a.to_string()));
+    if throttle.refused(&key, addr).is_some() {
+        let e = ProtocolError::new(
+            crate::protocol::ErrorCode::RateLimited,
+            "too many failed attempts from this address; retry later",
+        );
+        return respond::directline(&e);
+    }
+    let presented = req.headers().contains_key(axum::http::header::AUTHORIZATION)
+        || req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv.starts_with("t=")));
+    let res = next.run(req).await;
+    if presented && res.status() == axum::http::StatusCode::UNAUTHORIZED {
+        let (by_key, _) = throttle.failed(&key, addr);
+        if by_key == Failure::LockedOut {
+            tracing::warn!("direct line: too many failed attempts from {key}: refused for {:?}", throttle.window());
+        }
+    }
+    res
 }
 
 /// Why a Direct Line call is refused.

@@ -9,11 +9,10 @@
 //! cannot send one): the conversation id, 128 random bits, is what guards it; files are
 //! served sandboxed, and only images inline, so an upload cannot script this origin.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,14 +31,12 @@ fn bad(e: impl std::fmt::Display) -> Refusal {
 }
 
 /// `POST /v3/directline/conversations/{id}/upload?userId=`: an activity with files.
-pub(super) async fn upload(
-    State(hub): State<Arc<crate::hub::Hub>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    mut form: Multipart,
-) -> Answer {
-    auth::for_conversation(&hub, &headers, &id)?;
+pub(super) async fn upload(State(hub): State<Arc<crate::hub::Hub>>, Path(id): Path<String>, req: Request) -> Answer {
+    auth::for_conversation(&hub, req.headers(), &id)?;
     let conv = conversation(&hub, &id)?;
+    // Taken here rather than as an extractor, so a body that is not multipart gets Direct
+    // Line's error body too.
+    let mut form = Multipart::from_request(req, &()).await.map_err(|e| bad(e.body_text()))?;
     let max = limit(&hub);
     let mut used = 0usize;
     let mut activity: Option<Value> = None;
@@ -87,7 +84,6 @@ pub(super) async fn upload(
 pub(super) async fn attachment(
     State(hub): State<Arc<crate::hub::Hub>>,
     Path((id, seq, n)): Path<(String, u64, usize)>,
-    Query(_q): Query<HashMap<String, String>>,
 ) -> Answer {
     auth::config(&hub)?;
     let conv = conversation(&hub, &id)?;
