@@ -253,6 +253,21 @@ async fn rest_refusals_have_direct_line_codes_and_body() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_browser_page_of_another_origin_may_call() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let path = "/v3/directline/conversations";
+    let pre = [("origin", "https://shop.example"), ("access-control-request-method", "POST")];
+    let r = switchboard_tests::http_response(server.addr, "OPTIONS", path, &pre, "").await?;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r.header("access-control-allow-headers").is_some_and(|h| h.contains("authorization")));
+    let bearer = format!("Bearer {SECRET}");
+    let r = switchboard_tests::http_response(server.addr, "POST", path, &[("authorization", &bearer)], "").await?;
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (201, Some("*")));
+    Ok(())
+}
+
+#[tokio::test]
 async fn without_directline_config_the_routes_are_not_found() -> Result<()> {
     let server = start_server(Some(switchboard::config::DEFAULT_TOML)).await;
     let (s, v) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;

@@ -51,6 +51,30 @@ pub fn routes(server: &crate::config::ServerConfig) -> Router<Arc<Hub>> {
         .route("/v3/directline/conversations/{id}/attachments/{seq}/{n}", get(upload::attachment))
         .route("/v3/directline/conversations/{id}/stream", get(stream::upgrade))
         .layer(axum::middleware::from_fn_with_state(throttle, throttled))
+        .layer(axum::middleware::from_fn(cors))
+}
+
+/// Web Chat runs in a page of another origin and sends `Authorization`, so browsers ask
+/// first (a preflight `OPTIONS`) and read answers only with `Access-Control-Allow-Origin`.
+/// Any origin is allowed: the API takes bearer credentials only, never cookies, so a page
+/// can do nothing here without a secret or token it was given.
+async fn cors(req: Request, next: Next) -> Response {
+    use axum::http::{HeaderValue, Method, StatusCode, header};
+    let mut res = if req.method() == Method::OPTIONS {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, x-ms-bot-agent, x-requested-with"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        res
+    } else {
+        next.run(req).await
+    };
+    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    res
 }
 
 /// Wrong secrets and tokens are throttled per source address, as `/v1/token`'s are:
