@@ -80,6 +80,10 @@ fn a_direct_line_client_resumes_after_kill_9_without_losing_or_repeating() {
     assert_eq!(addr2, addr);
 
     alice.expect_within("[reconnected; signed in as alice", STEP);
+    // Alice's conversation comes back to her, and the customer's message acknowledged just
+    // before the crash reached her (live before the crash, or in the resumed transcript).
+    alice.expect_within("(now talking in #1 with", STEP);
+    assert!(alice.seen.iter().any(|l| l.contains("sent just before the crash")), "{:#?}", alice.seen);
     alice.type_line("I'm back after the restart.");
     node.type_line("go");
     alice.expect_within("still there?", STEP);

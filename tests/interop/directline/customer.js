@@ -185,9 +185,12 @@ async function main() {
   await until('agent greeting', fromBot('this is Alice'));
 
   if (scenario === 'restart') {
-    say('ready', { conversationId, watermark: first.dl.watermark });
+    // Acknowledged (stored) right before the gateway is killed: it must be there after.
+    const crashId = await post(first.dl, { type: 'message', text: 'sent just before the crash', channelData: { clientActivityId: 'cust-crash' } });
+    say('ready', { conversationId, watermark: first.dl.watermark, crashId });
     if ((await command()) !== 'go') throw new Error('expected go');
     // The gateway was killed and restarted: the same client reconnects by itself.
+    await until('own message from before the crash', own(crashId));
     const after = await until('agent after restart', fromBot('back after the restart'));
     const id2 = await post(first.dl, { type: 'message', text: 'still there?', channelData: { clientActivityId: 'cust-2' } });
     await until('own message after restart', own(id2));
