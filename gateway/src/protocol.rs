@@ -82,10 +82,12 @@ impl ErrorCode {
 }
 
 /// Whose fault a failure is: the client's (a customer, bot or agent sent something the
-/// contract does not allow), the store's, or ours.
+/// contract does not allow), a member's (a bot or agent acted on what it does not hold),
+/// the store's, or ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Client,
+    Member,
     Store,
     Internal,
 }
@@ -161,7 +163,14 @@ pub struct Inbound {
     #[serde(skip)]
     pub kind: Option<Kind>,
     pub name: Option<String>,
-    #[serde(default)]
+    /// `value` as the client wrote it, passed through untouched on `message` and `typing`
+    /// (a card's submitted data, say): never parsed into a tree. An event's or an
+    /// `endOfConversation`'s value is for the gateway to read: `parse` moves it into
+    /// [`Inbound::value`].
+    #[serde(rename = "value", default)]
+    pub value_raw: Option<Box<RawValue>>,
+    /// The parsed value of an `event` or `endOfConversation` (`Null` otherwise).
+    #[serde(skip)]
     pub value: Value,
     pub text: Option<String>,
     pub conversation: Option<ConvRef>,
@@ -203,6 +212,12 @@ impl Inbound {
         if kind == Kind::Event && a.name.as_deref().is_none_or(str::is_empty) {
             return Err(ProtocolError::bad_request("event activity has no \"name\""));
         }
+        if matches!(kind, Kind::Event | Kind::EndOfConversation)
+            && let Some(raw) = a.value_raw.take()
+        {
+            a.value = serde_json::from_str(raw.get())
+                .map_err(|e| ProtocolError::bad_request(format!("malformed value: {e}")))?;
+        }
         if let Some(raw) = &a.channel_data {
             let cd: ChannelData = match serde_json::from_str(raw.get()) {
                 Ok(cd) if raw.get().trim_start().starts_with('{') => cd,
@@ -240,6 +255,14 @@ impl Inbound {
 
     pub fn kind(&self) -> Kind {
         self.kind.unwrap_or(Kind::Event)
+    }
+
+    /// The value to store: the client's own text where it was passed through, else the tree.
+    pub fn value_ref(&self) -> ValueRef<'_> {
+        match &self.value_raw {
+            Some(raw) => ValueRef::Raw(raw),
+            None => ValueRef::Tree(&self.value),
+        }
     }
 
     /// The event name, for `event` activities.
@@ -291,10 +314,31 @@ pub struct Activity<'a> {
     pub from: &'a Party,
     pub text: Option<&'a str>,
     pub name: Option<&'a str>,
-    pub value: &'a Value,
+    pub value: ValueRef<'a>,
     pub attachments: &'a RawValue,
     #[serde(rename = "channelData")]
     pub channel_data: &'a RawValue,
+}
+
+/// An activity's `value` on its way into a frame: the client's JSON text as it came, or a
+/// tree the gateway read or built.
+#[derive(Clone, Copy, Debug)]
+pub enum ValueRef<'a> {
+    Raw(&'a RawValue),
+    Tree(&'a Value),
+}
+
+impl ValueRef<'static> {
+    pub const NULL: ValueRef<'static> = ValueRef::Tree(&Value::Null);
+}
+
+impl Serialize for ValueRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ValueRef::Raw(r) => r.serialize(s),
+            ValueRef::Tree(v) => v.serialize(s),
+        }
+    }
 }
 
 /// `[]` and `{}` as raw JSON, for activities without attachments or channel data.
@@ -388,6 +432,7 @@ impl Inbound {
             kind_raw: Some(kind.as_str().to_owned()),
             kind: Some(kind),
             name: None,
+            value_raw: None,
             value: Value::Null,
             text: None,
             conversation: Some(ConvRef { id: conversation.to_owned() }),
@@ -423,5 +468,26 @@ mod tests {
         let ok = Inbound::parse(r#"{"type":"message","text":"hé","channelData":{"clientActivityId":"x1"}}"#).unwrap();
         assert_eq!(ok.kind(), Kind::Message);
         assert_eq!(ok.client_activity_id(), Some("x1"));
+    }
+
+    /// A message's value is the client's text, untouched (its spacing and key order too);
+    /// an event's is parsed for the gateway to read, and stored as the tree it read.
+    #[test]
+    fn message_values_pass_through_and_event_values_are_read() {
+        let value = r#"{ "b": [1, 2.50],  "a": "x" }"#;
+        let m = Inbound::parse(&format!(r#"{{"type":"message","text":"card","value":{value}}}"#)).unwrap();
+        assert_eq!(m.value, Value::Null);
+        let stored = serde_json::to_string(&m.value_ref()).unwrap();
+        assert_eq!(stored, value);
+
+        let e = Inbound::parse(r#"{"type":"event","name":"presence","value":"busy"}"#).unwrap();
+        assert!(e.value_raw.is_none());
+        assert_eq!(e.value, Value::String("busy".into()));
+        assert_eq!(serde_json::to_string(&e.value_ref()).unwrap(), r#""busy""#);
+
+        let end = Inbound::parse(r#"{"type":"endOfConversation","value":{"survey":true}}"#).unwrap();
+        assert_eq!(end.value["survey"], Value::Bool(true));
+        let none = Inbound::parse(r#"{"type":"typing"}"#).unwrap();
+        assert_eq!(serde_json::to_string(&none.value_ref()).unwrap(), "null");
     }
 }

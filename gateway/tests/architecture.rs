@@ -163,16 +163,46 @@ fn the_core_does_no_io_and_depends_on_nothing_above_it() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Each file of a module that `applies` names whose code mentions one of `words`.
+fn mentions(s: &Source, applies: impl Fn(&str, &Path) -> bool, words: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (m, f, c) in &s.code {
+        if applies(m, f) {
+            found.extend(words.iter().filter(|w| c.contains(*w)).map(|w| format!("{} mentions {w}", f.display())));
+        }
+    }
+    found
+}
+
 #[test]
 fn only_the_server_and_the_clients_know_websockets_and_http() {
     let s = read(&gateway_src());
-    let mut problems = Vec::new();
+    let outside = |m: &str, _: &Path| !(WIRE.contains(&m) || m == "main" || m == "cli");
+    let problems = mentions(&s, outside, &["tungstenite", "axum", "hyper"]);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The hub says what went wrong (`HubError`) and why a connection ends (`Reason`); only
+/// the error edge, `server::respond`, picks the SPEC's error codes, close codes and
+/// statuses. Parse errors of the wire format (`protocol.rs`) carry their code from there.
+#[test]
+fn only_the_error_edge_picks_wire_codes() {
+    let s = read(&gateway_src());
+    let problems = mentions(&s, |m, _| m == "hub", &["ErrorCode", "ProtocolError::", "StatusCode", "close_code"]);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every WebSocket endpoint reads through `server::ws::run_with` (size and rate limits,
+/// timeouts, shutdown in one place): an endpoint that upgrades hands the socket to
+/// `ws::run`/`ws::run_with`, and no file but `ws.rs` reads a socket's stream itself.
+#[test]
+fn every_websocket_endpoint_reads_through_the_shared_loop() {
+    let s = read(&gateway_src());
+    let endpoint = |m: &str, f: &Path| m == "server" && !f.ends_with("server/ws.rs");
+    let mut problems = mentions(&s, endpoint, &["StreamExt", ".split()", "WebSocketStream::from_raw_socket"]);
     for (m, f, c) in &s.code {
-        let wire_ok = WIRE.contains(&m.as_str()) || m == "main" || m == "cli";
-        for w in ["tungstenite", "axum", "hyper"] {
-            if !wire_ok && c.contains(w) {
-                problems.push(format!("{} mentions {w}", f.display()));
-            }
+        if endpoint(m, f) && c.contains("ws::upgrade(") && !(c.contains("ws::run(") || c.contains("ws::run_with(")) {
+            problems.push(format!("{} upgrades without ws::run or ws::run_with", f.display()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

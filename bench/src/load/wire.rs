@@ -25,10 +25,17 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// The workstream of the bench configuration whose first rule sends chats to the bot.
 pub const WORKSTREAM: &str = "ChatWorkStream";
 
-/// The buffer settings of every connection, on both sides: the gateway's own (`ws_config`),
-/// so the client, the gateway and the echo baseline all read and write the same way.
-pub fn ws_config() -> WebSocketConfig {
-    switchboard::server::ws::ws_config(switchboard::config::ServerConfig::default().max_frame_bytes)
+/// The buffer settings of a connection, on both sides: the gateway's own (`ws_config`),
+/// so the client, the gateway and the echo baseline all read and write the same way. The
+/// echo's sockets are customers' (`CUSTOMER_READ_BUFFER`); a bot's or agent's is larger.
+pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
+    switchboard::server::ws::ws_config(switchboard::config::ServerConfig::default().max_frame_bytes, read_buffer)
+}
+
+/// The read buffer the gateway gives the endpoint at `path`, for the client's own end.
+fn read_buffer_for(path: &str) -> usize {
+    use switchboard::server::ws::{CUSTOMER_READ_BUFFER, MEMBER_READ_BUFFER};
+    if path.starts_with("/v1/bot") || path.starts_with("/v1/agent") { MEMBER_READ_BUFFER } else { CUSTOMER_READ_BUFFER }
 }
 
 /// Where outgoing connections come from. One source address can reach one server port
@@ -78,7 +85,7 @@ pub async fn connect(server: SocketAddr, path: &str, bearer: Option<&str>, sourc
         req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
     }
     let stream = tcp(server, source).await?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config()))
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(ws_config(read_buffer_for(path))))
         .await
         .with_context(|| format!("WebSocket handshake with {server}{path}"))?;
     Ok(ws)

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::error::HubError;
 use super::*;
-use crate::protocol::{self, ErrorCode, Inbound, Party, ProtocolError};
+use crate::protocol::{self, Inbound, Party};
 use crate::routing::Engine;
 
 impl Hub {
@@ -19,8 +20,8 @@ impl Hub {
         sender: &Sender,
         reply: &Outbox,
         a: &Inbound,
-        check: impl FnOnce(&ConvInner) -> Result<(), ProtocolError>,
-    ) -> Result<Appended, ProtocolError> {
+        check: impl FnOnce(&ConvInner) -> Result<(), HubError>,
+    ) -> Result<Appended, HubError> {
         let unknown;
         let (from, author) = match sender {
             Sender::Customer => (&conv.customer, Author::Customer),
@@ -33,7 +34,7 @@ impl Hub {
             },
         };
         if a.kind() == protocol::Kind::Message && a.text.as_deref().is_none_or(str::is_empty) && !a.has_attachments() {
-            return Err(ProtocolError::bad_request("a message needs text or attachments"));
+            return Err(HubError::invalid("a message needs text or attachments"));
         }
         let mut inner = conv.inner.lock();
         check(&inner)?;
@@ -43,10 +44,7 @@ impl Hub {
             && a.event_name() != Some("survey.response")
             && inner.bytes + a.text.as_ref().map_or(0, String::len) > limit
         {
-            return Err(ProtocolError::new(
-                ErrorCode::TooLarge,
-                format!("this conversation has reached its limit of {limit} bytes; it can only be ended"),
-            ));
+            return Err(HubError::ConversationFull(limit));
         }
         let cid = a.client_activity_id();
         // One string per client activity id: the dedup map's key and the store's.
@@ -65,7 +63,7 @@ impl Hub {
             kind: a.kind(),
             text: a.text.as_deref(),
             name: a.name.as_deref(),
-            value: &a.value,
+            value: a.value_ref(),
             attachments: a.attachments.as_deref(),
             channel_data: a.channel_data.as_deref(),
         };

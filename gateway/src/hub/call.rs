@@ -31,17 +31,6 @@ pub enum CallError {
     PlayoutFull,
 }
 
-impl From<CallError> for crate::protocol::ProtocolError {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::NotHolder => crate::protocol::ProtocolError::forbidden(e.to_string()),
-            CallError::BadAudio(_) | CallError::PlayoutFull => {
-                crate::protocol::ProtocolError::bad_request(e.to_string())
-            }
-        }
-    }
-}
-
 /// The holder's end of the media path.
 #[derive(Debug)]
 pub struct Route {

@@ -23,14 +23,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::outbox::Outbox;
 use crate::clock::Clock;
 use crate::protocol::{
-    Activity, ConvRef, Frame, Kind, Party, ProtocolError, ack_event, empty_array, empty_object, frame_sized,
+    Activity, ConvRef, Frame, Kind, Party, ValueRef, ack_event, empty_array, empty_object, frame_sized,
 };
 use crate::routing::ConvId;
 use crate::store::{Record, Store, StoreError};
@@ -121,7 +120,7 @@ pub struct Conversation {
     pub id: ConvId,
     pub workstream: String,
     pub customer: Party,
-    pub inner: Mutex<ConvInner>,
+    pub inner: super::locks::ConvLock<ConvInner>,
     /// The media side, for a voice conversation.
     pub call: Option<Arc<super::call::Call>>,
 }
@@ -170,14 +169,21 @@ pub struct Body<'a> {
     pub kind: Kind,
     pub text: Option<&'a str>,
     pub name: Option<&'a str>,
-    pub value: &'a Value,
+    pub value: ValueRef<'a>,
     pub attachments: Option<&'a RawValue>,
     pub channel_data: Option<&'a RawValue>,
 }
 
 impl<'a> Body<'a> {
     pub fn event(name: &'a str, value: &'a Value) -> Body<'a> {
-        Body { kind: Kind::Event, text: None, name: Some(name), value, attachments: None, channel_data: None }
+        Body {
+            kind: Kind::Event,
+            text: None,
+            name: Some(name),
+            value: ValueRef::Tree(value),
+            attachments: None,
+            channel_data: None,
+        }
     }
 
     pub fn message(text: &'a str) -> Body<'a> {
@@ -185,7 +191,7 @@ impl<'a> Body<'a> {
             kind: Kind::Message,
             text: Some(text),
             name: None,
-            value: &Value::Null,
+            value: ValueRef::NULL,
             attachments: None,
             channel_data: None,
         }
@@ -349,7 +355,7 @@ impl ConvInner {
         self.epoch += 1;
         self.seen.retain(|_, s| *s <= keep);
         self.send_acks(conv);
-        let err = ProtocolError::store(format!("not stored ({e}); send it again"));
+        let err = super::HubError::Store(e.to_string());
         for p in self.acks.drain(..) {
             p.ack.to.send_error(err.clone(), Some(&conv.id), p.ack.client_activity_id.as_deref());
         }

@@ -5,33 +5,32 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::error::{HubError, Thing};
 use super::*;
 use crate::auth::Principal;
 use crate::context::{Context, Value as CtxValue};
-use crate::protocol::{self, Inbound, Party, ProtocolError, Role};
+use crate::protocol::{self, Inbound, Party, Role};
 use crate::routing::ConvId;
 
 impl Hub {
     /// Checks a customer's `session.start` context against the workstream's declarations.
-    pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, ProtocolError> {
+    pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, HubError> {
         let ws = self
             .cfg
             .workstream(workstream)
-            .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {workstream:?}")))?;
+            .ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
         let mut ctx = Context::new();
         let obj = match raw {
             Value::Null => return Ok(ctx),
             Value::Object(o) => o,
-            _ => return Err(ProtocolError::bad_request("context must be an object")),
+            _ => return Err(HubError::invalid("context must be an object")),
         };
         for (k, v) in obj {
             let ty = ws.variable(k).ok_or_else(|| {
-                ProtocolError::bad_request(format!(
-                    "context variable {k:?} is not declared by workstream {workstream:?}"
-                ))
+                HubError::invalid(format!("context variable {k:?} is not declared by workstream {workstream:?}"))
             })?;
-            if let Some(v) = CtxValue::from_json(ty, v)
-                .map_err(|e| ProtocolError::bad_request(format!("context variable {k:?}: {e}")))?
+            if let Some(v) =
+                CtxValue::from_json(ty, v).map_err(|e| HubError::invalid(format!("context variable {k:?}: {e}")))?
             {
                 ctx.insert(k.clone(), v);
             }
@@ -50,10 +49,10 @@ impl Hub {
         user_name: &str,
         context: Context,
         outbox: &Outbox,
-    ) -> Result<Arc<Conversation>, ProtocolError> {
+    ) -> Result<Arc<Conversation>, HubError> {
         let id = id.unwrap_or_else(super::new_conversation_id);
         if self.convs.contains_key(&id) {
-            return Err(ProtocolError::bad_request("this conversation has already started"));
+            return Err(HubError::invalid("this conversation has already started"));
         }
         self.open_conversation(id, workstream, user_name, context, outbox, None)
     }
@@ -66,14 +65,14 @@ impl Hub {
         context: Context,
         outbox: &Outbox,
         call: Option<Arc<super::call::Call>>,
-    ) -> Result<Arc<Conversation>, ProtocolError> {
+    ) -> Result<Arc<Conversation>, HubError> {
         let now = self.clock.now_ms();
         let token = self.customer_token(&id, 1);
         let conv = Arc::new(Conversation {
             id: id.clone(),
             workstream: workstream.to_owned(),
             customer: Party { id: format!("u_{}", &id[2..14]), name: user_name.to_owned(), role: Role::User },
-            inner: Mutex::new(ConvInner {
+            inner: super::locks::ConvLock::new(ConvInner {
                 customer: Some(outbox.clone()),
                 last_activity_ms: now,
                 token_gen: 1,
@@ -83,7 +82,7 @@ impl Hub {
         });
         let mut engine = self.engine.lock();
         if engine.status(&id).is_some() {
-            return Err(ProtocolError::unavailable("conversation id collision; try again"));
+            return Err(HubError::Retry("conversation id collision; try again".into()));
         }
         let mut started =
             json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}});
@@ -112,17 +111,16 @@ impl Hub {
         token: &str,
         watermark: u64,
         outbox: &Outbox,
-    ) -> Result<Arc<Conversation>, ProtocolError> {
+    ) -> Result<Arc<Conversation>, HubError> {
         let claims = self
             .signer
             .verify(token, self.clock.now_ms())
-            .map_err(|e| ProtocolError::unauthorized(format!("cannot resume: {e}")))?;
+            .map_err(|e| HubError::credentials(format!("cannot resume: {e}")))?;
         if claims.kind != Principal::Customer || claims.sub != conv_id {
-            return Err(ProtocolError::unauthorized("cannot resume: the token is not for this conversation"));
+            return Err(HubError::credentials("cannot resume: the token is not for this conversation"));
         }
-        let conv = self
-            .conversation(conv_id)
-            .ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))?;
+        let conv =
+            self.conversation(conv_id).ok_or_else(|| HubError::Unknown(Thing::Conversation, conv_id.to_owned()))?;
         let engine = self.engine.lock();
         let position = engine.conversation(conv_id).and_then(|v| v.position.map(|p| (v.queue, p)));
         let mut inner = conv.inner.lock();
@@ -130,12 +128,12 @@ impl Hub {
         // replayed token cannot take the conversation over after the rightful client came
         // back. An ended conversation is resumed only to answer the survey it asked for.
         if claims.generation != inner.token_gen {
-            return Err(ProtocolError::unauthorized(
+            return Err(HubError::credentials(
                 "cannot resume: this token was replaced by a newer one (each session.started issues a new token)",
             ));
         }
         if inner.closed && !(inner.survey_requested && inner.survey.is_none()) {
-            return Err(ProtocolError::unauthorized("cannot resume: the conversation has ended"));
+            return Err(HubError::credentials("cannot resume: the conversation has ended"));
         }
         inner.token_gen += 1;
         let token = self.customer_token(conv_id, inner.token_gen);
@@ -195,7 +193,7 @@ impl Hub {
     }
 
     /// The customer ends the conversation.
-    pub fn customer_end(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn customer_end(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let mut engine = self.engine.lock();
         self.post(conv, &Sender::Customer, reply, a, |inner| if inner.closed { Err(closed_error()) } else { Ok(()) })?;
         self.close_locked(&mut engine, conv);
@@ -203,20 +201,20 @@ impl Hub {
     }
 
     /// A customer's survey answer, kept on the conversation.
-    pub fn survey_response(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn survey_response(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let rating = a.value.get("rating").and_then(Value::as_u64).filter(|r| (1..=5).contains(r));
         if rating.is_none() {
-            return Err(ProtocolError::bad_request("survey.response needs value.rating, a whole number from 1 to 5"));
+            return Err(HubError::invalid("survey.response needs value.rating, a whole number from 1 to 5"));
         }
         if a.value.get("comment").is_some_and(|c| !c.is_string() && !c.is_null()) {
-            return Err(ProtocolError::bad_request("survey.response comment must be text"));
+            return Err(HubError::invalid("survey.response comment must be text"));
         }
         let engine = self.engine.lock();
         self.post(conv, &Sender::Customer, reply, a, |inner| {
             if !inner.survey_requested {
-                Err(ProtocolError::bad_request("no survey was requested in this conversation"))
+                Err(HubError::invalid("no survey was requested in this conversation"))
             } else if inner.survey.is_some() {
-                Err(ProtocolError::bad_request("the survey has already been answered"))
+                Err(HubError::invalid("the survey has already been answered"))
             } else {
                 Ok(())
             }

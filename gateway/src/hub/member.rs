@@ -5,42 +5,41 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::error::{HubError, Thing};
 use super::*;
 use crate::context::Value as CtxValue;
-use crate::protocol::{Inbound, ProtocolError};
+use crate::protocol::Inbound;
 use crate::routing::Engine;
 
 impl Hub {
     /// Checks that `member` holds the conversation (under the engine lock).
-    pub(super) fn held(&self, engine: &Engine, conv_id: &str, member: &str) -> Result<(), ProtocolError> {
+    pub(super) fn held(&self, engine: &Engine, conv_id: &str, member: &str) -> Result<(), HubError> {
         match engine.holder(conv_id) {
             Some(h) if h == member => Ok(()),
-            _ if engine.status(conv_id).is_none() => {
-                Err(ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))
-            }
-            _ => Err(ProtocolError::forbidden(format!("you do not hold conversation {conv_id:?}"))),
+            _ if engine.status(conv_id).is_none() => Err(HubError::Unknown(Thing::Conversation, conv_id.to_owned())),
+            _ => Err(HubError::NotHolder(format!("conversation {conv_id:?}"))),
         }
     }
 
     /// The conversation a bot or agent frame names.
-    pub fn named_conversation(&self, a: &Inbound) -> Result<Arc<Conversation>, ProtocolError> {
-        let id = a.conversation_id().ok_or_else(|| ProtocolError::bad_request("activity has no conversation.id"))?;
-        self.conversation(id).ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {id:?}")))
+    pub fn named_conversation(&self, a: &Inbound) -> Result<Arc<Conversation>, HubError> {
+        let id = a.conversation_id().ok_or_else(|| HubError::invalid("activity has no conversation.id"))?;
+        self.conversation(id).ok_or_else(|| HubError::Unknown(Thing::Conversation, id.to_owned()))
     }
 
     /// A message or typing from the holder.
-    pub fn member_post(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn member_post(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
         self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| match &inner.holder {
             Some(h) if h.member == *member => Ok(()),
-            _ => Err(ProtocolError::forbidden(format!("you do not hold conversation {:?}", conv.id))),
+            _ => Err(HubError::NotHolder(format!("conversation {:?}", conv.id))),
         })?;
         Ok(())
     }
 
     /// The holder bot transfers to an agent (`handoff.initiate`, the Escalate topic): the
     /// context variables in `value` are merged and the rules run again.
-    pub fn handoff(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn handoff(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
         let mut engine = self.engine.lock();
@@ -61,22 +60,20 @@ impl Hub {
         &self,
         workstream: &str,
         value: &Value,
-    ) -> Result<Vec<(String, Option<CtxValue>)>, ProtocolError> {
+    ) -> Result<Vec<(String, Option<CtxValue>)>, HubError> {
         let ws = self.cfg.workstream(workstream);
         let obj = match value {
             Value::Null => return Ok(Vec::new()),
             Value::Object(o) => o,
             _ => {
-                return Err(ProtocolError::bad_request(
-                    "handoff.initiate value must be an object of context variables",
-                ));
+                return Err(HubError::invalid("handoff.initiate value must be an object of context variables"));
             }
         };
         obj.iter()
             .map(|(k, v)| {
                 let parsed = match ws.and_then(|w| w.variable(k)) {
                     Some(ty) => CtxValue::from_json(ty, v)
-                        .map_err(|e| ProtocolError::bad_request(format!("context variable {k:?}: {e}")))?,
+                        .map_err(|e| HubError::invalid(format!("context variable {k:?}: {e}")))?,
                     None => CtxValue::from_json_untyped(v),
                 };
                 Ok((k.clone(), parsed))
@@ -86,12 +83,12 @@ impl Hub {
 
     /// The holder ends the conversation ("End the conversation"); with `value.survey` the
     /// customer gets `survey.request` first.
-    pub fn member_end(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn member_end(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
         let survey = match a.value.get("survey") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ProtocolError::bad_request("value.survey must be true or false")),
+            Some(_) => return Err(HubError::invalid("value.survey must be true or false")),
         };
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
@@ -109,17 +106,15 @@ impl Hub {
     /// `transcript.request` from the holder: the page of the transcript before
     /// `value.before` (a seq; absent: the newest page), newest first within the page limit,
     /// answered with a `transcript.page` event (`transcriptFrom`, `transcriptComplete`).
-    pub fn transcript_page(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn transcript_page(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
         let before = match a.value.get("before") {
             None | Some(Value::Null) => u64::MAX,
-            Some(v) => {
-                v.as_u64().ok_or_else(|| ProtocolError::bad_request("transcript.request value.before must be a seq"))?
-            }
+            Some(v) => v.as_u64().ok_or_else(|| HubError::invalid("transcript.request value.before must be a seq"))?,
         };
         let inner = conv.inner.lock();
         if inner.holder.as_ref().is_none_or(|h| h.member != *member) {
-            return Err(ProtocolError::forbidden(format!("you do not hold conversation {:?}", conv.id)));
+            return Err(HubError::NotHolder(format!("conversation {:?}", conv.id)));
         }
         let end = before.saturating_sub(1).min(inner.committed) as usize;
         let frames = &inner.transcript[..end];
@@ -134,17 +129,17 @@ impl Hub {
     }
 
     /// The holder transfers to a named queue, or back through the rules.
-    pub fn transfer(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn transfer(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
         let queue = match a.value.get("queue") {
             None | Some(Value::Null) => None,
             Some(Value::String(q)) => Some(q.clone()),
-            Some(_) => return Err(ProtocolError::bad_request("transfer value.queue must be a queue name")),
+            Some(_) => return Err(HubError::invalid("transfer value.queue must be a queue name")),
         };
         if let Some(q) = &queue
             && self.cfg.queue(q).is_none()
         {
-            return Err(ProtocolError::not_found(format!("unknown queue {q:?}")));
+            return Err(HubError::Unknown(Thing::Queue, q.to_string()));
         }
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
@@ -155,7 +150,7 @@ impl Hub {
     }
 
     /// An agent's presence.
-    pub fn presence(&self, member: &str, presence: crate::routing::Presence) -> Result<(), ProtocolError> {
+    pub fn presence(&self, member: &str, presence: crate::routing::Presence) -> Result<(), HubError> {
         let mut engine = self.engine.lock();
         let fx = engine.set_presence(member, presence)?;
         self.apply(&mut engine, fx);

@@ -24,6 +24,8 @@ mod connect;
 mod conversation;
 mod customer;
 mod effects;
+pub mod error;
+mod locks;
 mod member;
 pub mod outbox;
 mod persist;
@@ -35,18 +37,18 @@ mod voice;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use conversation::{Ack, Appended, Author, Body, ConvInner, Conversation, Entry, Holder, NewActivity};
+pub use error::{HubError, Thing};
 pub use outbox::Outbox;
 
 use crate::auth::Signer;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::protocol::{Party, ProtocolError, Role};
-use crate::routing::{ConvId, ConvStatus, Engine, EngineError};
+use crate::protocol::{Party, Role};
+use crate::routing::{ConvId, ConvStatus, Engine};
 use crate::store::Store;
 
 /// Shared state of a running gateway.
@@ -54,7 +56,7 @@ pub struct Hub {
     pub cfg: Arc<Config>,
     pub clock: Clock,
     pub signer: Signer,
-    engine: Mutex<Engine>,
+    engine: locks::EngineLock<Engine>,
     convs: DashMap<ConvId, Arc<Conversation>>,
     members: DashMap<Arc<str>, MemberConn>,
     /// Every configured member as it appears in activities (`from`).
@@ -74,18 +76,6 @@ pub struct Hub {
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").field("conversations", &self.convs.len()).finish()
-    }
-}
-
-impl From<EngineError> for ProtocolError {
-    fn from(e: EngineError) -> Self {
-        match e {
-            EngineError::UnknownWorkstream(_)
-            | EngineError::UnknownQueue(_)
-            | EngineError::UnknownMember(_)
-            | EngineError::UnknownConversation(_) => ProtocolError::not_found(e.to_string()),
-            EngineError::Duplicate(_) | EngineError::NotActive(_) => ProtocolError::bad_request(e.to_string()),
-        }
     }
 }
 
@@ -117,8 +107,8 @@ pub fn new_conversation_id() -> ConvId {
     Arc::from(format!("c_{:032x}", rand::random::<u128>()))
 }
 
-pub(crate) fn closed_error() -> ProtocolError {
-    ProtocolError::bad_request("the conversation has ended")
+pub(crate) fn closed_error() -> HubError {
+    HubError::invalid("the conversation has ended")
 }
 
 impl Hub {
@@ -139,7 +129,7 @@ impl Hub {
             cfg: Arc::new(cfg),
             clock: Clock::new(),
             signer,
-            engine: Mutex::new(engine),
+            engine: locks::EngineLock::new(engine),
             convs: DashMap::new(),
             members: DashMap::new(),
             parties,

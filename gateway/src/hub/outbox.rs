@@ -48,7 +48,7 @@ pub enum Reason {
 /// An error for the client, about a conversation and the client activity it answers.
 #[derive(Debug)]
 pub struct ErrorOut {
-    pub error: crate::protocol::ProtocolError,
+    pub error: super::HubError,
     pub conversation: Option<ConvId>,
     pub client_activity_id: Option<String>,
 }
@@ -168,9 +168,9 @@ impl Outbox {
     }
 
     /// Queues an `error` event about `conversation` (and the client activity it answers).
-    pub fn send_error(&self, err: crate::protocol::ProtocolError, conversation: Option<&str>, cid: Option<&str>) {
+    pub fn send_error(&self, err: impl Into<super::HubError>, conversation: Option<&str>, cid: Option<&str>) {
         let item = Outgoing::Error(Box::new(ErrorOut {
-            error: err,
+            error: err.into(),
             conversation: conversation.map(ConvId::from),
             client_activity_id: cid.map(str::to_owned),
         }));

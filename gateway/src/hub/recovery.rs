@@ -10,8 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use super::persist::Saved;
 use super::{Author, ConvInner, Conversation, Entry, Holder, Hub};
 use crate::protocol::{Party, Role};
@@ -73,7 +71,7 @@ impl Hub {
                 id: id.clone(),
                 workstream: saved.workstream,
                 customer: Party { id: saved.customer.id, name: saved.customer.name, role: Role::User },
-                inner: Mutex::new(ConvInner {
+                inner: super::locks::ConvLock::new(ConvInner {
                     transcript,
                     committed: n,
                     customer: None,

@@ -4,23 +4,22 @@
 
 use std::sync::Arc;
 
+use super::HubError;
 use super::*;
 use crate::auth::{Claims, Principal};
-use crate::protocol::{ErrorCode, ProtocolError};
 
 impl Hub {
     /// Checks a bearer token for a bot or agent connection.
-    pub fn authenticate(&self, token: &str, want: Principal) -> Result<Arc<str>, ProtocolError> {
+    pub fn authenticate(&self, token: &str, want: Principal) -> Result<Arc<str>, HubError> {
         let claims =
-            self.signer.verify(token, self.clock.now_ms()).map_err(|e| ProtocolError::unauthorized(e.to_string()))?;
+            self.signer.verify(token, self.clock.now_ms()).map_err(|e| HubError::credentials(e.to_string()))?;
         if claims.kind != want {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
+            return Err(HubError::not_allowed(
                 format!("a {:?} token cannot open this endpoint", claims.kind).to_lowercase(),
             ));
         }
         if want == Principal::Bot && self.engine.lock().is_disabled(&claims.sub) {
-            return Err(ProtocolError::forbidden("this bot was disconnected by an administrator"));
+            return Err(HubError::not_allowed("this bot was disconnected by an administrator"));
         }
         Ok(Arc::from(claims.sub))
     }

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 use switchboard_codecs::Format;
 
 use super::call::Call;
+use super::error::{HubError, Thing};
 use super::{Conversation, Hub, Sender};
 use crate::context::Context;
-use crate::protocol::{self, Inbound, Kind, ProtocolError};
+use crate::protocol::{self, Inbound, Kind};
 use crate::routing::Engine;
 use crate::voice::{HoldAudio, parse_media_frame};
 
@@ -23,13 +24,13 @@ impl Hub {
         context: Context,
         outbox: &super::Outbox,
         inband_dtmf: bool,
-    ) -> Result<Arc<Conversation>, ProtocolError> {
+    ) -> Result<Arc<Conversation>, HubError> {
         let ws = self
             .cfg
             .workstream(workstream)
-            .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {workstream:?}")))?;
+            .ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
         if ws.channel != crate::config::Channel::Voice {
-            return Err(ProtocolError::bad_request(format!(
+            return Err(HubError::invalid(format!(
                 "workstream {workstream:?} is a chat workstream; chats connect through /v1/chat"
             )));
         }
@@ -59,9 +60,9 @@ impl Hub {
         reply: &super::Outbox,
         digit: &str,
         client_activity_id: Option<&str>,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<(), HubError> {
         if digit.len() != 1 || !"0123456789*#ABCDabcd".contains(digit) {
-            return Err(ProtocolError::bad_request(format!("{digit:?} is not a DTMF digit")));
+            return Err(HubError::invalid(format!("{digit:?} is not a DTMF digit")));
         }
         let mut a = Inbound::new(Kind::Event, &conv.id);
         a.name = Some("dtmf".into());
@@ -85,37 +86,36 @@ impl Hub {
         let _ = self.customer_end(conv, reply, &a);
     }
 
-    fn held_call(&self, member: &str, conv_id: &str) -> Result<Arc<Conversation>, ProtocolError> {
-        let conv = self
-            .conversation(conv_id)
-            .ok_or_else(|| ProtocolError::not_found(format!("unknown conversation {conv_id:?}")))?;
+    fn held_call(&self, member: &str, conv_id: &str) -> Result<Arc<Conversation>, HubError> {
+        let conv =
+            self.conversation(conv_id).ok_or_else(|| HubError::Unknown(Thing::Conversation, conv_id.to_owned()))?;
         if conv.call.as_ref().and_then(|c| c.holder()).as_deref() != Some(member) {
-            return Err(ProtocolError::forbidden(format!("you do not hold the call in conversation {conv_id:?}")));
+            return Err(HubError::NotHolder(format!("the call in conversation {conv_id:?}")));
         }
         Ok(conv)
     }
 
     /// A binary frame from a holder: `[stream u32 BE][audio in its format]`.
-    pub fn holder_audio(&self, member: &str, frame: &[u8]) -> Result<(), ProtocolError> {
+    pub fn holder_audio(&self, member: &str, frame: &[u8]) -> Result<(), HubError> {
         let (stream, audio) = parse_media_frame(frame)
-            .ok_or_else(|| ProtocolError::bad_request("a media frame starts with a 4-byte stream number"))?;
+            .ok_or_else(|| HubError::invalid("a media frame starts with a 4-byte stream number"))?;
         let call = self
             .calls
             .get(&stream)
             .map(|c| c.value().clone())
-            .ok_or_else(|| ProtocolError::not_found(format!("no call with stream {stream}")))?;
+            .ok_or_else(|| HubError::Unknown(Thing::Stream, stream.to_string()))?;
         Ok(call.holder_audio(member, audio)?)
     }
 
     /// `mark` from a holder: reported back once the audio before it has been played.
-    pub fn holder_mark(&self, member: &str, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn holder_mark(&self, member: &str, a: &Inbound) -> Result<(), HubError> {
         let conv = self.held_call(member, a.conversation_id().unwrap_or(""))?;
         let name = a
             .value
             .get("name")
             .and_then(Value::as_str)
             .or(a.value.as_str())
-            .ok_or_else(|| ProtocolError::bad_request("mark needs value.name"))?;
+            .ok_or_else(|| HubError::invalid("mark needs value.name"))?;
         if let Some(call) = &conv.call {
             call.mark(member, name.to_owned())?;
         }
@@ -123,7 +123,7 @@ impl Hub {
     }
 
     /// `clear` from a holder (barge-in): drop queued audio, and tell the connector.
-    pub fn holder_clear(&self, member: &str, a: &Inbound) -> Result<(), ProtocolError> {
+    pub fn holder_clear(&self, member: &str, a: &Inbound) -> Result<(), HubError> {
         let conv = self.held_call(member, a.conversation_id().unwrap_or(""))?;
         if let Some(call) = &conv.call {
             call.clear();

@@ -76,7 +76,7 @@ pub struct RoutingRecord {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
     #[error("unknown workstream {0:?}")]
     UnknownWorkstream(String),
@@ -481,6 +481,11 @@ impl Engine {
         c.stamp = stamp;
         c.position = 0;
         c.waiting_since_ms = now_ms;
+        // Most conversations are routed once or twice: grow from one record, not the
+        // four a first push reserves (three unused records in every idle conversation).
+        if c.history.len() == c.history.capacity() {
+            c.history.reserve_exact(c.history.len().max(1));
+        }
         c.history.push(RoutingRecord {
             at_ms: now_ms,
             trigger,

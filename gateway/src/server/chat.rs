@@ -14,19 +14,20 @@ use serde_json::Value;
 
 use super::ws::{self, Session, WsStream};
 use crate::config::Channel;
-use crate::hub::{Conversation, Hub, Outbox, Sender};
-use crate::protocol::{Inbound, Kind, ProtocolError};
+use crate::hub::{Conversation, Hub, HubError, Outbox, Sender, Thing};
+use crate::protocol::{Inbound, Kind};
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws))
+    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws))
 }
 
-async fn run(hub: Arc<Hub>, ws: WsStream) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(hub: Arc<Hub>, ws: WsStream) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
     let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
     let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
-    ws::run(hub, ws, outbox, rx, session, Some(handshake)).await;
+    ws::run(hub, ws, outbox, rx, session, Some(handshake))
 }
 
 struct ChatSession {
@@ -71,27 +72,27 @@ impl Session for ChatSession {
 /// The longest customer name taken: it is shown to agents and copied into every activity.
 pub const MAX_NAME_CHARS: usize = 128;
 
-fn text_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ProtocolError> {
+fn text_field<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, HubError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ProtocolError::bad_request(format!("value.{key} must be text"))),
+        Some(_) => Err(HubError::invalid(format!("value.{key} must be text"))),
     }
 }
 
 impl ChatSession {
-    fn open(&mut self, a: &Inbound) -> Result<(), ProtocolError> {
+    fn open(&mut self, a: &Inbound) -> Result<(), HubError> {
         match a.event_name() {
             Some("session.start") => {
                 let ws_name = text_field(&a.value, "workstream")?
-                    .ok_or_else(|| ProtocolError::bad_request("session.start needs value.workstream"))?;
+                    .ok_or_else(|| HubError::invalid("session.start needs value.workstream"))?;
                 let ws = self
                     .hub
                     .cfg
                     .workstream(ws_name)
-                    .ok_or_else(|| ProtocolError::not_found(format!("unknown workstream {ws_name:?}")))?;
+                    .ok_or_else(|| HubError::Unknown(Thing::Workstream, ws_name.to_owned()))?;
                 if ws.channel != Channel::Chat {
-                    return Err(ProtocolError::bad_request(format!(
+                    return Err(HubError::invalid(format!(
                         "workstream {ws_name:?} is a voice workstream; calls connect through /v1/voice"
                     )));
                 }
@@ -99,14 +100,12 @@ impl ChatSession {
                     None | Some(Value::Null) => Value::Null,
                     Some(u @ Value::Object(_)) => u.clone(),
                     Some(_) => {
-                        return Err(ProtocolError::bad_request(
-                            "value.user must be an object, like {\"name\":\"Ann\"}",
-                        ));
+                        return Err(HubError::invalid("value.user must be an object, like {\"name\":\"Ann\"}"));
                     }
                 };
                 let name = text_field(&user, "name")?.filter(|n| !n.trim().is_empty()).unwrap_or("Customer");
                 if name.chars().count() > MAX_NAME_CHARS {
-                    return Err(ProtocolError::bad_request(format!(
+                    return Err(HubError::invalid(format!(
                         "value.user.name is longer than {MAX_NAME_CHARS} characters"
                     )));
                 }
@@ -116,27 +115,25 @@ impl ChatSession {
             }
             Some("session.resume") => {
                 let id = text_field(&a.value, "conversationId")?
-                    .ok_or_else(|| ProtocolError::bad_request("session.resume needs value.conversationId"))?;
+                    .ok_or_else(|| HubError::invalid("session.resume needs value.conversationId"))?;
                 let token = text_field(&a.value, "token")?
-                    .ok_or_else(|| ProtocolError::unauthorized("session.resume needs value.token"))?;
+                    .ok_or_else(|| HubError::credentials("session.resume needs value.token"))?;
                 let watermark = match a.value.get("watermark") {
                     None | Some(Value::Null) => 0,
-                    Some(w) => w
-                        .as_u64()
-                        .ok_or_else(|| ProtocolError::bad_request("value.watermark must be a whole number"))?,
+                    Some(w) => w.as_u64().ok_or_else(|| HubError::invalid("value.watermark must be a whole number"))?,
                 };
                 self.conv = Some(self.hub.resume_conversation(id, token, watermark, &self.outbox)?);
                 Ok(())
             }
-            _ => Err(ProtocolError::bad_request("start with a session.start or session.resume event")),
+            _ => Err(HubError::invalid("start with a session.start or session.resume event")),
         }
     }
 
-    fn converse(&mut self, conv: &Arc<Conversation>, a: &Inbound) -> Result<(), ProtocolError> {
+    fn converse(&mut self, conv: &Arc<Conversation>, a: &Inbound) -> Result<(), HubError> {
         match a.kind() {
             Kind::Message | Kind::Typing => {
                 self.hub.post(conv, &Sender::Customer, &self.outbox, a, |inner| {
-                    if inner.closed { Err(ProtocolError::bad_request("the conversation has ended")) } else { Ok(()) }
+                    if inner.closed { Err(HubError::invalid("the conversation has ended")) } else { Ok(()) }
                 })?;
                 Ok(())
             }
@@ -144,10 +141,10 @@ impl ChatSession {
             Kind::Event => match a.event_name() {
                 Some("survey.response") => self.hub.survey_response(conv, &self.outbox, a),
                 Some("session.start" | "session.resume") => {
-                    Err(ProtocolError::bad_request("this connection already has a conversation"))
+                    Err(HubError::invalid("this connection already has a conversation"))
                 }
-                Some(other) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
-                None => Err(ProtocolError::bad_request("event activity has no \"name\"")),
+                Some(other) => Err(HubError::invalid(format!("unknown event {other:?}"))),
+                None => Err(HubError::invalid("event activity has no \"name\"")),
             },
         }
     }

@@ -12,8 +12,8 @@ use axum::response::Response;
 
 use super::ws::{self, Session, WsStream};
 use crate::auth::Principal;
-use crate::hub::{Hub, Outbox};
-use crate::protocol::{Inbound, Kind, ProtocolError};
+use crate::hub::{Hub, HubError, Outbox};
+use crate::protocol::{Inbound, Kind};
 use crate::routing::Presence;
 use switchboard_codecs::Format;
 use tokio_tungstenite::tungstenite::Bytes;
@@ -42,36 +42,43 @@ pub fn bearer(req: &Request) -> Option<String> {
 
 fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
     let member = match bearer(&req) {
-        None => Err(ProtocolError::unauthorized("missing bearer token (Authorization header or access_token)")),
+        None => Err(HubError::credentials("missing bearer token (Authorization header or access_token)")),
         Some(t) => hub.authenticate(&t, kind),
     };
     let member = match member {
         Ok(m) => m,
-        Err(e) => return super::respond::refuse(&e),
+        Err(e) => return super::respond::refuse(e),
     };
     let audio = match audio_format(&req) {
         Ok(f) => f,
-        Err(e) => return super::respond::refuse(&e),
+        Err(e) => return super::respond::refuse(e),
     };
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, member, kind, audio))
+    ws::upgrade(&hub, req, ws::MEMBER_READ_BUFFER, move |ws| run(h, ws, member, kind, audio))
 }
 
 /// `?audio=pcmu/8000|pcma/8000|l16/8000|l16/16000|l16/24000|l16/48000` (default l16/16000).
-fn audio_format(req: &Request) -> Result<Format, ProtocolError> {
+fn audio_format(req: &Request) -> Result<Format, HubError> {
     let query = req.uri().query().unwrap_or("");
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
     match pairs.into_iter().find(|(k, _)| k == "audio") {
         None => Ok(Format::default()),
         Some((_, v)) => v.parse().map_err(|_| {
-            ProtocolError::bad_request(format!(
+            HubError::invalid(format!(
                 "audio {v:?} is not one of pcmu/8000, pcma/8000, l16/8000, l16/16000, l16/24000, l16/48000"
             ))
         }),
     }
 }
 
-async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, audio: Format) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(
+    hub: Arc<Hub>,
+    ws: WsStream,
+    member: Arc<str>,
+    kind: Principal,
+    audio: Format,
+) -> impl Future<Output = ()> + Send + 'static {
     // A holder's queue is sized by what it carries: each call it can hold streams 50
     // frames a second into it.
     let calls = match kind {
@@ -86,7 +93,7 @@ async fn run(hub: Arc<Hub>, ws: WsStream, member: Arc<str>, kind: Principal, aud
     hub.member_connected(&member, &outbox, audio);
     let media = crate::server::voice::MEDIA_RATE * f64::from(calls.max(1));
     let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind, media };
-    ws::run(hub, ws, outbox, rx, session, None).await;
+    ws::run(hub, ws, outbox, rx, session, None)
 }
 
 struct StaffSession {
@@ -112,7 +119,7 @@ impl Session for StaffSession {
         }
     }
 
-    fn on_binary(&mut self, data: Bytes) -> Result<(), ProtocolError> {
+    fn on_binary(&mut self, data: Bytes) -> Result<(), HubError> {
         self.hub.holder_audio(&self.member, &data)
     }
 
@@ -130,7 +137,7 @@ impl Session for StaffSession {
 }
 
 impl StaffSession {
-    fn handle(&mut self, a: &Inbound) -> Result<(), ProtocolError> {
+    fn handle(&mut self, a: &Inbound) -> Result<(), HubError> {
         let hub = &self.hub;
         match (a.kind(), a.event_name()) {
             (Kind::Message | Kind::Typing, _) => hub.member_post(&self.member, &self.outbox, a),
@@ -139,26 +146,28 @@ impl StaffSession {
                 hub.handoff(&self.member, &self.outbox, a)
             }
             (Kind::Event, Some("handoff.initiate")) => {
-                Err(ProtocolError::bad_request("agents hand a conversation on with the transfer event"))
+                Err(HubError::invalid("agents hand a conversation on with the transfer event"))
             }
             (Kind::Event, Some("transfer")) if self.kind == Principal::Bot => {
-                Err(ProtocolError::bad_request("bots hand a conversation on with the handoff.initiate event"))
+                Err(HubError::invalid("bots hand a conversation on with the handoff.initiate event"))
             }
             (Kind::Event, Some("transfer")) => hub.transfer(&self.member, &self.outbox, a),
             (Kind::Event, Some("transcript.request")) => hub.transcript_page(&self.member, &self.outbox, a),
             (Kind::Event, Some("mark")) => hub.holder_mark(&self.member, a),
             (Kind::Event, Some("clear")) => hub.holder_clear(&self.member, a),
             (Kind::Event, Some("presence")) if self.kind == Principal::Agent => {
-                let p = a.value.as_str().and_then(Presence::parse).ok_or_else(|| {
-                    ProtocolError::bad_request("presence value must be available, busy, away or offline")
-                })?;
+                let p = a
+                    .value
+                    .as_str()
+                    .and_then(Presence::parse)
+                    .ok_or_else(|| HubError::invalid("presence value must be available, busy, away or offline"))?;
                 hub.presence(&self.member, p)?;
                 // Every client activity is acknowledged; presence is state, not transcript.
                 self.outbox.send(crate::protocol::ack_state(a.client_activity_id()));
                 Ok(())
             }
-            (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
-            (Kind::Event, None) => Err(ProtocolError::bad_request("event activity has no \"name\"")),
+            (Kind::Event, Some(other)) => Err(HubError::invalid(format!("unknown event {other:?}"))),
+            (Kind::Event, None) => Err(HubError::invalid("event activity has no \"name\"")),
         }
     }
 }

@@ -27,8 +27,8 @@ use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
-use crate::hub::{Conversation, Hub, Outbox};
-use crate::protocol::{Inbound, Kind, ProtocolError};
+use crate::hub::{Conversation, Hub, HubError, Outbox};
+use crate::protocol::{Inbound, Kind};
 
 #[derive(Clone, Debug)]
 enum Dialect {
@@ -38,12 +38,12 @@ enum Dialect {
 
 pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Native))
+    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Native))
 }
 
 pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<String>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, move |ws| run(h, ws, Dialect::Twilio { workstream }))
+    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
 }
 
 /// What the reader and the writer share about the call.
@@ -54,7 +54,8 @@ struct Leg {
     stream_sid: Option<String>,
 }
 
-async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
+/// Not an `async fn`: see [`ws::run`].
+fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
     let leg = Arc::new(Mutex::new(Leg::default()));
     let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
@@ -62,7 +63,7 @@ async fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) {
     let writer: ws::Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(h, sink, rx, outbox, l, d, done)));
     let session = VoiceSession { hub: hub.clone(), outbox: outbox.clone(), leg, dialect, hung_up: false };
-    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer).await;
+    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer)
 }
 
 /// A call leg's frames, on the connection loop every endpoint shares (size limits, rate
@@ -92,15 +93,15 @@ impl Session for VoiceSession {
         }
     }
 
-    fn on_binary(&mut self, data: Bytes) -> Result<(), ProtocolError> {
+    fn on_binary(&mut self, data: Bytes) -> Result<(), HubError> {
         let conv = self.leg.lock().conv.clone();
         match conv {
             Some(c) if matches!(self.dialect, Dialect::Native) => {
                 self.hub.caller_audio(&c, &self.outbox, &data);
                 Ok(())
             }
-            Some(_) => Err(ProtocolError::bad_request("Twilio media comes in media events")),
-            None => Err(ProtocolError::bad_request("send session.start before audio")),
+            Some(_) => Err(HubError::invalid("Twilio media comes in media events")),
+            None => Err(HubError::invalid("send session.start before audio")),
         }
     }
 
@@ -149,7 +150,7 @@ pub const MEDIA_RATE: f64 = 60.0;
 /// A burst of two seconds of audio (a connector catching up after a network stall).
 pub const MEDIA_BURST: u32 = 100;
 
-fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Result<Context, ProtocolError> {
+fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Result<Context, HubError> {
     if strict {
         return hub.customer_context(workstream, raw);
     }
@@ -160,7 +161,7 @@ fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Resul
     for (k, v) in raw.as_object().into_iter().flatten() {
         if let Some(ty) = ws.variable(k)
             && let Some(val) =
-                CtxValue::from_json(ty, v).map_err(|e| ProtocolError::bad_request(format!("parameter {k:?}: {e}")))?
+                CtxValue::from_json(ty, v).map_err(|e| HubError::invalid(format!("parameter {k:?}: {e}")))?
         {
             ctx.insert(k.clone(), val);
         }
@@ -169,32 +170,32 @@ fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Resul
 }
 
 /// One text frame of the native protocol. `Ok(false)`: the caller hung up.
-fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Result<bool, ProtocolError> {
+fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Result<bool, HubError> {
     let a = Inbound::parse(text)?;
     let conv = leg.lock().conv.clone();
     let Some(conv) = conv else {
         if a.event_name() != Some("session.start") {
-            return Err(ProtocolError::bad_request("start the call with a session.start event"));
+            return Err(HubError::invalid("start the call with a session.start event"));
         }
-        let workstream = a.value["workstream"]
-            .as_str()
-            .ok_or_else(|| ProtocolError::bad_request("session.start needs value.workstream"))?;
+        let workstream =
+            a.value["workstream"].as_str().ok_or_else(|| HubError::invalid("session.start needs value.workstream"))?;
         let media = &a.value["media"];
         let encoding: Encoding = media["encoding"]
             .as_str()
             .unwrap_or("")
             .parse()
-            .map_err(|_| ProtocolError::bad_request("value.media.encoding must be pcmu, pcma or l16"))?;
+            .map_err(|_| HubError::invalid("value.media.encoding must be pcmu, pcma or l16"))?;
         // Absent means 8000 (the telephone rate); anything else must be a whole number of Hz
         // that the encoding supports: "8000", -1 or 1e20 are refused, not guessed at.
         let rate = match &media["sampleRate"] {
             Value::Null => 8000,
-            v => v.as_u64().and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
-                ProtocolError::bad_request(format!("value.media.sampleRate {v} must be a whole number of Hz"))
-            })?,
+            v => v
+                .as_u64()
+                .and_then(|r| u32::try_from(r).ok())
+                .ok_or_else(|| HubError::invalid(format!("value.media.sampleRate {v} must be a whole number of Hz")))?,
         };
         let format = Format::new(encoding, rate).map_err(|e| {
-            ProtocolError::bad_request(format!(
+            HubError::invalid(format!(
                 "value.media: {e} is not supported (pcmu/8000, pcma/8000, l16/8000|16000|24000|48000)"
             ))
         })?;
@@ -209,25 +210,18 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
             Ok(false)
         }
         (Kind::Event, Some("dtmf")) => {
-            let d = a.value.as_str().ok_or_else(|| ProtocolError::bad_request("dtmf value must be a digit"))?;
+            let d = a.value.as_str().ok_or_else(|| HubError::invalid("dtmf value must be a digit"))?;
             hub.caller_dtmf(&conv, outbox, d, a.client_activity_id())?;
             Ok(true)
         }
-        (Kind::Event, Some(other)) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
-        _ => Err(ProtocolError::bad_request("a call leg sends audio, dtmf events and endOfConversation")),
+        (Kind::Event, Some(other)) => Err(HubError::invalid(format!("unknown event {other:?}"))),
+        _ => Err(HubError::invalid("a call leg sends audio, dtmf events and endOfConversation")),
     }
 }
 
 /// One Twilio Media Streams message. `Ok(false)`: the stream stopped.
-fn twilio_text(
-    hub: &Hub,
-    outbox: &Outbox,
-    leg: &Mutex<Leg>,
-    workstream: &str,
-    text: &str,
-) -> Result<bool, ProtocolError> {
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| ProtocolError::bad_request(format!("malformed JSON: {e}")))?;
+fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, text: &str) -> Result<bool, HubError> {
+    let v: Value = serde_json::from_str(text).map_err(|e| HubError::invalid(format!("malformed JSON: {e}")))?;
     let conv = leg.lock().conv.clone();
     match (v["event"].as_str(), conv) {
         (Some("connected"), _) => Ok(true),
@@ -235,9 +229,7 @@ fn twilio_text(
             let start = &v["start"];
             let encoding = start["mediaFormat"]["encoding"].as_str().unwrap_or("audio/x-mulaw");
             if encoding != "audio/x-mulaw" {
-                return Err(ProtocolError::bad_request(format!(
-                    "media format {encoding:?}: Twilio streams are µ-law 8 kHz"
-                )));
+                return Err(HubError::invalid(format!("media format {encoding:?}: Twilio streams are µ-law 8 kHz")));
             }
             let ctx = context_from(hub, workstream, &start["customParameters"], false)?;
             let c = hub.start_call(workstream, Format::PCMU, ctx, outbox, false)?;
@@ -246,20 +238,20 @@ fn twilio_text(
             l.conv = Some(c);
             Ok(true)
         }
-        (Some("start"), Some(_)) => Err(ProtocolError::bad_request("the stream has already started")),
-        (Some(_), None) => Err(ProtocolError::bad_request("the stream has not started")),
+        (Some("start"), Some(_)) => Err(HubError::invalid("the stream has already started")),
+        (Some(_), None) => Err(HubError::invalid("the stream has not started")),
         (Some("media"), Some(c)) => {
             // Only the caller's track: an outbound track would be our own audio.
             if v["media"]["track"].as_str().is_some_and(|t| t != "inbound") {
                 return Ok(true);
             }
             let payload = v["media"]["payload"].as_str().unwrap_or("");
-            let audio = B64.decode(payload).map_err(|_| ProtocolError::bad_request("media payload is not base64"))?;
+            let audio = B64.decode(payload).map_err(|_| HubError::invalid("media payload is not base64"))?;
             hub.caller_audio(&c, outbox, &audio);
             Ok(true)
         }
         (Some("dtmf"), Some(c)) => {
-            let d = v["dtmf"]["digit"].as_str().ok_or_else(|| ProtocolError::bad_request("dtmf.digit missing"))?;
+            let d = v["dtmf"]["digit"].as_str().ok_or_else(|| HubError::invalid("dtmf.digit missing"))?;
             hub.caller_dtmf(&c, outbox, d, None)?;
             Ok(true)
         }
@@ -274,8 +266,8 @@ fn twilio_text(
             hub.hang_up(&c, outbox);
             Ok(false)
         }
-        (Some(other), _) => Err(ProtocolError::bad_request(format!("unknown event {other:?}"))),
-        (None, _) => Err(ProtocolError::bad_request("message has no \"event\"")),
+        (Some(other), _) => Err(HubError::invalid(format!("unknown event {other:?}"))),
+        (None, _) => Err(HubError::invalid("message has no \"event\"")),
     }
 }
 

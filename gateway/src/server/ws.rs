@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::respond;
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
-use crate::hub::{Hub, Outbox};
+use crate::hub::{Hub, HubError, Outbox};
 use crate::protocol::{Frame, ProtocolError};
 
 pub type WsStream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -40,8 +40,8 @@ pub fn text(f: Frame) -> Message {
 /// What a protocol (customer, bot, agent, …) does with a connection's frames.
 pub trait Session: Send + 'static {
     fn on_text(&mut self, text: &str);
-    fn on_binary(&mut self, _data: Bytes) -> Result<(), ProtocolError> {
-        Err(ProtocolError::bad_request("binary frames are not used on this endpoint"))
+    fn on_binary(&mut self, _data: Bytes) -> Result<(), HubError> {
+        Err(HubError::invalid("binary frames are not used on this endpoint"))
     }
     /// A text frame was received (the handshake deadline no longer applies).
     fn started(&self) -> bool {
@@ -76,17 +76,23 @@ pub type Writer = Box<
         + Send,
 >;
 
-/// Buffer and size settings for every connection. Small read and write buffers keep an
-/// idle connection cheap (tungstenite's defaults are 128 KiB each). The read buffer is
-/// allocated when the connection opens and kept for its life, so it is most of what an idle
-/// conversation costs: 4 KiB instead of 8 KiB took the `idle` benchmark from 17.1 to 13.1
-/// KiB per conversation with no change in `chat-relay` throughput (a larger frame still
-/// fits: the buffer grows to the frame's length). The write buffer only sets when buffered
-/// frames are written out; it grows with what is queued and starts empty.
-pub fn ws_config(max_text: usize) -> WebSocketConfig {
+/// Read buffers by who is at the other end. tungstenite allocates a connection's read
+/// buffer when it opens and keeps it for its life, so for the many idle customers it is
+/// most of what a conversation costs (8 → 4 KiB took the `idle` benchmark from 17.1 to
+/// 13.1 KiB per conversation). A customer or a call leg sends one small frame at a time
+/// (a message, 20 ms of audio), so 1 KiB holds it; a larger frame still fits, as the
+/// buffer grows to the frame's length. A bot or agent carries many conversations on one
+/// connection and gets a larger buffer, so a busy one reads many frames per system call.
+pub const CUSTOMER_READ_BUFFER: usize = 1024;
+pub const MEMBER_READ_BUFFER: usize = 16 * 1024;
+
+/// Buffer and size settings for a connection (tungstenite's defaults are 128 KiB buffers).
+/// The write buffer only sets when buffered frames are written out; it grows with what is
+/// queued and starts empty.
+pub fn ws_config(max_text: usize, read_buffer: usize) -> WebSocketConfig {
     let max = (max_text * 4).max(1 << 20);
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(4 << 20)
         .max_message_size(Some(max))
@@ -102,8 +108,9 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded.
-pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, on_ws: F) -> Response
+/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded, with a
+/// read buffer of `read_buffer` bytes (see [`CUSTOMER_READ_BUFFER`]).
+pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, read_buffer: usize, on_ws: F) -> Response
 where
     F: FnOnce(WsStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -129,7 +136,7 @@ where
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(hub.cfg.server.max_frame_bytes);
+    let config = ws_config(hub.cfg.server.max_frame_bytes, read_buffer);
     hub.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -153,24 +160,29 @@ where
 
 /// Runs a connection until either side closes it, the gateway shuts down, or it is kicked.
 /// `handshake` bounds the wait for the first text frame.
-pub async fn run<S: Session>(
+///
+/// `run` and [`run_with`] (and the endpoints' own `run`s) are plain functions that do
+/// their setup at once and return the connection's loop as one future: an `async fn`
+/// layer would keep its arguments (the 328-byte socket among them) in the task for the
+/// connection's whole life, next to the copies the inner layer moved them into.
+pub fn run<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
     rx: mpsc::Receiver<Outgoing>,
     session: S,
     handshake: Option<Duration>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
     let shutdown = hub.shutdown.clone();
     let writer: Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
-    run_with(hub, ws, outbox, rx, session, handshake, writer).await;
+    run_with(hub, ws, outbox, rx, session, handshake, writer)
 }
 
 /// [`run`] with a writer of the caller's own (a call leg paces audio and speaks its
 /// dialect); the reader, its guards and the shutdown are the same for every connection.
-pub async fn run_with<S: Session>(
+pub fn run_with<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
@@ -178,7 +190,7 @@ pub async fn run_with<S: Session>(
     mut session: S,
     handshake: Option<Duration>,
     writer: Writer,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
@@ -188,106 +200,108 @@ pub async fn run_with<S: Session>(
     let (media_rate, media_burst) = session.binary_rate();
     let mut media_bucket = TokenBucket::new(media_rate, media_burst);
     let mut media_refused = 0u64;
-    let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
-    // One timer for the handshake and then the idle timeout, re-armed only when it fires:
-    // no timer is registered per frame.
-    let timer = tokio::time::sleep(handshake.unwrap_or(idle));
-    tokio::pin!(timer);
-    let mut handshaking = handshake.is_some();
-    let mut last_frame = tokio::time::Instant::now();
-    // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
-    // and dropped from, the token's waiter list every time (several % of a chat-relay
-    // profile).
-    let kicked = outbox.kicked().cancelled();
-    let stopping = hub.shutdown.cancelled();
-    tokio::pin!(kicked, stopping);
-    loop {
-        tokio::select! {
-            _ = &mut kicked => break,
-            _ = &mut stopping => break,
-            _ = &mut timer => {
-                if handshaking && !session.started() {
-                    outbox.kick(Reason::Policy, "no session.start in time");
-                    break;
-                }
-                handshaking = false;
-                let due = last_frame + idle;
-                if tokio::time::Instant::now() >= due {
-                    outbox.kick(Reason::Idle, "idle for too long");
-                    break;
-                }
-                timer.as_mut().reset(due);
-            }
-            msg = stream.next() => {
-                last_frame = tokio::time::Instant::now();
-                match msg {
-                Some(Ok(Message::Text(t))) => {
-                    if t.len() > limit {
-                        outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+    async move {
+        let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
+        // One timer for the handshake and then the idle timeout, re-armed only when it fires:
+        // no timer is registered per frame.
+        let timer = tokio::time::sleep(handshake.unwrap_or(idle));
+        tokio::pin!(timer);
+        let mut handshaking = handshake.is_some();
+        let mut last_frame = tokio::time::Instant::now();
+        // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
+        // and dropped from, the token's waiter list every time (several % of a chat-relay
+        // profile).
+        let kicked = outbox.kicked().cancelled();
+        let stopping = hub.shutdown.cancelled();
+        tokio::pin!(kicked, stopping);
+        loop {
+            tokio::select! {
+                _ = &mut kicked => break,
+                _ = &mut stopping => break,
+                _ = &mut timer => {
+                    if handshaking && !session.started() {
+                        outbox.kick(Reason::Policy, "no session.start in time");
                         break;
                     }
-                    if !bucket.take() {
-                        let e = ProtocolError::new(
-                            crate::protocol::ErrorCode::RateLimited,
-                            format!("more than {rate} frames per second; this frame was not processed"),
-                        );
-                        outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
-                        continue;
-                    }
-                    session.on_text(t.as_str());
-                    if session.ended() {
+                    handshaking = false;
+                    let due = last_frame + idle;
+                    if tokio::time::Instant::now() >= due {
+                        outbox.kick(Reason::Idle, "idle for too long");
                         break;
                     }
+                    timer.as_mut().reset(due);
                 }
-                Some(Ok(Message::Binary(b))) => {
-                    if b.len() > session.max_binary() {
-                        outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
-                        break;
-                    }
-                    if media_rate > 0.0 && !media_bucket.take() {
-                        // Told once a second at most: audio comes 50 frames a second.
-                        media_refused += 1;
-                        if media_refused % 50 == 1 {
+                msg = stream.next() => {
+                    last_frame = tokio::time::Instant::now();
+                    match msg {
+                    Some(Ok(Message::Text(t))) => {
+                        if t.len() > limit {
+                            outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+                            break;
+                        }
+                        if !bucket.take() {
                             let e = ProtocolError::new(
                                 crate::protocol::ErrorCode::RateLimited,
-                                format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                format!("more than {rate} frames per second; this frame was not processed"),
                             );
+                            outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
+                            continue;
+                        }
+                        session.on_text(t.as_str());
+                        if session.ended() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => {
+                        if b.len() > session.max_binary() {
+                            outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
+                            break;
+                        }
+                        if media_rate > 0.0 && !media_bucket.take() {
+                            // Told once a second at most: audio comes 50 frames a second.
+                            media_refused += 1;
+                            if media_refused % 50 == 1 {
+                                let e = ProtocolError::new(
+                                    crate::protocol::ErrorCode::RateLimited,
+                                    format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                );
+                                outbox.send_error(e, None, None);
+                            }
+                            continue;
+                        }
+                        if let Err(e) = session.on_binary(b) {
                             outbox.send_error(e, None, None);
                         }
-                        continue;
                     }
-                    if let Err(e) = session.on_binary(b) {
-                        outbox.send_error(e, None, None);
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                    Some(Err(WsError::Capacity(e))) => {
+                        outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
+                        break;
                     }
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                Some(Err(WsError::Capacity(e))) => {
-                    outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
-                    break;
-                }
-                // Protocol violations close with the SPEC's code, logged once at debug.
-                Some(Err(WsError::Utf8(e))) => {
-                    tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
-                    outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
-                    break;
-                }
-                Some(Err(WsError::Protocol(e))) => {
-                    tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
-                    outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(conn = outbox.id(), "read error: {e}");
-                    break;
-                }
+                    // Protocol violations close with the SPEC's code, logged once at debug.
+                    Some(Err(WsError::Utf8(e))) => {
+                        tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
+                        outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
+                        break;
+                    }
+                    Some(Err(WsError::Protocol(e))) => {
+                        tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
+                        outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(conn = outbox.id(), "read error: {e}");
+                        break;
+                    }
+                    }
                 }
             }
         }
+        session.on_close();
+        done.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
-    session.on_close();
-    done.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
 }
 
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
@@ -315,8 +329,6 @@ async fn write_loop(
     let stopping = shutdown.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, stopping, finished);
-    // One buffer for every wake-up's batch, kept for the connection's life.
-    let mut batch: Vec<Message> = Vec::with_capacity(8);
     loop {
         let first = tokio::select! {
             biased;
@@ -352,28 +364,34 @@ async fn write_loop(
             }
             m = rx.recv() => m,
         };
-        batch.clear();
-        let mut close = None;
         let Some(first) = first else { break };
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
-            match out {
-                Outgoing::Text(f) => batch.push(text(f)),
-                Outgoing::Batch(fs) => batch.extend(fs.into_iter().map(text)),
-                Outgoing::Error(e) => batch.push(text(respond::error_out(&e))),
-                Outgoing::Binary(b) => batch.push(Message::Binary(b)),
-                Outgoing::Close(reason, detail) => close = Some((reason, detail)),
-            }
-            if close.is_none() && batch.len() < 64 {
-                next = rx.try_recv().ok();
-            }
-        }
+        let mut close = None;
+        // Whatever else is queued goes out in the same flush (up to 64 frames a flush),
+        // fed to the sink as it is taken: no batch buffer is kept per connection (an idle
+        // connection would carry it for its whole life).
         let write = async {
-            for (i, m) in batch.drain(..).enumerate() {
-                sink.feed(m).await?;
-                if i % 64 == 63 {
+            let mut next = Some(first);
+            let mut fed = 0usize;
+            while let Some(out) = next.take() {
+                match out {
+                    Outgoing::Text(f) => sink.feed(text(f)).await?,
+                    Outgoing::Batch(fs) => {
+                        for f in fs {
+                            sink.feed(text(f)).await?;
+                        }
+                    }
+                    Outgoing::Error(e) => sink.feed(text(respond::error_out(&e))).await?,
+                    Outgoing::Binary(b) => sink.feed(Message::Binary(b)).await?,
+                    Outgoing::Close(reason, detail) => {
+                        close = Some((reason, detail));
+                        break;
+                    }
+                }
+                fed += 1;
+                if fed % 64 == 0 {
                     sink.flush().await?;
                 }
+                next = rx.try_recv().ok();
             }
             sink.flush().await
         };

@@ -118,6 +118,12 @@ impl From<ProtocolError> for Refusal {
     }
 }
 
+impl From<crate::hub::HubError> for Refusal {
+    fn from(e: crate::hub::HubError) -> Self {
+        Refusal::Error(e.into())
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
