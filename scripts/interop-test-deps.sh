@@ -8,14 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
-    echo "interop-test-deps: installing nodejs and npm"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update
-    $sudo apt-get install -y --no-install-recommends nodejs npm
+    bash scripts/apt-install.sh interop-test-deps nodejs npm
 fi
 
 major=$(node -p 'process.versions.node.split(".")[0]')
