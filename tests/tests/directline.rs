@@ -243,6 +243,7 @@ async fn rest_refusals_have_direct_line_codes_and_body() -> Result<()> {
     let (s, gen_) = call(&server, "POST", "/v3/directline/tokens/generate", Some(SECRET), "").await?;
     assert_eq!(s, 200);
     let gtoken = gen_["token"].as_str().context("token")?;
+    assert_eq!(gen_["expires_in"], 1800, "a generated token starts its conversation within Direct Line's 30 minutes");
     let (s, first) = call(&server, "POST", start, Some(gtoken), "").await?;
     assert_eq!(s, 201, "{first}");
     assert_eq!(first["conversationId"], gen_["conversationId"]);

@@ -23,6 +23,11 @@ use crate::protocol::ProtocolError;
 /// How long a `streamUrl` may be used to connect.
 const STREAM_TOKEN_SECS: u64 = 120;
 
+/// How long a token from `tokens/generate` may start its conversation (Direct Line's own
+/// `expires_in`). Kept short: once its conversation has ended and left memory, the gateway
+/// cannot tell that token from an unused one, and would start the conversation again.
+const GENERATED_TOKEN_SECS: u64 = 1800;
+
 /// A caller that proved who it is.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Caller {
@@ -79,8 +84,11 @@ pub(super) fn for_conversation(hub: &Hub, headers: &HeaderMap, id: &str) -> Resu
 }
 
 /// A conversation token and its lifetime in seconds.
+/// A started conversation's token lives `customer_token_ttl_secs`, a generated one
+/// [`GENERATED_TOKEN_SECS`] at most.
 pub(super) fn token(hub: &Hub, conversation: &str, started: bool) -> (String, u64) {
     let ttl = hub.cfg.server.customer_token_ttl_secs;
+    let ttl = if started { ttl } else { ttl.min(GENERATED_TOKEN_SECS) };
     let exp = hub.clock.now_ms() + ttl * 1000;
     let claims =
         Claims { sub: conversation.to_owned(), kind: Principal::DirectLine, exp, generation: u64::from(started) };
@@ -116,11 +124,12 @@ pub(super) async fn generate(State(hub): State<Arc<Hub>>, headers: HeaderMap) ->
 }
 
 /// `POST /v3/directline/tokens/refresh` (Bearer a token): the same conversation, a later
-/// expiry.
+/// expiry (a generated token whose conversation has started becomes that conversation's).
 pub(super) async fn refresh(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Answer {
     let Caller::Token { conversation, started } = caller(&hub, &headers)? else {
         return Err(ProtocolError::bad_request("refresh a token, not the secret").into());
     };
+    let started = started || hub.conversation(&conversation).is_some();
     let (token, ttl) = token(&hub, &conversation, started);
     Ok(axum::Json(json!({"conversationId": conversation, "token": token, "expires_in": ttl})).into_response())
 }
