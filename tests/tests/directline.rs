@@ -393,3 +393,19 @@ async fn wrong_secrets_lock_the_address_out() -> Result<()> {
     assert_eq!((s, error_code(&v)), (429, "TooManyRequests"), "locked out even with the right secret: {v}");
     Ok(())
 }
+
+#[tokio::test]
+async fn posts_beyond_the_customer_rate_are_refused() -> Result<()> {
+    let slow = config().replacen("[server]\n", "[server]\ncustomer_rate = 0.01\ncustomer_burst = 3\n", 1);
+    let server = start_server(Some(&slow)).await;
+    let (_, conv) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
+    let acts = format!("/v3/directline/conversations/{}/activities", conv["conversationId"].as_str().context("id")?);
+    let token = conv["token"].as_str().context("token")?;
+    for i in 0..3 {
+        let (s, v) = call(&server, "POST", &acts, Some(token), &json!({"type":"typing","n":i}).to_string()).await?;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = call(&server, "POST", &acts, Some(token), r#"{"type":"message","text":"one too many"}"#).await?;
+    assert_eq!((s, error_code(&v)), (429, "TooManyRequests"), "{v}");
+    Ok(())
+}

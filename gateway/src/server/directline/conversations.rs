@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,6 +15,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::auth::{self, Caller};
+use super::rate::PostRate;
 use super::{Answer, Base, Refusal, WAKE, committed_after, conversation, parse_watermark, translate};
 use crate::context::Context;
 use crate::hub::outbox::Outgoing;
@@ -140,12 +142,14 @@ pub(super) async fn activities(
 /// answered with its id once stored.
 pub(super) async fn post_activity(
     State(hub): State<Arc<Hub>>,
+    Extension(rate): Extension<Arc<PostRate>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
     auth::for_conversation(&hub, &headers, &id)?;
     let conv = conversation(&hub, &id)?;
+    rate.take(&conv.id)?;
     let body = read_body(body, hub.cfg.server.max_frame_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ProtocolError::bad_request("the body is not UTF-8"))?;
     let a = Inbound::parse(text)?;

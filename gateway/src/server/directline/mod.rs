@@ -11,11 +11,13 @@
 //! Files by job: `auth.rs` (the secret, tokens, `tokens/generate` and `tokens/refresh`),
 //! `conversations.rs` (start, reconnect, polling, posting), `upload.rs` (attachments sent
 //! with an activity, and served back), `stream.rs` (the WebSocket), `activity.rs` (native
-//! ⇄ Bot Framework). Every refusal goes through `respond::directline`.
+//! ⇄ Bot Framework), `rate.rs` (posts per conversation). Every refusal goes through
+//! `respond::directline`.
 
 mod activity;
 mod auth;
 mod conversations;
+mod rate;
 mod stream;
 mod upload;
 
@@ -38,6 +40,7 @@ use crate::protocol::ProtocolError;
 /// The Direct Line routes. Without `[directline]` each answers 404 `NotFound`.
 pub fn routes(server: &crate::config::ServerConfig) -> Router<Arc<Hub>> {
     let throttle = Arc::new(TokenThrottle::new(server));
+    let posts = Arc::new(rate::PostRate::new(server.customer_rate, server.customer_burst));
     Router::new()
         .route("/v3/directline/tokens/generate", post(auth::generate))
         .route("/v3/directline/tokens/refresh", post(auth::refresh))
@@ -50,6 +53,7 @@ pub fn routes(server: &crate::config::ServerConfig) -> Router<Arc<Hub>> {
         .route("/v3/directline/conversations/{id}/upload", post(upload::upload))
         .route("/v3/directline/conversations/{id}/attachments/{seq}/{n}", get(upload::attachment))
         .route("/v3/directline/conversations/{id}/stream", get(stream::upgrade))
+        .layer(axum::Extension(posts))
         .layer(axum::middleware::from_fn_with_state(throttle, throttled))
         .layer(axum::middleware::from_fn(cors))
 }

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
@@ -31,9 +32,15 @@ fn bad(e: impl std::fmt::Display) -> Refusal {
 }
 
 /// `POST /v3/directline/conversations/{id}/upload?userId=`: an activity with files.
-pub(super) async fn upload(State(hub): State<Arc<crate::hub::Hub>>, Path(id): Path<String>, req: Request) -> Answer {
+pub(super) async fn upload(
+    State(hub): State<Arc<crate::hub::Hub>>,
+    Extension(rate): Extension<Arc<super::rate::PostRate>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Answer {
     auth::for_conversation(&hub, req.headers(), &id)?;
     let conv = conversation(&hub, &id)?;
+    rate.take(&conv.id)?;
     // Taken here rather than as an extractor, so a body that is not multipart gets Direct
     // Line's error body too.
     let mut form = Multipart::from_request(req, &()).await.map_err(|e| bad(e.body_text()))?;
