@@ -6,6 +6,7 @@
 
 pub mod botconnector;
 mod chat;
+mod directline;
 mod listen;
 pub mod respond;
 mod staff;
@@ -43,6 +44,7 @@ pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router
         .route("/v1/agent", get(staff::agent_upgrade))
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
+        .merge(directline::routes(&hub.cfg.server))
         .with_state(hub)
 }
 
