@@ -1,6 +1,7 @@
 //! Helpers for Switchboard's end-to-end tests: a gateway on 127.0.0.1:0 in this process,
 //! real WebSocket clients for customers, bots and agents, and a tiny HTTP client.
 
+pub mod interop;
 pub mod stores;
 
 use std::net::SocketAddr;

@@ -1,85 +1,25 @@
 //! Direct Line 3.0 against the real client: `botframework-directlinejs` 0.15 under Node
 //! (`tests/interop/directline/customer.js`, installed by `scripts/test.sh` with `npm ci`)
-//! talks to the built-in bot through Switchboard, is handed off to an agent on `/v1/agent`
-//! (this test), drops and resumes from its watermark, in WebSocket and in polling mode.
+//! talks to a bot through Switchboard — the built-in bot, or an unmodified `botbuilder`
+//! bot on the Bot Connector — is handed off to an agent on `/v1/agent` (this test), drops
+//! and resumes from its watermark, in WebSocket and in polling mode.
 //! Plus the REST surface's refusals, with Direct Line's status codes and error body.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-use switchboard_tests::{Client, TestServer, http_with, start_server};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use switchboard_tests::interop::{DIRECTLINE_SECRET, DirectLineCustomer, NODE_WAIT, NodeBot, with_directline};
+use switchboard_tests::{Client, EXTERNAL_BOT, TestServer, http_with, start_server};
 
-const SECRET: &str = "dl-test-secret-0123456789";
+const SECRET: &str = DIRECTLINE_SECRET;
 
 /// How long a step of the Node client may take (a loaded machine, a cold Node start).
-const STEP: Duration = Duration::from_secs(60);
+const STEP: Duration = NODE_WAIT;
 
 /// The built-in default configuration (built-in bot, demo agents) with Direct Line on.
 fn config() -> String {
-    format!(
-        "{}\n[directline]\nsecret = \"{SECRET}\"\nworkstream = \"ChatWorkStream\"\n",
-        switchboard::config::DEFAULT_TOML
-    )
-}
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/directline")
-}
-
-/// The Node customer, with its stdout read line by line.
-struct Node {
-    child: Child,
-    out: Lines<BufReader<ChildStdout>>,
-}
-
-impl Node {
-    fn spawn(server: &TestServer, mode: &str, scenario: &str) -> Result<Node> {
-        let dir = interop_dir();
-        if !dir.join("node_modules/botframework-directlinejs").is_dir() {
-            bail!("{} has no node_modules: run `npm ci` there (scripts/test.sh does)", dir.display());
-        }
-        let mut child = Command::new("node")
-            .arg("customer.js")
-            .current_dir(&dir)
-            .env("SB_DOMAIN", format!("http://{}/v3/directline", server.addr))
-            .env("SB_SECRET", SECRET)
-            .env("SB_MODE", mode)
-            .env("SB_SCENARIO", scenario)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("node runs (Node.js 20 is installed by scripts/test.sh)")?;
-        let out = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        Ok(Node { child, out })
-    }
-
-    /// The next event line, skipping progress (`saw`); an `error` line fails the test.
-    async fn event(&mut self, want: &str) -> Result<Value> {
-        loop {
-            let line = tokio::time::timeout(STEP, self.out.next_line())
-                .await
-                .with_context(|| format!("node said nothing for {STEP:?} while we waited for {want}"))??
-                .with_context(|| format!("node exited while we waited for {want}"))?;
-            let v: Value = serde_json::from_str(&line).with_context(|| format!("node printed {line:?}"))?;
-            match v["event"].as_str() {
-                Some("saw") => continue,
-                Some(e) if e == want => return Ok(v),
-                _ => bail!("node: {v} (waiting for {want})"),
-            }
-        }
-    }
-
-    async fn go(&mut self) -> Result<()> {
-        let stdin = self.child.stdin.as_mut().context("stdin")?;
-        stdin.write_all(b"go\n").await?;
-        Ok(stdin.flush().await?)
-    }
+    with_directline(switchboard::config::DEFAULT_TOML, "ChatWorkStream")
 }
 
 /// Reads the agent's frames until one satisfies `pred`, for up to [`STEP`].
@@ -101,11 +41,19 @@ fn is_message(text: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["type"] == "message" && v["text"] == text
 }
 
-/// The whole scenario in one mode: bot, handoff to alice, drop, resume, end.
+/// The whole scenario in one mode: the built-in bot, handoff to alice, drop, resume, end.
 async fn handoff_and_resume(mode: &str) -> Result<()> {
     let server = start_server(Some(&config())).await;
+    let node = DirectLineCustomer::spawn(&server, mode, "handoff", &[])?;
+    handed_to_alice_and_resumed(&server, node).await
+}
+
+/// What the agent and the Direct Line customer do once a bot has answered the customer and
+/// handed the conversation to alice: she greets; the customer drops, she writes twice, the
+/// customer resumes from its watermark, thanks her, she says goodbye and the customer ends
+/// it. The customer checks it saw every activity once, with no gap in `seq`.
+async fn handed_to_alice_and_resumed(server: &TestServer, mut node: DirectLineCustomer) -> Result<()> {
     let mut alice = server.agent("alice").await?;
-    let mut node = Node::spawn(&server, mode, "handoff")?;
 
     let assigned = agent_until(&mut alice, "conversation.assigned", |v| v["name"] == "conversation.assigned").await?;
     let conv = assigned["conversation"]["id"].as_str().context("conversation id")?.to_owned();
@@ -136,6 +84,33 @@ async fn handoff_and_resume(mode: &str) -> Result<()> {
     let status = tokio::time::timeout(STEP, node.child.wait()).await??;
     assert!(status.success(), "node exited with {status}");
     Ok(())
+}
+
+/// The same with an unmodified botbuilder bot (CloudAdapter, auth off; the auth-on path is
+/// botconnector.rs's) in the built-in bot's place: it greets on `conversationUpdate` and
+/// hands off with `EventFactory.createHandoffInitiation` (`handoff = "event"`) or with
+/// Omnichannel's `channelData.tags` (`"tags"`).
+async fn botbuilder_handoff_and_resume(mode: &str, handoff: &str) -> Result<()> {
+    let bot = NodeBot::start(&[("HANDOFF", handoff.to_owned())]).await?;
+    let sample = EXTERNAL_BOT.replace(
+        "capacity = 1000\n",
+        &format!("capacity = 1000\nendpoint = \"{}\"\nauth = \"none\"\n", bot.endpoint()),
+    );
+    assert!(sample.contains("endpoint ="), "the sample's bot has its endpoint");
+    let server = start_server(Some(&with_directline(&sample, "ChatWorkStream"))).await;
+    let said = [("SB_GREETING", "Welcome to Contoso"), ("SB_HANDOFF_TEXT", "Transferring you to an agent")];
+    let node = DirectLineCustomer::spawn(&server, mode, "handoff", &said)?;
+    handed_to_alice_and_resumed(&server, node).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directlinejs_and_a_botbuilder_bot_hand_off_with_the_handoff_event() -> Result<()> {
+    botbuilder_handoff_and_resume("websocket", "event").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directlinejs_polling_and_a_botbuilder_bot_hand_off_with_omnichannel_tags() -> Result<()> {
+    botbuilder_handoff_and_resume("polling", "tags").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,8 @@
 //   SB_MODE      websocket | polling
 //   SB_SCENARIO  handoff (drop and resume with a new client) | restart (the gateway is
 //                killed and restarted; the same client reconnects by itself)
+//   SB_GREETING, SB_HANDOFF_TEXT  part of what the bot says when it greets and when it
+//                hands off (default: the built-in bot's words)
 //
 // It checks, across everything it received: every activity once (no id twice), the
 // transcript's seq without a gap, the customer's own activities back with the id the post
@@ -26,6 +28,9 @@ const secret = process.env.SB_SECRET;
 const mode = process.env.SB_MODE || 'websocket';
 const scenario = process.env.SB_SCENARIO || 'handoff';
 const webSocket = mode === 'websocket';
+// What the bot says when it greets and when it hands off (the built-in bot's by default).
+const greetingText = process.env.SB_GREETING || 'virtual assistant';
+const handoffText = process.env.SB_HANDOFF_TEXT || 'connect you with an agent';
 
 function say(event, fields) {
   process.stdout.write(JSON.stringify({ event, ...fields }) + '\n');
@@ -171,7 +176,7 @@ async function main() {
   } else {
     first = client({ secret });
   }
-  const greeting = await until('greeting', fromBot('virtual assistant'));
+  const greeting = await until('greeting', fromBot(greetingText));
   const conversationId = greeting.conversation.id;
   if (greeting.channelId !== 'directline' || !greeting.serviceUrl) throw new Error('not a Direct Line activity: ' + JSON.stringify(greeting));
 
@@ -181,7 +186,7 @@ async function main() {
   const again = await post(first.dl, { type: 'message', text: 'agent', channelData: { clientActivityId: 'cust-1' } });
   if (again !== id) throw new Error('a repeated clientActivityId got a new id: ' + again + ' after ' + id);
 
-  await until('handoff notice', fromBot('connect you with an agent'));
+  await until('handoff notice', fromBot(handoffText));
   await until('agent greeting', fromBot('this is Alice'));
 
   if (scenario === 'restart') {
