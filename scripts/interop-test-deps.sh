@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the Bot Framework interoperability tests need beyond Rust: Node.js with npm
+# Installs what the interoperability and browser tests need beyond Rust: Node.js with npm
 # (from Debian's packages when `node` is missing; the tests need Node 18 or later), then the
 # exact npm packages of every project under tests/interop/ with `npm ci` (from its
-# committed package-lock.json). Idempotent; meant for CI and fresh developer machines
+# committed package-lock.json), and Debian's Chromium. Idempotent; meant for CI and fresh developer machines
 # (Debian, as root or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,11 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$major" -lt 18 ]; then
     echo "interop-test-deps: Node.js $(node --version) is too old; the interop tests need 18 or later" >&2
     exit 1
+fi
+
+# The console's browser tests drive Debian's Chromium (playwright-core downloads no browser).
+if [ ! -x /usr/bin/chromium ]; then
+    bash scripts/apt-install.sh interop-test-deps chromium
 fi
 
 for lock in tests/interop/*/package-lock.json; do

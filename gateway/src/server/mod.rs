@@ -6,6 +6,7 @@
 
 pub mod botconnector;
 mod chat;
+mod console;
 mod directline;
 mod listen;
 pub mod respond;
@@ -45,6 +46,7 @@ pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
         .merge(directline::routes(&hub.cfg.server))
+        .merge(console::routes())
         .with_state(hub)
 }
 
