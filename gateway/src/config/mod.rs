@@ -322,6 +322,9 @@ pub struct Config {
     pub queues: Vec<Queue>,
     pub bots: Vec<Bot>,
     pub agents: Vec<Agent>,
+    /// The TOML text it was read from (the admin API shows it with secrets redacted, and a
+    /// reload compares the parts that cannot change live).
+    pub source: std::sync::Arc<str>,
 }
 
 #[derive(Clone, Debug)]
@@ -440,7 +443,9 @@ impl Config {
                 None => format!("TOML error: {msg}"),
             }])
         })?;
-        validate(raw, resolve)
+        let mut checked = validate(raw, resolve)?;
+        checked.config.source = std::sync::Arc::from(text);
+        Ok(checked)
     }
 }
 

@@ -99,7 +99,15 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
     let queues =
         raw.queues.into_iter().map(|q| Queue { name: q.name, assignment: q.assignment, members: q.members }).collect();
     Ok(Checked {
-        config: Config { server: raw.server, admin_token, workstreams, queues, bots, agents },
+        config: Config {
+            server: raw.server,
+            admin_token,
+            workstreams,
+            queues,
+            bots,
+            agents,
+            source: Default::default(),
+        },
         warnings: c.warnings,
     })
 }

@@ -81,6 +81,40 @@ impl Engine {
         self.member_ix.get(member).map(|&m| self.members[m].kind)
     }
 
+    /// Since when the conversation has been waiting in its current queue (still set just
+    /// after an assignment, for the waiting-time metric).
+    pub fn waiting_since_ms(&self, conv: &str) -> Option<u64> {
+        self.convs.get(conv).map(|c| c.waiting_since_ms)
+    }
+
+    /// Every routing decision about the conversation, oldest first.
+    pub fn history(&self, conv: &str) -> &[RoutingRecord] {
+        self.convs.get(conv).map_or(&[], |c| &c.history)
+    }
+
+    /// Every conversation the engine knows, open or recently closed, by id.
+    pub fn conversation_ids(&self) -> Vec<ConvId> {
+        let mut ids: Vec<ConvId> = self.convs.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Open and closed conversations counted by (state, workstream, queue).
+    pub fn counts(&self) -> Vec<((&'static str, &str, &str), u64)> {
+        let mut counts: std::collections::BTreeMap<(&'static str, &str, &str), u64> = Default::default();
+        for c in self.convs.values() {
+            let state = match c.status {
+                ConvStatus::Waiting => "waiting",
+                ConvStatus::Active => "active",
+                ConvStatus::Closed => "closed",
+            };
+            *counts
+                .entry((state, self.workstreams[c.workstream].name.as_str(), self.queues[c.queue].name.as_str()))
+                .or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn is_disabled(&self, member: &str) -> bool {
         self.member_ix.get(member).is_some_and(|&m| self.members[m].disabled)
     }

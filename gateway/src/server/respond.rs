@@ -17,7 +17,7 @@ use crate::routing::EngineError;
 /// The SPEC §4 error code for what the hub refused.
 pub fn code(e: &HubError) -> ErrorCode {
     match e {
-        HubError::Invalid(_) | HubError::Ended => ErrorCode::BadRequest,
+        HubError::Invalid(_) | HubError::Ended | HubError::Config(_) => ErrorCode::BadRequest,
         HubError::Unknown(..) => ErrorCode::NotFound,
         HubError::NotHolder(_) | HubError::NotAllowed(_) => ErrorCode::Forbidden,
         HubError::Credentials(_) => ErrorCode::Unauthorized,

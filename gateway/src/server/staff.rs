@@ -82,10 +82,10 @@ fn run(
     // A holder's queue is sized by what it carries: each call it can hold streams 50
     // frames a second into it.
     let calls = match kind {
-        Principal::Bot => hub.cfg.bots.iter().find(|b| *b.name == *member && b.voice).map_or(0, |b| b.capacity),
-        _ => hub.cfg.agents.iter().find(|a| *a.id == *member).map_or(0, |a| a.capacity),
+        Principal::Bot => hub.cfg().bots.iter().find(|b| *b.name == *member && b.voice).map_or(0, |b| b.capacity),
+        _ => hub.cfg().agents.iter().find(|a| *a.id == *member).map_or(0, |a| a.capacity),
     };
-    let queue = hub.cfg.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
+    let queue = hub.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
     let (outbox, rx) = Outbox::new(queue);
     let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
     let _enter = span.enter();
@@ -128,7 +128,7 @@ impl Session for StaffSession {
     }
 
     fn rate(&self) -> (f64, u32) {
-        (self.hub.cfg.server.member_rate, self.hub.cfg.server.member_burst)
+        (self.hub.server.member_rate, self.hub.server.member_burst)
     }
 
     fn binary_rate(&self) -> (f64, u32) {

@@ -136,7 +136,7 @@ where
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(hub.cfg.server.max_frame_bytes, read_buffer);
+    let config = ws_config(hub.server.max_frame_bytes, read_buffer);
     hub.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -173,7 +173,7 @@ pub fn run<S: Session>(
     session: S,
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let shutdown = hub.shutdown.clone();
     let writer: Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
@@ -194,14 +194,14 @@ pub fn run_with<S: Session>(
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
-    let limit = hub.cfg.server.max_frame_bytes;
+    let limit = hub.server.max_frame_bytes;
     let (rate, burst) = session.rate();
     let mut bucket = TokenBucket::new(rate, burst);
     let (media_rate, media_burst) = session.binary_rate();
     let mut media_bucket = TokenBucket::new(media_rate, media_burst);
     let mut media_refused = 0u64;
     async move {
-        let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
+        let idle = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
         // One timer for the handshake and then the idle timeout, re-armed only when it fires:
         // no timer is registered per frame.
         let timer = tokio::time::sleep(handshake.unwrap_or(idle));
