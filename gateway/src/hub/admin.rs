@@ -141,6 +141,8 @@ impl Hub {
         self.member_of_kind(&engine, name, true)?;
         let fx = engine.set_disabled(name, false)?;
         self.apply(&mut engine, fx);
+        drop(engine);
+        self.bot_enabled.notify_waiters();
         tracing::info!(bot = name, "bot connected by an administrator");
         Ok(())
     }
@@ -159,9 +161,13 @@ impl Hub {
     /// held go back to the front of their queues at once (no grace period).
     pub fn sign_out(&self, agent: &str) -> Result<(), HubError> {
         let now = self.clock.now_ms();
-        let conn = self.members.remove(agent).map(|(_, c)| c.outbox);
         let mut engine = self.engine.lock();
         self.member_of_kind(&engine, agent, false)?;
+        // Its connection's own teardown then finds nothing to do.
+        let conn = self.members.remove(agent).map(|(_, c)| c.outbox);
+        // Offline first, so the re-queued conversations cannot come straight back to it.
+        let fx = engine.set_online(agent, false, now)?;
+        self.apply(&mut engine, fx);
         for conv_id in engine.held_by(agent) {
             let Some(conv) = self.conversation(&conv_id) else { continue };
             self.notice(&conv, "Your agent was signed out; you are back at the front of the queue.");
@@ -170,8 +176,6 @@ impl Hub {
                 Err(e) => tracing::error!(conversation.id = %conv_id, "requeue: {e}"),
             }
         }
-        let fx = engine.set_online(agent, false, now)?;
-        self.apply(&mut engine, fx);
         drop(engine);
         if let Some(o) = conn {
             o.close(outbox::Reason::Ended, "signed out by an administrator");

@@ -87,6 +87,17 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
         // with `resumed: true` and their dialogs continue.
         hub.member_disconnected(&name, &outbox);
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // "Disconnect bot": it stays away until an administrator connects it again.
+        loop {
+            let enabled = hub.bot_enabled.notified();
+            if !hub.with_engine(|e| e.is_disabled(&name)) {
+                break;
+            }
+            tokio::select! {
+                _ = hub.shutdown.cancelled() => return,
+                _ = enabled => {}
+            }
+        }
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Woken when an administrator connects a bot again (the built-in bots wait on it).
+    pub bot_enabled: tokio::sync::Notify,
     /// One permit per open WebSocket (`max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
 }
@@ -147,6 +149,7 @@ impl Hub {
             store,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            bot_enabled: tokio::sync::Notify::new(),
             connections,
         })
     }

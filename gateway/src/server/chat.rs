@@ -58,6 +58,10 @@ impl Session for ChatSession {
         self.conv.is_some()
     }
 
+    fn role(&self) -> &'static str {
+        "customer"
+    }
+
     fn rate(&self) -> (f64, u32) {
         (self.hub.server.customer_rate, self.hub.server.customer_burst)
     }

@@ -87,9 +87,6 @@ fn run(
     };
     let queue = hub.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
     let (outbox, rx) = Outbox::new(queue);
-    let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
-    let _enter = span.enter();
-    drop(_enter);
     hub.member_connected(&member, &outbox, audio);
     let media = crate::server::voice::MEDIA_RATE * f64::from(calls.max(1));
     let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind, media };
@@ -129,6 +126,14 @@ impl Session for StaffSession {
 
     fn rate(&self) -> (f64, u32) {
         (self.hub.server.member_rate, self.hub.server.member_burst)
+    }
+
+    fn role(&self) -> &'static str {
+        if self.kind == Principal::Bot { "bot" } else { "agent" }
+    }
+
+    fn peer(&self) -> &str {
+        &self.member
     }
 
     fn binary_rate(&self) -> (f64, u32) {

@@ -115,6 +115,10 @@ impl Session for VoiceSession {
 
     /// A caller's text: `session.start`, DTMF, marks, the hang-up; on Twilio legs every
     /// media frame is text too (50 a second), so the media rate applies on top.
+    fn role(&self) -> &'static str {
+        "caller"
+    }
+
     fn rate(&self) -> (f64, u32) {
         match self.dialect {
             Dialect::Native => (self.hub.server.customer_rate, self.hub.server.customer_burst),

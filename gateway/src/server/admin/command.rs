@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -29,8 +28,8 @@ pub async fn connect_bot(State(hub): State<Arc<Hub>>, Path(name): Path<String>) 
     done(hub.connect_bot(&name).map(|()| json!({"bot": name, "state": "enabled"})))
 }
 
-pub async fn presence(State(hub): State<Arc<Hub>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let v = match json_body(&body) {
+pub async fn presence(State(hub): State<Arc<Hub>>, Path(id): Path<String>, body: super::Body) -> Response {
+    let v = match json_body(body) {
         Ok(v) => v,
         Err(e) => return respond::refuse(e),
     };
@@ -46,8 +45,8 @@ pub async fn sign_out(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -> Re
     done(hub.sign_out(&id).map(|()| json!({"agent": id, "presence": "offline"})))
 }
 
-pub async fn route(State(hub): State<Arc<Hub>>, body: Bytes) -> Response {
-    let v = match json_body(&body) {
+pub async fn route(State(hub): State<Arc<Hub>>, body: super::Body) -> Response {
+    let v = match json_body(body) {
         Ok(v) => v,
         Err(e) => return respond::refuse(e),
     };

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -54,7 +53,11 @@ pub fn apply_text(hub: &Hub, text: &str) -> Result<Vec<String>, HubError> {
     hub.reconfigure(checked)
 }
 
-pub async fn put_config(State(hub): State<Arc<Hub>>, body: Bytes) -> Response {
+pub async fn put_config(State(hub): State<Arc<Hub>>, body: super::Body) -> Response {
+    let body = match super::body_bytes(body) {
+        Ok(b) => b,
+        Err(e) => return respond::refuse(e),
+    };
     let Ok(text) = std::str::from_utf8(&body) else {
         return respond::refuse(HubError::Config(vec!["the configuration is not UTF-8 text".to_owned()]));
     };

@@ -41,10 +41,23 @@ pub fn routes(hub: &Arc<Hub>) -> Router<Arc<Hub>> {
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
+/// The request body, or a refusal if it is over [`MAX_BODY`] or could not be read.
+type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
+fn body_bytes(body: Body) -> Result<axum::body::Bytes, ProtocolError> {
+    body.map_err(|e| {
+        ProtocolError::new(
+            crate::protocol::ErrorCode::TooLarge,
+            format!("the body cannot be read (at most {MAX_BODY} bytes): {e}"),
+        )
+    })
+}
+
 /// A JSON request body, or a `bad_request` naming what is wrong with it.
-fn json_body(body: &[u8]) -> Result<serde_json::Value, ProtocolError> {
+fn json_body(body: Body) -> Result<serde_json::Value, ProtocolError> {
+    let body = body_bytes(body)?;
     if body.is_empty() {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_slice(body).map_err(|e| ProtocolError::bad_request(format!("the body is not JSON: {e}")))
+    serde_json::from_slice(&body).map_err(|e| ProtocolError::bad_request(format!("the body is not JSON: {e}")))
 }
