@@ -97,6 +97,15 @@ const CALLS: [(&str, &str, &str); 12] = [
 async fn every_admin_call_needs_the_admin_token() -> Result<()> {
     let srv = start_server(Some(&admin_toml())).await;
     let contract = Contract::load();
+    // The file describes exactly these calls.
+    let mut described: Vec<(String, String)> = Vec::new();
+    for (path, ops) in contract.0["paths"].as_object().context("paths")? {
+        described.extend(ops.as_object().context("operations")?.keys().map(|m| (m.to_uppercase(), path.clone())));
+    }
+    let mut called: Vec<(String, String)> = CALLS.iter().map(|(m, t, _)| (m.to_string(), t.to_string())).collect();
+    described.sort();
+    called.sort();
+    ensure!(described == called, "the OpenAPI file describes {described:?}, the tests call {called:?}");
     for (method, template, path) in CALLS {
         for auth in
             [None, Some("Bearer wrong-token"), Some("Basic YWRtaW46YWRtaW4="), Some(&*format!("Bearer {TOKEN}x"))]
@@ -343,7 +352,8 @@ async fn a_bad_config_is_refused_and_a_good_one_applied_keeping_conversations() 
     ensure!(one["queue"] == "GeneralQueue" && one["state"] == "waiting", "{one}");
     let last = one["routing"].as_array().and_then(|r| r.last()).context("routing")?;
     ensure!(last["trigger"] == "reconfigure" && last["rule"] == "CreditCardRule", "{last}");
-    let mut dave = srv.agent("dave").await?;
+    let dave_token = srv.token("dave", "dave-demo-secret").await?;
+    let mut dave = Client::connect(&srv.ws_url("/v1/agent"), Some(&dave_token)).await?;
     let work = dave.event("conversation.assigned").await?;
     ensure!(work["conversation"]["id"] == conv.as_str(), "{work}");
     dave.say(&conv, "Dave here").await?;
@@ -365,6 +375,10 @@ async fn a_bad_config_is_refused_and_a_good_one_applied_keeping_conversations() 
         .await?;
     ensure!(s == 200, "{v}");
     dave.closed().await?;
+    ensure!(
+        Client::connect(&srv.ws_url("/v1/agent"), Some(&dave_token)).await.is_err(),
+        "a removed agent's token still works"
+    );
     let one = admin.get(&format!("/v1/admin/conversations/{conv}"), "/v1/admin/conversations/{id}").await?;
     ensure!(one["state"] == "waiting" && one["queue"] == "GeneralQueue", "{one}");
     let mut alice = srv.agent("alice").await?;
@@ -504,5 +518,36 @@ async fn hostile_admin_bodies_are_refused() -> Result<()> {
     ensure!(s == 400 && v["message"].as_str().is_some_and(|m| m.contains("line 2")), "{v}");
     let (status, _) = http(srv.addr, "GET", "/healthz", "text/plain", "").await?;
     ensure!(status == 200);
+    Ok(())
+}
+
+/// A voice call moves the call and media families.
+#[tokio::test]
+async fn metrics_count_voice_calls_and_media_frames() -> Result<()> {
+    let toml = external_bot_with_voice()
+        .replace("listen = \"127.0.0.1:8080\"\n", &format!("listen = \"127.0.0.1:8080\"\nadmin_token = \"{TOKEN}\"\n"));
+    let srv = start_server(Some(&toml)).await;
+    let scrape = || async { Ok::<_, anyhow::Error>(http_response(srv.addr, "GET", "/metrics", &[], "").await?.body) };
+    let t0 = scrape().await?;
+    let mut bot = srv.bot().await?;
+    let mut caller = Client::connect(&srv.ws_url("/v1/voice"), None).await?;
+    let media = json!({"encoding": "l16", "sampleRate": 16000});
+    caller
+        .send(json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":media,"context":{}}}))
+        .await?;
+    caller.event("session.started").await?;
+    bot.event("conversation.assigned").await?;
+    for _ in 0..5 {
+        caller.send_raw(tokio_tungstenite::tungstenite::Message::Binary(vec![0u8; 640].into())).await?;
+    }
+    bot.binary().await?;
+    let t1 = scrape().await?;
+    ensure!(value(&t1, "switchboard_connections", "role=\"caller\"") >= 1.0, "{t1}");
+    ensure!(value(&t1, "switchboard_voice_calls_active", "") >= 1.0, "{t1}");
+    for family in
+        ["switchboard_voice_calls_total", "switchboard_media_frames_in_total", "switchboard_media_frames_out_total"]
+    {
+        ensure!(value(&t1, family, "") > value(&t0, family, ""), "{family} did not move:\n{t1}");
+    }
     Ok(())
 }

@@ -18,8 +18,15 @@ impl Hub {
                 format!("a {:?} token cannot open this endpoint", claims.kind).to_lowercase(),
             ));
         }
-        if want == Principal::Bot && self.engine.lock().is_disabled(&claims.sub) {
-            return Err(HubError::not_allowed("this bot was disconnected by an administrator"));
+        {
+            let engine = self.engine.lock();
+            // A token outlives a configuration that removed its bot or agent.
+            if engine.member_kind(&claims.sub).is_none() {
+                return Err(HubError::credentials("no such bot or agent in the running configuration"));
+            }
+            if want == Principal::Bot && engine.is_disabled(&claims.sub) {
+                return Err(HubError::not_allowed("this bot was disconnected by an administrator"));
+            }
         }
         Ok(Arc::from(claims.sub))
     }

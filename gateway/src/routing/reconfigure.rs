@@ -121,3 +121,91 @@ impl Engine {
         Ok(Reconfigured { engine: new, effects, moved })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Nothing};
+    use crate::context::{Context, Value};
+
+    const SAMPLE: &str = include_str!("../../../examples/external-bot.toml");
+
+    fn config(text: &str) -> Config {
+        Config::from_toml_with(text, &Nothing).expect("valid test configuration").config
+    }
+
+    fn card() -> Context {
+        let mut ctx = Context::new();
+        ctx.insert("BotHandoffTopic".into(), Value::Text("CreditCard".into()));
+        ctx
+    }
+
+    fn without_card_queue() -> String {
+        SAMPLE
+            .replace("[[queues]]\nname = \"CreditCardQueue\"\nmembers = [\"alice\", \"bob\"]\n", "")
+            .replace("queue = \"CreditCardQueue\"", "queue = \"GeneralQueue\"")
+    }
+
+    /// A waiting conversation whose queue goes is routed again by the new rules; one whose
+    /// holder goes returns to the front of its queue; the others keep their place and
+    /// holder; the invariants hold throughout.
+    #[test]
+    fn conversations_survive_a_new_configuration() {
+        let mut e = Engine::new(&config(SAMPLE));
+        e.set_online("carol", true, 0).unwrap();
+        let (waiting, held): (ConvId, ConvId) = ("c_wait".into(), "c_held".into());
+        e.start(waiting.clone(), "ChatWorkStream", card(), 1).unwrap();
+        let mut loan = Context::new();
+        loan.insert("BotHandoffTopic".into(), Value::Text("HomeLoan".into()));
+        e.start(held.clone(), "ChatWorkStream", loan, 2).unwrap();
+        assert_eq!(e.holder(&held), Some("carol"));
+        assert_eq!(e.queue_of(&waiting), Some("CreditCardQueue"));
+
+        let r = e.reconfigured(&config(&without_card_queue()), 10).unwrap();
+        let e2 = r.engine;
+        e2.check_invariants().unwrap();
+        // carol is in GeneralQueue too, with room: the re-routed conversation reaches her.
+        assert_eq!(e2.queue_of(&waiting), Some("GeneralQueue"));
+        assert_eq!(e2.holder(&waiting), Some("carol"));
+        let last = e2.history(&waiting).last().unwrap();
+        assert_eq!((last.trigger, last.rule.as_deref()), (Trigger::Reconfigure, Some("CreditCardRule")));
+        assert_eq!(e2.holder(&held), Some("carol"));
+        assert_eq!(r.moved.len(), 1, "{:?}", r.moved);
+
+        // carol removed: both of hers go back to their queues, waiting (nobody else is on).
+        let no_carol = without_card_queue()
+            .replace(
+                "[[queues]]\nname = \"HomeLoanQueue\"\nmembers = [\"carol\"]\n",
+                "[[queues]]\nname = \"HomeLoanQueue\"\nmembers = [\"bob\"]\n",
+            )
+            .replace("members = [\"alice\", \"bob\", \"carol\"]", "members = [\"alice\", \"bob\"]")
+            .replace(
+                "[[agents]]\nid = \"carol\"\nname = \"Carol\"\nsecret = \"carol-demo-secret\"\ncapacity = 3\n",
+                "",
+            );
+        let r = e2.reconfigured(&config(&no_carol), 20).unwrap();
+        r.engine.check_invariants().unwrap();
+        assert_eq!(r.engine.status(&held), Some(ConvStatus::Waiting));
+        assert_eq!(r.engine.queue_of(&held), Some("HomeLoanQueue"));
+        assert_eq!(r.engine.status(&waiting), Some(ConvStatus::Waiting));
+        let released =
+            r.effects.iter().filter(|f| matches!(f, Effect::Released { member, .. } if member == "carol")).count();
+        assert_eq!(released, 2);
+        assert!(r.engine.member_kind("carol").is_none());
+    }
+
+    /// Removing a workstream with open conversations is refused, and names one.
+    #[test]
+    fn a_workstream_with_open_conversations_cannot_go() {
+        let mut e = Engine::new(&config(SAMPLE));
+        e.start("c_1".into(), "ChatWorkStream", Context::new(), 1).unwrap();
+        let renamed = SAMPLE.replace("name = \"ChatWorkStream\"", "name = \"OtherWorkStream\"");
+        let problems = e.reconfigured(&config(&renamed), 2).unwrap_err();
+        assert_eq!(
+            problems,
+            vec!["workstream \"ChatWorkStream\" cannot be removed while conversation c_1 is open in it"]
+        );
+        e.close(&"c_1".into());
+        assert!(e.reconfigured(&config(&renamed), 3).is_ok(), "a closed conversation does not hold it");
+    }
+}
