@@ -50,16 +50,18 @@ impl Hub {
         let engine = self.engine.lock();
         let mut conversations = Vec::new();
         let mut next = None;
+        // The filters read the engine's fields in place; only the page's conversations are
+        // copied out, so a listing of a busy gateway holds routing up for little.
+        let status = |id: &str| engine.conversation_state(id);
         for id in engine.conversation_ids() {
             if f.after.as_deref().is_some_and(|a| *id <= *a) {
                 continue;
             }
-            let Some(v) = engine.conversation(&id) else { continue };
-            let pass = f.state.as_deref().is_none_or(|s| s == v.status)
-                && f.queue.as_deref().is_none_or(|q| q == v.queue)
-                && f.holder.as_deref().is_none_or(|h| v.holder.as_deref() == Some(h))
-                && f.workstream.as_deref().is_none_or(|w| w == v.workstream)
-                && f.channel.as_deref().is_none_or(|c| v.channel.to_string() == c);
+            let pass = f.state.as_deref().is_none_or(|s| status(&id) == Some(s))
+                && f.queue.as_deref().is_none_or(|q| engine.queue_of(&id) == Some(q))
+                && f.holder.as_deref().is_none_or(|h| engine.holder(&id) == Some(h))
+                && f.workstream.as_deref().is_none_or(|w| engine.workstream_of(&id) == Some(w))
+                && f.channel.as_deref().is_none_or(|c| engine.channel(&id).is_some_and(|ch| ch.to_string() == c));
             if !pass {
                 continue;
             }
@@ -67,7 +69,9 @@ impl Hub {
                 next = conversations.last().map(|(id, _): &(ConvId, ConvView)| id.to_string());
                 break;
             }
-            conversations.push((id, v));
+            if let Some(v) = engine.conversation(&id) {
+                conversations.push((id, v));
+            }
         }
         ConvPage { conversations, next }
     }

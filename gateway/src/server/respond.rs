@@ -133,6 +133,7 @@ mod tests {
         let cases = [
             (HubError::invalid("no text"), ErrorCode::BadRequest, Fault::Client, false),
             (HubError::Ended, ErrorCode::BadRequest, Fault::Client, false),
+            (HubError::Config(vec!["a".into(), "b".into()]), ErrorCode::BadRequest, Fault::Client, false),
             (HubError::Unknown(Thing::Queue, "Q".into()), ErrorCode::NotFound, Fault::Client, false),
             (HubError::NotHolder("conversation \"c_1\"".into()), ErrorCode::Forbidden, Fault::Member, false),
             (HubError::Call(CallError::NotHolder), ErrorCode::Forbidden, Fault::Member, false),
