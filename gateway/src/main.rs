@@ -95,6 +95,7 @@ fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 }
 
 async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr, file: Option<PathBuf>) -> ExitCode {
+    let signals = Signals::install();
     let (store, recovered) = match server::open_store(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -110,37 +111,57 @@ async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr, f
         }
     };
     tracing::info!("listening on http://{}", running.addr);
-    wait_for_signal(&running.hub, file.as_deref()).await;
+    signals.wait(&running.hub, file.as_deref()).await;
     tracing::info!("shutting down: no new connections; closing clients and flushing the store");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the `--config` file and
-/// applies it (see `server::admin::config::reload_file`).
-async fn wait_for_signal(hub: &switchboard::hub::Hub, file: Option<&Path>) {
+/// The signals `serve` answers, installed before it says it is listening: a SIGHUP sent
+/// as soon as it is up must reload, not end the process (the default action).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-                _ = hup.recv() => match file {
-                    Some(path) => server::admin::config::reload_file(hub, path),
-                    None => tracing::warn!("config: SIGHUP, but serve runs the built-in default (no --config file to re-read)"),
-                },
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals { term: signal(SignalKind::terminate()).ok(), hup: signal(SignalKind::hangup()).ok() }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the `--config` file and
+    /// applies it (see `server::admin::config::reload_file`).
+    async fn wait(mut self, hub: &switchboard::hub::Hub, file: Option<&Path>) {
+        #[cfg(unix)]
+        {
+            let (Some(term), Some(hup)) = (self.term.as_mut(), self.hup.as_mut()) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = hup.recv() => match file {
+                        Some(path) => server::admin::config::reload_file(hub, path),
+                        None => tracing::warn!("config: SIGHUP, but serve runs the built-in default (no --config file to re-read)"),
+                    },
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (hub, file);
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = (hub, file, &mut self);
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
