@@ -551,3 +551,34 @@ async fn metrics_count_voice_calls_and_media_frames() -> Result<()> {
     }
     Ok(())
 }
+
+/// A bot that goes away and one that stops answering move their counters (short grace and
+/// reply timeout: the sweeper acts within a second or two; the test waits for its notice).
+#[tokio::test]
+async fn metrics_count_bot_failures_and_timeouts() -> Result<()> {
+    let toml = admin_toml().replace(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nbot_grace_secs = 1\nbot_reply_timeout_secs = 1\n",
+    );
+    let srv = start_server(Some(&toml)).await;
+    let scrape = || async { Ok::<_, anyhow::Error>(http_response(srv.addr, "GET", "/metrics", &[], "").await?.body) };
+    let t0 = scrape().await?;
+    let mut bot = srv.bot().await?;
+    let mut ann = srv.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    bot.event("conversation.assigned").await?;
+    let conv = ann.conversation.clone();
+    ann.say(&conv, "anyone there?").await?;
+    ann.until("the timeout notice", |v| v["text"].as_str().is_some_and(|t| t.contains("did not answer"))).await?;
+    let t1 = scrape().await?;
+    let family = "switchboard_bot_timeouts_total";
+    ensure!(value(&t1, family, "") > value(&t0, family, ""), "{family} did not move:\n{t1}");
+
+    let mut eve = srv.start_chat("ChatWorkStream", "Eve", json!({})).await?;
+    bot.event("conversation.assigned").await?;
+    bot.close().await;
+    eve.until("the failure notice", |v| v["text"].as_str().is_some_and(|t| t.contains("disconnected"))).await?;
+    let t2 = scrape().await?;
+    let family = "switchboard_bot_failures_total";
+    ensure!(value(&t2, family, "") > value(&t1, family, ""), "{family} did not move:\n{t2}");
+    Ok(())
+}
