@@ -15,12 +15,4 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    sudo="sudo"
-fi
-
-echo "codecs-test-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update
-$sudo apt-get install -y --no-install-recommends "${missing[@]}"
+bash "$(dirname "$0")/apt-install.sh" codecs-test-deps "${missing[@]}"

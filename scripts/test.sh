@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of Switchboard on a fresh machine: installs what the tests need
-# (Debian packages, PyPI packages, npm packages), then runs the whole Cargo workspace's tests and builds
+# (Debian packages, PyPI and npm packages), then runs the whole Cargo workspace's tests and builds
 # the fuzz targets so they cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,13 +16,9 @@ if ! command -v streamdouble >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "streamdouble==0.3.0"
 fi
 
-# The Bot Connector tests run an unmodified botbuilder bot under Node.js (18 or later), with
-# the packages of the committed lock file.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-fi
-(cd tests/interop/botbuilder && npm ci --no-audit --no-fund --loglevel=error)
+# Node.js and the npm packages of the Bot Framework interop tests (botframework-directlinejs
+# and the rest), exactly as their lock files say.
+bash scripts/interop-test-deps.sh
 
 cargo test --workspace --locked
 

@@ -20,6 +20,13 @@ pub enum Principal {
     Bot,
     Agent,
     Customer,
+    /// A Direct Line client's conversation token (`sub`: the conversation id; generation 0
+    /// before the conversation is started, 1 after).
+    #[serde(rename = "dl")]
+    DirectLine,
+    /// The short-lived credential in a Direct Line `streamUrl` (`sub`: the conversation id).
+    #[serde(rename = "dls")]
+    DirectLineStream,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

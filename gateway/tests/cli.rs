@@ -61,6 +61,31 @@ fn check_config_lists_every_problem_on_its_own_line() {
 }
 
 #[test]
+fn check_config_refuses_a_directline_section_it_cannot_serve() {
+    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    let ok = write_config(
+        "dl-ok.toml",
+        &format!("{example}\n[directline]\nsecret = \"s\"\nworkstream = \"ChatWorkStream\"\n"),
+    );
+    assert_eq!(run(&["check-config", ok.to_str().unwrap()]).0, 0);
+    let bad = format!("{example}\n[directline]\nsecret_env = \"SWITCHBOARD_TEST_UNSET_DL\"\nworkstream = \"Web\"\n");
+    let p = write_config("dl-bad.toml", &bad);
+    let (code, out, err) = run(&["check-config", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [
+            "directline: environment variable SWITCHBOARD_TEST_UNSET_DL (secret_env) is not set",
+            r#"directline: unknown workstream "Web""#,
+        ],
+        "{err}"
+    );
+    let voice = format!("{example}\n[directline]\nsecret = \"s\"\nworkstream = \"VoiceWorkStream\"\n");
+    let (code, _, err) = run(&["check-config", write_config("dl-voice.toml", &voice).to_str().unwrap()]);
+    assert_eq!((code, err.trim()), (1, r#"directline: workstream "VoiceWorkStream" is a voice workstream"#));
+}
+
+#[test]
 fn check_config_warns_about_a_bot_without_the_highest_capacity() {
     let text = std::fs::read_to_string(EXAMPLE)
         .unwrap()

@@ -1,6 +1,7 @@
 //! Helpers for Switchboard's end-to-end tests: a gateway on 127.0.0.1:0 in this process,
 //! real WebSocket clients for customers, bots and agents, and a tiny HTTP client.
 
+pub mod interop;
 pub mod stores;
 
 use std::net::SocketAddr;
@@ -225,10 +226,15 @@ impl Client {
 
     /// The next frame of either kind, within [`WAIT`].
     pub async fn frame(&mut self) -> Result<Frame> {
+        self.frame_within(WAIT).await
+    }
+
+    /// The next frame of either kind, within `wait`.
+    pub async fn frame_within(&mut self, wait: Duration) -> Result<Frame> {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
+            let m = tokio::time::timeout(wait, self.ws.next())
                 .await
-                .map_err(|_| anyhow!("no frame within {WAIT:?}; seen so far: {:?}", self.seen))?;
+                .map_err(|_| anyhow!("no frame within {wait:?}; seen so far: {:?}", self.seen))?;
             match m {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(t.as_str())?;
@@ -258,6 +264,20 @@ impl Client {
         loop {
             let v = self.recv().await.with_context(|| format!("waiting for {what}"))?;
             if pred(&v) {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// [`Client::until`] with a deadline of `wait` for the whole search (a step of an
+    /// external client, which may be slow to start).
+    pub async fn until_within(&mut self, wait: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            if let Frame::Text(v) = self.frame_within(left).await.with_context(|| format!("waiting for {what}"))?
+                && pred(&v)
+            {
                 return Ok(v);
             }
         }

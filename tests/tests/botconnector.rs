@@ -12,92 +12,20 @@
 //! that keeps failing.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use switchboard_tests::interop::{NODE_WAIT, NodeBot, project_dir};
 use switchboard_tests::{BOT_APP_ID, BOT_SECRET, EXTERNAL_BOT, TestServer, agent_secret, http_with, start_server};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-/// How long a test waits for the Node bot to do something (it starts a runtime and loads
-/// botbuilder, on a busy machine).
-const NODE_WAIT: Duration = Duration::from_secs(60);
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/botbuilder")
-}
-
-/// The botbuilder bot in a child process, and the lines it prints.
-struct NodeBot {
-    _child: tokio::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    port: u16,
-}
-
-impl NodeBot {
-    async fn start(env: &[(&str, String)]) -> Result<NodeBot> {
-        let dir = interop_dir();
-        if !dir.join("node_modules/botbuilder").is_dir() {
-            bail!("{} has no node_modules: run `npm ci` there (scripts/test.sh does)", dir.display());
-        }
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg("bot.js").current_dir(&dir).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
-        for var in [
-            "MicrosoftAppId",
-            "MicrosoftAppPassword",
-            "ToChannelFromBotLoginUrl",
-            "ToChannelFromBotOAuthScope",
-            "ToBotFromChannelTokenIssuer",
-            "ToBotFromChannelOpenIdMetadataUrl",
-        ] {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().context("cannot run node (scripts/test.sh installs it)")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, mut lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut r = BufReader::new(stdout).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                eprintln!("bot: {l}");
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        let first = tokio::time::timeout(NODE_WAIT, lines.recv()).await.context("the bot did not start")?;
-        let port = first
-            .as_deref()
-            .and_then(|l| l.strip_prefix("listening "))
-            .and_then(|p| p.trim().parse().ok())
-            .with_context(|| format!("unexpected first line {first:?}"))?;
-        Ok(NodeBot { _child: child, lines, port })
-    }
-
-    /// Waits for a line the bot prints.
-    async fn expect(&mut self, line: &str) -> Result<()> {
-        let wait = async {
-            while let Some(l) = self.lines.recv().await {
-                if l == line {
-                    return Ok(());
-                }
-            }
-            bail!("the bot exited before printing {line:?}")
-        };
-        tokio::time::timeout(NODE_WAIT, wait).await.with_context(|| format!("waiting for {line:?}"))?
-    }
-}
-
 /// The sample with its bot at `endpoint`, and extra `[server]` and `[[bots]]` lines.
-fn with_endpoint(endpoint: &str, server: &str, bot: &str) -> String {
+pub fn with_endpoint(endpoint: &str, server: &str, bot: &str) -> String {
     let cfg = EXTERNAL_BOT
         .replace("capacity = 1000\n", &format!("capacity = 1000\nendpoint = \"{endpoint}\"\n{bot}"))
         .replace("listen = \"127.0.0.1:8080\"\n", &format!("listen = \"127.0.0.1:8080\"\n{server}"));
@@ -175,7 +103,7 @@ async fn greet_answer_hand_off(gw: &TestServer, bot: &mut NodeBot, tags: bool) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_botbuilder_bot_without_auth_greets_answers_and_hands_off() -> Result<()> {
     let mut bot = NodeBot::start(&[("HANDOFF", "event".into())]).await?;
-    let endpoint = format!("http://127.0.0.1:{}/api/messages", bot.port);
+    let endpoint = bot.endpoint();
     let gw = start_server(Some(&with_endpoint(&endpoint, "", "auth = \"none\"\n"))).await;
     greet_answer_hand_off(&gw, &mut bot, false).await
 }
@@ -183,7 +111,7 @@ async fn a_botbuilder_bot_without_auth_greets_answers_and_hands_off() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_botbuilder_bot_hands_off_and_ends_with_omnichannel_tags() -> Result<()> {
     let mut bot = NodeBot::start(&[("HANDOFF", "tags".into())]).await?;
-    let endpoint = format!("http://127.0.0.1:{}/api/messages", bot.port);
+    let endpoint = bot.endpoint();
     let gw = start_server(Some(&with_endpoint(&endpoint, "", "auth = \"none\"\n"))).await;
     greet_answer_hand_off(&gw, &mut bot, true).await?;
     // EndConversation: the bot's goodbye, then the end.
@@ -272,10 +200,10 @@ async fn a_botbuilder_bot_with_auth_on_trusts_switchboard_as_its_channel() -> Re
         ("NODE_EXTRA_CA_CERTS", ca_file.to_string_lossy().into_owned()),
         // MSAL asks login.microsoftonline.com about any authority it does not know; this
         // machine has no internet access, so that one question is answered locally.
-        ("NODE_OPTIONS", format!("--require \"{}\"", interop_dir().join("offline-aad.js").display())),
+        ("NODE_OPTIONS", format!("--require \"{}\"", project_dir("botbuilder").join("offline-aad.js").display())),
     ])
     .await?;
-    let endpoint = format!("http://127.0.0.1:{}/api/messages", bot.port);
+    let endpoint = bot.endpoint();
     let gw = start_server(Some(&with_endpoint(&endpoint, &format!("public_url = \"{public}\"\n"), ""))).await;
     upstream_tx.send(Some(gw.addr))?;
     greet_answer_hand_off(&gw, &mut bot, false).await

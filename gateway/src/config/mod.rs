@@ -44,6 +44,16 @@ struct RawConfig {
     bots: Vec<RawBot>,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    directline: Option<RawDirectLine>,
+}
+
+/// `[directline]`: Direct Line 3.0 for customers (SPEC §6).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDirectLine {
+    secret_env: Option<String>,
+    secret: Option<String>,
+    workstream: String,
 }
 
 /// `[server]`: where to listen and the limits of the wire protocol.
@@ -322,9 +332,19 @@ pub struct Config {
     pub queues: Vec<Queue>,
     pub bots: Vec<Bot>,
     pub agents: Vec<Agent>,
+    /// `[directline]`, when Direct Line clients are served.
+    pub directline: Option<DirectLine>,
     /// The TOML text it was read from (the admin API shows it with secrets redacted, and a
     /// reload compares the parts that cannot change live).
     pub source: std::sync::Arc<str>,
+}
+
+/// Direct Line 3.0 for customers: the secret clients (or the site that hands them tokens)
+/// hold, and the workstream their conversations enter.
+#[derive(Clone, Debug)]
+pub struct DirectLine {
+    pub secret: Secret,
+    pub workstream: String,
 }
 
 #[derive(Clone, Debug)]
@@ -493,6 +513,11 @@ mod tests {
         validate(raw, &TestMachine)
     }
 
+    /// [`check`] for text that may not parse (a TOML error is a problem too).
+    fn check_text(text: &str) -> Result<Checked, ConfigError> {
+        Config::from_toml_with(text, &TestMachine)
+    }
+
     const BASE: &str = r#"
 [[workstreams]]
 name = "W"
@@ -550,6 +575,29 @@ capacity = 3
         for (from, to, want) in cases {
             let text = BASE.replacen(from, to, 1);
             let err = check(&text).unwrap_err();
+            assert!(err.0.iter().any(|l| l.contains(want)), "want {want:?} in {:?}", err.0);
+        }
+    }
+
+    #[test]
+    fn directline_is_checked() {
+        let dl = |lines: &str| format!("{BASE}\n[directline]\n{lines}\n");
+        let ok = check(&dl("secret_env = \"SET\"\nworkstream = \"W\"")).unwrap();
+        let d = ok.config.directline.unwrap();
+        assert!(d.secret.matches("s3cret"));
+        assert_eq!(d.workstream, "W");
+        let cases = [
+            ("secret = \"x\"\nworkstream = \"Nope\"", r#"directline: unknown workstream "Nope""#),
+            ("workstream = \"W\"", "directline: no secret: set secret_env or secret"),
+            (
+                "secret_env = \"UNSET\"\nworkstream = \"W\"",
+                "directline: environment variable UNSET (secret_env) is not set",
+            ),
+            ("secret = \"\"\nworkstream = \"W\"", "directline: secret is empty"),
+            ("secret = \"x\"\nworkstream = \"W\"\nsecrets = 1", "unknown field `secrets`"),
+        ];
+        for (lines, want) in cases {
+            let err = check_text(&dl(lines)).unwrap_err();
             assert!(err.0.iter().any(|l| l.contains(want)), "want {want:?} in {:?}", err.0);
         }
     }

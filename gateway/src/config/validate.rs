@@ -92,6 +92,7 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
     let mut ws_names = HashSet::new();
     let workstreams: Vec<Workstream> =
         raw.workstreams.iter().map(|w| c.workstream(&raw, w, &queue_names, &mut ws_names)).collect();
+    let directline = raw.directline.as_ref().and_then(|d| c.directline(d, &workstreams));
     if !c.problems.is_empty() {
         return Err(ConfigError(c.problems));
     }
@@ -106,6 +107,7 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
             queues,
             bots,
             agents,
+            directline,
             source: Default::default(),
         },
         warnings: c.warnings,
@@ -167,6 +169,29 @@ impl<'a> Check<'_> {
             (None, Some(var)) => env(var).filter(|v| !v.is_empty()).map(Secret),
             (None, None) => None,
         }
+    }
+
+    /// `[directline]`: a secret that is set (without one no client can connect, so an
+    /// unset `secret_env` is a problem here, not a warning) and a chat workstream.
+    fn directline(&mut self, d: &RawDirectLine, workstreams: &[Workstream]) -> Option<DirectLine> {
+        let resolve = self.resolve;
+        let env = |name: &str| resolve.env(name);
+        let mut unset = Vec::new();
+        let secret =
+            resolve_secret("directline", d.secret.clone(), d.secret_env.clone(), &env, &mut self.problems, &mut unset);
+        if let Some(var) = &d.secret_env
+            && !unset.is_empty()
+        {
+            self.problems.push(format!("directline: environment variable {var} (secret_env) is not set"));
+        }
+        match workstreams.iter().find(|w| w.name == d.workstream) {
+            None => self.problems.push(format!("directline: unknown workstream {:?}", d.workstream)),
+            Some(w) if w.channel != Channel::Chat => {
+                self.problems.push(format!("directline: workstream {:?} is a voice workstream", d.workstream))
+            }
+            Some(_) => {}
+        }
+        Some(DirectLine { secret: secret?, workstream: d.workstream.clone() })
     }
 
     /// Bots and agents: bot names and agent ids share one namespace, since queues list both.

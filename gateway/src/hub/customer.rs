@@ -38,15 +38,21 @@ impl Hub {
     }
 
     /// A customer starts a conversation: `session.started` goes out first, then the engine
-    /// routes it and its effects (position, assignment) follow.
+    /// routes it and its effects (position, assignment) follow. `id` is a fresh random one,
+    /// unless one was chosen beforehand (a Direct Line token names its conversation before
+    /// the conversation starts).
     pub fn start_conversation(
         &self,
+        id: Option<ConvId>,
         workstream: &str,
         user_name: &str,
         context: Context,
         outbox: &Outbox,
     ) -> Result<Arc<Conversation>, HubError> {
-        let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        let id = id.unwrap_or_else(super::new_conversation_id);
+        if self.convs.contains_key(&id) {
+            return Err(HubError::invalid("this conversation has already started"));
+        }
         self.open_conversation(id, workstream, user_name, context, outbox, None)
     }
 
@@ -130,12 +136,7 @@ impl Hub {
         }
         inner.token_gen += 1;
         let token = self.customer_token(conv_id, inner.token_gen);
-        if let Some(old) = inner.customer.replace(outbox.clone())
-            && old.id() != outbox.id()
-        {
-            old.close(outbox::Reason::ResumedElsewhere, "resumed on another connection");
-        }
-        inner.customer_left_ms = None;
+        take_seat(&mut inner, outbox);
         outbox.send(protocol::event(
             "session.started",
             json!({"conversationId": conv_id, "token": &token, "resumed": true,
@@ -153,6 +154,32 @@ impl Hub {
         drop(inner);
         self.persist(&engine, &conv);
         Ok(conv)
+    }
+
+    /// A customer's stream that reads the transcript itself (Direct Line) takes the
+    /// customer's seat: an older connection is closed, live activities and queue positions
+    /// come to `outbox` from now on (the current position at once), and nothing is replayed.
+    pub fn attach_customer(&self, conv: &Conversation, outbox: &Outbox) {
+        let engine = self.engine.lock();
+        let position = engine.conversation(&conv.id).and_then(|v| v.position.map(|p| (v.queue, p)));
+        let mut inner = conv.inner.lock();
+        take_seat(&mut inner, outbox);
+        inner.customer_sent = inner.committed;
+        if let Some((queue, p)) = position
+            && !inner.closed
+        {
+            outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(&conv.id)));
+        }
+    }
+
+    /// A customer without a connection showed it is still there (a Direct Line client
+    /// polling): the resume window starts again from now.
+    pub fn customer_seen(&self, conv: &Conversation) {
+        let mut inner = conv.inner.lock();
+        if inner.customer.as_ref().is_none_or(Outbox::is_closed) {
+            inner.customer = None;
+            inner.customer_left_ms = Some(self.clock.now_ms());
+        }
     }
 
     /// Detaches a customer's connection (it can resume for a while).
@@ -195,4 +222,14 @@ impl Hub {
         self.persist(&engine, conv);
         Ok(())
     }
+}
+
+/// `outbox` becomes the customer's connection; an older one is closed (4001).
+fn take_seat(inner: &mut ConvInner, outbox: &Outbox) {
+    if let Some(old) = inner.customer.replace(outbox.clone())
+        && old.id() != outbox.id()
+    {
+        old.close(outbox::Reason::ResumedElsewhere, "resumed on another connection");
+    }
+    inner.customer_left_ms = None;
 }

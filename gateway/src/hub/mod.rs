@@ -126,6 +126,11 @@ pub(crate) fn client_key(sender: &str, client_activity_id: &str) -> String {
     k
 }
 
+/// A fresh conversation id: `c_` and 128 random bits in hex.
+pub fn new_conversation_id() -> ConvId {
+    Arc::from(format!("c_{:032x}", rand::random::<u128>()))
+}
+
 pub(crate) fn closed_error() -> HubError {
     HubError::invalid("the conversation has ended")
 }

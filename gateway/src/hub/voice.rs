@@ -12,7 +12,7 @@ use super::error::{HubError, Thing};
 use super::{Conversation, Hub, Sender};
 use crate::context::Context;
 use crate::protocol::{self, Inbound, Kind};
-use crate::routing::{ConvId, Engine};
+use crate::routing::Engine;
 use crate::voice::{HoldAudio, parse_media_frame};
 
 impl Hub {
@@ -38,7 +38,7 @@ impl Hub {
             Some(prompt) => prompt.audio(caller),
             None => HoldAudio::tone(caller),
         };
-        let id: ConvId = Arc::from(format!("c_{:032x}", rand::random::<u128>()));
+        let id = super::new_conversation_id();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         crate::metrics::inc(&crate::metrics::VOICE_CALLS);
         let call = Arc::new(Call::new(stream, id.clone(), caller, inband_dtmf, hold));

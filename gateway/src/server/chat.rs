@@ -112,7 +112,7 @@ impl ChatSession {
                     )));
                 }
                 let ctx = self.hub.customer_context(ws_name, a.value.get("context").unwrap_or(&Value::Null))?;
-                self.conv = Some(self.hub.start_conversation(ws_name, name, ctx, &self.outbox)?);
+                self.conv = Some(self.hub.start_conversation(None, ws_name, name, ctx, &self.outbox)?);
                 Ok(())
             }
             Some("session.resume") => {

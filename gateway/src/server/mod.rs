@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod botconnector;
 mod chat;
+mod directline;
 mod listen;
 mod metrics;
 pub mod respond;
@@ -47,6 +48,7 @@ pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router
         .route("/v1/agent", get(staff::agent_upgrade))
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
+        .merge(directline::routes(&hub.server))
         .with_state(hub)
 }
 

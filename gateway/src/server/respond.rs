@@ -105,6 +105,43 @@ pub fn connector_error(e: &ProtocolError) -> Response {
     res
 }
 
+/// A Direct Line refusal: Direct Line 3.0's status codes and its error body
+/// `{"error":{"code":…,"message":…}}`, the code one of the service's names.
+pub fn directline(e: &ProtocolError) -> Response {
+    let (status, code) = match e.code {
+        ErrorCode::BadRequest => (StatusCode::BAD_REQUEST, "BadArgument"),
+        ErrorCode::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "MessageSizeTooBig"),
+        ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+        ErrorCode::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+        ErrorCode::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+        ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+        ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceError"),
+    };
+    match e.fault {
+        Fault::Client | Fault::Member => tracing::debug!(code, "direct line refused: {}", e.message),
+        Fault::Store | Fault::Internal => tracing::warn!(code, fault = ?e.fault, "direct line: {}", e.message),
+    }
+    directline_body(status, code, &e.message)
+}
+
+/// A Direct Line token that was valid and has expired: 403 `TokenExpired`, which
+/// directlinejs reads as "get a new token".
+pub fn directline_token_expired() -> Response {
+    directline_body(StatusCode::FORBIDDEN, "TokenExpired", "the token has expired; refresh it or get a new one")
+}
+
+fn directline_body(status: StatusCode, code: &str, message: &str) -> Response {
+    let mut res = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+    let h = res.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    res
+}
+
 /// The close code for why a connection ends (SPEC §4).
 pub fn close_code(reason: Reason) -> u16 {
     match reason {

@@ -44,7 +44,12 @@ impl Proc {
 
     /// Waits for a line containing `want`, returning it.
     pub fn expect(&mut self, want: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(15);
+        self.expect_within(want, Duration::from_secs(15))
+    }
+
+    /// [`Proc::expect`] with a deadline of `wait`.
+    pub fn expect_within(&mut self, want: &str, wait: Duration) -> String {
+        let end = Instant::now() + wait;
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
