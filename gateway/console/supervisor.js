@@ -23,11 +23,9 @@ async function api(method, path, body) {
   return json;
 }
 
-// A list answer, bare or under a key (`{"queues":[…]}`, `{"items":[…]}`).
+// A list answer: `{"queues":[…]}` and the like (docs/admin-openapi.json).
 function list(j, key) {
-  if (Array.isArray(j)) return j;
-  if (!j) return [];
-  return j[key] || j.items || j.data || [];
+  return (j && j[key]) || [];
 }
 
 function ms(v) {
@@ -44,7 +42,7 @@ function ago(t) {
 function pill(text) { return SB.el('span', { class: 'pill ' + text }, text); }
 
 function waitSince(w) {
-  return ms(w.waiting_since_ms !== undefined ? w.waiting_since_ms : (w.waitingSince !== undefined ? w.waitingSince : w.waiting_since));
+  return ms(w.waitingSinceMs);
 }
 
 function renderQueues(queues) {
@@ -105,7 +103,7 @@ function drawChart() {
 function renderAgents(agents) {
   const tb = SB.clear($('agents'));
   for (const a of agents) {
-    const presence = a.presence || (a.online || a.connected ? 'available' : 'offline');
+    const presence = a.presence || (a.online ? 'available' : 'offline');
     tb.append(SB.el('tr', {}, SB.el('td', {}, a.name || a.id), SB.el('td', {}, pill(presence)), SB.el('td', {}, (a.load || 0) + ' / ' + (a.capacity || 0))));
   }
 }
@@ -114,9 +112,8 @@ function renderBots(bots) {
   const tb = SB.clear($('bots'));
   for (const b of bots) {
     const name = b.name || b.id;
-    const disabled = b.disabled === true || b.state === 'disabled' || b.state === 'disconnected_by_admin';
-    const online = b.online === true || b.connected === true || b.state === 'connected';
-    const state = disabled ? 'disconnected' : online ? 'connected' : 'offline';
+    const disabled = b.disabled === true;
+    const state = b.state || (disabled ? 'disconnected' : b.online ? 'connected' : 'offline');
     const button = disabled
       ? SB.el('button', { type: 'button', class: 'secondary', onclick: () => botAction(name, 'connect') }, 'Connect')
       : SB.el('button', { type: 'button', class: 'danger', onclick: () => botAction(name, 'disconnect') }, 'Disconnect bot');
@@ -132,10 +129,10 @@ async function botAction(name, what) {
 }
 
 function convRow(c) {
-  const id = c.id || c.conversation;
+  const id = c.id;
   return SB.el('tr', {},
     SB.el('td', {}, SB.el('a', { href: '#' + id, onclick: ev => { ev.preventDefault(); open(id); } }, id)),
-    SB.el('td', {}, c.workstream || ''), SB.el('td', {}, c.channel || ''), SB.el('td', {}, c.state || c.status || ''),
+    SB.el('td', {}, c.workstream || ''), SB.el('td', {}, c.channel || ''), SB.el('td', {}, c.state || ''),
     SB.el('td', {}, c.queue || ''), SB.el('td', {}, c.holder || ''), SB.el('td', {}, ago(waitSince(c))));
 }
 
@@ -157,12 +154,12 @@ async function open(id) {
 async function renderDetail() {
   if (!S.watching) return;
   const c = await api('GET', 'conversations/' + encodeURIComponent(S.watching));
-  $('detail-h').textContent = 'Conversation ' + S.watching + ' — ' + (c.state || c.status || '') + (c.holder ? ' with ' + c.holder : '');
+  $('detail-h').textContent = 'Conversation ' + S.watching + ' — ' + (c.state || '') + (c.holder ? ' with ' + c.holder : '');
   const tb = SB.clear($('routing'));
   for (const r of c.routing || []) {
     tb.append(SB.el('tr', {},
-      SB.el('td', {}, SB.time(ms(r.at_ms !== undefined ? r.at_ms : r.at))), SB.el('td', {}, r.trigger || ''),
-      SB.el('td', {}, r.rule || '(fallback)'), SB.el('td', {}, r.queue || ''), SB.el('td', {}, r.member || '—'),
+      SB.el('td', {}, SB.time(ms(r.atMs))), SB.el('td', {}, r.trigger || ''),
+      SB.el('td', {}, r.rule || (r.fallback ? '(fallback)' : '—')), SB.el('td', {}, r.queue || ''), SB.el('td', {}, r.member || '—'),
       SB.el('td', {}, r.reason || (r.member ? '' : 'waiting for a member with free capacity'))));
   }
   const dl = SB.clear($('context'));

@@ -20,6 +20,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway (the built-in default configuration unless --config is given).
@@ -31,6 +38,9 @@ pub enum Command {
         listen: Option<SocketAddr>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Log lines as text (the default) or as JSON objects, one per line.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Chat as a customer in the terminal.
     Chat {

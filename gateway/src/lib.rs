@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod hub;
 pub mod load;
+pub mod metrics;
 pub mod protocol;
 pub mod routing;
 pub mod server;

@@ -1,5 +1,6 @@
 //! The `switchboard` binary: a thin `main` over the library.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -39,12 +40,13 @@ fn main() -> ExitCode {
             }))
         }
         Command::Route { config, workstream, vars, json } => cli::route(config.as_ref(), &workstream, &vars, json),
-        Command::Serve { config, listen, data_dir } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+        Command::Serve { config, listen, data_dir, log_format } => {
+            let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+            let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+            match log_format {
+                cli::LogFormat::Json => log.json().with_current_span(true).with_span_list(false).init(),
+                cli::LogFormat::Text => log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+            }
             let mut checked = match cli::load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -72,7 +74,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            rt.block_on(serve(checked.config, listen))
+            rt.block_on(serve(checked.config, listen, config))
         }
     }
 }
@@ -92,7 +94,8 @@ fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     }
 }
 
-async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr) -> ExitCode {
+async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr, file: Option<PathBuf>) -> ExitCode {
+    let signals = Signals::install();
     let (store, recovered) = match server::open_store(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -108,31 +111,57 @@ async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr) -
         }
     };
     tracing::info!("listening on http://{}", running.addr);
-    wait_for_signal().await;
+    signals.wait(&running.hub, file.as_deref()).await;
     tracing::info!("shutting down: no new connections; closing clients and flushing the store");
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// The signals `serve` answers, installed before it says it is listening: a SIGHUP sent
+/// as soon as it is up must reload, not end the process (the default action).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals { term: signal(SignalKind::terminate()).ok(), hup: signal(SignalKind::hangup()).ok() }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the `--config` file and
+    /// applies it (see `server::admin::config::reload_file`).
+    async fn wait(mut self, hub: &switchboard::hub::Hub, file: Option<&Path>) {
+        #[cfg(unix)]
+        {
+            let (Some(term), Some(hup)) = (self.term.as_mut(), self.hup.as_mut()) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            loop {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => return,
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = hup.recv() => match file {
+                        Some(path) => server::admin::config::reload_file(hub, path),
+                        None => tracing::warn!("config: SIGHUP, but serve runs the built-in default (no --config file to re-read)"),
+                    },
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = (hub, file, &mut self);
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

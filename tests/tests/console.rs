@@ -2,7 +2,9 @@
 //! (`tests/interop/console/console.js`; `scripts/test.sh` installs both) through a whole
 //! handoff on the built-in default configuration — a customer on the widget page, the
 //! built-in bot, an agent on the agent page who replies and ends with a survey, and the
-//! customer's rating. Screenshots of every page are kept in `target/screenshots/`.
+//! customer's rating, and the supervisor page with the queues, the agents and the
+//! conversation's routing history. Screenshots of every page are kept in
+//! `target/screenshots/`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -61,15 +63,31 @@ async fn browse(config: &str, env: &[(&str, &str)]) -> Result<Vec<Value>> {
     Ok(said)
 }
 
+const ADMIN_TOKEN: &str = "console-test-admin-token";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_customer_and_an_agent_run_the_seed_sample_in_the_browser() -> Result<()> {
-    let said = browse(switchboard::config::DEFAULT_TOML, &[]).await?;
+async fn a_customer_an_agent_and_a_supervisor_run_the_seed_sample_in_the_browser() -> Result<()> {
+    let config = switchboard::config::DEFAULT_TOML.replacen(
+        "[server]\n",
+        &format!("[server]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+        1,
+    );
+    assert!(config.contains(ADMIN_TOKEN), "the default configuration has a [server] section");
+    let said = browse(&config, &[("SB_ADMIN_TOKEN", ADMIN_TOKEN)]).await?;
     let steps: Vec<&str> = said.iter().filter_map(|v| v["event"].as_str()).collect();
     assert!(steps.ends_with(&["done"]), "{steps:?}");
     assert!(said.iter().any(|v| v["handedOver"] == true), "the bot handed the customer over: {said:?}");
     assert!(said.iter().any(|v| v["replied"] == true), "the agent's reply reached the customer: {said:?}");
     assert!(said.iter().any(|v| v["rated"] == 5), "the customer rated after the agent ended: {said:?}");
-    for page in ["start", "agent", "widget"] {
+    let routing = said.iter().find(|v| v["event"] == "supervisor").context("the supervisor step")?;
+    let rows: Vec<&str> =
+        routing["routing"].as_array().context("routing rows")?.iter().filter_map(Value::as_str).collect();
+    assert!(rows.iter().any(|r| r.contains("BotQueue")), "the first decision sent it to the bot: {rows:?}");
+    assert!(
+        rows.iter().any(|r| r.contains("escalation") && r.contains("alice")),
+        "the escalation's went to alice: {rows:?}"
+    );
+    for page in ["start", "agent", "widget", "supervisor"] {
         let png = std::fs::read(screenshots().join(format!("{page}.png")))?;
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "a screenshot of the {page} page");
     }

@@ -334,6 +334,9 @@ pub struct Config {
     pub agents: Vec<Agent>,
     /// `[directline]`, when Direct Line clients are served.
     pub directline: Option<DirectLine>,
+    /// The TOML text it was read from (the admin API shows it with secrets redacted, and a
+    /// reload compares the parts that cannot change live).
+    pub source: std::sync::Arc<str>,
 }
 
 /// Direct Line 3.0 for customers: the secret clients (or the site that hands them tokens)
@@ -460,7 +463,9 @@ impl Config {
                 None => format!("TOML error: {msg}"),
             }])
         })?;
-        validate(raw, resolve)
+        let mut checked = validate(raw, resolve)?;
+        checked.config.source = std::sync::Arc::from(text);
+        Ok(checked)
     }
 }
 

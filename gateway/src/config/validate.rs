@@ -100,7 +100,16 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
     let queues =
         raw.queues.into_iter().map(|q| Queue { name: q.name, assignment: q.assignment, members: q.members }).collect();
     Ok(Checked {
-        config: Config { server: raw.server, admin_token, workstreams, queues, bots, agents, directline },
+        config: Config {
+            server: raw.server,
+            admin_token,
+            workstreams,
+            queues,
+            bots,
+            agents,
+            directline,
+            source: Default::default(),
+        },
         warnings: c.warnings,
     })
 }

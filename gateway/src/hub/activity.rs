@@ -23,9 +23,10 @@ impl Hub {
         check: impl FnOnce(&ConvInner) -> Result<(), HubError>,
     ) -> Result<Appended, HubError> {
         let unknown;
+        let parties = self.parties();
         let (from, author) = match sender {
             Sender::Customer => (&conv.customer, Author::Customer),
-            Sender::Member(m) => match self.parties.get(&**m) {
+            Sender::Member(m) => match parties.get(&**m) {
                 Some(p) => (p, Author::Member(m.clone())),
                 None => {
                     unknown = self.member_party(m);
@@ -39,7 +40,7 @@ impl Hub {
         let mut inner = conv.inner.lock();
         check(&inner)?;
         // A conversation holds a bounded transcript; its end and a survey answer always fit.
-        let limit = self.cfg.server.max_conversation_bytes;
+        let limit = self.server.max_conversation_bytes;
         if !matches!(a.kind(), protocol::Kind::EndOfConversation)
             && a.event_name() != Some("survey.response")
             && inner.bytes + a.text.as_ref().map_or(0, String::len) > limit
@@ -73,6 +74,7 @@ impl Hub {
             self.store.as_ref(),
             NewActivity { from, author, body, client_key: key.clone(), ack: Some(ack) },
         );
+        crate::metrics::inc(&crate::metrics::ACTIVITIES_IN);
         if let Some(k) = key {
             inner.seen.insert(k, appended.seq);
         }
@@ -83,7 +85,7 @@ impl Hub {
                     && self.is_bot(&h.member)
                     && inner.bot_deadline_ms.is_none()
                 {
-                    inner.bot_deadline_ms = Some(self.clock.now_ms() + self.cfg.server.bot_reply_timeout_secs * 1000);
+                    inner.bot_deadline_ms = Some(self.clock.now_ms() + self.server.bot_reply_timeout_secs * 1000);
                 }
             }
             Sender::Member(_) => inner.bot_deadline_ms = None,

@@ -21,7 +21,7 @@ use crate::protocol::{Inbound, Kind};
 
 /// Starts every built-in bot of the configuration.
 pub fn spawn_all(hub: &Arc<Hub>) {
-    for b in &hub.cfg.bots {
+    for b in &hub.cfg().bots {
         if let Some(script) = &b.builtin {
             let name: Arc<str> = Arc::from(b.name.as_str());
             hub.tasks.spawn(run(hub.clone(), name, script.clone()));
@@ -52,7 +52,7 @@ fn prompt_audio() -> Vec<u8> {
 async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
     let mut dialogs: HashMap<String, Convo> = HashMap::new();
     loop {
-        let (outbox, mut rx) = Outbox::new(hub.cfg.server.outbound_queue.max(4096));
+        let (outbox, mut rx) = Outbox::new(hub.server.outbound_queue.max(4096));
         hub.member_connected(&name, &outbox, PROMPT_FORMAT);
         loop {
             tokio::select! {
@@ -87,6 +87,17 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
         // with `resumed: true` and their dialogs continue.
         hub.member_disconnected(&name, &outbox);
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // "Disconnect bot": it stays away until an administrator connects it again.
+        loop {
+            let enabled = hub.bot_enabled.notified();
+            if !hub.with_engine(|e| e.is_disabled(&name)) {
+                break;
+            }
+            tokio::select! {
+                _ = hub.shutdown.cancelled() => return,
+                _ = enabled => {}
+            }
+        }
     }
 }
 
@@ -172,7 +183,7 @@ fn handle(
 /// Drops answers that a workstream declares with another type (a typed "five" for a
 /// number), so a customer's odd answer cannot block the handoff; it stays in the transcript.
 fn routable(hub: &Hub, conv: &str, vars: BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    let Some(ws) = hub.conversation(conv).and_then(|c| hub.cfg.workstream(&c.workstream).cloned()) else {
+    let Some(ws) = hub.conversation(conv).and_then(|c| hub.cfg().workstream(&c.workstream).cloned()) else {
         return vars;
     };
     vars.into_iter().filter(|(k, v)| ws.variable(k).is_none_or(|ty| CtxValue::from_json(ty, v).is_ok())).collect()

@@ -35,7 +35,7 @@ impl Hub {
                     call.set_holder_outbox(member, Some(outbox.clone()), Some(audio));
                 }
                 let head = self.assigned_head(&engine, &conv, &inner, true);
-                inner.set_work(head, self.cfg.server.transcript_page_bytes);
+                inner.set_work(head, self.server.transcript_page_bytes);
                 drop(inner);
                 resumed.push(conv);
             }

@@ -15,10 +15,9 @@ use crate::routing::ConvId;
 impl Hub {
     /// Checks a customer's `session.start` context against the workstream's declarations.
     pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, HubError> {
-        let ws = self
-            .cfg
-            .workstream(workstream)
-            .ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
+        let cfg = self.cfg();
+        let ws =
+            cfg.workstream(workstream).ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
         let mut ctx = Context::new();
         let obj = match raw {
             Value::Null => return Ok(ctx),

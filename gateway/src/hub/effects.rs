@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::*;
 use crate::protocol::{self, Party};
-use crate::routing::{ConvId, Effect, Engine, MemberKind};
+use crate::routing::{ConvId, Effect, Engine, MemberKind, Trigger};
 
 impl Hub {
     /// Carries out the engine's effects, in order, then saves every conversation they
@@ -18,6 +18,9 @@ impl Hub {
         for e in fx {
             match e {
                 Effect::Routed { conv, rule, queue, trigger } => {
+                    if trigger == Trigger::Escalation {
+                        crate::metrics::escalated(rule.as_deref());
+                    }
                     tracing::debug!(conversation.id = %conv, ?trigger, rule = rule.as_deref().unwrap_or("(fallback)"), queue, "routed");
                     touched.insert(conv);
                 }
@@ -33,6 +36,7 @@ impl Hub {
                 }
                 Effect::Assigned { conv, member, kind, queue } => {
                     let Some(c) = self.conversation(&conv) else { continue };
+                    self.assignment_metrics(engine, &conv, &queue, kind);
                     let party = self.member_party(&member);
                     let role = match kind {
                         MemberKind::Bot { .. } => "bot",
@@ -81,7 +85,7 @@ impl Hub {
                     });
                     if outbox.is_some() {
                         let head = self.assigned_head(engine, &c, &inner, false);
-                        inner.give_work(head, self.cfg.server.transcript_page_bytes);
+                        inner.give_work(head, self.server.transcript_page_bytes);
                     } else {
                         inner.holder_sent = inner.committed;
                     }
@@ -104,6 +108,25 @@ impl Hub {
         for id in touched {
             if let Some(c) = self.conversation(&id) {
                 self.persist(engine, &c);
+            }
+        }
+    }
+
+    /// The waiting time of an assignment, and for a conversation's first human agent the
+    /// time since it started.
+    fn assignment_metrics(&self, engine: &Engine, conv: &str, queue: &str, kind: MemberKind) {
+        let now = self.clock.now_ms();
+        if let Some(since) = engine.waiting_since_ms(conv) {
+            crate::metrics::waited(queue, now.saturating_sub(since));
+        }
+        if kind == MemberKind::Agent {
+            let history = engine.history(conv);
+            let earlier = &history[..history.len().saturating_sub(1)];
+            let first_agent = !earlier
+                .iter()
+                .any(|r| r.member.as_deref().is_some_and(|m| engine.member_kind(m) == Some(MemberKind::Agent)));
+            if first_agent && let Some(start) = history.first() {
+                crate::metrics::ASSIGNMENT_LATENCY.observe(now.saturating_sub(start.at_ms) as f64 / 1000.0);
             }
         }
     }

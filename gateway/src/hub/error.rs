@@ -18,6 +18,8 @@ pub enum Thing {
     Queue,
     /// A call's media stream number.
     Stream,
+    Bot,
+    Agent,
 }
 
 impl fmt::Display for Thing {
@@ -27,6 +29,8 @@ impl fmt::Display for Thing {
             Thing::Conversation => "conversation",
             Thing::Queue => "queue",
             Thing::Stream => "call stream",
+            Thing::Bot => "bot",
+            Thing::Agent => "agent",
         })
     }
 }
@@ -62,6 +66,9 @@ pub enum HubError {
     /// A clash of ours that a retry resolves (a fresh id collided).
     #[error("{0}")]
     Retry(Cow<'static, str>),
+    /// A configuration refused, one line per problem (as `check-config` prints them).
+    #[error("{}", .0.join("\n"))]
+    Config(Vec<String>),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]

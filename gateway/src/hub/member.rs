@@ -63,7 +63,8 @@ impl Hub {
         workstream: &str,
         value: &Value,
     ) -> Result<Vec<(String, Option<CtxValue>)>, HubError> {
-        let ws = self.cfg.workstream(workstream);
+        let cfg = self.cfg();
+        let ws = cfg.workstream(workstream);
         let obj = match value {
             Value::Null => return Ok(Vec::new()),
             Value::Object(o) => o,
@@ -120,7 +121,7 @@ impl Hub {
         }
         let end = before.saturating_sub(1).min(inner.committed) as usize;
         let frames = &inner.transcript[..end];
-        let start = conversation::page_start(frames, self.cfg.server.transcript_page_bytes);
+        let start = conversation::page_start(frames, self.server.transcript_page_bytes);
         let id = serde_json::to_string(&*conv.id).unwrap_or_default();
         let head = format!(
             "{{\"type\":\"event\",\"name\":\"transcript.page\",\"conversation\":{{\"id\":{id}}},\"value\":{{\"before\":{},\"transcript\":[",
@@ -139,7 +140,7 @@ impl Hub {
             Some(_) => return Err(HubError::invalid("transfer value.queue must be a queue name")),
         };
         if let Some(q) = &queue
-            && self.cfg.queue(q).is_none()
+            && self.cfg().queue(q).is_none()
         {
             return Err(HubError::Unknown(Thing::Queue, q.to_string()));
         }

@@ -19,6 +19,7 @@
 //! connection's queue) and `builtin_bot.rs` (the built-in bot's runner).
 
 mod activity;
+pub mod admin;
 pub mod builtin_bot;
 pub mod call;
 mod connect;
@@ -31,6 +32,7 @@ mod locks;
 mod member;
 pub mod outbox;
 mod persist;
+mod reconfigure;
 mod recovery;
 mod sweep;
 mod tokens;
@@ -55,14 +57,18 @@ use crate::store::Store;
 
 /// Shared state of a running gateway.
 pub struct Hub {
-    pub cfg: Arc<Config>,
+    /// `[server]`: read on every activity, and not live (a change needs a restart).
+    pub server: crate::config::ServerConfig,
+    /// The running configuration; replaced whole by [`Hub::reconfigure`].
+    cfg: parking_lot::RwLock<Arc<Config>>,
     pub clock: Clock,
     pub signer: Signer,
     engine: locks::EngineLock<Engine>,
     convs: DashMap<ConvId, Arc<Conversation>>,
     members: DashMap<Arc<str>, MemberConn>,
-    /// Every configured member as it appears in activities (`from`).
-    parties: std::collections::HashMap<String, Party>,
+    /// Every configured member as it appears in activities (`from`); replaced with the
+    /// configuration.
+    parties: parking_lot::RwLock<Arc<Parties>>,
     /// Voice calls by stream number (the prefix of every binary media frame).
     calls: DashMap<u32, Arc<call::Call>>,
     next_stream: std::sync::atomic::AtomicU32,
@@ -71,6 +77,8 @@ pub struct Hub {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Woken when an administrator connects a bot again (the built-in bots wait on it).
+    pub bot_enabled: tokio::sync::Notify,
     /// One permit per open WebSocket (`max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
 }
@@ -79,6 +87,20 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").field("conversations", &self.convs.len()).finish()
     }
+}
+
+type Parties = std::collections::HashMap<String, Party>;
+
+fn parties(cfg: &Config) -> Parties {
+    cfg.bots
+        .iter()
+        .map(|b| (b.name.clone(), Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot }))
+        .chain(
+            cfg.agents
+                .iter()
+                .map(|a| (a.id.clone(), Party { id: a.id.clone(), name: a.name.clone(), role: Role::Agent })),
+        )
+        .collect()
 }
 
 /// A connected bot or agent: its outbox and the audio format it asked for.
@@ -117,18 +139,10 @@ impl Hub {
     pub fn new(cfg: Config, store: Arc<dyn Store>, signer: Signer) -> Arc<Hub> {
         let engine = Engine::new(&cfg);
         let connections = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
-        let parties = cfg
-            .bots
-            .iter()
-            .map(|b| (b.name.clone(), Party { id: b.name.clone(), name: b.name.clone(), role: Role::Bot }))
-            .chain(
-                cfg.agents
-                    .iter()
-                    .map(|a| (a.id.clone(), Party { id: a.id.clone(), name: a.name.clone(), role: Role::Agent })),
-            )
-            .collect();
+        let parties = parking_lot::RwLock::new(Arc::new(parties(&cfg)));
         Arc::new(Hub {
-            cfg: Arc::new(cfg),
+            server: cfg.server.clone(),
+            cfg: parking_lot::RwLock::new(Arc::new(cfg)),
             clock: Clock::new(),
             signer,
             engine: locks::EngineLock::new(engine),
@@ -140,8 +154,18 @@ impl Hub {
             store,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            bot_enabled: tokio::sync::Notify::new(),
             connections,
         })
+    }
+
+    /// The running configuration (a snapshot: a reload replaces it, never changes it).
+    pub fn cfg(&self) -> Arc<Config> {
+        self.cfg.read().clone()
+    }
+
+    pub(crate) fn parties(&self) -> Arc<Parties> {
+        self.parties.read().clone()
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -163,7 +187,7 @@ impl Hub {
     }
 
     fn member_party(&self, member: &str) -> Party {
-        self.parties.get(member).cloned().unwrap_or_else(|| Party {
+        self.parties().get(member).cloned().unwrap_or_else(|| Party {
             id: member.to_owned(),
             name: member.to_owned(),
             role: Role::Agent,
@@ -171,7 +195,7 @@ impl Hub {
     }
 
     fn is_bot(&self, member: &str) -> bool {
-        self.parties.get(member).is_some_and(|p| p.role == Role::Bot)
+        self.parties().get(member).is_some_and(|p| p.role == Role::Bot)
     }
 
     /// Whether the conversation is still open (not closed).

@@ -114,7 +114,10 @@ impl Outbox {
     /// behind.
     pub fn send(&self, frame: Frame) -> bool {
         match self.tx.try_send(Outgoing::Text(frame)) {
-            Ok(()) => true,
+            Ok(()) => {
+                crate::metrics::inc(&crate::metrics::ACTIVITIES_OUT);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.kick.is_cancelled() {
                     tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
@@ -131,7 +134,10 @@ impl Outbox {
     /// counted, and logged (the first, then every 500th).
     pub fn send_binary(&self, data: bytes::Bytes) -> bool {
         match self.tx.try_send(Outgoing::Binary(data)) {
-            Ok(()) => true,
+            Ok(()) => {
+                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 MEDIA_DROPPED.fetch_add(1, Ordering::Relaxed);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -154,8 +160,12 @@ impl Outbox {
         if frames.is_empty() {
             return true;
         }
+        let n = frames.len() as u64;
         match self.tx.try_send(Outgoing::Batch(frames)) {
-            Ok(()) => true,
+            Ok(()) => {
+                crate::metrics::ACTIVITIES_OUT.fetch_add(n, Ordering::Relaxed);
+                true
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.kick.is_cancelled() {
                     tracing::warn!(conn = self.id, "slow consumer: a replay does not fit, disconnecting");

@@ -19,7 +19,9 @@ use crate::routing::ConvId;
 
 enum Action {
     Close(String),
-    Failover(Arc<str>, String),
+    /// The bot holder failed: with `true`, it stopped answering (a timeout); with `false`,
+    /// its connection stayed gone.
+    Failover(Arc<str>, String, bool),
     Requeue(Arc<str>, String),
     Forget,
 }
@@ -41,7 +43,7 @@ impl Hub {
     }
 
     fn due(&self, c: &Conversation, now: u64) -> Option<Action> {
-        let s = &self.cfg.server;
+        let s = &self.server;
         let inner = c.inner.lock();
         if inner.closed {
             return inner
@@ -55,7 +57,7 @@ impl Hub {
                 if bot && now >= gone + s.bot_grace_secs * 1000 {
                     let why =
                         format!("The virtual assistant {} disconnected; handing you over to an agent.", h.party.name);
-                    return Some(Action::Failover(h.member.clone(), why));
+                    return Some(Action::Failover(h.member.clone(), why, false));
                 }
                 if !bot && now >= gone + s.agent_grace_secs * 1000 {
                     let why =
@@ -66,7 +68,7 @@ impl Hub {
             if bot && inner.bot_deadline_ms.is_some_and(|d| now >= d) {
                 let why =
                     format!("The virtual assistant {} did not answer; handing you over to an agent.", h.party.name);
-                return Some(Action::Failover(h.member.clone(), why));
+                return Some(Action::Failover(h.member.clone(), why, true));
             }
         }
         if inner.customer.is_none() && inner.customer_left_ms.is_some_and(|t| now >= t + s.customer_resume_secs * 1000)
@@ -107,13 +109,18 @@ impl Hub {
                     self.end_notice(&conv, &why);
                     self.close_locked(&mut engine, &conv);
                 }
-                Action::Failover(member, why) | Action::Requeue(member, why)
+                Action::Failover(member, why, _) | Action::Requeue(member, why)
                     if engine.holder(&conv.id) != Some(&*member) =>
                 {
                     let _ = why; // Someone else holds it by now.
                 }
-                Action::Failover(_, why) => {
+                Action::Failover(_, why, timeout) => {
                     tracing::warn!(conversation.id = %conv.id, "{why}");
+                    crate::metrics::inc(if timeout {
+                        &crate::metrics::BOT_TIMEOUTS
+                    } else {
+                        &crate::metrics::BOT_FAILURES
+                    });
                     self.notice(&conv, &why);
                     match engine.failover(&conv.id, now) {
                         Ok(fx) => self.apply(&mut engine, fx),

@@ -25,10 +25,9 @@ impl Hub {
         outbox: &super::Outbox,
         inband_dtmf: bool,
     ) -> Result<Arc<Conversation>, HubError> {
-        let ws = self
-            .cfg
-            .workstream(workstream)
-            .ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
+        let cfg = self.cfg();
+        let ws =
+            cfg.workstream(workstream).ok_or_else(|| HubError::Unknown(Thing::Workstream, workstream.to_owned()))?;
         if ws.channel != crate::config::Channel::Voice {
             return Err(HubError::invalid(format!(
                 "workstream {workstream:?} is a chat workstream; chats connect through /v1/chat"
@@ -41,6 +40,7 @@ impl Hub {
         };
         let id = super::new_conversation_id();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::inc(&crate::metrics::VOICE_CALLS);
         let call = Arc::new(Call::new(stream, id.clone(), caller, inband_dtmf, hold));
         self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))
     }

@@ -62,6 +62,8 @@ pub enum Trigger {
     Requeue,
     /// The holder bot failed (disconnected or stopped answering).
     Failover,
+    /// A new configuration removed its queue or its holder.
+    Reconfigure,
 }
 
 /// One routing decision, for the admin API's `routing` history.

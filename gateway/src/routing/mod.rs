@@ -10,10 +10,12 @@
 //! membership, member load and presence); the server owns sockets and transcripts.
 
 mod engine;
+mod reconfigure;
 mod snapshot;
 mod views;
 
 pub use engine::{ConvStatus, Effect, Engine, EngineError, MemberKind, Presence, RoutingRecord, Trigger};
+pub use reconfigure::Reconfigured;
 pub use snapshot::ConvSnapshot;
 pub use views::{ConvView, MemberView, QueueView, WaitingView};
 

@@ -50,6 +50,14 @@ pub struct QueueView {
     pub members: Vec<MemberView>,
 }
 
+fn state_name(s: ConvStatus) -> &'static str {
+    match s {
+        ConvStatus::Waiting => "waiting",
+        ConvStatus::Active => "active",
+        ConvStatus::Closed => "closed",
+    }
+}
+
 impl Engine {
     pub fn status(&self, conv: &str) -> Option<ConvStatus> {
         self.convs.get(conv).map(|c| c.status)
@@ -81,6 +89,44 @@ impl Engine {
         self.member_ix.get(member).map(|&m| self.members[m].kind)
     }
 
+    /// `waiting`, `active` or `closed`.
+    pub fn conversation_state(&self, conv: &str) -> Option<&'static str> {
+        self.convs.get(conv).map(|c| state_name(c.status))
+    }
+
+    /// Since when the conversation has been waiting in its current queue (still set just
+    /// after an assignment, for the waiting-time metric).
+    pub fn waiting_since_ms(&self, conv: &str) -> Option<u64> {
+        self.convs.get(conv).map(|c| c.waiting_since_ms)
+    }
+
+    /// Every routing decision about the conversation, oldest first.
+    pub fn history(&self, conv: &str) -> &[RoutingRecord] {
+        self.convs.get(conv).map_or(&[], |c| &c.history)
+    }
+
+    /// Every conversation the engine knows, open or recently closed, by id.
+    pub fn conversation_ids(&self) -> Vec<ConvId> {
+        let mut ids: Vec<ConvId> = self.convs.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Open and closed conversations counted by (state, workstream, queue).
+    pub fn counts(&self) -> Vec<((&'static str, &str, &str), u64)> {
+        let mut counts: std::collections::BTreeMap<(&'static str, &str, &str), u64> = Default::default();
+        for c in self.convs.values() {
+            *counts
+                .entry((
+                    state_name(c.status),
+                    self.workstreams[c.workstream].name.as_str(),
+                    self.queues[c.queue].name.as_str(),
+                ))
+                .or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
     pub fn is_disabled(&self, member: &str) -> bool {
         self.member_ix.get(member).is_some_and(|&m| self.members[m].disabled)
     }
@@ -99,11 +145,7 @@ impl Engine {
         Some(ConvView {
             workstream: self.workstreams[c.workstream].name.clone(),
             channel: c.channel,
-            status: match c.status {
-                ConvStatus::Waiting => "waiting",
-                ConvStatus::Active => "active",
-                ConvStatus::Closed => "closed",
-            },
+            status: state_name(c.status),
             queue: self.queues[c.queue].name.clone(),
             holder: c.holder.map(|h| self.members[h].name.clone()),
             position: (c.status == ConvStatus::Waiting).then_some(c.position),

@@ -24,9 +24,9 @@ pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
 
 /// Not an `async fn`: see [`ws::run`].
 fn run(hub: Arc<Hub>, ws: WsStream) -> impl Future<Output = ()> + Send + 'static {
-    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
-    let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
+    let handshake = Duration::from_secs(hub.server.handshake_timeout_secs);
     ws::run(hub, ws, outbox, rx, session, Some(handshake))
 }
 
@@ -58,8 +58,12 @@ impl Session for ChatSession {
         self.conv.is_some()
     }
 
+    fn role(&self) -> &'static str {
+        "customer"
+    }
+
     fn rate(&self) -> (f64, u32) {
-        (self.hub.cfg.server.customer_rate, self.hub.cfg.server.customer_burst)
+        (self.hub.server.customer_rate, self.hub.server.customer_burst)
     }
 
     fn on_close(&mut self) {
@@ -86,11 +90,9 @@ impl ChatSession {
             Some("session.start") => {
                 let ws_name = text_field(&a.value, "workstream")?
                     .ok_or_else(|| HubError::invalid("session.start needs value.workstream"))?;
-                let ws = self
-                    .hub
-                    .cfg
-                    .workstream(ws_name)
-                    .ok_or_else(|| HubError::Unknown(Thing::Workstream, ws_name.to_owned()))?;
+                let cfg = self.hub.cfg();
+                let ws =
+                    cfg.workstream(ws_name).ok_or_else(|| HubError::Unknown(Thing::Workstream, ws_name.to_owned()))?;
                 if ws.channel != Channel::Chat {
                     return Err(HubError::invalid(format!(
                         "workstream {ws_name:?} is a voice workstream; calls connect through /v1/voice"

@@ -44,7 +44,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// `hub.tasks`, so shutdown waits for them; at shutdown each is told to finish its request
 /// in flight and close (an idle one closes at once).
 pub(super) async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>) -> io::Result<()> {
-    let server = &hub.cfg.server;
+    let server = &hub.server;
     let max_sockets = server.max_sockets;
     let head_timeout = Duration::from_secs(server.request_timeout_secs);
     let sockets = Arc::new(Semaphore::new(max_sockets));

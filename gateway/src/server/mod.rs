@@ -4,11 +4,13 @@
 //! into protocol answers (an `error` event, a close code or an HTTP status) at one edge per
 //! transport.
 
+pub mod admin;
 pub mod botconnector;
 mod chat;
 mod console;
 mod directline;
 mod listen;
+mod metrics;
 pub mod respond;
 mod staff;
 mod throttle;
@@ -35,17 +37,19 @@ use crate::store::{MemoryStore, Recovered, SqliteStore, Store, StoreError};
 /// Every HTTP route. `/v1/token` reads the peer's address from the request's
 /// `ConnectInfo<SocketAddr>` extension (set by our accept loop) when there is one.
 pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router {
-    let throttle = Arc::new(throttle::TokenThrottle::new(&hub.cfg.server));
+    let throttle = Arc::new(throttle::TokenThrottle::new(&hub.server));
     Router::new()
         .merge(connector.routes())
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .merge(admin::routes(&hub))
         .route("/v1/token", post(token::token).layer(Extension(throttle)))
         .route("/v1/chat", get(chat::upgrade))
         .route("/v1/bot", get(staff::bot_upgrade))
         .route("/v1/agent", get(staff::agent_upgrade))
         .route("/v1/voice", get(voice::native_upgrade))
         .route("/v1/voice/twilio/{workstream}", get(voice::twilio_upgrade))
-        .merge(directline::routes(&hub.cfg.server))
+        .merge(directline::routes(&hub.server))
         .merge(console::routes())
         .with_state(hub)
 }

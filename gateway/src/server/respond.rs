@@ -17,7 +17,7 @@ use crate::routing::EngineError;
 /// The SPEC §4 error code for what the hub refused.
 pub fn code(e: &HubError) -> ErrorCode {
     match e {
-        HubError::Invalid(_) | HubError::Ended => ErrorCode::BadRequest,
+        HubError::Invalid(_) | HubError::Ended | HubError::Config(_) => ErrorCode::BadRequest,
         HubError::Unknown(..) => ErrorCode::NotFound,
         HubError::NotHolder(_) | HubError::NotAllowed(_) => ErrorCode::Forbidden,
         HubError::Credentials(_) => ErrorCode::Unauthorized,
@@ -170,6 +170,7 @@ mod tests {
         let cases = [
             (HubError::invalid("no text"), ErrorCode::BadRequest, Fault::Client, false),
             (HubError::Ended, ErrorCode::BadRequest, Fault::Client, false),
+            (HubError::Config(vec!["a".into(), "b".into()]), ErrorCode::BadRequest, Fault::Client, false),
             (HubError::Unknown(Thing::Queue, "Q".into()), ErrorCode::NotFound, Fault::Client, false),
             (HubError::NotHolder("conversation \"c_1\"".into()), ErrorCode::Forbidden, Fault::Member, false),
             (HubError::Call(CallError::NotHolder), ErrorCode::Forbidden, Fault::Member, false),

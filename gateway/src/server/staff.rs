@@ -82,14 +82,11 @@ fn run(
     // A holder's queue is sized by what it carries: each call it can hold streams 50
     // frames a second into it.
     let calls = match kind {
-        Principal::Bot => hub.cfg.bots.iter().find(|b| *b.name == *member && b.voice).map_or(0, |b| b.capacity),
-        _ => hub.cfg.agents.iter().find(|a| *a.id == *member).map_or(0, |a| a.capacity),
+        Principal::Bot => hub.cfg().bots.iter().find(|b| *b.name == *member && b.voice).map_or(0, |b| b.capacity),
+        _ => hub.cfg().agents.iter().find(|a| *a.id == *member).map_or(0, |a| a.capacity),
     };
-    let queue = hub.cfg.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
+    let queue = hub.server.outbound_queue + calls as usize * crate::hub::outbox::MEDIA_SLOTS_PER_CALL;
     let (outbox, rx) = Outbox::new(queue);
-    let span = tracing::debug_span!("member", peer.role = ?kind, member = %member);
-    let _enter = span.enter();
-    drop(_enter);
     hub.member_connected(&member, &outbox, audio);
     let media = crate::server::voice::MEDIA_RATE * f64::from(calls.max(1));
     let session = StaffSession { hub: hub.clone(), outbox: outbox.clone(), member, kind, media };
@@ -128,7 +125,15 @@ impl Session for StaffSession {
     }
 
     fn rate(&self) -> (f64, u32) {
-        (self.hub.cfg.server.member_rate, self.hub.cfg.server.member_burst)
+        (self.hub.server.member_rate, self.hub.server.member_burst)
+    }
+
+    fn role(&self) -> &'static str {
+        if self.kind == Principal::Bot { "bot" } else { "agent" }
+    }
+
+    fn peer(&self) -> &str {
+        &self.member
     }
 
     fn binary_rate(&self) -> (f64, u32) {

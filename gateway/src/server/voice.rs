@@ -56,9 +56,9 @@ struct Leg {
 
 /// Not an `async fn`: see [`ws::run`].
 fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) -> impl Future<Output = ()> + Send + 'static {
-    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     let leg = Arc::new(Mutex::new(Leg::default()));
-    let handshake = Duration::from_secs(hub.cfg.server.handshake_timeout_secs);
+    let handshake = Duration::from_secs(hub.server.handshake_timeout_secs);
     let (h, l, d) = (hub.clone(), leg.clone(), dialect.clone());
     let writer: ws::Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(h, sink, rx, outbox, l, d, done)));
@@ -115,11 +115,15 @@ impl Session for VoiceSession {
 
     /// A caller's text: `session.start`, DTMF, marks, the hang-up; on Twilio legs every
     /// media frame is text too (50 a second), so the media rate applies on top.
+    fn role(&self) -> &'static str {
+        "caller"
+    }
+
     fn rate(&self) -> (f64, u32) {
         match self.dialect {
-            Dialect::Native => (self.hub.cfg.server.customer_rate, self.hub.cfg.server.customer_burst),
+            Dialect::Native => (self.hub.server.customer_rate, self.hub.server.customer_burst),
             Dialect::Twilio { .. } => {
-                (MEDIA_RATE + self.hub.cfg.server.customer_rate, MEDIA_BURST + self.hub.cfg.server.customer_burst)
+                (MEDIA_RATE + self.hub.server.customer_rate, MEDIA_BURST + self.hub.server.customer_burst)
             }
         }
     }
@@ -130,7 +134,7 @@ impl Session for VoiceSession {
 
     /// A caller's audio comes in 20 ms frames; one over the text frame limit is no audio.
     fn max_binary(&self) -> usize {
-        self.hub.cfg.server.max_frame_bytes
+        self.hub.server.max_frame_bytes
     }
 
     /// The caller's side is gone: that is a hang-up, everywhere.
@@ -157,7 +161,8 @@ fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Resul
     // Twilio's customParameters carry strings and often more than routing needs (auth,
     // ids): declared variables are taken with their types, the rest ignored.
     let mut ctx = Context::new();
-    let Some(ws) = hub.cfg.workstream(workstream) else { return Ok(ctx) };
+    let cfg = hub.cfg();
+    let Some(ws) = cfg.workstream(workstream) else { return Ok(ctx) };
     for (k, v) in raw.as_object().into_iter().flatten() {
         if let Some(ty) = ws.variable(k)
             && let Some(val) =
@@ -283,7 +288,7 @@ async fn write_loop(
     dialect: Dialect,
     done: CancellationToken,
 ) {
-    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     // Pings, as on every connection: a half-open caller socket is found out, and its pongs
     // keep a silent but healthy connector inside the idle timeout.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);

@@ -63,6 +63,12 @@ pub trait Session: Send + 'static {
         false
     }
     fn on_close(&mut self);
+    /// Who is at the other end, for the connection's tracing span (`peer.role`).
+    fn role(&self) -> &'static str;
+    /// The bot's or agent's name, or `-` for a customer or caller (`peer.id`).
+    fn peer(&self) -> &str {
+        "-"
+    }
 }
 
 /// What owns a connection's sink: drains its outbox until `done` (the reader ended).
@@ -136,7 +142,7 @@ where
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(hub.cfg.server.max_frame_bytes, read_buffer);
+    let config = ws_config(hub.server.max_frame_bytes, read_buffer);
     hub.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -173,7 +179,7 @@ pub fn run<S: Session>(
     session: S,
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let ping_every = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let shutdown = hub.shutdown.clone();
     let writer: Writer =
         Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
@@ -194,114 +200,121 @@ pub fn run_with<S: Session>(
     let (sink, mut stream) = ws.split();
     let done = CancellationToken::new();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
-    let limit = hub.cfg.server.max_frame_bytes;
+    let limit = hub.server.max_frame_bytes;
     let (rate, burst) = session.rate();
     let mut bucket = TokenBucket::new(rate, burst);
     let (media_rate, media_burst) = session.binary_rate();
     let mut media_bucket = TokenBucket::new(media_rate, media_burst);
     let mut media_refused = 0u64;
-    async move {
-        let idle = Duration::from_secs(hub.cfg.server.idle_timeout_secs.max(1));
-        // One timer for the handshake and then the idle timeout, re-armed only when it fires:
-        // no timer is registered per frame.
-        let timer = tokio::time::sleep(handshake.unwrap_or(idle));
-        tokio::pin!(timer);
-        let mut handshaking = handshake.is_some();
-        let mut last_frame = tokio::time::Instant::now();
-        // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
-        // and dropped from, the token's waiter list every time (several % of a chat-relay
-        // profile).
-        let kicked = outbox.kicked().cancelled();
-        let stopping = hub.shutdown.cancelled();
-        tokio::pin!(kicked, stopping);
-        loop {
-            tokio::select! {
-                _ = &mut kicked => break,
-                _ = &mut stopping => break,
-                _ = &mut timer => {
-                    if handshaking && !session.started() {
-                        outbox.kick(Reason::Policy, "no session.start in time");
-                        break;
-                    }
-                    handshaking = false;
-                    let due = last_frame + idle;
-                    if tokio::time::Instant::now() >= due {
-                        outbox.kick(Reason::Idle, "idle for too long");
-                        break;
-                    }
-                    timer.as_mut().reset(due);
-                }
-                msg = stream.next() => {
-                    last_frame = tokio::time::Instant::now();
-                    match msg {
-                    Some(Ok(Message::Text(t))) => {
-                        if t.len() > limit {
-                            outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+    // One span per connection: every log line of its reader (and the hub calls it makes)
+    // carries who it is.
+    let span =
+        tracing::info_span!("connection", conn.id = outbox.id(), peer.role = session.role(), peer.id = session.peer());
+    tracing::Instrument::instrument(
+        async move {
+            let idle = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
+            // One timer for the handshake and then the idle timeout, re-armed only when it fires:
+            // no timer is registered per frame.
+            let timer = tokio::time::sleep(handshake.unwrap_or(idle));
+            tokio::pin!(timer);
+            let mut handshaking = handshake.is_some();
+            let mut last_frame = tokio::time::Instant::now();
+            // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
+            // and dropped from, the token's waiter list every time (several % of a chat-relay
+            // profile).
+            let kicked = outbox.kicked().cancelled();
+            let stopping = hub.shutdown.cancelled();
+            tokio::pin!(kicked, stopping);
+            loop {
+                tokio::select! {
+                    _ = &mut kicked => break,
+                    _ = &mut stopping => break,
+                    _ = &mut timer => {
+                        if handshaking && !session.started() {
+                            outbox.kick(Reason::Policy, "no session.start in time");
                             break;
                         }
-                        if !bucket.take() {
-                            let e = ProtocolError::new(
-                                crate::protocol::ErrorCode::RateLimited,
-                                format!("more than {rate} frames per second; this frame was not processed"),
-                            );
-                            outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
-                            continue;
-                        }
-                        session.on_text(t.as_str());
-                        if session.ended() {
+                        handshaking = false;
+                        let due = last_frame + idle;
+                        if tokio::time::Instant::now() >= due {
+                            outbox.kick(Reason::Idle, "idle for too long");
                             break;
                         }
+                        timer.as_mut().reset(due);
                     }
-                    Some(Ok(Message::Binary(b))) => {
-                        if b.len() > session.max_binary() {
-                            outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
-                            break;
-                        }
-                        if media_rate > 0.0 && !media_bucket.take() {
-                            // Told once a second at most: audio comes 50 frames a second.
-                            media_refused += 1;
-                            if media_refused % 50 == 1 {
+                    msg = stream.next() => {
+                        last_frame = tokio::time::Instant::now();
+                        match msg {
+                        Some(Ok(Message::Text(t))) => {
+                            if t.len() > limit {
+                                outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
+                                break;
+                            }
+                            if !bucket.take() {
                                 let e = ProtocolError::new(
                                     crate::protocol::ErrorCode::RateLimited,
-                                    format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                    format!("more than {rate} frames per second; this frame was not processed"),
                                 );
+                                outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
+                                continue;
+                            }
+                            session.on_text(t.as_str());
+                            if session.ended() {
+                                break;
+                            }
+                        }
+                        Some(Ok(Message::Binary(b))) => {
+                            if b.len() > session.max_binary() {
+                                outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
+                                break;
+                            }
+                            if media_rate > 0.0 && !media_bucket.take() {
+                                // Told once a second at most: audio comes 50 frames a second.
+                                media_refused += 1;
+                                if media_refused % 50 == 1 {
+                                    let e = ProtocolError::new(
+                                        crate::protocol::ErrorCode::RateLimited,
+                                        format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
+                                    );
+                                    outbox.send_error(e, None, None);
+                                }
+                                continue;
+                            }
+                            if let Err(e) = session.on_binary(b) {
                                 outbox.send_error(e, None, None);
                             }
-                            continue;
                         }
-                        if let Err(e) = session.on_binary(b) {
-                            outbox.send_error(e, None, None);
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                        Some(Err(WsError::Capacity(e))) => {
+                            outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
+                            break;
                         }
-                    }
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                    Some(Err(WsError::Capacity(e))) => {
-                        outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
-                        break;
-                    }
-                    // Protocol violations close with the SPEC's code, logged once at debug.
-                    Some(Err(WsError::Utf8(e))) => {
-                        tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
-                        outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
-                        break;
-                    }
-                    Some(Err(WsError::Protocol(e))) => {
-                        tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
-                        outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(conn = outbox.id(), "read error: {e}");
-                        break;
-                    }
+                        // Protocol violations close with the SPEC's code, logged once at debug.
+                        Some(Err(WsError::Utf8(e))) => {
+                            tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
+                            outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
+                            break;
+                        }
+                        Some(Err(WsError::Protocol(e))) => {
+                            tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
+                            outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(conn = outbox.id(), "read error: {e}");
+                            break;
+                        }
+                        }
                     }
                 }
             }
-        }
-        session.on_close();
-        done.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    }
+            session.on_close();
+            done.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        },
+        span,
+    )
 }
 
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;

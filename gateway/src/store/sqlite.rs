@@ -279,6 +279,8 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
         }
         let started = std::time::Instant::now();
         let result = write_batch(&mut conn, &batch);
+        crate::metrics::STORE_COMMIT.observe(started.elapsed().as_secs_f64());
+        crate::metrics::STORE_BATCH.observe(batch.len() as f64);
         if started.elapsed() > SLOW_COMMIT {
             tracing::debug!(records = batch.len(), "slow store commit: {:?}", started.elapsed());
         }

@@ -86,7 +86,7 @@ pub struct BotInfo {
 
 /// Starts the runner of every bot with an `endpoint`.
 pub fn spawn_all(bc: &Arc<Connector>) {
-    for b in bc.hub.cfg.bots.iter() {
+    for b in bc.hub.cfg().bots.iter() {
         let Some(endpoint) = &b.endpoint else { continue };
         let bot = Arc::new(BotInfo {
             name: Arc::from(b.name.as_str()),
@@ -112,7 +112,7 @@ async fn run(bc: Arc<Connector>, bot: Arc<BotInfo>) {
     let hub = bc.hub.clone();
     let mut lanes: HashMap<String, Lane> = HashMap::new();
     loop {
-        let (outbox, mut rx) = Outbox::new(hub.cfg.server.outbound_queue.max(4096));
+        let (outbox, mut rx) = Outbox::new(hub.server.outbound_queue.max(4096));
         hub.member_connected(&bot.name, &outbox, switchboard_codecs::Format::default());
         loop {
             tokio::select! {

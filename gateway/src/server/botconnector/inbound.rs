@@ -83,9 +83,10 @@ fn caller(hub: &Hub, conv: &str, headers: &HeaderMap) -> Result<Arc<str>, Protoc
     }
     let open = |b: &&crate::config::Bot| b.endpoint.is_some() && b.auth == BotAuth::None;
     let holder = hub.with_engine(|e| e.holder(conv).map(str::to_owned));
-    match holder.and_then(|h| hub.cfg.bots.iter().filter(open).find(|b| b.name == h)) {
+    let cfg = hub.cfg();
+    match holder.and_then(|h| cfg.bots.iter().filter(open).find(|b| b.name == h)) {
         Some(b) => Ok(Arc::from(b.name.as_str())),
-        None if !hub.cfg.bots.iter().any(|b| open(&b)) => {
+        None if !cfg.bots.iter().any(|b| open(&b)) => {
             Err(ProtocolError::unauthorized("missing bearer token (an access token from /v1/token)"))
         }
         None if hub.conversation(conv).is_none() => {
@@ -100,7 +101,7 @@ fn caller(hub: &Hub, conv: &str, headers: &HeaderMap) -> Result<Arc<str>, Protoc
 async fn call(hub: &Hub, conv: &str, headers: &HeaderMap, body: Body) -> Result<String, ProtocolError> {
     let bot = caller(hub, conv, headers)?;
     // Read no more than an activity may be (as on /v1/bot), however much is sent.
-    let limit = hub.cfg.server.max_frame_bytes;
+    let limit = hub.server.max_frame_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.into_inner().is::<http_body_util::LengthLimitError>() {
             ProtocolError::new(

@@ -54,7 +54,7 @@ impl Connector {
     /// The Bot Connector of a gateway reached at `public_url`: it loads the channel key
     /// from `stored` (or makes one and has the store keep it) if any bot needs it.
     pub async fn new(hub: Arc<Hub>, public_url: &str, stored: Option<Vec<u8>>) -> Result<Arc<Connector>, String> {
-        let needs_key = hub.cfg.bots.iter().any(|b| b.endpoint.is_some() && b.auth == BotAuth::Jwt);
+        let needs_key = hub.cfg().bots.iter().any(|b| b.endpoint.is_some() && b.auth == BotAuth::Jwt);
         let key = match (needs_key, stored) {
             (false, _) => None,
             (true, Some(der)) => Some(ChannelKey::from_pkcs8(&der)?),
@@ -65,11 +65,11 @@ impl Connector {
                 Some(key)
             }
         };
-        for b in hub.cfg.bots.iter().filter(|b| b.endpoint.is_some() && b.auth == BotAuth::None) {
+        for b in hub.cfg().bots.iter().filter(|b| b.endpoint.is_some() && b.auth == BotAuth::None) {
             tracing::warn!(bot = %b.name, "auth = \"none\": calls to this bot are not signed and its calls need no token");
         }
-        let bots = hub.cfg.bots.iter().any(|b| b.endpoint.is_some());
-        if bots && hub.cfg.server.public_url.is_none() {
+        let bots = hub.cfg().bots.iter().any(|b| b.endpoint.is_some());
+        if bots && hub.server.public_url.is_none() {
             tracing::warn!(
                 "[server] public_url is not set: Bot Framework bots are told to call back at {public_url}, \
                  which only a bot on this machine may reach"

@@ -37,11 +37,12 @@ pub(super) enum Caller {
     Token { conversation: String, started: bool },
 }
 
-/// `[directline]`, or 404 when this gateway serves no Direct Line.
-pub(super) fn config(hub: &Hub) -> Result<&DirectLine, Refusal> {
-    hub.cfg
+/// `[directline]` of the running configuration (a copy: a reload may replace it), or 404
+/// when this gateway serves no Direct Line.
+pub(super) fn config(hub: &Hub) -> Result<DirectLine, Refusal> {
+    hub.cfg()
         .directline
-        .as_ref()
+        .clone()
         .ok_or_else(|| ProtocolError::not_found("Direct Line is not configured on this gateway ([directline])").into())
 }
 
@@ -87,7 +88,7 @@ pub(super) fn for_conversation(hub: &Hub, headers: &HeaderMap, id: &str) -> Resu
 /// A started conversation's token lives `customer_token_ttl_secs`, a generated one
 /// [`GENERATED_TOKEN_SECS`] at most.
 pub(super) fn token(hub: &Hub, conversation: &str, started: bool) -> (String, u64) {
-    let ttl = hub.cfg.server.customer_token_ttl_secs;
+    let ttl = hub.server.customer_token_ttl_secs;
     let ttl = if started { ttl } else { ttl.min(GENERATED_TOKEN_SECS) };
     let exp = hub.clock.now_ms() + ttl * 1000;
     let claims =

@@ -50,7 +50,7 @@ fn conversation_answer(hub: &Hub, base: &Base, id: &str, watermark: u64) -> Valu
 pub(super) async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Answer {
     let caller = auth::caller(&hub, &headers)?;
     let workstream = auth::config(&hub)?.workstream.clone();
-    let body = read_body(body, hub.cfg.server.max_frame_bytes).await?;
+    let body = read_body(body, hub.server.max_frame_bytes).await?;
     let name = user_name(&body)?;
     let base = Base::of(&headers);
     let id = match caller {
@@ -150,7 +150,7 @@ pub(super) async fn post_activity(
     auth::for_conversation(&hub, &headers, &id)?;
     let conv = conversation(&hub, &id)?;
     rate.take(&conv.id)?;
-    let body = read_body(body, hub.cfg.server.max_frame_bytes).await?;
+    let body = read_body(body, hub.server.max_frame_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|_| ProtocolError::bad_request("the body is not UTF-8"))?;
     let a = Inbound::parse(text)?;
     let id = post_customer(&hub, &conv, &a).await?;

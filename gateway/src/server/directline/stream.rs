@@ -47,9 +47,9 @@ pub(super) async fn upgrade(
 }
 
 async fn run(hub: Arc<Hub>, socket: ws::WsStream, conv: Arc<Conversation>, watermark: u64, base: Base) {
-    let (outbox, rx) = Outbox::new(hub.cfg.server.outbound_queue);
+    let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     hub.attach_customer(&conv, &outbox);
-    let keep_alive = Duration::from_secs((hub.cfg.server.idle_timeout_secs / 3).max(1));
+    let keep_alive = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let writer = Writer { hub: hub.clone(), conv: conv.clone(), base, cursor: watermark, keep_alive };
     let boxed: ws::Writer = Box::new(move |sink, rx, outbox, done| Box::pin(writer.run(sink, rx, outbox, done)));
     let session = StreamSession { hub: hub.clone(), conv, outbox: outbox.clone() };
@@ -65,8 +65,12 @@ struct StreamSession {
 impl Session for StreamSession {
     fn on_text(&mut self, _text: &str) {}
 
+    fn role(&self) -> &'static str {
+        "customer"
+    }
+
     fn rate(&self) -> (f64, u32) {
-        (self.hub.cfg.server.customer_rate, self.hub.cfg.server.customer_burst)
+        (self.hub.server.customer_rate, self.hub.server.customer_burst)
     }
 
     fn on_close(&mut self) {

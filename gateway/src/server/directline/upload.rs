@@ -24,7 +24,7 @@ use crate::protocol::{ErrorCode, Inbound, ProtocolError};
 
 /// The upload bound for this gateway.
 fn limit(hub: &crate::hub::Hub) -> usize {
-    hub.cfg.server.max_conversation_bytes / 4
+    hub.server.max_conversation_bytes / 4
 }
 
 fn bad(e: impl std::fmt::Display) -> Refusal {

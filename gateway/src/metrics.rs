@@ -1,0 +1,85 @@
+//! What `/metrics` counts, kept where it happens at the cost of an atomic add.
+//!
+//! The hot path (an activity relayed, a media frame forwarded) only bumps a process-wide
+//! atomic counter: no lock, no map lookup, no label. What is a *state* rather than an event
+//! (connections by role, conversations by state, workstream and queue, calls in progress)
+//! is not counted at all: `server::metrics` reads it from the hub when it is scraped. The
+//! few labelled event counters and the histograms (escalations by rule, queue waiting time,
+//! store commits) are touched once per routing decision or store batch, never per activity.
+//!
+//! The counters are process-wide, like the process's own CPU time: a test process that
+//! runs several gateways sees their sum (tests compare before and after).
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+/// Client activities accepted into a transcript (customers, bots and agents).
+pub static ACTIVITIES_IN: AtomicU64 = AtomicU64::new(0);
+/// Text frames queued toward connections (activities, events, acks).
+pub static ACTIVITIES_OUT: AtomicU64 = AtomicU64::new(0);
+/// Audio frames received from callers and holders.
+pub static MEDIA_IN: AtomicU64 = AtomicU64::new(0);
+/// Audio frames queued toward holders' connections (callers' legs count in `MEDIA_IN`'s
+/// other direction: every holder frame is played out).
+pub static MEDIA_OUT: AtomicU64 = AtomicU64::new(0);
+/// Voice calls started.
+pub static VOICE_CALLS: AtomicU64 = AtomicU64::new(0);
+/// Bots whose connection went away and stayed away for the grace period.
+pub static BOT_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Bots that left a customer's message unanswered for `bot_reply_timeout_secs`.
+pub static BOT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+/// Configuration changes applied (admin API or SIGHUP).
+pub static CONFIG_RELOADS: AtomicU64 = AtomicU64::new(0);
+
+/// One more of `counter`.
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    /// The rule that matched, or `(fallback)`.
+    pub rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+/// Escalations by the rule that routed them.
+pub static ESCALATIONS: LazyLock<Family<RuleLabel, Counter>> = LazyLock::new(Family::default);
+
+/// Seconds a conversation waited in its queue before a member took it, by queue.
+pub static QUEUE_WAIT: LazyLock<Family<QueueLabel, Histogram>> =
+    LazyLock::new(|| Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 18))));
+
+/// Seconds from a conversation's start until a human agent first took it (bot part
+/// included): what a customer who asked for a person waited.
+pub static ASSIGNMENT_LATENCY: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.005, 2.0, 18)));
+
+/// Seconds one store transaction took to commit (including its fsync).
+pub static STORE_COMMIT: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+
+/// Records in one store transaction (group commit).
+pub static STORE_BATCH: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 13)));
+
+/// An escalation routed by `rule` (`None`: the fallback queue).
+pub fn escalated(rule: Option<&str>) {
+    ESCALATIONS.get_or_create(&RuleLabel { rule: rule.unwrap_or("(fallback)").to_owned() }).inc();
+}
+
+/// A member took a conversation that had waited `waited_ms` in `queue`.
+pub fn waited(queue: &str, waited_ms: u64) {
+    QUEUE_WAIT.get_or_create(&QueueLabel { queue: queue.to_owned() }).observe(waited_ms as f64 / 1000.0);
+}

@@ -1,0 +1,97 @@
+//! `GET /metrics`: Prometheus text (OpenMetrics) written by the `prometheus-client` crate.
+//!
+//! A fresh registry per scrape: the process-wide counters and histograms of
+//! `crate::metrics` (shared handles, nothing copied), plus what is state rather than an
+//! event, read from the hub now (connections by role, conversations by state, workstream
+//! and queue, calls in progress). Scraping costs one pass over the conversations; the hot
+//! path pays nothing for it.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::hub::Hub;
+use crate::metrics as m;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConvLabels {
+    state: String,
+    workstream: String,
+    queue: String,
+}
+
+fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
+    r.register(name, help, ConstCounter::new(v));
+}
+
+pub fn registry(hub: &Hub) -> Registry {
+    let mut r = Registry::with_prefix("switchboard");
+    let g = hub.gauges();
+    let connections = Family::<RoleLabel, Gauge>::default();
+    for (role, n) in [("customer", g.customers), ("caller", g.calls), ("bot", g.bots), ("agent", g.agents)] {
+        connections.get_or_create(&RoleLabel { role }).set(n as i64);
+    }
+    r.register("connections", "Open connections by role", connections);
+    let convs = Family::<ConvLabels, Gauge>::default();
+    for ((state, workstream, queue), n) in g.conversations {
+        convs.get_or_create(&ConvLabels { state, workstream, queue }).set(n as i64);
+    }
+    r.register("conversations", "Conversations in memory by state, workstream and queue", convs);
+    let calls = Gauge::<i64>::default();
+    calls.set(g.calls as i64);
+    r.register("voice_calls_active", "Voice calls in progress", calls);
+    counter(&mut r, "voice_calls", "Voice calls started", m::get(&m::VOICE_CALLS));
+    counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::get(&m::ACTIVITIES_IN));
+    counter(&mut r, "activities_out", "Text frames queued toward connections", m::get(&m::ACTIVITIES_OUT));
+    counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::get(&m::MEDIA_IN));
+    counter(&mut r, "media_frames_out", "Audio frames queued toward holders", m::get(&m::MEDIA_OUT));
+    counter(
+        &mut r,
+        "media_frames_dropped",
+        "Audio frames dropped at a full outbound queue",
+        crate::hub::outbox::MEDIA_DROPPED.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    counter(
+        &mut r,
+        "bot_failures",
+        "Bots whose connection stayed away past the grace period",
+        m::get(&m::BOT_FAILURES),
+    );
+    counter(
+        &mut r,
+        "bot_timeouts",
+        "Bots that left a customer's message unanswered too long",
+        m::get(&m::BOT_TIMEOUTS),
+    );
+    counter(&mut r, "config_reloads", "Configurations applied while running", m::get(&m::CONFIG_RELOADS));
+    r.register("escalations", "Bot escalations by the rule that routed them", m::ESCALATIONS.clone());
+    r.register("queue_wait_seconds", "Time in the queue before a member took the conversation", m::QUEUE_WAIT.clone());
+    r.register(
+        "assignment_latency_seconds",
+        "Time from a conversation's start until its first human agent",
+        m::ASSIGNMENT_LATENCY.clone(),
+    );
+    r.register("store_commit_seconds", "Time one store transaction took to commit", m::STORE_COMMIT.clone());
+    r.register("store_batch_records", "Records in one store transaction", m::STORE_BATCH.clone());
+    r
+}
+
+pub async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry(&hub)).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n").into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+}
