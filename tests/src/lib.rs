@@ -398,3 +398,22 @@ pub async fn http_response(
         .collect();
     Ok(HttpResponse { status, headers, body: body.to_owned() })
 }
+
+/// Writes 16-bit PCM `frames` (one sample per channel each) at `rate` as a WAV file.
+pub fn write_wav(
+    path: &std::path::Path,
+    rate: u32,
+    channels: u16,
+    frames: impl IntoIterator<Item = i16>,
+) -> Result<()> {
+    let spec =
+        hound::WavSpec { channels, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for s in frames {
+        for _ in 0..channels {
+            w.write_sample(s)?;
+        }
+    }
+    w.finalize()?;
+    Ok(())
+}

@@ -402,19 +402,9 @@ async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format(
     // One second of 440 Hz at 0.3 of full scale, as a music library exports it.
     let dir = tempfile::tempdir()?;
     let wav = dir.path().join("hold.wav");
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 44100,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec)?;
-    for i in 0..44100 {
-        let s = (0.3 * 32768.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 44100.0).sin()) as i16;
-        w.write_sample(s)?;
-        w.write_sample(s)?;
-    }
-    w.finalize()?;
+    let tone = (0..44100)
+        .map(|i| (0.3 * 32768.0 * (2.0 * std::f64::consts::PI * 440.0 * f64::from(i) / 44100.0).sin()) as i16);
+    switchboard_tests::write_wav(&wav, 44100, 2, tone)?;
     let toml = voice_config().replacen(
         "name = \"VoiceWorkStream\"\nchannel = \"voice\"\n",
         &format!("name = \"VoiceWorkStream\"\nchannel = \"voice\"\nhold_audio = {:?}\n", wav.to_str().unwrap()),

@@ -9,6 +9,8 @@
 //   SB_ADMIN_TOKEN  the gateway's admin token
 //   SB_SHOTS        the folder for the screenshots
 //   SB_CHROMIUM     the browser (default /usr/bin/chromium)
+//   SB_SCENARIO     chat (the above) | voice: the agent takes a phone call the Rust test
+//                   places; Chromium's fake microphone plays SB_FAKE_AUDIO (a WAV)
 'use strict';
 
 const path = require('path');
@@ -34,8 +36,8 @@ async function transcriptHas(page, text) {
   await page.locator('#transcript li', { hasText: text }).first().waitFor({ timeout: WAIT });
 }
 
-async function main() {
-  const browser = await chromium.launch({
+async function launch(extra) {
+  return chromium.launch({
     executablePath: process.env.SB_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     // As root, without a sandbox; and none of Chromium's own calls to the outside.
@@ -44,8 +46,46 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
       '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      ...extra,
     ],
   });
+}
+
+async function signInAlice(ctx) {
+  const agent = await ctx.newPage();
+  await agent.goto(url + '/agent');
+  await agent.getByLabel('Agent id').fill('alice');
+  await agent.getByLabel('Secret').fill('alice-demo-secret');
+  await agent.getByRole('button', { name: 'Sign in' }).click();
+  await agent.locator('#status', { hasText: 'signed in as alice' }).waitFor({ timeout: WAIT });
+  return agent;
+}
+
+// A phone call answered in the browser: the caller's audio is played (its level is read
+// from the page), the fake microphone's goes back on the call, the DTMF key is shown.
+async function voice() {
+  const browser = await launch(['--use-file-for-fake-audio-capture=' + process.env.SB_FAKE_AUDIO]);
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 800 }, permissions: ['microphone'] });
+  ctx.on('page', p => p.on('pageerror', e => say('pageerror', { message: String(e) })));
+  const agent = await signInAlice(ctx);
+  say('ready', {});
+  await agent.locator('#convs li button', { hasText: '☎' }).first().waitFor({ timeout: WAIT });
+  await agent.locator('#call').waitFor({ state: 'visible', timeout: WAIT });
+  await transcriptHas(agent, 'pressed 1');
+  await agent.waitForFunction(() => {
+    const s = window.sbAgent.stats;
+    return s.framesIn > 50 && s.peakIn > 0.05 && s.framesOut > 50;
+  }, null, { timeout: WAIT, polling: 100 });
+  await shot(agent, 'call');
+  say('call', { stats: await agent.evaluate(() => window.sbAgent.stats) });
+  // The caller hangs up: the call ends on the page.
+  await agent.waitForFunction(() => [...window.sbAgent.convs.values()].some(c => c.channel === 'voice' && !c.open), null, { timeout: WAIT });
+  await browser.close();
+  say('done', {});
+}
+
+async function chat() {
+  const browser = await launch([]);
   const viewport = { width: 1366, height: 800 };
   const customerCtx = await browser.newContext({ viewport });
   const agentCtx = await browser.newContext({ viewport, permissions: ['microphone'] });
@@ -61,12 +101,7 @@ async function main() {
   await start.close();
 
   // The agent signs in first, so the handoff finds her available.
-  const agent = await agentCtx.newPage();
-  await agent.goto(url + '/agent');
-  await agent.getByLabel('Agent id').fill('alice');
-  await agent.getByLabel('Secret').fill('alice-demo-secret');
-  await agent.getByRole('button', { name: 'Sign in' }).click();
-  await agent.locator('#status', { hasText: 'signed in as alice' }).waitFor({ timeout: WAIT });
+  const agent = await signInAlice(agentCtx);
   say('agent', { signedIn: true });
 
   // The customer starts a chat; the built-in bot answers and hands over.
@@ -121,7 +156,7 @@ async function main() {
   say('done', {});
 }
 
-main().catch(e => {
+(process.env.SB_SCENARIO === 'voice' ? voice() : chat()).catch(e => {
   say('error', { message: String(e && e.stack ? e.stack : e) });
   process.exit(1);
 });
