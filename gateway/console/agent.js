@@ -5,11 +5,9 @@
 // microphone is sent back the same way.
 'use strict';
 
-const RATE = 16000;
-const FRAME = RATE / 50; // 20 ms
 const A = {
   ws: null, convs: new Map(), order: [], current: null, unread: 0,
-  audio: null, mic: null, muted: false, playAt: 0,
+  audio: null, player: null, mic: null, muted: false,
   // For people and tests alike: what the call has carried.
   stats: { framesIn: 0, framesOut: 0, peakIn: 0, peakOut: 0 },
 };
@@ -137,71 +135,41 @@ function onFrame(v) {
   renderList();
 }
 
-// Caller audio: [stream u32 BE][L16 LE at 16 kHz], scheduled back to back.
+// Caller audio, played as it comes (audio.js).
 function onAudio(buf) {
-  if (!A.audio || buf.byteLength <= 4) return;
-  const view = new DataView(buf);
-  const n = (buf.byteLength - 4) >> 1;
-  const pcm = new Float32Array(n);
-  let peak = 0;
-  for (let i = 0; i < n; i++) {
-    const s = view.getInt16(4 + 2 * i, true) / 32768;
-    pcm[i] = s;
-    peak = Math.max(peak, Math.abs(s));
+  if (!A.audio) return;
+  if (!A.player) {
+    A.player = SBAudio.player(A.audio, peak => {
+      A.stats.peakIn = peak;
+      $('meter-in').style.width = Math.min(100, peak * 200) + '%';
+    });
   }
-  A.stats.framesIn++;
-  A.stats.peakIn = Math.max(A.stats.peakIn * 0.9, peak);
-  $('meter-in').style.width = Math.min(100, A.stats.peakIn * 200) + '%';
-  const b = A.audio.createBuffer(1, n, RATE);
-  b.copyToChannel(pcm, 0);
-  const src = A.audio.createBufferSource();
-  src.buffer = b;
-  src.connect(A.audio.destination);
-  const now = A.audio.currentTime;
-  if (A.playAt < now || A.playAt > now + 0.5) A.playAt = now + 0.06; // a small jitter buffer
-  src.start(A.playAt);
-  A.playAt += n / RATE;
+  A.player.play(buf);
+  A.stats.framesIn = A.player.frames;
 }
 
-// The microphone: 20 ms frames of L16 LE for the call the agent has open.
+// The microphone, sent on the call the agent has open.
 async function startMic() {
   if (A.mic || !navigator.mediaDevices) return;
+  A.mic = true;
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
-    const src = A.audio.createMediaStreamSource(stream);
-    const proc = A.audio.createScriptProcessor(1024, 1, 1);
-    let pending = new Int16Array(0);
-    proc.onaudioprocess = e => {
-      const c = A.convs.get(A.current);
-      const media = c && c.open && c.media;
-      const input = e.inputBuffer.getChannelData(0);
-      let peak = 0;
-      const chunk = new Int16Array(input.length);
-      for (let i = 0; i < input.length; i++) {
-        const s = A.muted ? 0 : Math.max(-1, Math.min(1, input[i]));
-        peak = Math.max(peak, Math.abs(s));
-        chunk[i] = s * 32767;
-      }
-      A.stats.peakOut = Math.max(A.stats.peakOut * 0.9, peak);
-      $('meter-out').style.width = Math.min(100, A.stats.peakOut * 200) + '%';
-      if (!media) return;
-      const all = new Int16Array(pending.length + chunk.length);
-      all.set(pending);
-      all.set(chunk, pending.length);
-      let off = 0;
-      for (; off + FRAME <= all.length; off += FRAME) {
-        const out = new ArrayBuffer(4 + FRAME * 2);
-        const dv = new DataView(out);
-        dv.setUint32(0, media.stream, false);
-        for (let i = 0; i < FRAME; i++) dv.setInt16(4 + 2 * i, all[off + i], true);
-        if (A.ws && A.ws.readyState === WebSocket.OPEN) { A.ws.send(out); A.stats.framesOut++; }
-      }
-      pending = all.slice(off);
-    };
-    src.connect(proc);
-    proc.connect(A.audio.destination); // a ScriptProcessor runs only when connected; it outputs silence
-    A.mic = { stream, proc };
+    A.mic = await SBAudio.mic(
+      A.audio,
+      () => {
+        const c = A.convs.get(A.current);
+        return c && c.open && c.media ? c.media.stream : null;
+      },
+      frame => {
+        if (A.ws && A.ws.readyState === WebSocket.OPEN) { A.ws.send(frame); A.stats.framesOut++; }
+      },
+      peak => {
+        A.stats.peakOut = peak;
+        $('meter-out').style.width = Math.min(100, peak * 200) + '%';
+      },
+      () => A.muted,
+    );
   } catch (e) {
+    A.mic = null;
     status('microphone unavailable: ' + e.message);
   }
 }
@@ -243,7 +211,7 @@ document.addEventListener('DOMContentLoaded', () => {
     e.preventDefault();
     const f = e.target;
     // Made on the click, so the browser lets it play (the call, the assignment sound).
-    A.audio = A.audio || new AudioContext({ sampleRate: RATE });
+    A.audio = A.audio || new AudioContext({ sampleRate: SBAudio.RATE });
     $('signin-error').textContent = '';
     try {
       await signIn(f.agent.value.trim(), f.secret.value);

@@ -5,8 +5,9 @@
 //! rating, and the supervisor page with the queues, the agents and the conversation's
 //! routing history. A phone call: a Twilio Media Streams caller (this test) presses 1 in
 //! the voice menu and is answered on the agent page, which plays the caller's tone and
-//! sends Chromium's fake microphone back, which the caller hears. Screenshots of every page
-//! are kept in `target/screenshots/`.
+//! sends Chromium's fake microphone back, which the caller hears; and the same call placed
+//! from the console's phone page. Screenshots of every page are kept in
+//! `target/screenshots/`.
 
 use std::f64::consts::PI;
 use std::path::PathBuf;
@@ -230,4 +231,19 @@ async fn an_agent_answers_a_phone_call_in_the_browser() -> Result<()> {
     browser.finish().await?;
     sender.abort();
     screenshot_taken("call")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_placed_from_the_phone_page_reaches_the_agent_page() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mic = dir.path().join("mic.wav");
+    switchboard_tests::write_wav(&mic, 48_000, 1, sine(48_000, 1000.0, 0.5, 20_000))?;
+    let server = start_server(Some(switchboard::config::DEFAULT_TOML)).await;
+    let mic_path = mic.to_string_lossy().into_owned();
+    let said = Browser::start(&server, &[("SB_SCENARIO", "phone"), ("SB_FAKE_AUDIO", &mic_path)])?.finish().await?;
+    let call = said.iter().find(|v| v["event"] == "phone").context("the call step")?;
+    assert!(call["agent"]["peakIn"].as_f64().unwrap_or(0.0) > 0.05, "the agent heard the caller's microphone: {call}");
+    assert!(call["caller"]["framesOut"].as_u64().unwrap_or(0) > 50, "the phone page sent its microphone: {call}");
+    assert!(call["caller"]["framesIn"].as_u64().unwrap_or(0) > 10, "the phone page played the menu: {call}");
+    screenshot_taken("phone")
 }

@@ -1,5 +1,5 @@
-//! The web console: the start page, the agent workspace, the supervisor page and a customer
-//! chat widget, as static files compiled into the binary (`gateway/console/`): no build
+//! The web console: the start page, the agent workspace, the supervisor page, a customer
+//! chat widget and a phone, as static files compiled into the binary (`gateway/console/`): no build
 //! step to run it and nothing fetched from elsewhere. The pages speak only the public
 //! protocol — `/v1/token`, `/v1/agent`, `/v1/chat` and the admin API — from the browser.
 //!
@@ -21,9 +21,12 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/agent", HTML, include_str!("../../console/agent.html")),
     ("/supervisor", HTML, include_str!("../../console/supervisor.html")),
     ("/widget", HTML, include_str!("../../console/widget.html")),
+    ("/phone", HTML, include_str!("../../console/phone.html")),
     ("/console/console.css", "text/css; charset=utf-8", include_str!("../../console/console.css")),
     ("/console/common.js", JS, include_str!("../../console/common.js")),
     ("/console/agent.js", JS, include_str!("../../console/agent.js")),
+    ("/console/audio.js", JS, include_str!("../../console/audio.js")),
+    ("/console/phone.js", JS, include_str!("../../console/phone.js")),
     ("/console/supervisor.js", JS, include_str!("../../console/supervisor.js")),
     ("/console/widget.js", JS, include_str!("../../console/widget.js")),
 ];

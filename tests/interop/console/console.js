@@ -10,7 +10,8 @@
 //   SB_SHOTS        the folder for the screenshots
 //   SB_CHROMIUM     the browser (default /usr/bin/chromium)
 //   SB_SCENARIO     chat (the above) | voice: the agent takes a phone call the Rust test
-//                   places; Chromium's fake microphone plays SB_FAKE_AUDIO (a WAV)
+//                   places | phone: the call is placed from the console's phone page;
+//                   Chromium's fake microphone plays SB_FAKE_AUDIO (a WAV)
 'use strict';
 
 const path = require('path');
@@ -79,6 +80,37 @@ async function voice() {
   await shot(agent, 'call');
   say('call', { stats: await agent.evaluate(() => window.sbAgent.stats) });
   // The caller hangs up: the call ends on the page.
+  await agent.waitForFunction(() => [...window.sbAgent.convs.values()].some(c => c.channel === 'voice' && !c.open), null, { timeout: WAIT });
+  await browser.close();
+  say('done', {});
+}
+
+// A call placed from the phone page (the native /v1/voice leg, in l16/16000), through the
+// voice menu to the agent page, both in one browser with the fake microphone.
+async function phone() {
+  const browser = await launch(['--use-file-for-fake-audio-capture=' + process.env.SB_FAKE_AUDIO]);
+  const viewport = { width: 1366, height: 800 };
+  const agentCtx = await browser.newContext({ viewport, permissions: ['microphone'] });
+  const phoneCtx = await browser.newContext({ viewport, permissions: ['microphone'] });
+  for (const ctx of [agentCtx, phoneCtx]) ctx.on('page', p => p.on('pageerror', e => say('pageerror', { message: String(e) })));
+  const agent = await signInAlice(agentCtx);
+  const caller = await phoneCtx.newPage();
+  await caller.goto(url + '/phone');
+  await caller.getByRole('button', { name: 'Call' }).click();
+  await caller.locator('#status', { hasText: 'on the call' }).waitFor({ timeout: WAIT });
+  // The menu's prompt plays, then the caller presses 1.
+  await caller.waitForFunction(() => window.sbPhone.stats.framesIn > 10, null, { timeout: WAIT, polling: 100 });
+  await caller.getByRole('button', { name: 'key 1' }).click();
+  await agent.locator('#convs li button', { hasText: '☎' }).first().waitFor({ timeout: WAIT });
+  await transcriptHas(agent, 'pressed 1');
+  await agent.waitForFunction(() => {
+    const s = window.sbAgent.stats;
+    return s.framesIn > 50 && s.peakIn > 0.05;
+  }, null, { timeout: WAIT, polling: 100 });
+  const callerStats = await caller.evaluate(() => window.sbPhone.stats);
+  await shot(caller, 'phone');
+  say('phone', { agent: await agent.evaluate(() => window.sbAgent.stats), caller: callerStats });
+  await caller.getByRole('button', { name: 'Hang up' }).click();
   await agent.waitForFunction(() => [...window.sbAgent.convs.values()].some(c => c.channel === 'voice' && !c.open), null, { timeout: WAIT });
   await browser.close();
   say('done', {});
@@ -156,7 +188,7 @@ async function chat() {
   say('done', {});
 }
 
-(process.env.SB_SCENARIO === 'voice' ? voice() : chat()).catch(e => {
+({ voice, phone, chat }[process.env.SB_SCENARIO || 'chat'] || chat)().catch(e => {
   say('error', { message: String(e && e.stack ? e.stack : e) });
   process.exit(1);
 });
