@@ -87,3 +87,34 @@ fn sighup_rereads_the_config_file_and_refuses_a_bad_one() {
     Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
     assert_eq!(p.wait_exit(), Some(0));
 }
+
+/// Each conversation has a span of its own in the log (`conversation.id`, `workstream`):
+/// its start and its end are logged inside it, with the JSON format's span fields.
+#[test]
+fn a_conversation_has_its_own_span_in_the_json_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info");
+    let mut p = Proc::spawn_with(cmd, true);
+    let line = p.expect("listening on http://");
+    let log: Value = serde_json::from_str(&line).expect("a JSON log line");
+    let addr = log["fields"]["message"].as_str().unwrap().trim_start_matches("listening on http://").to_owned();
+
+    let mut ann = Proc::spawn(&["chat", "--url", &format!("ws://{addr}"), "--name", "Ann"], false);
+    ann.expect("contoso-bot: Hi Ann");
+    let started: Value = serde_json::from_str(&p.expect("conversation started")).unwrap();
+    assert_eq!(started["span"]["name"], "conversation", "{started}");
+    let id = started["span"]["conversation.id"].as_str().expect("the span names the conversation").to_owned();
+    assert!(id.starts_with("c_"), "{started}");
+    assert_eq!(started["span"]["workstream"], "ChatWorkStream", "{started}");
+    assert_eq!(started["fields"]["channel"], "chat", "{started}");
+
+    ann.type_line("/end");
+    let closed: Value = serde_json::from_str(&p.expect("conversation closed")).unwrap();
+    assert_eq!(closed["span"]["conversation.id"], id.as_str(), "{closed}");
+
+    Command::new("kill").args(["-TERM", &p.child.id().to_string()]).status().unwrap();
+    assert_eq!(p.wait_exit(), Some(0));
+}

@@ -22,6 +22,7 @@ impl Hub {
         a: &Inbound,
         check: impl FnOnce(&ConvInner) -> Result<(), HubError>,
     ) -> Result<Appended, HubError> {
+        let _span = conv.span.enter();
         let unknown;
         let parties = self.parties();
         let (from, author) = match sender {
@@ -135,7 +136,7 @@ impl Hub {
             call.set_route(None);
             self.calls.remove(&call.stream);
         }
-        tracing::debug!(conversation.id = %conv.id, "conversation closed");
+        tracing::info!(parent: &conv.span, "conversation closed");
         self.persist(engine, conv);
         self.apply(engine, fx);
     }

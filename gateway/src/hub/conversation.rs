@@ -123,6 +123,17 @@ pub struct Conversation {
     pub inner: super::locks::ConvLock<ConvInner>,
     /// The media side, for a voice conversation.
     pub call: Option<Arc<super::call::Call>>,
+    /// Its span (`conversation.id`, `workstream`): the hub enters it while it works on the
+    /// conversation, so its log lines carry them; it ends when the conversation leaves memory.
+    pub span: tracing::Span,
+}
+
+impl Conversation {
+    /// The span of the conversation `id` in `workstream`, a root of its own (not inside the
+    /// connection that happened to start it).
+    pub fn span_for(id: &str, workstream: &str) -> tracing::Span {
+        tracing::info_span!(parent: None, "conversation", conversation.id = %id, workstream = %workstream)
+    }
 }
 
 #[derive(Debug, Default)]

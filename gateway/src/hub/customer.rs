@@ -66,6 +66,7 @@ impl Hub {
         call: Option<Arc<super::call::Call>>,
     ) -> Result<Arc<Conversation>, HubError> {
         let now = self.clock.now_ms();
+        let channel = if call.is_some() { "voice" } else { "chat" };
         let token = self.customer_token(&id, 1);
         let conv = Arc::new(Conversation {
             id: id.clone(),
@@ -78,6 +79,7 @@ impl Hub {
                 ..ConvInner::default()
             }),
             call: call.clone(),
+            span: Conversation::span_for(&id, workstream),
         });
         let mut engine = self.engine.lock();
         if engine.status(&id).is_some() {
@@ -94,7 +96,7 @@ impl Hub {
         if let Some(c) = call {
             self.calls.insert(c.stream, c);
         }
-        tracing::debug!(conversation.id = %id, workstream, "conversation started");
+        tracing::info!(parent: &conv.span, channel, "conversation started");
         self.persist(&engine, &conv);
         self.apply(&mut engine, fx);
         Ok(conv)
@@ -193,6 +195,7 @@ impl Hub {
 
     /// The customer ends the conversation.
     pub fn customer_end(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
+        let _span = conv.span.enter();
         let mut engine = self.engine.lock();
         self.post(conv, &Sender::Customer, reply, a, |inner| if inner.closed { Err(closed_error()) } else { Ok(()) })?;
         self.close_locked(&mut engine, conv);
@@ -201,6 +204,7 @@ impl Hub {
 
     /// A customer's survey answer, kept on the conversation.
     pub fn survey_response(&self, conv: &Arc<Conversation>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
+        let _span = conv.span.enter();
         let rating = a.value.get("rating").and_then(Value::as_u64).filter(|r| (1..=5).contains(r));
         if rating.is_none() {
             return Err(HubError::invalid("survey.response needs value.rating, a whole number from 1 to 5"));

@@ -41,6 +41,7 @@ impl Hub {
     /// context variables in `value` are merged and the rules run again.
     pub fn handoff(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
+        let _span = conv.span.enter();
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
@@ -88,6 +89,7 @@ impl Hub {
     /// customer gets `survey.request` first.
     pub fn member_end(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
+        let _span = conv.span.enter();
         let survey = match a.value.get("survey") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
@@ -134,6 +136,7 @@ impl Hub {
     /// The holder transfers to a named queue, or back through the rules.
     pub fn transfer(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
+        let _span = conv.span.enter();
         let queue = match a.value.get("queue") {
             None | Some(Value::Null) => None,
             Some(Value::String(q)) => Some(q.clone()),

@@ -67,6 +67,7 @@ impl Hub {
                 gone_since_ms: Some(now),
                 work: None,
             });
+            let span = Conversation::span_for(&id, &saved.workstream);
             let conv = Arc::new(Conversation {
                 id: id.clone(),
                 workstream: saved.workstream,
@@ -90,6 +91,7 @@ impl Hub {
                 // The call's connection died with the process; a recovered voice
                 // conversation waits for its customer like a chat until it is closed.
                 call: None,
+                span,
             });
             self.convs.insert(id, conv);
             restored += 1;

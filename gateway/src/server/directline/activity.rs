@@ -97,6 +97,7 @@ mod tests {
             customer: Party { id: "u_1".into(), name: "Ann".into(), role: Role::User },
             inner: Default::default(),
             call: None,
+            span: tracing::Span::none(),
         }
     }
 
