@@ -23,17 +23,21 @@ impl Hub {
         check: impl FnOnce(&ConvInner) -> Result<(), HubError>,
     ) -> Result<Appended, HubError> {
         let _span = conv.span.enter();
-        let unknown;
-        let parties = self.parties();
+        // The member table (a reload may replace it) is read only for a member's activity:
+        // a customer's, the most common, takes no lock for it.
+        let (parties, unknown);
         let (from, author) = match sender {
             Sender::Customer => (&conv.customer, Author::Customer),
-            Sender::Member(m) => match parties.get(&**m) {
-                Some(p) => (p, Author::Member(m.clone())),
-                None => {
-                    unknown = self.member_party(m);
-                    (&unknown, Author::Member(m.clone()))
+            Sender::Member(m) => {
+                parties = self.parties();
+                match parties.get(&**m) {
+                    Some(p) => (p, Author::Member(m.clone())),
+                    None => {
+                        unknown = self.member_party(m);
+                        (&unknown, Author::Member(m.clone()))
+                    }
                 }
-            },
+            }
         };
         if a.kind() == protocol::Kind::Message && a.text.as_deref().is_none_or(str::is_empty) && !a.has_attachments() {
             return Err(HubError::invalid("a message needs text or attachments"));
