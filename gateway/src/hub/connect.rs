@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
 use super::*;
 use crate::routing::Engine;
 
@@ -94,25 +92,22 @@ impl Hub {
         inner: &ConvInner,
         resumed: bool,
     ) -> String {
-        let view = engine.conversation(&conv.id);
-        let mut value = json!({
-            "workstream": conv.workstream,
-            "queue": view.as_ref().map(|v| v.queue.clone()),
-            "channel": view.as_ref().map(|v| v.channel),
-            "context": view.as_ref().map(|v| &v.context),
-            "customer": {"id": conv.customer.id, "name": conv.customer.name},
-            "summary": inner.summary,
-            "media": Value::Null,
-        });
-        if let Some(call) = &conv.call {
+        let routing = engine.assignment(&conv.id);
+        let media = conv.call.as_ref().map(|call| {
             let fmt =
                 inner.holder.as_ref().and_then(|h| self.members.get(&h.member).map(|m| m.audio)).unwrap_or_default();
-            value["media"] =
-                json!({"stream": call.stream, "encoding": fmt.encoding().as_str(), "sampleRate": fmt.sample_rate()});
-        }
-        if resumed {
-            value["resumed"] = json!(true);
-        }
+            AssignedMedia { stream: call.stream, encoding: fmt.encoding().as_str(), sample_rate: fmt.sample_rate() }
+        });
+        let value = AssignedValue {
+            channel: routing.map(|r| r.1),
+            context: routing.map(|r| r.2),
+            customer: AssignedCustomer { id: &conv.customer.id, name: &conv.customer.name },
+            media,
+            queue: routing.map(|r| r.0),
+            resumed: resumed.then_some(true),
+            summary: inner.summary.as_deref(),
+            workstream: &conv.workstream,
+        };
         // The transcript's frames are already JSON: they are spliced in rather than parsed.
         let head = serde_json::to_string(&value).unwrap_or_else(|_| "{}".into());
         let id = serde_json::to_string(&*conv.id).unwrap_or_default();
@@ -124,4 +119,34 @@ impl Hub {
         v.push_str(if head.len() > 2 { ",\"transcript\":[" } else { "\"transcript\":[" });
         v
     }
+}
+
+/// The `value` of a holder's `conversation.assigned` before its transcript, serialised
+/// straight from the engine and the conversation (built for every assignment, with the
+/// engine locked). Keys in alphabetical order, as they always were.
+#[derive(serde::Serialize)]
+struct AssignedValue<'a> {
+    channel: Option<crate::config::Channel>,
+    context: Option<&'a crate::context::Context>,
+    customer: AssignedCustomer<'a>,
+    media: Option<AssignedMedia>,
+    queue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed: Option<bool>,
+    summary: Option<&'a str>,
+    workstream: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AssignedCustomer<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AssignedMedia {
+    stream: u32,
+    encoding: &'static str,
+    #[serde(rename = "sampleRate")]
+    sample_rate: u32,
 }

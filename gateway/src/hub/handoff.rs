@@ -11,8 +11,6 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
 use super::*;
 use crate::protocol::{Inbound, Kind, OmnichannelTag};
 
@@ -81,8 +79,12 @@ impl Hub {
     /// Sends `handoff.status` to `bot` on its connection, if it is connected.
     pub(super) fn handoff_status(&self, bot: &str, conv: &str, state: &str, message: &str) {
         let Some(conn) = self.members.get(bot).map(|m| m.outbox.clone()) else { return };
-        let v: Value = json!({"state": state, "message": message});
-        conn.send(crate::protocol::event("handoff.status", v, Some(conv)));
+        #[derive(serde::Serialize)]
+        struct Status<'a> {
+            state: &'a str,
+            message: &'a str,
+        }
+        conn.send(crate::protocol::event("handoff.status", Status { state, message }, Some(conv)));
     }
 
     /// A bot that keeps failing to take a conversation's activities (a Bot Framework bot

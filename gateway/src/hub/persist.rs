@@ -27,23 +27,42 @@ pub(super) struct SavedParty {
     pub(super) name: String,
 }
 
+/// [`Saved`] as it is written: borrowed from the engine and the conversation, so a save
+/// (one per routing change, with the engine locked) serialises without copying first.
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    workstream: &'a str,
+    customer: SavedPartyRef<'a>,
+    routing: crate::routing::SnapshotRef<'a>,
+    summary: &'a Option<String>,
+    survey_requested: bool,
+    survey: &'a Option<Value>,
+    token_gen: u64,
+}
+
+#[derive(serde::Serialize)]
+struct SavedPartyRef<'a> {
+    id: &'a str,
+    name: &'a str,
+}
+
 impl Hub {
     /// Saves a conversation's current state (called with the engine locked).
     pub(super) fn persist(&self, engine: &Engine, conv: &Conversation) {
         let Some(routing) = engine.snapshot(&conv.id) else { return };
         let open = routing.status != "closed";
         let inner = conv.inner.lock();
-        let saved = Saved {
-            workstream: conv.workstream.clone(),
-            customer: SavedParty { id: conv.customer.id.clone(), name: conv.customer.name.clone() },
+        let saved = SavedRef {
+            workstream: &conv.workstream,
+            customer: SavedPartyRef { id: &conv.customer.id, name: &conv.customer.name },
             routing,
-            summary: inner.summary.clone(),
+            summary: &inner.summary,
             survey_requested: inner.survey_requested,
-            survey: inner.survey.clone(),
+            survey: &inner.survey,
             token_gen: inner.token_gen,
         };
-        drop(inner);
         let state = serde_json::to_string(&saved).unwrap_or_default();
+        drop(inner);
         self.store.record(Record::Conversation { id: conv.id.clone(), open, state }, None);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use serde::Serialize;
 
@@ -154,6 +155,33 @@ pub(super) struct QueueState {
     pub(super) waiting: BTreeMap<i64, ConvId>,
     /// Index into `members` of the last round-robin assignment.
     pub(super) rr_last: Option<usize>,
+    /// The oldest stamp at which `waiting` changed since positions were last reported:
+    /// the waiting conversations before it kept their places, so only those from it on
+    /// are looked at (a conversation joining the back of a long queue costs one).
+    pub(super) dirty_from: Option<i64>,
+}
+
+impl QueueState {
+    pub(super) fn new(name: String, assignment: Assignment, members: Vec<usize>) -> QueueState {
+        QueueState { name, assignment, members, waiting: BTreeMap::new(), rr_last: None, dirty_from: None }
+    }
+
+    /// Puts a conversation in the queue at `stamp`.
+    pub(super) fn enqueue(&mut self, stamp: i64, conv: ConvId) {
+        self.waiting.insert(stamp, conv);
+        self.touch(stamp);
+    }
+
+    /// Takes the conversation at `stamp` out of the queue.
+    pub(super) fn dequeue(&mut self, stamp: i64) {
+        if self.waiting.remove(&stamp).is_some() {
+            self.touch(stamp);
+        }
+    }
+
+    fn touch(&mut self, stamp: i64) {
+        self.dirty_from = Some(self.dirty_from.map_or(stamp, |d| d.min(stamp)));
+    }
 }
 
 pub(super) struct ConvState {
@@ -235,13 +263,7 @@ impl Engine {
             for &m in &ms {
                 members[m].queues.push(qi);
             }
-            queues.push(QueueState {
-                name: q.name.clone(),
-                assignment: q.assignment,
-                members: ms,
-                waiting: BTreeMap::new(),
-                rr_last: None,
-            });
+            queues.push(QueueState::new(q.name.clone(), q.assignment, ms));
         }
         Engine {
             workstreams: cfg.workstreams.clone(),
@@ -369,7 +391,7 @@ impl Engine {
             ConvStatus::Active => self.release(conv, &mut fx),
             ConvStatus::Waiting => {
                 let (q, stamp) = (c.queue, c.stamp);
-                self.queues[q].waiting.remove(&stamp);
+                self.queues[q].dequeue(stamp);
                 vec![q]
             }
         };
@@ -496,7 +518,7 @@ impl Engine {
             member: None,
             reason: None,
         });
-        self.queues[qi].waiting.insert(stamp, conv.clone());
+        self.queues[qi].enqueue(stamp, conv.clone());
         fx.push(Effect::Routed { conv: conv.clone(), rule, queue: queue_name, trigger });
         let mut qs = also_pump.to_vec();
         qs.push(qi);
@@ -505,19 +527,45 @@ impl Engine {
     }
 
     /// Assigns waiting conversations in `queues` to eligible members with free capacity,
-    /// oldest first, then reports every position that changed.
+    /// oldest first across the queues, then reports every position that changed.
+    ///
+    /// It walks the queues' waiting maps in stamp order without copying them, and leaves
+    /// a queue as soon as none of its members can take work: an event in a queue where
+    /// thousands wait for a busy team costs a look at its members, not at every waiting
+    /// conversation.
     pub(super) fn pump(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
         let mut qs = queues.to_vec();
         qs.sort_unstable();
         qs.dedup();
-        let mut cands: Vec<(i64, usize, ConvId)> = Vec::new();
-        for &q in &qs {
-            if self.queues[q].members.iter().any(|&m| self.members[m].can_work()) {
-                cands.extend(self.queues[q].waiting.iter().map(|(s, c)| (*s, q, c.clone())));
+        // Per queue: the stamp of the last conversation tried (the next is after it), and
+        // whether the queue has nothing more to offer.
+        let mut after: Vec<Option<i64>> = vec![None; qs.len()];
+        let mut done = vec![false; qs.len()];
+        loop {
+            let mut oldest: Option<(i64, usize)> = None;
+            for (k, &q) in qs.iter().enumerate() {
+                if done[k] {
+                    continue;
+                }
+                let queue = &self.queues[q];
+                if !queue.members.iter().any(|&m| self.members[m].can_work()) {
+                    done[k] = true;
+                    continue;
+                }
+                let next = match after[k] {
+                    None => queue.waiting.keys().next(),
+                    Some(s) => queue.waiting.range((Excluded(s), Unbounded)).map(|(s, _)| s).next(),
+                };
+                match next {
+                    Some(&s) if oldest.is_none_or(|(o, _)| s < o) => oldest = Some((s, k)),
+                    Some(_) => {}
+                    None => done[k] = true,
+                }
             }
-        }
-        cands.sort_unstable_by_key(|(s, _, _)| *s);
-        for (_, q, conv) in cands {
+            let Some((stamp, k)) = oldest else { break };
+            after[k] = Some(stamp);
+            let q = qs[k];
+            let Some(conv) = self.queues[q].waiting.get(&stamp).cloned() else { continue };
             if let Some((mi, reason)) = self.pick(q, &conv) {
                 self.assign(&conv, q, mi, reason, fx);
             }
@@ -568,7 +616,7 @@ impl Engine {
     fn assign(&mut self, conv: &ConvId, q: usize, m: usize, reason: String, fx: &mut Vec<Effect>) {
         self.tick += 1;
         let Some(c) = self.convs.get_mut(conv) else { return };
-        self.queues[q].waiting.remove(&c.stamp);
+        self.queues[q].dequeue(c.stamp);
         if self.queues[q].assignment == Assignment::RoundRobin {
             self.queues[q].rr_last = self.queues[q].members.iter().position(|&x| x == m);
         }
@@ -593,15 +641,20 @@ impl Engine {
         });
     }
 
+    /// Reports the new place of every waiting conversation whose place changed: those at
+    /// or after the oldest change in each queue (the ones before it kept theirs).
     fn update_positions(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
         for &q in queues {
-            let queue = &self.queues[q];
-            for (i, conv) in queue.waiting.values().enumerate() {
+            let queue = &mut self.queues[q];
+            let Some(from) = queue.dirty_from.take() else { continue };
+            let before = queue.waiting.range(..from).count();
+            for (i, conv) in queue.waiting.range(from..).map(|(_, c)| c).enumerate() {
+                let position = before + i + 1;
                 if let Some(c) = self.convs.get_mut(conv)
-                    && c.position != i + 1
+                    && c.position != position
                 {
-                    c.position = i + 1;
-                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position: i + 1 });
+                    c.position = position;
+                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position });
                 }
             }
         }

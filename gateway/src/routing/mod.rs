@@ -16,7 +16,7 @@ mod views;
 
 pub use engine::{ConvStatus, Effect, Engine, EngineError, MemberKind, Presence, RoutingRecord, Trigger};
 pub use reconfigure::Reconfigured;
-pub use snapshot::ConvSnapshot;
+pub use snapshot::{ConvSnapshot, SnapshotRef};
 pub use views::{ConvView, MemberView, QueueView, WaitingView};
 
 /// A conversation's id as the engine knows it.

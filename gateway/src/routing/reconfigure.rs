@@ -93,7 +93,7 @@ impl Engine {
                     reroute.push((id.clone(), q.map_or(Place::ByRules, Place::Front)));
                 }
                 (ConvStatus::Waiting, _, Some(q)) => {
-                    new.queues[q].waiting.insert(c.stamp, id.clone());
+                    new.queues[q].enqueue(c.stamp, id.clone());
                 }
                 (ConvStatus::Waiting, _, None) => {
                     moved.push(format!("conversation {id}: its queue {queue_name:?} was removed; routed again"));

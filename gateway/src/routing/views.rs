@@ -140,6 +140,13 @@ impl Engine {
         held.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// What a holder's `conversation.assigned` says of the routing: the queue, the channel
+    /// and the context, borrowed (built for every assignment, with the engine locked).
+    pub fn assignment(&self, conv: &str) -> Option<(&str, Channel, &Context)> {
+        let c = self.convs.get(conv)?;
+        Some((&self.queues[c.queue].name, c.channel, &c.context))
+    }
+
     pub fn conversation(&self, conv: &str) -> Option<ConvView> {
         let c = self.convs.get(conv)?;
         Some(ConvView {
