@@ -29,6 +29,8 @@ pub static MEDIA_IN: AtomicU64 = AtomicU64::new(0);
 pub static MEDIA_OUT: AtomicU64 = AtomicU64::new(0);
 /// Voice calls started.
 pub static VOICE_CALLS: AtomicU64 = AtomicU64::new(0);
+/// Voice calls refused at `session.start` because the pacer was falling behind.
+pub static VOICE_REFUSED: AtomicU64 = AtomicU64::new(0);
 /// Bots whose connection went away and stayed away for the grace period.
 pub static BOT_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Bots that left a customer's message unanswered for `bot_reply_timeout_secs`.

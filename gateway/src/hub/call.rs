@@ -15,7 +15,31 @@ use switchboard_codecs::{Encoding, Format, Framer, Transcoder};
 
 use super::Outbox;
 use crate::routing::ConvId;
-use crate::voice::{HoldAudio, media_frame};
+use crate::voice::HoldAudio;
+
+/// Which protocol a call leg speaks, as far as the call's media is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegKind {
+    /// The native IVR protocol: raw audio both ways; keys come in-band or as `dtmf` events.
+    Native,
+    /// Twilio Media Streams: Twilio signals keys itself and answers marks.
+    Twilio,
+}
+
+impl LegKind {
+    /// Whether the caller's audio is searched for DTMF tones.
+    pub fn inband_dtmf(self) -> bool {
+        self == LegKind::Native
+    }
+
+    /// Where the pacer sends the holder's marks.
+    pub fn marks(self) -> super::pacer::Marks {
+        match self {
+            LegKind::Native => super::pacer::Marks::ToHolder,
+            LegKind::Twilio => super::pacer::Marks::ToCaller,
+        }
+    }
+}
 
 /// The most audio queued toward a caller: a holder that sends more is told to wait.
 const MAX_PLAYOUT_FRAMES: usize = 60 * 50; // 60 s
@@ -117,8 +141,7 @@ impl Call {
         let mut digits = Vec::new();
         let mut st = self.state.lock();
         st.inbound.push(data);
-        let frames: Vec<Bytes> = st.inbound.frames().collect();
-        for frame in frames {
+        while let Some(frame) = st.inbound.next_frame() {
             let st = &mut *st;
             if let Some(det) = st.detector.as_mut() {
                 st.linear.clear();
@@ -132,9 +155,12 @@ impl Call {
             if let Some(route) = st.route.as_mut()
                 && let Some(o) = &route.outbox
             {
-                let mut out = Vec::with_capacity(frame.len() * 6);
+                // The stream number, then the audio transcoded straight after it: the
+                // frame's one allocation, handed to the holder's queue as it is.
+                let mut out = Vec::with_capacity(4 + frame.len() * 6);
+                out.extend_from_slice(&self.stream.to_be_bytes());
                 if route.to_holder.process(&frame, &mut out).is_ok() {
-                    o.send_binary(media_frame(self.stream, &out));
+                    o.send_binary(Bytes::from(out));
                 }
             }
         }

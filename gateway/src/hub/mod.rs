@@ -14,7 +14,7 @@
 //! closing), `member.rs` (a holder's commands), `handoff.rs` (a bot's handoff signals in
 //! every dialect, and `handoff.status` back), `connect.rs` (members coming and going),
 //! `effects.rs` (the engine's effects carried out), `persist.rs` (the saved state),
-//! `tokens.rs`, `voice.rs` (calls), `recovery.rs`, `sweep.rs` (timed rules),
+//! `tokens.rs`, `voice.rs` (calls), `pacer.rs` (every call's audio toward its caller, at 1×), `recovery.rs`, `sweep.rs` (timed rules),
 //! `conversation.rs` (one conversation's transcript and delivery cursors), `outbox.rs` (a
 //! connection's queue) and `builtin_bot.rs` (the built-in bot's runner).
 
@@ -31,6 +31,7 @@ mod handoff;
 mod locks;
 mod member;
 pub mod outbox;
+pub mod pacer;
 mod persist;
 mod reconfigure;
 mod recovery;
@@ -71,6 +72,8 @@ pub struct Hub {
     parties: parking_lot::RwLock<Arc<Parties>>,
     /// Voice calls by stream number (the prefix of every binary media frame).
     calls: DashMap<u32, Arc<call::Call>>,
+    /// Paces every call's audio toward its caller (one task per runtime worker).
+    pacer: pacer::Pacer,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
     /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.
@@ -150,6 +153,7 @@ impl Hub {
             members: DashMap::new(),
             parties,
             calls: DashMap::new(),
+            pacer: pacer::Pacer::new(tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())),
             next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
             shutdown: CancellationToken::new(),

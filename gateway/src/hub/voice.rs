@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{Value, json};
 use switchboard_codecs::Format;
 
-use super::call::Call;
+use super::call::{Call, LegKind};
 use super::error::{HubError, Thing};
 use super::{Conversation, Hub, Sender};
 use crate::context::Context;
@@ -23,7 +23,7 @@ impl Hub {
         caller: Format,
         context: Context,
         outbox: &super::Outbox,
-        inband_dtmf: bool,
+        leg: LegKind,
     ) -> Result<Arc<Conversation>, HubError> {
         let cfg = self.cfg();
         let ws =
@@ -33,6 +33,12 @@ impl Hub {
                 "workstream {workstream:?} is a chat workstream; chats connect through /v1/chat"
             )));
         }
+        if self.pacer.overloaded() {
+            crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
+            return Err(HubError::Retry(
+                "the gateway is carrying all the calls it can without gaps in their audio; try again shortly".into(),
+            ));
+        }
         // Decoded when the configuration was loaded; converted once per caller format.
         let hold = match &ws.hold_audio {
             Some(prompt) => prompt.audio(caller),
@@ -41,8 +47,10 @@ impl Hub {
         let id = super::new_conversation_id();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         crate::metrics::inc(&crate::metrics::VOICE_CALLS);
-        let call = Arc::new(Call::new(stream, id.clone(), caller, inband_dtmf, hold));
-        self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))
+        let call = Arc::new(Call::new(stream, id.clone(), caller, leg.inband_dtmf(), hold));
+        let conv = self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))?;
+        self.pacer.add(conv.clone(), outbox.clone(), leg.marks());
+        Ok(conv)
     }
 
     /// Caller audio: to the holder, and any in-band DTMF to the transcript.

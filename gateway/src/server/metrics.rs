@@ -53,6 +53,12 @@ pub fn registry(hub: &Hub) -> Registry {
     calls.set(g.calls as i64);
     r.register("voice_calls_active", "Voice calls in progress", calls);
     counter(&mut r, "voice_calls", "Voice calls started", m::get(&m::VOICE_CALLS));
+    counter(
+        &mut r,
+        "voice_calls_refused",
+        "Voice calls refused because the pacer was falling behind (the gateway was carrying all it could)",
+        m::get(&m::VOICE_REFUSED),
+    );
     counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::get(&m::ACTIVITIES_IN));
     counter(&mut r, "activities_out", "Text frames queued toward connections", m::get(&m::ACTIVITIES_OUT));
     counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::get(&m::MEDIA_IN));

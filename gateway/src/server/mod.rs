@@ -107,6 +107,7 @@ pub async fn start_with(
     crate::hub::builtin_bot::spawn_all(&hub);
     connector.spawn_runners();
     hub.spawn_sweeper();
+    hub.spawn_pacer();
     let app = router(hub.clone(), &connector);
     let server = tokio::spawn(listen::serve(listener, app, hub.clone()));
     Ok(Running { addr, hub, server })

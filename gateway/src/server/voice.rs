@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::SinkExt;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::Value;
 use switchboard_codecs::{Encoding, Format};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
+use crate::hub::call::LegKind;
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
 use crate::hub::{Conversation, Hub, HubError, Outbox};
@@ -205,7 +206,7 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
             ))
         })?;
         let ctx = context_from(hub, workstream, a.value.get("context").unwrap_or(&Value::Null), true)?;
-        let c = hub.start_call(workstream, format, ctx, outbox, true)?;
+        let c = hub.start_call(workstream, format, ctx, outbox, LegKind::Native)?;
         leg.lock().conv = Some(c);
         return Ok(true);
     };
@@ -226,8 +227,26 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
 
 /// One Twilio Media Streams message. `Ok(false)`: the stream stopped.
 fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, text: &str) -> Result<bool, HubError> {
-    let v: Value = serde_json::from_str(text).map_err(|e| HubError::invalid(format!("malformed JSON: {e}")))?;
     let conv = leg.lock().conv.clone();
+    // Media is 50 messages a second per call: read without building a JSON tree, the
+    // payload decoded into one reused buffer.
+    if let Some(c) = &conv
+        && let Ok(m) = serde_json::from_str::<TwilioMedia<'_>>(text)
+        && m.event == "media"
+    {
+        // Only the caller's track: an outbound track would be our own audio.
+        if m.media.track.as_deref().is_some_and(|t| t != "inbound") {
+            return Ok(true);
+        }
+        return AUDIO.with_borrow_mut(|audio| {
+            audio.clear();
+            B64.decode_vec(m.media.payload.as_bytes(), audio)
+                .map_err(|_| HubError::invalid("media payload is not base64"))?;
+            hub.caller_audio(c, outbox, audio);
+            Ok(true)
+        });
+    }
+    let v: Value = serde_json::from_str(text).map_err(|e| HubError::invalid(format!("malformed JSON: {e}")))?;
     match (v["event"].as_str(), conv) {
         (Some("connected"), _) => Ok(true),
         (Some("start"), None) => {
@@ -237,7 +256,7 @@ fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, t
                 return Err(HubError::invalid(format!("media format {encoding:?}: Twilio streams are µ-law 8 kHz")));
             }
             let ctx = context_from(hub, workstream, &start["customParameters"], false)?;
-            let c = hub.start_call(workstream, Format::PCMU, ctx, outbox, false)?;
+            let c = hub.start_call(workstream, Format::PCMU, ctx, outbox, LegKind::Twilio)?;
             let mut l = leg.lock();
             l.stream_sid = v["streamSid"].as_str().or(start["streamSid"].as_str()).map(str::to_owned);
             l.conv = Some(c);
@@ -245,16 +264,7 @@ fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, t
         }
         (Some("start"), Some(_)) => Err(HubError::invalid("the stream has already started")),
         (Some(_), None) => Err(HubError::invalid("the stream has not started")),
-        (Some("media"), Some(c)) => {
-            // Only the caller's track: an outbound track would be our own audio.
-            if v["media"]["track"].as_str().is_some_and(|t| t != "inbound") {
-                return Ok(true);
-            }
-            let payload = v["media"]["payload"].as_str().unwrap_or("");
-            let audio = B64.decode(payload).map_err(|_| HubError::invalid("media payload is not base64"))?;
-            hub.caller_audio(&c, outbox, &audio);
-            Ok(true)
-        }
+        (Some("media"), Some(_)) => Err(HubError::invalid("media needs media.payload, a base64 string")),
         (Some("dtmf"), Some(c)) => {
             let d = v["dtmf"]["digit"].as_str().ok_or_else(|| HubError::invalid("dtmf.digit missing"))?;
             hub.caller_dtmf(&c, outbox, d, None)?;
@@ -276,9 +286,33 @@ fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, t
     }
 }
 
+/// A Twilio `media` message, borrowed from its text.
+#[derive(serde::Deserialize)]
+struct TwilioMedia<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    media: TwilioPayload<'a>,
+}
+
+#[derive(serde::Deserialize)]
+struct TwilioPayload<'a> {
+    #[serde(borrow)]
+    track: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+}
+
+thread_local! {
+    /// Decoded Twilio media, reused: the hub copies what it keeps.
+    static AUDIO: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 
-/// Sends the hub's text (translated) and paces the call's audio at 1×.
+/// Sends what the hub queues for the caller, in the leg's dialect: text translated (most
+/// of it dropped: a caller has no use for transcript messages), and the audio and marks
+/// the pacer (`hub/pacer.rs`) queues every 20 ms. Whatever is queued goes out in one flush.
 async fn write_loop(
     hub: Arc<Hub>,
     mut sink: Sink,
@@ -292,16 +326,15 @@ async fn write_loop(
     // Pings, as on every connection: a half-open caller socket is found out, and its pongs
     // keep a silent but healthy connector inside the idle timeout.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let mut pacer = tokio::time::interval(Duration::from_millis(20));
-    pacer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut close: Option<(Reason, String)> = None;
-    // Pinned once: the pacer wakes this loop 50 times a second per call.
+    // Twilio's `streamSid` as JSON, once the stream has started (it never changes).
+    let mut sid: Option<String> = None;
     let kick_token = outbox.kicked().clone();
     let kicked = kick_token.cancelled();
     let stopping = hub.shutdown.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, stopping, finished);
-    loop {
+    'run: loop {
         tokio::select! {
             biased;
             _ = &mut kicked => {
@@ -319,60 +352,52 @@ async fn write_loop(
                 }
             }
             m = rx.recv() => {
-                let frames = match m {
-                    Some(Outgoing::Text(f)) => vec![f],
-                    Some(Outgoing::Batch(fs)) => fs,
-                    Some(Outgoing::Error(e)) => vec![super::respond::error_out(&e)],
-                    Some(Outgoing::Binary(_)) => continue,
-                    Some(Outgoing::Close(reason, detail)) => {
-                        close = Some((reason, detail));
-                        break;
+                let mut next = m;
+                let mut fed = 0;
+                while let Some(item) = next.take() {
+                    if sid.is_none() && matches!(dialect, Dialect::Twilio { .. }) {
+                        sid = leg.lock().stream_sid.as_deref().map(|s| serde_json::to_string(s).unwrap_or_default());
                     }
-                    None => break,
-                };
-                let mut hang_up = false;
-                for f in frames {
-                    let sid = leg.lock().stream_sid.clone();
-                    let (out, end) = translate(&dialect, f, sid.as_deref());
-                    if let Some(out) = out
-                        && sink.send(out).await.is_err()
-                    {
-                        return;
-                    }
-                    hang_up |= end;
-                }
-                if hang_up {
-                    close = Some((Reason::Ended, "call ended".into()));
-                    break;
-                }
-            }
-            _ = pacer.tick() => {
-                let conv = leg.lock().conv.clone();
-                let Some(conv) = conv else { continue };
-                let Some(call) = &conv.call else { continue };
-                let tick = call.tick();
-                let sid = leg.lock().stream_sid.clone();
-                for name in tick.marks {
-                    match &dialect {
-                        Dialect::Native => hub.mark_played(&conv, &name),
-                        Dialect::Twilio { .. } => {
-                            let m = json!({"event": "mark", "streamSid": sid, "mark": {"name": name}});
-                            if sink.feed(Message::text(m.to_string())).await.is_err() {
+                    let frames = match item {
+                        Outgoing::Text(f) => vec![f],
+                        Outgoing::Batch(fs) => fs,
+                        Outgoing::Error(e) => vec![super::respond::error_out(&e)],
+                        Outgoing::Binary(audio) => {
+                            let msg = match &dialect {
+                                Dialect::Native => Message::Binary(audio),
+                                Dialect::Twilio { .. } => twilio_media(sid.as_deref(), &audio),
+                            };
+                            if sink.feed(msg).await.is_err() {
                                 return;
                             }
+                            Vec::new()
                         }
+                        Outgoing::Close(reason, detail) => {
+                            close = Some((reason, detail));
+                            break 'run;
+                        }
+                    };
+                    let mut hang_up = false;
+                    for f in frames {
+                        let (out, end) = translate(&dialect, f, sid.as_deref());
+                        if let Some(out) = out
+                            && sink.feed(out).await.is_err()
+                        {
+                            return;
+                        }
+                        hang_up |= end;
+                    }
+                    if hang_up {
+                        close = Some((Reason::Ended, "call ended".into()));
+                        break 'run;
+                    }
+                    fed += 1;
+                    if fed < 64 {
+                        next = rx.try_recv().ok();
                     }
                 }
-                if let Some(audio) = tick.audio {
-                    let msg = match &dialect {
-                        Dialect::Native => Message::Binary(audio),
-                        Dialect::Twilio { .. } => Message::text(
-                            json!({"event": "media", "streamSid": sid, "media": {"payload": B64.encode(&audio)}}).to_string(),
-                        ),
-                    };
-                    if sink.feed(msg).await.is_err() {
-                        return;
-                    }
+                if fed == 0 {
+                    break; // The hub dropped the outbox: nothing more will come.
                 }
                 if sink.flush().await.is_err() {
                     return;
@@ -387,7 +412,19 @@ async fn write_loop(
     }
 }
 
-/// What a hub frame becomes on this dialect, and whether it ends the call.
+/// A Twilio `media` message carrying `audio` (µ-law) to the caller, written directly: one
+/// goes out every 20 ms per call.
+fn twilio_media(sid: Option<&str>, audio: &[u8]) -> Message {
+    let sid = sid.unwrap_or("null");
+    let mut s = String::with_capacity(64 + sid.len() + audio.len().div_ceil(3) * 4);
+    s.push_str("{\"event\":\"media\",\"streamSid\":");
+    s.push_str(sid);
+    s.push_str(",\"media\":{\"payload\":\"");
+    B64.encode_string(audio, &mut s);
+    s.push_str("\"}}");
+    Message::text(s)
+}
+
 /// The few fields of a hub frame a call leg looks at: read without building a JSON tree
 /// (most frames toward a caller are transcript messages it drops).
 #[derive(serde::Deserialize)]
@@ -407,7 +444,10 @@ struct PeekFrom<'a> {
     role: Option<std::borrow::Cow<'a, str>>,
 }
 
+/// What a hub frame becomes on this dialect, and whether it ends the call. `sid` is
+/// Twilio's `streamSid`, already as JSON.
 fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) -> (Option<Message>, bool) {
+    let sid = sid.unwrap_or("null");
     let Ok(v) = serde_json::from_str::<Peek<'_>>(raw.as_str()) else { return (None, false) };
     let ended = v.kind.as_deref() == Some("endOfConversation")
         && v.from.as_ref().and_then(|f| f.role.as_deref()) != Some("user");
@@ -419,7 +459,13 @@ fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) 
             (keep.then(|| ws::text(raw)), ended)
         }
         Dialect::Twilio { .. } => match name {
-            Some("clear") => (Some(Message::text(json!({"event": "clear", "streamSid": sid}).to_string())), false),
+            Some("clear") => (Some(Message::text(format!(r#"{{"event":"clear","streamSid":{sid}}}"#))), false),
+            // A holder's mark the pacer reached: Twilio answers it once the audio before it
+            // has been played.
+            Some("mark") => {
+                let mark = v.value.map_or("null", |r| r.get());
+                (Some(Message::text(format!(r#"{{"event":"mark","streamSid":{sid},"mark":{mark}}}"#))), false)
+            }
             Some("error") => {
                 tracing::warn!("twilio call leg: {}", v.value.map_or("", |r| r.get()));
                 (None, false)

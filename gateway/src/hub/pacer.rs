@@ -1,0 +1,194 @@
+//! The pacer: one timer for the audio of every call toward its caller.
+//!
+//! A caller hears the holder's audio in real time, however much the holder sends at once:
+//! each call's playout buffer ([`Call::tick`]) gives one 20 ms frame per tick. Rather than a
+//! timer per call (a thousand calls were a thousand timers, each waking its call leg's
+//! writer fifty times a second whether or not there was audio), the calls are shared out
+//! over a few shards, one per runtime worker. Each shard is a task that ticks every 20 ms
+//! and serves all of its calls in one pass: it takes each call's next frame and queues it
+//! on the call leg's outbox, whose writer sends it in the leg's dialect. A native leg's
+//! marks are reported to the holder here; a Twilio leg's go to the caller in order with
+//! the audio, since Twilio itself says when the audio before a mark has been played.
+//!
+//! Each shard measures how late its ticks run. A pacer that falls behind is a gateway that
+//! cannot carry more calls without every caller hearing gaps, so while any shard has run
+//! a frame or more late in over half of its ticks (over about five seconds, so a passing
+//! stall does not count), a new call is refused at `session.start` with `unavailable`
+//! instead of degrading the calls already up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::{Conversation, Hub, Outbox};
+use crate::protocol;
+
+/// Which way a call leg's marks go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marks {
+    /// Reported to the holder when the pacer reaches them (the native IVR protocol).
+    ToHolder,
+    /// Sent to the caller after the audio before them (Twilio answers with its own `mark`
+    /// once that audio has been played).
+    ToCaller,
+}
+
+/// A call served by the pacer: its conversation (with the call's playout buffer) and the
+/// call leg's outbox.
+struct Paced {
+    conv: Arc<Conversation>,
+    outbox: Outbox,
+    marks: Marks,
+}
+
+struct Shard {
+    calls: parking_lot::Mutex<Vec<Paced>>,
+    late: Lateness,
+}
+
+/// How often a shard's ticks run a whole frame (20 ms) or more late: a moving average
+/// over about 250 ticks (five seconds), in millionths. A stall of a second or two, caught
+/// up at once, leaves it well under half; a pacer that stays behind takes it over half
+/// within about four seconds, and new calls are refused until it keeps time again.
+#[derive(Debug, Default)]
+struct Lateness {
+    late_ppm: AtomicU64,
+}
+
+impl Lateness {
+    const WINDOW: u64 = 250;
+
+    fn record(&self, late: Duration) {
+        let hit = if late >= Duration::from_millis(20) { 1_000_000 / Self::WINDOW } else { 0 };
+        let avg = self.late_ppm.load(Ordering::Relaxed);
+        self.late_ppm.store(avg - avg / Self::WINDOW + hit, Ordering::Relaxed);
+    }
+
+    fn overloaded(&self) -> bool {
+        self.late_ppm.load(Ordering::Relaxed) > 500_000
+    }
+}
+
+/// The shards, one per runtime worker.
+pub struct Pacer {
+    shards: Vec<Arc<Shard>>,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer").field("shards", &self.shards.len()).finish()
+    }
+}
+
+impl Pacer {
+    pub fn new(shards: usize) -> Pacer {
+        Pacer {
+            shards: (0..shards.max(1))
+                .map(|_| Arc::new(Shard { calls: parking_lot::Mutex::default(), late: Lateness::default() }))
+                .collect(),
+        }
+    }
+
+    /// Paces `conv`'s call toward `outbox` from the next tick on, until the outbox closes
+    /// (the call leg's writer ended).
+    pub fn add(&self, conv: Arc<Conversation>, outbox: Outbox, marks: Marks) {
+        let Some(stream) = conv.call.as_ref().map(|c| c.stream) else { return };
+        let shard = &self.shards[stream as usize % self.shards.len()];
+        shard.calls.lock().push(Paced { conv, outbox, marks });
+    }
+
+    /// Whether the pacer is falling behind: new calls are refused meanwhile.
+    pub fn overloaded(&self) -> bool {
+        self.shards.iter().any(|s| s.late.overloaded())
+    }
+
+    /// Calls being paced.
+    pub fn calls(&self) -> usize {
+        self.shards.iter().map(|s| s.calls.lock().len()).sum()
+    }
+}
+
+impl Hub {
+    /// Starts the pacer's shards (with the sweeper, when the gateway starts).
+    pub fn spawn_pacer(self: &Arc<Self>) {
+        for shard in &self.pacer.shards {
+            let (hub, shard) = (self.clone(), shard.clone());
+            self.tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                // A stalled shard catches up rather than skipping: each call's audio keeps
+                // its pace on average, and a gap is as short as the stall.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                loop {
+                    tokio::select! {
+                        _ = hub.shutdown.cancelled() => break,
+                        due = tick.tick() => {
+                            shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
+                            hub.pace(&shard);
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// One tick of a shard: every call's next 20 ms, with the marks reached before it.
+    fn pace(&self, shard: &Shard) {
+        shard.calls.lock().retain(|p| {
+            let Some(call) = &p.conv.call else { return false };
+            if p.outbox.is_closed() {
+                return false;
+            }
+            let tick = call.tick();
+            for name in tick.marks {
+                match p.marks {
+                    Marks::ToHolder => self.mark_played(&p.conv, &name),
+                    Marks::ToCaller => {
+                        let v = serde_json::json!({ "name": name });
+                        p.outbox.send(protocol::event("mark", v, Some(&p.conv.id)));
+                    }
+                }
+            }
+            if let Some(audio) = tick.audio {
+                p.outbox.send_binary(audio);
+            }
+            true
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A stall of two seconds, caught up at once (late 2 s, then 1.98 s, … 0), does not
+    /// refuse calls; a pacer that stays a frame behind does, within a few seconds; once it
+    /// keeps time again, calls are taken again.
+    #[test]
+    fn only_a_pacer_that_stays_behind_refuses_calls() {
+        let l = Lateness::default();
+        for _ in 0..300 {
+            l.record(ms(1));
+        }
+        for k in (0..=100).rev() {
+            l.record(ms(20 * k));
+        }
+        assert!(!l.overloaded(), "a caught-up stall: {} ppm", l.late_ppm.load(Ordering::Relaxed));
+        let mut ticks = 0;
+        while !l.overloaded() {
+            l.record(ms(25));
+            ticks += 1;
+            assert!(ticks < 250, "never overloaded");
+        }
+        assert!(ticks > 50, "overloaded after {ticks} late ticks");
+        let mut ticks = 0;
+        while l.overloaded() {
+            l.record(ms(1));
+            ticks += 1;
+            assert!(ticks < 250, "still overloaded");
+        }
+    }
+}
