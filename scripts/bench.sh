@@ -5,6 +5,8 @@
 # tables (target/bench/throughput.md), the raw figures (results.json) and a chart of latency
 # against offered load (latency.svg). chat-relay runs the gateway twice, with the durable
 # SQLite store of bench/gateway.toml and with a copy differing only in `store = "memory"`;
+# chat-relay and open-loop also run against nats-server (core NATS over its WebSocket
+# listener, on loopback) as a peer, installed here from Debian's package when missing;
 # voice sweeps 100, 250, 500 and 1,000 concurrent calls.
 #
 #   bash scripts/bench.sh                              # the default run: about 3 minutes after the build
@@ -17,6 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -p switchboard -p switchboard-bench --bins
+
+# The peer of chat-relay and open-loop (`--nats PATH` picks another binary). Debian puts it
+# in /usr/sbin, which is not on every user's PATH.
+export PATH="$PATH:/usr/sbin"
+command -v nats-server >/dev/null || bash scripts/apt-install.sh bench nats-server
 
 # Each connection is a file descriptor on both sides. Take as many as the hard limit allows
 # (and more where we are allowed to raise it: root with CAP_SYS_RESOURCE). Runs above ~28,000

@@ -10,7 +10,8 @@ use switchboard_bench::load::target::{Launch, write_default_config};
 use switchboard_bench::load::{self, Options, Scenario};
 
 /// Load generator for Switchboard: starts the gateway and the echo baseline on loopback and
-/// reports every figure as gateway, baseline and ratio.
+/// reports every figure as gateway, baseline and ratio (chat-relay and open-loop also against
+/// nats-server as a peer).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-load", version, args_override_self = true)]
 struct Args {
@@ -23,6 +24,10 @@ struct Args {
     /// The `switchboard-echo` binary (default: next to this one).
     #[arg(long)]
     echo: Option<PathBuf>,
+    /// `nats-server`, the peer of chat-relay and open-loop (default: `nats-server` on PATH;
+    /// Debian's package `nats-server`).
+    #[arg(long, default_value = "nats-server")]
+    nats: PathBuf,
     /// Gateway configuration (default: the bench configuration built into this binary).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
     let launch = Launch {
         gateway: args.gateway.clone().unwrap_or_else(|| here.join("switchboard")),
         echo: args.echo.clone().unwrap_or_else(|| here.join("switchboard-echo")),
+        nats: args.nats.clone(),
         config,
         run_dir: args.out.clone(),
         gateway_log: Some(args.gateway_log.clone().unwrap_or_else(|| "info,switchboard::store=debug".to_owned())),

@@ -1,6 +1,7 @@
 //! An SVG chart of round-trip latency against offered load (the `open-loop` points): p50
-//! and p99 for the gateway and the echo baseline, on a logarithmic latency axis (near
-//! saturation latency grows by orders of magnitude), with the 2 ms p99 target drawn in.
+//! and p99 for the gateway, the echo baseline and the NATS peer, on a logarithmic latency
+//! axis (near saturation latency grows by orders of magnitude), with the 2 ms p99 target
+//! drawn in.
 
 use std::fmt::Write as _;
 
@@ -58,7 +59,8 @@ impl Line {
 
 /// The chart, as a standalone SVG document.
 pub fn latency_svg(ol: &OpenLoop, machine: &Machine) -> String {
-    let all: Vec<&OpenPoint> = ol.points.gateway.iter().chain(ol.points.echo.iter()).flatten().collect();
+    let all: Vec<&OpenPoint> =
+        ol.points.gateway.iter().chain(ol.points.echo.iter()).chain(ol.points.nats.iter()).flatten().collect();
     let x_max = all.iter().map(|p| p.offered_per_sec).fold(1.0, f64::max) * 1.05;
     let lat = all.iter().flat_map(|p| [p.latency.p50_ms, p.latency.p99_ms]).filter(|v| v.is_finite());
     let hi = lat.clone().fold(2.0, f64::max);
@@ -130,15 +132,20 @@ pub fn latency_svg(ol: &OpenLoop, machine: &Machine) -> String {
     let blue_dash = Line { color: "#1f5fbf", dashed: true };
     let grey = Line { color: "#888", dashed: false };
     let grey_dash = Line { color: "#888", dashed: true };
-    if let Some(g) = &ol.points.gateway {
-        series(&mut svg, &a, g, |p| p.latency.p50_ms, blue);
-        series(&mut svg, &a, g, |p| p.latency.p99_ms, blue_dash);
+    let green = Line { color: "#2a8a3e", dashed: false };
+    let green_dash = Line { color: "#2a8a3e", dashed: true };
+    let mut legend = Vec::new();
+    for (points, name, p50, p99) in [
+        (&ol.points.gateway, "gateway", blue, blue_dash),
+        (&ol.points.echo, "echo", grey, grey_dash),
+        (&ol.points.nats, "NATS", green, green_dash),
+    ] {
+        if let Some(points) = points {
+            series(&mut svg, &a, points, |p| p.latency.p50_ms, p50);
+            series(&mut svg, &a, points, |p| p.latency.p99_ms, p99);
+            legend.extend([(format!("{name} p50"), p50), (format!("{name} p99"), p99)]);
+        }
     }
-    if let Some(e) = &ol.points.echo {
-        series(&mut svg, &a, e, |p| p.latency.p50_ms, grey);
-        series(&mut svg, &a, e, |p| p.latency.p99_ms, grey_dash);
-    }
-    let legend = [("gateway p50", blue), ("gateway p99", blue_dash), ("echo p50", grey), ("echo p99", grey_dash)];
     for (i, (name, line)) in legend.iter().enumerate() {
         let y = TOP + 10.0 + 20.0 * i as f64;
         let x = W - RIGHT + 15.0;

@@ -1,21 +1,28 @@
 //! `chat-relay` and `open-loop`: customers messaging an echo bot through the gateway, and
-//! the same customers, connections and payloads against the echo baseline.
+//! the same customers, connections and payloads against the echo baseline and the NATS peer.
 //!
 //! Through the gateway a round trip is two hops (customer → gateway → bot → gateway →
 //! customer, with an `ack` to each sender); against the echo server it is one. A customer
 //! sends, skips its `ack`, and stops the clock at the first `message` that comes back.
+//!
+//! Against the NATS peer a round trip is two hops through the broker as well: customer `i`
+//! publishes its message on `chat.bot.<i>` with its own `chat.cust.<i>` as the reply
+//! subject, the bot (subscribed to `chat.bot.>` on one connection) publishes the same
+//! payload there, and the clock stops at that `MSG`. The loops are the same for every
+//! target; a [`Talker`] carries what differs (the frame sent, how answers are read).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
-use super::peers::{self, Customer, EchoBot, Member, Peer};
+use super::nats;
+use super::peers::{self, EchoBot, Member, NatsBot, Peer};
 use super::progress::{Progress, say};
 use super::stats::{Samples, Summary};
 use super::target::{Server, Target, own_cpu_secs};
@@ -58,8 +65,94 @@ const DONE: u8 = 2;
 /// What a server and its clients for a chat scenario are.
 struct Setup {
     server: Server,
-    bot: Option<Peer<EchoBot>>,
-    customers: Vec<Customer>,
+    bot: Option<Bot>,
+    talkers: Vec<Talker>,
+}
+
+/// The bot's connection: through the gateway, or to the NATS peer (the echo has none).
+enum Bot {
+    Gateway(Peer<EchoBot>),
+    Nats(Peer<NatsBot>),
+}
+
+/// A customer's connection, with the frame it sends and how it reads what comes back.
+struct Talker {
+    ws: Ws,
+    message: Message,
+    replies: Replies,
+}
+
+/// How a customer reads the server's frames.
+enum Replies {
+    /// The gateway's and the echo's: an activity per text frame, a `message` the answer.
+    Activities,
+    /// nats-server's: a byte stream of operations in binary frames, a `MSG` the answer.
+    Nats(nats::Reader),
+}
+
+/// What a frame from the server held for a customer.
+#[derive(Default)]
+struct Heard {
+    replies: usize,
+    /// A frame the protocol wants sent back (NATS: `PONG` to the server's `PING`).
+    answer: Option<Message>,
+}
+
+impl Replies {
+    fn read(&mut self, m: &Message) -> Result<Heard> {
+        let mut heard = Heard::default();
+        match self {
+            Replies::Activities => {
+                if let Message::Text(t) = m {
+                    heard.replies = usize::from(is_message(t)?);
+                }
+            }
+            Replies::Nats(reader) => {
+                if let Some(data) = nats::frame_bytes(m) {
+                    reader.read(data, |op| {
+                        match op {
+                            nats::Op::Msg(_) => heard.replies += 1,
+                            nats::Op::Ping => heard.answer = Some(Message::Binary(Bytes::from_static(nats::PONG))),
+                            nats::Op::Err(e) => bail!("nats-server: -ERR {e}"),
+                            nats::Op::Info(_) | nats::Op::Pong | nats::Op::Ok => {}
+                        }
+                        Ok(())
+                    })?;
+                }
+            }
+        }
+        Ok(heard)
+    }
+}
+
+impl Talker {
+    /// Customer `i`'s message of `payload` characters, to the target.
+    fn new(target: Target, i: usize, ws: Ws, payload: &Utf8Bytes) -> Talker {
+        match target {
+            Target::Gateway | Target::Echo => {
+                Talker { ws, message: Message::Text(payload.clone()), replies: Replies::Activities }
+            }
+            Target::Nats => {
+                let publish =
+                    nats::publish(&nats::bot_subject(i), Some(&nats::customer_subject(i)), payload.as_bytes());
+                Talker { ws, message: Message::Binary(publish), replies: Replies::Nats(nats::Reader::default()) }
+            }
+        }
+    }
+
+    /// Reads until the answer to the message in flight (skipping acks and notices).
+    async fn await_reply(&mut self) -> Result<()> {
+        while let Some(m) = self.ws.next().await {
+            let heard = self.replies.read(&m?)?;
+            if let Some(answer) = heard.answer {
+                self.ws.send(answer).await?;
+            }
+            if heard.replies > 0 {
+                return Ok(());
+            }
+        }
+        bail!("connection closed while waiting for a reply")
+    }
 }
 
 async fn set_up(run: &Run, target: Target, scenario: &str, n: usize) -> Result<Setup> {
@@ -69,9 +162,10 @@ async fn set_up(run: &Run, target: Target, scenario: &str, n: usize) -> Result<S
         Target::Gateway => {
             let handler = EchoBot::default();
             let assigned = handler.assigned.clone();
-            (Some(peers::sign_in(server.addr, Member::Bot, handler).await?), Some(assigned))
+            (Some(Bot::Gateway(peers::sign_in(server.addr, Member::Bot, handler).await?)), Some(assigned))
         }
         Target::Echo => (None, None),
+        Target::Nats => (Some(Bot::Nats(peers::nats_bot(server.addr).await?)), None),
     };
     let customers = peers::open_customers(target, server.addr, n, &label, Sources::for_connections(n)).await?;
     if let Some(assigned) = assigned
@@ -79,17 +173,23 @@ async fn set_up(run: &Run, target: Target, scenario: &str, n: usize) -> Result<S
     {
         bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
     }
-    Ok(Setup { server, bot, customers })
+    let payload = wire::customer_message(run.opts.payload);
+    let talkers = customers.into_iter().enumerate().map(|(i, c)| Talker::new(target, i, c.ws, &payload)).collect();
+    Ok(Setup { server, bot, talkers })
 }
 
 async fn tear_down(setup: Setup) -> Vec<String> {
     let mut errors = Vec::new();
-    drop(setup.customers);
-    if let Some(bot) = setup.bot {
-        match bot.finish().await {
-            Ok((h, _)) => errors.extend(h.errors),
-            Err(e) => errors.push(format!("bot: {e:#}")),
-        }
+    drop(setup.talkers);
+    let finished = match setup.bot {
+        Some(Bot::Gateway(bot)) => Some(bot.finish().await.map(|(h, _)| h.errors)),
+        Some(Bot::Nats(bot)) => Some(bot.finish().await.map(|(h, _)| h.errors)),
+        None => None,
+    };
+    match finished {
+        Some(Ok(e)) => errors.extend(e),
+        Some(Err(e)) => errors.push(format!("bot: {e:#}")),
+        None => {}
     }
     setup.server.stop().await;
     errors
@@ -100,14 +200,12 @@ async fn tear_down(setup: Setup) -> Vec<String> {
 pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
     let o: &Options = &run.opts;
     let n = o.conversations;
-    let setup = set_up(run, target, "chat-relay", n).await?;
+    let Setup { server, bot, talkers } = set_up(run, target, "chat-relay", n).await?;
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let done = Arc::new(AtomicU64::new(0));
-    let msg = wire::customer_message(o.payload);
     let mut set = JoinSet::new();
-    let Setup { server, bot, customers } = setup;
-    for c in customers {
-        set.spawn(closed_loop(c.ws, msg.clone(), phase.clone(), done.clone()));
+    for t in talkers {
+        set.spawn(closed_loop(t, phase.clone(), done.clone()));
     }
     let total = o.warmup + o.duration;
     let progress = Progress::start(format!("chat-relay {target}: {n} conv"), Some(total), done.clone(), "round trips");
@@ -122,18 +220,18 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
     progress.finish();
     let mut samples = Samples::with_capacity(1 << 20);
     let mut errors = Vec::new();
-    let mut customers = Vec::with_capacity(n);
+    let mut talkers = Vec::with_capacity(n);
     while let Some(r) = set.join_next().await {
         match r? {
-            Ok((ws, s)) => {
+            Ok((t, s)) => {
                 samples.extend(s);
-                customers.push(Customer { ws, conversation: None });
+                talkers.push(t);
             }
             Err(e) if errors.len() < 10 => errors.push(format!("{e:#}")),
             Err(_) => {}
         }
     }
-    errors.extend(tear_down(Setup { server, bot, customers }).await);
+    errors.extend(tear_down(Setup { server, bot, talkers }).await);
     let round_trips = samples.len() as u64;
     let r = ClosedLoop {
         conversations: n,
@@ -153,21 +251,6 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
     Ok(r)
 }
 
-/// Reads until the next `message` (skipping acks and notices).
-async fn await_message<S>(ws: &mut S) -> Result<()>
-where
-    S: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    while let Some(msg) = ws.next().await {
-        if let Message::Text(t) = msg?
-            && is_message(&t)?
-        {
-            return Ok(());
-        }
-    }
-    bail!("connection closed while waiting for a reply")
-}
-
 fn is_message(t: &Utf8Bytes) -> Result<bool> {
     let a = Activity::parse(t.as_str())?;
     if let Some(e) = a.error() {
@@ -176,12 +259,12 @@ fn is_message(t: &Utf8Bytes) -> Result<bool> {
     Ok(a.kind == "message")
 }
 
-async fn closed_loop(mut ws: Ws, msg: Utf8Bytes, phase: Arc<AtomicU8>, done: Arc<AtomicU64>) -> Result<(Ws, Samples)> {
+async fn closed_loop(mut t: Talker, phase: Arc<AtomicU8>, done: Arc<AtomicU64>) -> Result<(Talker, Samples)> {
     let mut samples = Samples::with_capacity(1024);
     while phase.load(Ordering::Relaxed) != DONE {
         let t0 = Instant::now();
-        ws.send(Message::Text(msg.clone())).await?;
-        await_message(&mut ws).await?;
+        t.ws.send(t.message.clone()).await?;
+        t.await_reply().await?;
         let elapsed = t0.elapsed();
         done.fetch_add(1, Ordering::Relaxed);
         // A round trip counts if it completed inside the measured window.
@@ -189,7 +272,7 @@ async fn closed_loop(mut ws: Ws, msg: Utf8Bytes, phase: Arc<AtomicU8>, done: Arc
             samples.push(elapsed);
         }
     }
-    Ok((ws, samples))
+    Ok((t, samples))
 }
 
 /// `open-loop`: the same customers send on a fixed schedule whatever the replies do;
@@ -197,9 +280,7 @@ async fn closed_loop(mut ws: Ws, msg: Utf8Bytes, phase: Arc<AtomicU8>, done: Arc
 pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<OpenPoint>> {
     let o = &run.opts;
     let n = o.conversations;
-    let Setup { server, bot, customers } = set_up(run, target, "open-loop", n).await?;
-    let msg = wire::customer_message(o.payload);
-    let mut conns: Vec<Ws> = customers.into_iter().map(|c| c.ws).collect();
+    let Setup { server, bot, talkers: mut conns } = set_up(run, target, "open-loop", n).await?;
     let mut points = Vec::new();
     let mut errors = Vec::new();
     for &rate in rates {
@@ -212,9 +293,9 @@ pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<O
         let window = (start + o.point_warmup, start + total);
         let period = Duration::from_secs_f64(n as f64 / rate);
         let mut set = JoinSet::new();
-        for (i, ws) in conns.drain(..).enumerate() {
+        for (i, t) in conns.drain(..).enumerate() {
             let first = start + Duration::from_secs_f64(i as f64 / rate);
-            set.spawn(open_loop_conn(ws, msg.clone(), first, period, window, sent.clone()));
+            set.spawn(open_loop_conn(t, first, period, window, sent.clone()));
         }
         tokio::time::sleep_until((start + o.point_warmup).into()).await;
         let s0 = server.cpu_secs()?;
@@ -229,7 +310,7 @@ pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<O
                     lat.extend(c.latency);
                     lag.extend(c.lag);
                     unanswered += c.unanswered;
-                    conns.push(c.ws);
+                    conns.push(c.talker);
                 }
                 Err(e) if errors.len() < 10 => errors.push(format!("{e:#}")),
                 Err(_) => {}
@@ -253,8 +334,7 @@ pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<O
             bail!("open-loop {target}: {} connections failed: {}", n - conns.len(), errors.join("; "));
         }
     }
-    let customers = conns.into_iter().map(|ws| Customer { ws, conversation: None }).collect();
-    let more = tear_down(Setup { server, bot, customers }).await;
+    let more = tear_down(Setup { server, bot, talkers: conns }).await;
     if !more.is_empty() {
         say(&format!("  open-loop {target}: errors: {}", more.join("; ")));
     }
@@ -262,20 +342,20 @@ pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<O
 }
 
 struct OpenConn {
-    ws: Ws,
+    talker: Talker,
     latency: Samples,
     lag: Samples,
     unanswered: u64,
 }
 
 async fn open_loop_conn(
-    ws: Ws,
-    msg: Utf8Bytes,
+    talker: Talker,
     first: Instant,
     period: Duration,
     window: (Instant, Instant),
     sent: Arc<AtomicU64>,
 ) -> Result<OpenConn> {
+    let Talker { ws, message, mut replies } = talker;
     let (mut sink, mut stream) = ws.split();
     let mut latency = Samples::with_capacity(256);
     let mut lag = Samples::with_capacity(256);
@@ -291,14 +371,15 @@ async fn open_loop_conn(
         tokio::select! {
             biased;
             m = stream.next() => {
-                let m = m.context("connection closed")??;
-                if let Message::Text(t) = m
-                    && is_message(&t)?
-                {
+                let heard = replies.read(&m.context("connection closed")??)?;
+                for _ in 0..heard.replies {
                     let (t0, measured) = inflight.pop_front().context("a reply nobody asked for")?;
                     if measured {
                         latency.push(t0.elapsed());
                     }
+                }
+                if let Some(answer) = heard.answer {
+                    sink.send(answer).await?;
                 }
             }
             _ = tokio::time::sleep_until(due.into()), if sending => {
@@ -308,7 +389,7 @@ async fn open_loop_conn(
                     lag.push(now - due);
                 }
                 inflight.push_back((now, measured));
-                sink.send(Message::Text(msg.clone())).await?;
+                sink.send(message.clone()).await?;
                 sent.fetch_add(1, Ordering::Relaxed);
                 due += period;
             }
@@ -317,7 +398,7 @@ async fn open_loop_conn(
     }
     let unanswered = inflight.iter().filter(|(_, m)| *m).count() as u64;
     let ws = sink.reunite(stream).map_err(|_| anyhow::anyhow!("reunite"))?;
-    Ok(OpenConn { ws, latency, lag, unanswered })
+    Ok(OpenConn { talker: Talker { ws, message, replies }, latency, lag, unanswered })
 }
 
 /// Offered rates: fractions (`loads`) of the highest rate measured.

@@ -72,6 +72,7 @@ pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
             drop(customers);
             (by_conversation(&ids, &sent), receipts.log, Vec::new())
         }
+        Target::Nats => bail!("{label}: the NATS peer runs chat-relay and open-loop only"),
     };
     server.stop().await;
     let mut samples = Samples::with_capacity(n);

@@ -36,6 +36,7 @@ pub async fn idle(run: &Run, target: Target) -> Result<Idle> {
             (Some(peers::sign_in(server.addr, Member::Bot, handler).await?), Some(assigned))
         }
         Target::Echo => (None, None),
+        Target::Nats => bail!("{label}: the NATS peer runs chat-relay and open-loop only"),
     };
     // Let the process settle (allocator arenas, the bot's connection) before the baseline reading.
     tokio::time::sleep(Duration::from_millis(500)).await;

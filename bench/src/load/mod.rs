@@ -17,12 +17,21 @@
 //! `store = "memory"`, both against the same echo baseline; `open-loop` runs that copy again
 //! at half the maximum, and first times the disk's `fdatasync` under the data directory
 //! (`disk`), the floor under the durable store's latency.
+//!
+//! `chat-relay` and `open-loop` also run against a peer: `nats-server` (core NATS, started
+//! per scenario with its WebSocket listener on loopback), with the same number of
+//! WebSocket connections and the same payloads. Each customer has its own connection and
+//! the bot one connection subscribed to every customer's subject, so a round trip is two
+//! hops through the broker, as through the gateway (`chat`); the generator speaks NATS
+//! itself (`nats`) over the same client code. Its figures are reported beside the
+//! gateway's and as gateway / NATS ratios; a missing `nats-server` fails that run only.
 
 pub mod chart;
 pub mod chat;
 pub mod disk;
 pub mod handoff;
 pub mod idle;
+pub mod nats;
 pub mod peers;
 pub mod progress;
 pub mod report;
@@ -116,11 +125,14 @@ pub struct Run {
     pub machine: Machine,
 }
 
-/// A figure measured on both servers.
+/// A figure measured on both servers (and, in the chat scenarios, on the NATS peer).
 #[derive(Debug, Clone, Serialize)]
 pub struct Pair<T> {
     pub gateway: Option<T>,
     pub echo: Option<T>,
+    /// The NATS peer's figure, in `chat-relay` and `open-loop`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<T>,
     pub errors: Vec<String>,
 }
 
@@ -129,6 +141,11 @@ impl<T> Pair<T> {
         Some((self.gateway.as_ref()?, self.echo.as_ref()?))
     }
 }
+
+/// The servers every scenario runs against.
+const SERVERS: [Target; 2] = [Target::Gateway, Target::Echo];
+/// The chat scenarios' servers: those and the NATS peer.
+const WITH_NATS: [Target; 3] = [Target::Gateway, Target::Echo, Target::Nats];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLoop {
@@ -162,20 +179,21 @@ pub struct Results {
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
 }
 
-/// Runs a scenario against both servers: gateway first, then the baseline. A failure is
-/// recorded and the run goes on.
-async fn both<T, F, Fut>(name: &str, mut f: F) -> Pair<T>
+/// Runs a scenario against each of `targets` in turn: the gateway first, then the
+/// baseline (and the peer). A failure is recorded and the run goes on.
+async fn both<T, F, Fut>(name: &str, targets: &[Target], mut f: F) -> Pair<T>
 where
     F: FnMut(Target) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut pair = Pair { gateway: None, echo: None, errors: Vec::new() };
-    for target in [Target::Gateway, Target::Echo] {
+    let mut pair = Pair { gateway: None, echo: None, nats: None, errors: Vec::new() };
+    for &target in targets {
         say(&format!("{name} · {target}"));
         match f(target).await {
             Ok(r) => match target {
                 Target::Gateway => pair.gateway = Some(r),
                 Target::Echo => pair.echo = Some(r),
+                Target::Nats => pair.nats = Some(r),
             },
             Err(e) => {
                 say(&format!("  {name} {target} FAILED: {e:#}"));
@@ -207,21 +225,21 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         voice: None,
     };
     if want(Scenario::ChatRelay) {
-        let durable = both("chat-relay", |t| chat::chat_relay(&run, t)).await;
+        let durable = both("chat-relay", &WITH_NATS, |t| chat::chat_relay(&run, t)).await;
         if o.memory_store {
-            let echo = durable.echo.clone();
+            let (echo, nats) = (durable.echo.clone(), durable.nats.clone());
             let memory = match memory_run(&run) {
                 Ok(m) => {
                     say("chat-relay · gateway with store = \"memory\"");
                     match chat::chat_relay(&m, Target::Gateway).await {
-                        Ok(g) => Pair { gateway: Some(g), echo, errors: Vec::new() },
+                        Ok(g) => Pair { gateway: Some(g), echo, nats, errors: Vec::new() },
                         Err(e) => {
                             say(&format!("  chat-relay memory FAILED: {e:#}"));
-                            Pair { gateway: None, echo, errors: vec![format!("gateway: {e:#}")] }
+                            Pair { gateway: None, echo, nats, errors: vec![format!("gateway: {e:#}")] }
                         }
                     }
                 }
-                Err(e) => Pair { gateway: None, echo, errors: vec![format!("{e:#}")] },
+                Err(e) => Pair { gateway: None, echo, nats, errors: vec![format!("{e:#}")] },
             };
             results.chat_relay_memory = Some(memory);
         }
@@ -245,7 +263,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
                 None
             }
         };
-        let points = both("open-loop", |t| chat::open_loop(&run, t, &rates)).await;
+        let points = both("open-loop", &WITH_NATS, |t| chat::open_loop(&run, t, &rates)).await;
         let slow_commits = disk::slow_commits(&run.launch.run_dir.join("open-loop-gateway.log"));
         let memory_half = if o.memory_store && o.loads.iter().any(|&f| (f - 0.5).abs() < 1e-9) {
             say("open-loop · gateway with store = \"memory\", at ½ max");
@@ -276,15 +294,15 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         });
     }
     if want(Scenario::Idle) {
-        results.idle = Some(both("idle", |t| idle::idle(&run, t)).await);
+        results.idle = Some(both("idle", &SERVERS, |t| idle::idle(&run, t)).await);
     }
     if want(Scenario::Handoff) {
-        results.handoff = Some(both("handoff", |t| handoff::handoff(&run, t)).await);
+        results.handoff = Some(both("handoff", &SERVERS, |t| handoff::handoff(&run, t)).await);
     }
     if want(Scenario::Voice) {
         let mut sweep = Vec::new();
         for &n in &o.voice_calls {
-            sweep.push(both(&format!("voice, {n} calls"), |t| voice::voice(&run, t, n)).await);
+            sweep.push(both(&format!("voice, {n} calls"), &SERVERS, |t| voice::voice(&run, t, n)).await);
         }
         results.voice = Some(sweep);
     }

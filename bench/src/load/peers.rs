@@ -1,8 +1,9 @@
 //! The parties the generator plays: customers (one connection each), and the long-lived
-//! bot and agent connections that carry many conversations at once.
+//! bot and agent connections that carry many conversations at once; against the NATS peer,
+//! the same customers and bot speaking NATS (`nats`) over the same connections.
 //!
-//! A long-lived connection is a [`Peer`]: a reader task that hands every text frame to a
-//! [`Handler`] (which may answer), and a writer task that drains a queue and flushes once
+//! A long-lived connection is a [`Peer`]: a reader task that hands every text frame (and
+//! nats-server's binary ones) to a [`Handler`] (which may answer), and a writer task that drains a queue and flushes once
 //! per batch, as the gateway's own writer does. Frames sent with a tag have the instant
 //! they were written logged, so a scenario can time from the moment a frame left.
 
@@ -15,14 +16,15 @@ use anyhow::{Context as _, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
+use super::nats;
 use super::progress::Progress;
 use super::target::Target;
 use super::wire::{self, Activity, Sources, Ws};
 
 enum Out {
-    Frame(Utf8Bytes, Option<u32>),
+    Frame(Message, Option<u32>),
     Close,
 }
 
@@ -30,6 +32,12 @@ enum Out {
 pub trait Handler: Send + 'static {
     /// A text frame arrived at `at`; `reply` queues an answer on the same connection.
     fn on_frame(&mut self, frame: &str, at: Instant, reply: &mut dyn FnMut(Utf8Bytes)) -> Result<()>;
+
+    /// A binary frame arrived (nats-server's; the gateway sends its bots and agents text);
+    /// `reply` queues a binary answer.
+    fn on_binary(&mut self, _frame: &[u8], _at: Instant, _reply: &mut dyn FnMut(Bytes)) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A long-lived connection (a bot or an agent).
@@ -55,7 +63,7 @@ impl<H: Handler> Peer<H> {
                             if let Some(tag) = tag {
                                 log.push((tag, Instant::now()));
                             }
-                            sink.feed(Message::Text(f)).await?;
+                            sink.feed(f).await?;
                         }
                         Out::Close => break 'run,
                     }
@@ -72,11 +80,15 @@ impl<H: Handler> Peer<H> {
         let reply_tx = tx.clone();
         let reader = tokio::spawn(async move {
             let mut reply = |f: Utf8Bytes| {
-                let _ = reply_tx.send(Out::Frame(f, None));
+                let _ = reply_tx.send(Out::Frame(Message::Text(f), None));
+            };
+            let mut reply_binary = |f: Bytes| {
+                let _ = reply_tx.send(Out::Frame(Message::Binary(f), None));
             };
             while let Some(msg) = stream.next().await {
                 match msg.context("peer connection")? {
                     Message::Text(t) => handler.on_frame(t.as_str(), Instant::now(), &mut reply)?,
+                    Message::Binary(b) => handler.on_binary(&b, Instant::now(), &mut reply_binary)?,
                     Message::Close(_) => break,
                     _ => {}
                 }
@@ -88,7 +100,7 @@ impl<H: Handler> Peer<H> {
 
     /// Queues a frame; with a tag, the instant it is written is logged.
     pub fn send(&self, frame: Utf8Bytes, tag: Option<u32>) {
-        let _ = self.tx.send(Out::Frame(frame, tag));
+        let _ = self.tx.send(Out::Frame(Message::Text(frame), tag));
     }
 
     /// Closes the connection: the handler back, and the log of tagged frames written.
@@ -167,6 +179,48 @@ impl Handler for EchoBot {
     }
 }
 
+/// The bot against the NATS peer: subscribed to every customer's subject, it answers each
+/// message with the same payload on the message's reply subject (the customer's own), as
+/// [`EchoBot`] answers each customer through the gateway.
+#[derive(Debug, Default)]
+pub struct NatsBot {
+    reader: nats::Reader,
+    pub errors: Vec<String>,
+}
+
+impl Handler for NatsBot {
+    fn on_frame(&mut self, frame: &str, _at: Instant, _reply: &mut dyn FnMut(Utf8Bytes)) -> Result<()> {
+        // nats-server writes binary frames only.
+        bail!("a text frame from nats-server: {}", frame.chars().take(80).collect::<String>())
+    }
+
+    fn on_binary(&mut self, frame: &[u8], _at: Instant, reply: &mut dyn FnMut(Bytes)) -> Result<()> {
+        let errors = &mut self.errors;
+        self.reader.read(frame, |op| {
+            match op {
+                nats::Op::Msg(m) => {
+                    let to = m.reply_to.with_context(|| format!("a message on {} with no reply subject", m.subject))?;
+                    reply(nats::publish(to, None, m.payload));
+                }
+                nats::Op::Ping => reply(Bytes::from_static(nats::PONG)),
+                nats::Op::Err(e) if errors.len() < 10 => errors.push(format!("nats-server: -ERR {e}")),
+                _ => {}
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The NATS peer's bot: one WebSocket, the same as the gateway's bot's, subscribed to every
+/// customer's subject.
+pub async fn nats_bot(addr: SocketAddr) -> Result<Peer<NatsBot>> {
+    // nats-server serves every path alike; the bot's path gives the client the buffers of
+    // the gateway's bot connection (`wire::connect`).
+    let mut ws = wire::connect(addr, "/v1/bot", None, None).await?;
+    nats::handshake(&mut ws, "switchboard-load bot", &[(nats::BOT_SUBSCRIPTION, 1)]).await?;
+    Ok(Peer::spawn(ws, NatsBot::default()))
+}
+
 /// An agent: notes when each conversation is assigned to it.
 #[derive(Debug)]
 pub struct Agent {
@@ -237,7 +291,8 @@ pub struct Customer {
 }
 
 /// Opens `n` customer connections, each with its `session.start` answered: by
-/// `session.started` from the gateway, by its own echo from the baseline.
+/// `session.started` from the gateway, by its own echo from the baseline; against the NATS
+/// peer, each subscribed to its own subject ([`nats::customer_subject`] of its index).
 pub async fn open_customers(
     target: Target,
     addr: SocketAddr,
@@ -260,7 +315,7 @@ pub async fn open_customers(
         let permit = permits.clone().acquire_owned().await?;
         let opened = opened.clone();
         set.spawn(async move {
-            let c = open_customer(target, addr, sources.pick(i)).await;
+            let c = open_customer(target, addr, i, sources.pick(i)).await;
             drop(permit);
             opened.fetch_add(1, Ordering::Relaxed);
             c.map(|c| (i, c))
@@ -277,7 +332,12 @@ pub async fn open_customers(
     Ok(customers.into_iter().flatten().collect())
 }
 
-async fn open_customer(target: Target, addr: SocketAddr, source: Option<std::net::Ipv4Addr>) -> Result<Customer> {
+async fn open_customer(
+    target: Target,
+    addr: SocketAddr,
+    i: usize,
+    source: Option<std::net::Ipv4Addr>,
+) -> Result<Customer> {
     let mut attempt = 0;
     let mut ws = loop {
         match wire::connect(addr, "/v1/chat", None, source).await {
@@ -290,6 +350,10 @@ async fn open_customer(target: Target, addr: SocketAddr, source: Option<std::net
             Err(e) => return Err(e),
         }
     };
+    if target == Target::Nats {
+        nats::handshake(&mut ws, "switchboard-load customer", &[(&nats::customer_subject(i), 1)]).await?;
+        return Ok(Customer { ws, conversation: None });
+    }
     ws.send(wire::session_start()).await?;
     while let Some(msg) = ws.next().await {
         if let Message::Text(t) = msg? {

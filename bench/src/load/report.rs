@@ -1,9 +1,13 @@
 //! The run as Markdown tables ready for BENCHMARKS.md: every figure with the gateway, the
 //! echo baseline measured in the same run, their ratio, and the target it is held to.
+//!
+//! The NATS peer of the chat scenarios gets rows of its own: its figures in the gateway's
+//! column against the same echo ("NATS peer in the gateway's place"), then the gateway's
+//! against NATS's, with NATS in the baseline column ("baseline: NATS").
 
 use std::fmt::Write as _;
 
-use super::chat::ClosedLoop;
+use super::chat::{ClosedLoop, OpenPoint};
 use super::voice::{Direction, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::{Pair, Results};
 
@@ -50,6 +54,14 @@ fn missing<T>(p: &Pair<T>) -> String {
     if p.errors.is_empty() { "not measured".to_owned() } else { format!("failed: {}", p.errors.join("; ")) }
 }
 
+/// The NATS peer's failure, when its run failed.
+fn nats_failure<T>(p: &Pair<T>) -> Option<String> {
+    let errors: Vec<&str> = p.errors.iter().filter(|e| e.starts_with("nats:")).map(String::as_str).collect();
+    (!errors.is_empty()).then(|| format!("failed: {}", errors.join("; ")))
+}
+
+const NATS_PEER: &str = "NATS peer in the gateway's place";
+
 fn rows(r: &Results) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut row = |scenario: &str, measure: &str, g: String, e: String, ratio: String, target: &str, met: String| {
@@ -68,6 +80,9 @@ fn rows(r: &Results) -> Vec<Row> {
     }
     if let Some(p) = &r.chat_relay_memory {
         chat_rows(&mut row, p, "in-memory store", "");
+    }
+    if let Some(p) = &r.chat_relay {
+        nats_chat_rows(&mut row, p, r.chat_relay_memory.as_ref());
     }
     if let Some(ol) = &r.open_loop {
         let half = ol.loads.iter().position(|&f| (f - 0.5).abs() < 1e-9);
@@ -92,6 +107,26 @@ fn rows(r: &Results) -> Vec<Row> {
                         ("p50 round trip (ms)", m.latency.p50_ms, e.latency.p50_ms),
                     ] {
                         figure(&mut row, &s, measure, gv, ev, 2);
+                    }
+                }
+                match ol.points.nats.as_ref().and_then(|n| n.get(i)) {
+                    Some(n) => {
+                        let s = format!("open-loop at ½ max ({} / s), {NATS_PEER}", num(n.offered_per_sec, 0));
+                        figure(&mut row, &s, "p99 round trip (ms)", n.latency.p99_ms, e.latency.p99_ms, 2);
+                        figure(&mut row, &s, "p50 round trip (ms)", n.latency.p50_ms, e.latency.p50_ms, 2);
+                        let s =
+                            format!("open-loop at ½ max ({} / s), against the NATS peer", num(n.offered_per_sec, 0));
+                        let p99 = n.latency.p99_ms;
+                        figure(&mut row, &s, "p99 (ms), durable store, baseline: NATS", g.latency.p99_ms, p99, 2);
+                        if let Some(m) = &ol.memory_half {
+                            figure(&mut row, &s, "p99 (ms), in-memory store, baseline: NATS", m.latency.p99_ms, p99, 2);
+                        }
+                    }
+                    None => {
+                        if let Some(f) = nats_failure(&ol.points) {
+                            let s = format!("open-loop, {NATS_PEER}");
+                            row(&s, "p99 round trip (ms)", f, String::new(), String::new(), "", String::new());
+                        }
                     }
                 }
                 if let Some(c) = &ol.slow_commits {
@@ -216,17 +251,7 @@ fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &st
         return;
     };
     let s = format!("chat-relay, {} conversations, {store}", num(g.conversations as f64, 0));
-    let q = g.round_trips_per_sec / e.round_trips_per_sec;
-    let met = if target.is_empty() { String::new() } else { verdict(q >= 0.5 && g.errors.is_empty()) };
-    row(
-        &s,
-        "round trips / s",
-        num(g.round_trips_per_sec, 0),
-        num(e.round_trips_per_sec, 0),
-        ratio(g.round_trips_per_sec, e.round_trips_per_sec),
-        target,
-        met,
-    );
+    rate_row(row, &s, "round trips / s", (g, e), target, 0.5);
     let l = (g.latency, e.latency);
     figure(row, &s, "p50 round trip (ms)", l.0.p50_ms, l.1.p50_ms, 2);
     figure(row, &s, "p99 round trip (ms)", l.0.p99_ms, l.1.p99_ms, 2);
@@ -240,6 +265,45 @@ fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &st
         "",
         String::new(),
     );
+}
+
+/// Round trips per second of a run against a baseline's; with a target, met at `least` × the
+/// baseline and no error.
+fn rate_row(row: &mut RowFn<'_>, s: &str, measure: &str, (g, b): (&ClosedLoop, &ClosedLoop), target: &str, least: f64) {
+    let q = g.round_trips_per_sec / b.round_trips_per_sec;
+    let met = if target.is_empty() { String::new() } else { verdict(q >= least && g.errors.is_empty()) };
+    let (gr, br) = (g.round_trips_per_sec, b.round_trips_per_sec);
+    row(s, measure, num(gr, 0), num(br, 0), ratio(gr, br), target, met);
+}
+
+/// The NATS peer against the echo, as the gateway is (its figures in the gateway's column),
+/// then each gateway run against NATS (NATS in the baseline column). The target:
+/// the gateway with the in-memory store at least as fast as NATS in the same run.
+fn nats_chat_rows(row: &mut RowFn<'_>, durable: &Pair<ClosedLoop>, memory: Option<&Pair<ClosedLoop>>) {
+    let Some(n) = &durable.nats else {
+        if let Some(f) = nats_failure(durable) {
+            row(
+                &format!("chat-relay, {NATS_PEER}"),
+                "round trips / s",
+                f,
+                String::new(),
+                String::new(),
+                "",
+                String::new(),
+            );
+        }
+        return;
+    };
+    let peer = Pair { gateway: Some(n.clone()), echo: durable.echo.clone(), nats: None, errors: Vec::new() };
+    chat_rows(row, &peer, NATS_PEER, "");
+    let runs = [(Some(durable), "durable store", ""), (memory, "in-memory store", "in-memory ≥ 1.00× NATS")];
+    for (pair, store, target) in runs {
+        let Some(g) = pair.and_then(|p| p.gateway.as_ref()) else { continue };
+        let s = format!("chat-relay, {} conversations, {store} against the NATS peer", num(g.conversations as f64, 0));
+        rate_row(row, &s, "round trips / s, baseline: NATS", (g, n), target, 1.0);
+        let per_trip = |c: &ClosedLoop| c.server_cores / c.round_trips_per_sec * 1e6;
+        figure(row, &s, "server CPU per round trip (µs), baseline: NATS", per_trip(g), per_trip(n), 1);
+    }
 }
 
 fn calls_or_none(n: Option<usize>) -> String {
@@ -425,11 +489,14 @@ pub fn markdown(r: &Results) -> String {
             num(o.conversations as f64, 0),
             num(ol.max_per_sec, 0)
         );
+        let nats = ol.points.nats.as_deref().unwrap_or_default();
         let rows: Vec<Vec<String>> = ol
             .loads
             .iter()
             .zip(g.iter().zip(e.iter()))
-            .map(|(f, (g, e))| {
+            .enumerate()
+            .map(|(i, (f, (g, e)))| {
+                let n = |pick: fn(&OpenPoint) -> f64| nats.get(i).map_or(f64::NAN, pick);
                 vec![
                     format!("{:.0} %", f * 100.0),
                     num(g.offered_per_sec, 0),
@@ -439,7 +506,9 @@ pub fn markdown(r: &Results) -> String {
                     num(e.latency.p50_ms, 2),
                     num(e.latency.p99_ms, 2),
                     ratio(g.latency.p99_ms, e.latency.p99_ms),
-                    num(g.send_lag.p99_ms.max(e.send_lag.p99_ms), 2),
+                    num(n(|p| p.latency.p50_ms), 2),
+                    num(n(|p| p.latency.p99_ms), 2),
+                    num(g.send_lag.p99_ms.max(e.send_lag.p99_ms).max(n(|p| p.send_lag.p99_ms)), 2),
                 ]
             })
             .collect();
@@ -454,6 +523,8 @@ pub fn markdown(r: &Results) -> String {
                 "Echo p50 (ms)",
                 "Echo p99 (ms)",
                 "p99 ratio",
+                "NATS p50 (ms)",
+                "NATS p99 (ms)",
                 "Client send lag p99 (ms)",
             ],
             &rows,
@@ -470,6 +541,7 @@ pub fn markdown(r: &Results) -> String {
     .into_iter()
     .flatten()
     .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
+    .chain(r.chat_relay.iter().flat_map(|p| p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats: {e}")))))
     .chain(r.voice.iter().flatten().flat_map(|p| {
         let calls = p.gateway.as_ref().map_or(0, |g| g.calls);
         p.errors.iter().cloned().chain(

@@ -1,6 +1,7 @@
-//! The servers under test, as processes: the real `switchboard` binary and the baseline
-//! echo server, each started fresh for a scenario on `127.0.0.1:0`, its address read from
-//! the line it logs when it is listening, its memory and CPU read from `/proc`.
+//! The servers under test, as processes: the real `switchboard` binary, the baseline echo
+//! server and, for the chat scenarios, `nats-server` as a peer, each started fresh for a
+//! scenario on a port of 127.0.0.1 the system picks, its address read from the line it logs
+//! when it is listening, its memory and CPU read from `/proc`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +17,9 @@ use tokio::process::{Child, Command};
 pub enum Target {
     Gateway,
     Echo,
+    /// `nats-server` (core NATS over its WebSocket listener): a peer for `chat-relay` and
+    /// `open-loop` only.
+    Nats,
 }
 
 impl Target {
@@ -23,6 +27,7 @@ impl Target {
         match self {
             Target::Gateway => "gateway",
             Target::Echo => "echo",
+            Target::Nats => "nats",
         }
     }
 }
@@ -38,6 +43,8 @@ impl fmt::Display for Target {
 pub struct Launch {
     pub gateway: PathBuf,
     pub echo: PathBuf,
+    /// `nats-server` (a path, or a name looked up on `PATH`).
+    pub nats: PathBuf,
     /// The gateway configuration file.
     pub config: PathBuf,
     /// Where logs and the gateway's data directories go.
@@ -84,18 +91,32 @@ impl Server {
                 c.arg("--listen").arg("127.0.0.1:0");
                 c
             }
+            Target::Nats => {
+                let conf = launch.run_dir.join(format!("{label}-nats.conf"));
+                std::fs::write(&conf, NATS_CONFIG).with_context(|| format!("writing {}", conf.display()))?;
+                let mut c = Command::new(&launch.nats);
+                c.arg("--config").arg(&conf);
+                c
+            }
         };
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
         let bin = match target {
             Target::Gateway => &launch.gateway,
             Target::Echo => &launch.echo,
+            Target::Nats => &launch.nats,
         };
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut child = match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && target == Target::Nats => bail!(
+                "{} not found: install Debian's nats-server (scripts/bench.sh does) or pass --nats PATH",
+                bin.display()
+            ),
+            r => r.with_context(|| format!("starting {}", bin.display()))?,
+        };
         let pid = child.id().context("child has no pid")?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(addr) = listening_addr(&text) {
+            if let Some(addr) = listening_addr(target, &text) {
                 return Ok(Server { target, addr, pid, child });
             }
             if let Some(status) = child.try_wait()? {
@@ -124,8 +145,16 @@ impl Server {
     }
 }
 
-fn listening_addr(log: &str) -> Option<SocketAddr> {
-    let line = log.lines().find(|l| l.contains("listening on "))?;
+/// The address a server's log says it listens on, once it is ready for connections:
+/// nats-server names its WebSocket listener first and takes clients once it logs that it
+/// is ready.
+fn listening_addr(target: Target, log: &str) -> Option<SocketAddr> {
+    let marker = match target {
+        Target::Gateway | Target::Echo => "listening on ",
+        Target::Nats if log.contains("Server is ready") => "Listening for websocket clients on ",
+        Target::Nats => return None,
+    };
+    let line = log.lines().find(|l| l.contains(marker))?;
     let rest = &line[line.find("://")? + 3..];
     rest.split(|c: char| c.is_whitespace() || c == '/').next()?.parse().ok()
 }
@@ -201,6 +230,18 @@ impl fmt::Display for Machine {
     }
 }
 
+/// The configuration of the NATS peer: core NATS (no JetStream, no auth), its client port
+/// and its WebSocket listener on loopback, each on a free port the system picks (`-1`: the
+/// server logs the port it got), so nothing can take a port between choosing and binding it.
+const NATS_CONFIG: &str = "\
+# nats-server as a peer of the gateway in switchboard-load's chat scenarios.
+listen: \"127.0.0.1:-1\"
+websocket {
+  listen: \"127.0.0.1:-1\"
+  no_tls: true
+}
+";
+
 /// `config` with `store = "memory"` in its `[server]` table (replacing any `store` there),
 /// and nothing else changed.
 pub fn with_memory_store(config: &str) -> String {
@@ -242,9 +283,15 @@ mod tests {
     #[test]
     fn reads_the_listening_line() {
         let log = "2026-01-01T00:00:00Z  INFO switchboard: listening on http://127.0.0.1:40123\n";
-        assert_eq!(listening_addr(log), Some("127.0.0.1:40123".parse().unwrap()));
-        assert_eq!(listening_addr("listening on ws://127.0.0.1:9/\n"), Some("127.0.0.1:9".parse().unwrap()));
-        assert_eq!(listening_addr("starting\n"), None);
+        assert_eq!(listening_addr(Target::Gateway, log), Some("127.0.0.1:40123".parse().unwrap()));
+        let echo = "listening on ws://127.0.0.1:9/\n";
+        assert_eq!(listening_addr(Target::Echo, echo), Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(listening_addr(Target::Echo, "starting\n"), None);
+        let nats = "[9037] 2026/12/02 10:14:49.020429 [INF] Listening for websocket clients on ws://127.0.0.1:35327\n\
+                    [9037] 2026/12/02 10:14:49.021637 [INF] Listening for client connections on 127.0.0.1:44359\n";
+        assert_eq!(listening_addr(Target::Nats, nats), None);
+        let ready = format!("{nats}[9037] 2026/12/02 10:14:49.021686 [INF] Server is ready\n");
+        assert_eq!(listening_addr(Target::Nats, &ready), Some("127.0.0.1:35327".parse().unwrap()));
     }
 
     #[test]

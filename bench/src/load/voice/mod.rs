@@ -170,6 +170,7 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
             wire::connect(addr, &path, Some(&token), None).await?
         }
         Target::Echo => wire::connect(addr, &path, None, None).await?,
+        Target::Nats => bail!("{label}: the NATS peer runs chat-relay and open-loop only"),
     };
     let (bot_sink, bot_stream) = bot_ws.split();
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -309,7 +310,8 @@ fn tally(
                 up.add(&c.sent, bot_read, sched);
                 down.add(bot_wrote, &c.received, sched);
             }
-            Target::Echo => {
+            // (No NATS run gets this far: `voice` refuses the target.)
+            Target::Echo | Target::Nats => {
                 up.add(&c.sent, &c.received, sched);
                 down.add(bot_wrote, bot_read, sched);
             }
@@ -320,7 +322,7 @@ fn tally(
     let callers_oos: u64 = callers.iter().map(|c| c.out_of_sequence).sum();
     let (up_oos, down_oos) = match target {
         Target::Gateway => (bot_in.out_of_sequence, callers_oos),
-        Target::Echo => (callers_oos, bot_in.out_of_sequence),
+        Target::Echo | Target::Nats => (callers_oos, bot_in.out_of_sequence),
     };
     VoicePoint {
         calls,
