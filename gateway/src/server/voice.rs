@@ -19,7 +19,6 @@ use futures_util::SinkExt;
 use parking_lot::Mutex;
 use serde_json::Value;
 use switchboard_codecs::{Encoding, Format};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +38,12 @@ enum Dialect {
 
 pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Native))
+    ws::upgrade(&hub, req, ws::CALLER_READ_BUFFER, move |ws| run(h, ws, Dialect::Native))
 }
 
 pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<String>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
+    ws::upgrade(&hub, req, ws::CALLER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
 }
 
 /// What the reader and the writer share about the call.
@@ -316,7 +315,7 @@ type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 async fn write_loop(
     hub: Arc<Hub>,
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: crate::hub::outbox::Inbox,
     outbox: Outbox,
     leg: Arc<Mutex<Leg>>,
     dialect: Dialect,

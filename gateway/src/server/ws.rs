@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -75,7 +74,7 @@ pub trait Session: Send + 'static {
 pub type Writer = Box<
     dyn FnOnce(
             Sink,
-            mpsc::Receiver<Outgoing>,
+            crate::hub::outbox::Inbox,
             Outbox,
             CancellationToken,
         ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
@@ -85,11 +84,14 @@ pub type Writer = Box<
 /// Read buffers by who is at the other end. tungstenite allocates a connection's read
 /// buffer when it opens and keeps it for its life, so for the many idle customers it is
 /// most of what a conversation costs (8 → 4 KiB took the `idle` benchmark from 17.1 to
-/// 13.1 KiB per conversation). A customer or a call leg sends one small frame at a time
-/// (a message, 20 ms of audio), so 1 KiB holds it; a larger frame still fits, as the
-/// buffer grows to the frame's length. A bot or agent carries many conversations on one
-/// connection and gets a larger buffer, so a busy one reads many frames per system call.
-pub const CUSTOMER_READ_BUFFER: usize = 1024;
+/// 13.1 KiB per conversation). A customer sends one small frame at a time (a typed
+/// message is a few hundred bytes), so 512 bytes hold it; a call leg's frame is 20 ms of
+/// audio (160 bytes of µ-law, 640 of L16 at 16 kHz), so it gets 1 KiB. A larger frame
+/// still fits, as the buffer grows to the frame's length. A bot or agent carries many
+/// conversations on one connection and gets a larger buffer, so a busy one reads many
+/// frames per system call.
+pub const CUSTOMER_READ_BUFFER: usize = 512;
+pub const CALLER_READ_BUFFER: usize = 1024;
 pub const MEMBER_READ_BUFFER: usize = 16 * 1024;
 
 /// Buffer and size settings for a connection (tungstenite's defaults are 128 KiB buffers).
@@ -175,7 +177,7 @@ pub fn run<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: crate::hub::outbox::Inbox,
     session: S,
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -192,7 +194,7 @@ pub fn run_with<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
-    rx: mpsc::Receiver<Outgoing>,
+    rx: crate::hub::outbox::Inbox,
     mut session: S,
     handshake: Option<Duration>,
     writer: Writer,
@@ -328,7 +330,7 @@ pub async fn close_with(sink: &mut Sink, reason: Reason, detail: &str) {
 /// Owns the sink: sends what the outbox queues, batching, and the closing frame.
 async fn write_loop(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut rx: crate::hub::outbox::Inbox,
     outbox: Outbox,
     shutdown: CancellationToken,
     done: CancellationToken,

@@ -19,7 +19,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +87,7 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut sink: Sink, mut rx: mpsc::Receiver<Outgoing>, outbox: Outbox, done: CancellationToken) {
+    async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, outbox: Outbox, done: CancellationToken) {
         let kick = outbox.kicked().clone();
         let shutdown = self.hub.shutdown.clone();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.keep_alive, self.keep_alive);
