@@ -62,6 +62,9 @@ struct Args {
     /// Escalations in the handoff burst.
     #[arg(long, default_value_t = 10_000)]
     handoffs: usize,
+    /// Escalations a second in handoff's steady run (default: half the gateway's burst rate).
+    #[arg(long)]
+    handoff_rate: Option<f64>,
     /// chat-relay: skip the second gateway run with `store = "memory"`.
     #[arg(long)]
     no_memory_store: bool,
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
         max_rate: args.max_rate,
         idle_conversations: args.idle_conversations,
         handoffs: args.handoffs,
+        handoff_rate: args.handoff_rate,
         memory_store: !args.no_memory_store,
         voice_calls: args.voice_calls,
         voice_warmup: Duration::from_secs_f64(args.voice_warmup),

@@ -6,6 +6,11 @@
 //! Against the echo baseline the same bot connection sends the same frames in the same
 //! burst, and the clock stops when each comes back: one hop of the same bytes, with the
 //! same customer connections open alongside.
+//!
+//! The steady variant sends the same escalations at a fixed rate instead (half of what
+//! the gateway handled in its burst, unless given), each frame at its time on the
+//! schedule, so the latency is that of an escalation under load rather than its place in
+//! a queue of ten thousand.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,14 +33,19 @@ pub struct Handoff {
     pub latency: Summary,
     /// From the first frame written to the last assignment read.
     pub burst_seconds: f64,
+    /// Escalations sent per second on a fixed schedule; `None` for the burst.
+    pub rate: Option<f64>,
     pub errors: Vec<String>,
 }
 
-pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
+/// Escalations of every held conversation: in one burst (`rate` `None`), or at `rate` a
+/// second.
+pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Handoff> {
     let n = run.opts.handoffs;
-    let server = Server::start(target, &run.launch, "handoff").await?;
+    let name = if rate.is_some() { "handoff-steady" } else { "handoff" };
+    let server = Server::start(target, &run.launch, name).await?;
     let addr = server.addr;
-    let label = format!("handoff {target}");
+    let label = format!("{name} {target}");
     let done = Arc::new(Counter::default());
     let (sent, received, errors) = match target {
         Target::Gateway => {
@@ -49,7 +59,7 @@ pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
                 bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
             }
             let ids: Vec<String> = convs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-            burst(&label, &bot, &ids, &done).await;
+            burst(&label, &bot, &ids, &done, rate).await;
             let (bot_handler, sent) = bot.finish().await?;
             let (a, _) = alice.finish().await?;
             let (b, _) = bob.finish().await?;
@@ -67,7 +77,7 @@ pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
             let bot = Peer::spawn(ws, receipts);
             let customers = peers::open_customers(target, addr, n, &label, Sources::for_connections(n)).await?;
             let ids: Vec<String> = (0..n).map(wire::synthetic_conversation_id).collect();
-            burst(&label, &bot, &ids, &done).await;
+            burst(&label, &bot, &ids, &done, rate).await;
             let (receipts, sent) = bot.finish().await?;
             drop(customers);
             (by_conversation(&ids, &sent), receipts.log, Vec::new())
@@ -93,9 +103,10 @@ pub async fn handoff(run: &Run, target: Target) -> Result<Handoff> {
             _ => f64::NAN,
         },
         errors,
+        rate,
     };
     say(&format!(
-        "  handoff {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, burst {:.3} s",
+        "  {name} {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, in {:.3} s",
         r.assigned, r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms, r.burst_seconds
     ));
     Ok(r)
@@ -105,8 +116,9 @@ fn agent(done: &Arc<Counter>) -> Agent {
     Agent { assigned: done.clone(), log: Vec::new(), errors: Vec::new() }
 }
 
-/// Sends one frame per conversation and waits (up to 60 s) for every one to land.
-async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], done: &Arc<Counter>) {
+/// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
+/// 60 s after the last) for every one to land.
+async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], done: &Arc<Counter>, rate: Option<f64>) {
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
     let watcher = {
@@ -118,7 +130,11 @@ async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], do
             }
         })
     };
+    let start = tokio::time::Instant::now();
     for (i, id) in ids.iter().enumerate() {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        }
         bot.send(wire::handoff(id), Some(u32::try_from(i).unwrap_or(u32::MAX)));
     }
     let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;

@@ -8,7 +8,8 @@
 //! - `open-loop`: the same customers on a fixed schedule at fractions of the gateway's
 //!   `chat-relay` maximum (`chat`), plotted as latency against offered load (`chart`);
 //! - `idle`: N open conversations, resident memory per conversation (`idle`);
-//! - `handoff`: N escalations in one burst, time to the agent's assignment (`handoff`);
+//! - `handoff`: N escalations in one burst, time to the agent's assignment, then the same
+//!   escalations at a steady rate of half the gateway's burst rate (`handoff`);
 //! - `voice`: a sweep of call counts, each call streaming 20 ms µ-law frames both ways
 //!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`).
 //!
@@ -105,6 +106,8 @@ pub struct Options {
     pub max_rate: Option<f64>,
     pub idle_conversations: usize,
     pub handoffs: usize,
+    /// `handoff`'s steady run: escalations a second (default: half the gateway's burst rate).
+    pub handoff_rate: Option<f64>,
     /// `chat-relay`: also run the gateway with `store = "memory"`.
     pub memory_store: bool,
     /// `voice`: the call counts of the sweep.
@@ -175,6 +178,8 @@ pub struct Results {
     pub open_loop: Option<OpenLoop>,
     pub idle: Option<Pair<idle::Idle>>,
     pub handoff: Option<Pair<handoff::Handoff>>,
+    /// The same escalations at a steady rate (half the gateway's burst rate).
+    pub handoff_steady: Option<Pair<handoff::Handoff>>,
     /// One entry per call count of the sweep.
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
 }
@@ -222,6 +227,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         open_loop: None,
         idle: None,
         handoff: None,
+        handoff_steady: None,
         voice: None,
     };
     if want(Scenario::ChatRelay) {
@@ -297,7 +303,19 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         results.idle = Some(both("idle", &SERVERS, |t| idle::idle(&run, t)).await);
     }
     if want(Scenario::Handoff) {
-        results.handoff = Some(both("handoff", &SERVERS, |t| handoff::handoff(&run, t)).await);
+        let burst = both("handoff", &SERVERS, |t| handoff::handoff(&run, t, None)).await;
+        let rate = o.handoff_rate.or_else(|| {
+            let g = burst.gateway.as_ref()?;
+            (g.burst_seconds > 0.0).then(|| 0.5 * g.escalations as f64 / g.burst_seconds)
+        });
+        results.handoff = Some(burst);
+        if let Some(rate) = rate {
+            say(&format!(
+                "handoff-steady: {rate:.0} escalations a second (half the gateway's burst rate unless --handoff-rate)"
+            ));
+            results.handoff_steady =
+                Some(both("handoff-steady", &SERVERS, |t| handoff::handoff(&run, t, Some(rate))).await);
+        }
     }
     if want(Scenario::Voice) {
         let mut sweep = Vec::new();

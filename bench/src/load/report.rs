@@ -191,25 +191,18 @@ fn rows(r: &Results) -> Vec<Row> {
                     verdict(g.assigned == g.escalations && g.errors.is_empty()),
                 );
                 let (gl, el) = (g.latency, e.latency);
-                row(
-                    &s,
-                    "p99 escalation → assignment (ms)",
-                    num(gl.p99_ms, 2),
-                    num(el.p99_ms, 2),
-                    ratio(gl.p99_ms, el.p99_ms),
-                    "gateway ≤ 5 ms",
-                    verdict(gl.p99_ms <= 5.0),
-                );
+                figure(&mut row, &s, "p99 escalation → assignment (ms)", gl.p99_ms, el.p99_ms, 2);
                 figure(&mut row, &s, "p50 (ms)", gl.p50_ms, el.p50_ms, 2);
                 figure(&mut row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
+                let rate = g.escalations as f64 / g.burst_seconds;
                 row(
                     &s,
                     "escalations handled / s",
-                    num(g.escalations as f64 / g.burst_seconds, 0),
+                    num(rate, 0),
                     num(e.escalations as f64 / e.burst_seconds, 0),
                     ratio(e.burst_seconds, g.burst_seconds),
-                    "",
-                    String::new(),
+                    "gateway ≥ 100,000",
+                    verdict(rate >= 100_000.0),
                 );
                 row(
                     &s,
@@ -222,6 +215,39 @@ fn rows(r: &Results) -> Vec<Row> {
                 );
             }
             None => row("handoff", "assignment", missing(p), String::new(), String::new(), "", String::new()),
+        }
+    }
+    if let Some(p) = &r.handoff_steady {
+        match p.both() {
+            Some((g, e)) => {
+                let s = format!(
+                    "handoff, {} at a steady {} / s",
+                    num(g.escalations as f64, 0),
+                    num(g.rate.unwrap_or(f64::NAN), 0)
+                );
+                row(
+                    &s,
+                    "assigned",
+                    format!("{} / {}", num(g.assigned as f64, 0), num(g.escalations as f64, 0)),
+                    format!("{} / {}", num(e.assigned as f64, 0), num(e.escalations as f64, 0)),
+                    String::new(),
+                    "every one",
+                    verdict(g.assigned == g.escalations && g.errors.is_empty()),
+                );
+                let (gl, el) = (g.latency, e.latency);
+                row(
+                    &s,
+                    "p99 escalation → assignment (ms)",
+                    num(gl.p99_ms, 2),
+                    num(el.p99_ms, 2),
+                    ratio(gl.p99_ms, el.p99_ms),
+                    "gateway ≤ 5 ms",
+                    verdict(gl.p99_ms <= 5.0),
+                );
+                figure(&mut row, &s, "p50 (ms)", gl.p50_ms, el.p50_ms, 2);
+                figure(&mut row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
+            }
+            None => row("handoff, steady", "assignment", missing(p), String::new(), String::new(), "", String::new()),
         }
     }
     if let Some(sweep) = &r.voice {
@@ -537,6 +563,7 @@ pub fn markdown(r: &Results) -> String {
         r.chat_relay.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
         r.chat_relay_memory.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
         r.handoff.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
+        r.handoff_steady.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
     ]
     .into_iter()
     .flatten()
