@@ -127,7 +127,7 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
         match r? {
             Ok((ws, s)) => {
                 samples.extend(s);
-                customers.push(Customer { ws, conversation: None });
+                customers.push(Customer { ws, conversation: None, token: None });
             }
             Err(e) if errors.len() < 10 => errors.push(format!("{e:#}")),
             Err(_) => {}
@@ -253,7 +253,7 @@ pub async fn open_loop(run: &Run, target: Target, rates: &[f64]) -> Result<Vec<O
             bail!("open-loop {target}: {} connections failed: {}", n - conns.len(), errors.join("; "));
         }
     }
-    let customers = conns.into_iter().map(|ws| Customer { ws, conversation: None }).collect();
+    let customers = conns.into_iter().map(|ws| Customer { ws, conversation: None, token: None }).collect();
     let more = tear_down(Setup { server, bot, customers }).await;
     if !more.is_empty() {
         say(&format!("  open-loop {target}: errors: {}", more.join("; ")));

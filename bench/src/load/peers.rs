@@ -135,6 +135,8 @@ impl Counter {
 #[derive(Debug, Default)]
 pub struct EchoBot {
     pub assigned: Arc<Counter>,
+    /// Its own activities the gateway has acknowledged (stored).
+    pub acked: Arc<Counter>,
     pub conversations: Arc<Mutex<Vec<String>>>,
     pub errors: Vec<String>,
 }
@@ -155,6 +157,7 @@ impl Handler for EchoBot {
                 }
                 self.assigned.add();
             }
+            ("event", None) if a.is_event("ack") => self.acked.add(),
             _ => {
                 if let Some(e) = a.error()
                     && self.errors.len() < 10
@@ -234,6 +237,8 @@ pub enum Member {
 pub struct Customer {
     pub ws: Ws,
     pub conversation: Option<String>,
+    /// The resume token of `session.started` (the gateway's only).
+    pub token: Option<String>,
 }
 
 /// Opens `n` customer connections, each with its `session.start` answered: by
@@ -277,7 +282,8 @@ pub async fn open_customers(
     Ok(customers.into_iter().flatten().collect())
 }
 
-async fn open_customer(target: Target, addr: SocketAddr, source: Option<std::net::Ipv4Addr>) -> Result<Customer> {
+/// Opens one customer connection and starts its session.
+pub async fn open_customer(target: Target, addr: SocketAddr, source: Option<std::net::Ipv4Addr>) -> Result<Customer> {
     let mut attempt = 0;
     let mut ws = loop {
         match wire::connect(addr, "/v1/chat", None, source).await {
@@ -300,9 +306,12 @@ async fn open_customer(target: Target, addr: SocketAddr, source: Option<std::net
             match target {
                 Target::Gateway if a.is_event("session.started") => {
                     let id = a.value_str("conversationId").context("session.started without conversationId")?;
-                    return Ok(Customer { ws, conversation: Some(id) });
+                    let token = a.value_str("token");
+                    return Ok(Customer { ws, conversation: Some(id), token });
                 }
-                Target::Echo if a.is_event("session.start") => return Ok(Customer { ws, conversation: None }),
+                Target::Echo if a.is_event("session.start") => {
+                    return Ok(Customer { ws, conversation: None, token: None });
+                }
                 _ => {}
             }
         }
