@@ -13,6 +13,8 @@
 #   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
 #   bash scripts/bench.sh --scenarios chat-relay --duration 30
 #   bash scripts/bench.sh --scenarios voice --voice-calls 200,300,400 --voice-duration 10
+#   bash scripts/bench.sh --scenarios recovery          # kill -9 and restart with 100,000 open conversations
+#                                                       # (the gateway alone; not in the default run)
 #
 # Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
 set -euo pipefail

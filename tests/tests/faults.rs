@@ -149,6 +149,46 @@ async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -
     Ok(())
 }
 
+/// A returning member's work items go out a step at a time (more than a step here), while
+/// its customers go on writing: every conversation comes back, each with its work item
+/// before anything new in it, and each new message reaches the bot exactly once.
+#[tokio::test]
+async fn a_bot_returning_to_hundreds_of_conversations_gets_each_back_before_anything_new() -> Result<()> {
+    const N: usize = 300;
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    let mut customers = Vec::with_capacity(N);
+    for i in 0..N {
+        customers.push(chat_with_bot(&s, &mut bot, &format!("Customer {i}")).await?);
+    }
+    // The new connection replaces the old one and takes its conversations back.
+    let mut bot = s.bot().await?;
+    for c in &mut customers {
+        c.send(json!({"type":"message","text":"still there?"})).await?;
+    }
+    // Per conversation: its work item seen, and how often the new message reached the bot.
+    let mut seen: std::collections::HashMap<String, (bool, usize)> = std::collections::HashMap::new();
+    let is_new = |v: &Value| v["type"] == "message" && v["text"] == "still there?";
+    while seen.len() < N || seen.values().any(|&(work, n)| !work || n < 1) {
+        let v = bot.recv().await?;
+        let conv = v["conversation"]["id"].as_str().unwrap_or_default().to_owned();
+        if v["name"] == "conversation.assigned" && v["seq"].is_null() {
+            assert_eq!(v["value"]["resumed"], true, "{v}");
+            let entry = seen.entry(conv).or_default();
+            assert!(!entry.0, "one work item per conversation");
+            entry.0 = true;
+            entry.1 += v["value"]["transcript"].as_array().unwrap().iter().filter(|a| is_new(a)).count();
+        } else if is_new(&v) {
+            let entry = seen.entry(conv).or_default();
+            assert!(entry.0, "a new message before its conversation's work item: {v}");
+            entry.1 += 1;
+        }
+    }
+    bot.quiet_for(Duration::from_millis(300), |v| !is_new(v)).await?;
+    assert!(seen.values().all(|&(_, n)| n == 1), "each message once");
+    Ok(())
+}
+
 #[tokio::test]
 async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front() -> Result<()> {
     let s = start_server(None).await;

@@ -15,7 +15,8 @@ use switchboard_bench::load::{self, Options, Scenario};
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-load", version, args_override_self = true)]
 struct Args {
-    /// Scenarios to run, comma-separated: chat-relay, open-loop, idle, handoff, voice.
+    /// Scenarios to run, comma-separated: chat-relay, open-loop, idle, handoff, voice,
+    /// recovery (not in the default run: the gateway only, and long).
     #[arg(long, value_delimiter = ',', default_value = "chat-relay,open-loop,idle,handoff,voice")]
     scenarios: Vec<Scenario>,
     /// The `switchboard` binary (default: next to this one).
@@ -76,6 +77,15 @@ struct Args {
     voice_warmup: f64,
     #[arg(long, default_value_t = 4.0)]
     voice_duration: f64,
+    /// recovery: open conversations in the store when the gateway is killed.
+    #[arg(long, default_value_t = 100_000)]
+    recovery_conversations: usize,
+    /// recovery: customer messages in each (each acknowledged; the bot answers each one).
+    #[arg(long, default_value_t = 10)]
+    recovery_messages: usize,
+    /// recovery: customers that resume after the restart to check their whole transcript.
+    #[arg(long, default_value_t = 100)]
+    recovery_sample: usize,
     /// RUST_LOG for the gateway (default: info, and debug for the store, which logs each
     /// commit slower than 50 ms: open-loop counts them)
     #[arg(long)]
@@ -135,6 +145,9 @@ fn main() -> ExitCode {
         voice_calls: args.voice_calls,
         voice_warmup: Duration::from_secs_f64(args.voice_warmup),
         voice_duration: Duration::from_secs_f64(args.voice_duration),
+        recovery_conversations: args.recovery_conversations,
+        recovery_messages: args.recovery_messages,
+        recovery_sample: args.recovery_sample,
         label: args.label,
         command: command.join(" "),
     };

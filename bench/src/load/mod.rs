@@ -11,7 +11,11 @@
 //! - `handoff`: N escalations in one burst, time to the agent's assignment, then the same
 //!   escalations at a steady rate of half the gateway's burst rate (`handoff`);
 //! - `voice`: a sweep of call counts, each call streaming 20 ms µ-law frames both ways
-//!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`).
+//!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`);
+//! - `recovery`: the gateway killed with N open conversations and their activities in its
+//!   store, and started again: time to listen with all of them back, memory before and
+//!   after, and a sample of customers resuming with their whole transcript (`recovery`).
+//!   The gateway only: there is nothing to compare it with, so it is not in a default run.
 //!
 //! `chat-relay` runs the gateway twice, with the configured store (the bench configuration's
 //! durable SQLite store) and with a copy of the configuration differing only in
@@ -35,6 +39,7 @@ pub mod idle;
 pub mod nats;
 pub mod peers;
 pub mod progress;
+pub mod recovery;
 pub mod report;
 pub mod stats;
 pub mod target;
@@ -60,11 +65,18 @@ pub enum Scenario {
     Idle,
     Handoff,
     Voice,
+    Recovery,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] =
-        [Scenario::ChatRelay, Scenario::OpenLoop, Scenario::Idle, Scenario::Handoff, Scenario::Voice];
+    pub const ALL: [Scenario; 6] = [
+        Scenario::ChatRelay,
+        Scenario::OpenLoop,
+        Scenario::Idle,
+        Scenario::Handoff,
+        Scenario::Voice,
+        Scenario::Recovery,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -73,6 +85,7 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Handoff => "handoff",
             Scenario::Voice => "voice",
+            Scenario::Recovery => "recovery",
         }
     }
 }
@@ -114,6 +127,11 @@ pub struct Options {
     pub voice_calls: Vec<usize>,
     pub voice_warmup: Duration,
     pub voice_duration: Duration,
+    /// `recovery`: open conversations in the store at the crash, customer messages in each,
+    /// and customers that resume afterwards to check their transcripts.
+    pub recovery_conversations: usize,
+    pub recovery_messages: usize,
+    pub recovery_sample: usize,
     /// Free text for the report (the script passes the commit).
     pub label: Option<String>,
     /// The command line, for the report.
@@ -182,6 +200,10 @@ pub struct Results {
     pub handoff_steady: Option<Pair<handoff::Handoff>>,
     /// One entry per call count of the sweep.
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
+    /// The gateway alone (no baseline).
+    pub recovery: Option<recovery::Recovery>,
+    /// Why `recovery` has no figures, when it failed.
+    pub recovery_error: Option<String>,
 }
 
 /// Runs a scenario against each of `targets` in turn: the gateway first, then the
@@ -229,6 +251,8 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         handoff: None,
         handoff_steady: None,
         voice: None,
+        recovery: None,
+        recovery_error: None,
     };
     if want(Scenario::ChatRelay) {
         let durable = both("chat-relay", &WITH_NATS, |t| chat::chat_relay(&run, t)).await;
@@ -323,6 +347,16 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
             sweep.push(both(&format!("voice, {n} calls"), &SERVERS, |t| voice::voice(&run, t, n)).await);
         }
         results.voice = Some(sweep);
+    }
+    if want(Scenario::Recovery) {
+        say("recovery · gateway (no baseline)");
+        match recovery::recovery(&run).await {
+            Ok(r) => results.recovery = Some(r),
+            Err(e) => {
+                say(&format!("  recovery FAILED: {e:#}"));
+                results.recovery_error = Some(format!("{e:#}"));
+            }
+        }
     }
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;

@@ -147,6 +147,8 @@ impl Counter {
 #[derive(Debug, Default)]
 pub struct EchoBot {
     pub assigned: Arc<Counter>,
+    /// Its own activities the gateway has acknowledged (stored).
+    pub acked: Arc<Counter>,
     pub conversations: Arc<Mutex<Vec<String>>>,
     pub errors: Vec<String>,
 }
@@ -167,6 +169,7 @@ impl Handler for EchoBot {
                 }
                 self.assigned.add();
             }
+            ("event", None) if a.is_event("ack") => self.acked.add(),
             _ => {
                 if let Some(e) = a.error()
                     && self.errors.len() < 10
@@ -288,6 +291,8 @@ pub enum Member {
 pub struct Customer {
     pub ws: Ws,
     pub conversation: Option<String>,
+    /// The resume token of `session.started` (the gateway's only).
+    pub token: Option<String>,
 }
 
 /// Opens `n` customer connections, each with its `session.start` answered: by
@@ -332,7 +337,8 @@ pub async fn open_customers(
     Ok(customers.into_iter().flatten().collect())
 }
 
-async fn open_customer(
+/// Opens one customer connection and starts its session.
+pub async fn open_customer(
     target: Target,
     addr: SocketAddr,
     i: usize,
@@ -352,7 +358,7 @@ async fn open_customer(
     };
     if target == Target::Nats {
         nats::handshake(&mut ws, "switchboard-load customer", &[(&nats::customer_subject(i), 1)]).await?;
-        return Ok(Customer { ws, conversation: None });
+        return Ok(Customer { ws, conversation: None, token: None });
     }
     ws.send(wire::session_start()).await?;
     while let Some(msg) = ws.next().await {
@@ -364,9 +370,12 @@ async fn open_customer(
             match target {
                 Target::Gateway if a.is_event("session.started") => {
                     let id = a.value_str("conversationId").context("session.started without conversationId")?;
-                    return Ok(Customer { ws, conversation: Some(id) });
+                    let token = a.value_str("token");
+                    return Ok(Customer { ws, conversation: Some(id), token });
                 }
-                Target::Echo if a.is_event("session.start") => return Ok(Customer { ws, conversation: None }),
+                Target::Echo if a.is_event("session.start") => {
+                    return Ok(Customer { ws, conversation: None, token: None });
+                }
                 _ => {}
             }
         }

@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use super::chat::{ClosedLoop, OpenPoint};
+use super::recovery::Recovery;
 use super::voice::{Direction, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::{Pair, Results};
 
@@ -253,7 +254,108 @@ fn rows(r: &Results) -> Vec<Row> {
     if let Some(sweep) = &r.voice {
         voice_rows(&mut row, sweep);
     }
+    if let Some(x) = &r.recovery {
+        recovery_rows(&mut row, x);
+    } else if let Some(e) = &r.recovery_error {
+        row("recovery", "ready", format!("failed: {e}"), String::new(), String::new(), "", String::new());
+    }
     rows
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `recovery` has no baseline: its figures are the gateway's own, against the target.
+fn recovery_rows(row: &mut RowFn<'_>, x: &Recovery) {
+    let none = || String::new();
+    let s = format!(
+        "recovery, {} open conversations × {} messages",
+        num(x.conversations as f64, 0),
+        num(x.messages_per_conversation as f64, 0)
+    );
+    let base = "(no baseline)".to_owned();
+    let secs = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| num(v, 2));
+    row(
+        &s,
+        "restart → listening, every conversation recovered (s)",
+        num(x.ready_seconds, 2),
+        base.clone(),
+        none(),
+        "≤ 10 s",
+        verdict(x.ready_seconds <= 10.0 && x.ready()),
+    );
+    row(&s, "… store open, its log read (s)", secs(x.store_read_seconds), none(), none(), "", none());
+    row(&s, "… hub restored (s)", secs(x.recovered_seconds), none(), none(), "", none());
+    let count = |v: Option<u64>| v.map_or_else(|| "–".to_owned(), |v| num(v as f64, 0));
+    row(
+        &s,
+        "recovered before listening: conversations / activities",
+        format!(
+            "{} / {} ({})",
+            count(x.recovered_conversations),
+            count(x.recovered_activities),
+            if x.recovered_before_listening { "before" } else { "**not before**" }
+        ),
+        format!("of {} / {}", num(x.conversations as f64, 0), num((x.conversations * x.activities_each()) as f64, 0)),
+        none(),
+        "every one",
+        verdict(
+            x.ready() && x.recovered_activities.is_some_and(|a| a >= (x.conversations * x.activities_each()) as u64),
+        ),
+    );
+    row(
+        &s,
+        "store: customer messages + bot replies; file size (MiB)",
+        format!(
+            "{} + {}; {}",
+            num(x.customer_messages as f64, 0),
+            num(x.bot_replies as f64, 0),
+            num(x.store_bytes as f64 / (1024.0 * 1024.0), 0)
+        ),
+        none(),
+        none(),
+        "",
+        none(),
+    );
+    row(&s, "RSS before the crash (MiB)", num(mib(x.rss_before_crash_kib), 1), none(), none(), "", none());
+    for (measure, kib) in
+        [("RSS at ready (MiB)", x.rss_ready_kib), ("RSS with the bot back (MiB)", x.rss_after_bot_kib)]
+    {
+        row(
+            &s,
+            measure,
+            num(mib(kib), 1),
+            none(),
+            ratio(kib as f64, x.rss_before_crash_kib as f64),
+            "≤ before the crash",
+            verdict(kib <= x.rss_before_crash_kib),
+        );
+    }
+    row(
+        &s,
+        "bot back: conversations resumed; seconds",
+        format!(
+            "{} / {}; {}",
+            num(x.bot_resumed as f64, 0),
+            num(x.conversations as f64, 0),
+            num(x.bot_resume_seconds, 2)
+        ),
+        none(),
+        none(),
+        "every one",
+        verdict(x.bot_resumed == x.conversations),
+    );
+    row(
+        &s,
+        "customers resumed at watermark 0: every seq, no gap",
+        format!("{} / {}", num(x.sample.whole as f64, 0), num(x.sample.customers as f64, 0)),
+        none(),
+        none(),
+        "every one",
+        verdict(x.sample.whole == x.sample.customers && x.sample.customers > 0),
+    );
+    row(&s, "store filled in (s)", num(x.fill_seconds, 1), none(), none(), "", none());
 }
 
 type RowFn<'a> = dyn FnMut(&str, &str, String, String, String, &str, String) + 'a;
@@ -578,6 +680,15 @@ pub fn markdown(r: &Results) -> String {
         )
     }))
     .collect();
+    let errors: Vec<String> = errors
+        .into_iter()
+        .chain(r.recovery.iter().flat_map(|x| {
+            x.errors
+                .iter()
+                .map(|e| format!("recovery: {e}"))
+                .chain(x.sample.failures.iter().map(|e| format!("recovery, resuming customer: {e}")))
+        }))
+        .collect();
     if !errors.is_empty() {
         let _ = writeln!(md, "\nErrors seen:\n");
         for e in errors {

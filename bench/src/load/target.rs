@@ -62,21 +62,63 @@ pub struct Server {
     pub target: Target,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// From the spawn to the first sight of its `listening on` line (polled every
+    /// [`READY_POLL_MS`] ms, so up to that much late).
+    pub ready_after: Duration,
+    /// When each of [`MILESTONES`] the gateway logged while starting was first seen (as
+    /// late as `ready_after`).
+    pub milestones: Vec<(&'static str, Duration)>,
+    /// Its log file.
+    pub log: PathBuf,
+    /// The gateway's data directory.
+    pub data_dir: Option<PathBuf>,
     child: Child,
+}
+
+/// How often a starting server's log is read for its `listening on` line.
+pub const READY_POLL_MS: u64 = 20;
+
+/// The lines the gateway logs on its way up: the store is open and has read its log
+/// (`store: …`), the hub has put the open conversations back (`recovered …`).
+pub const MILESTONES: &[&str] = &["store: ", "recovered "];
+
+/// A fresh data directory, or the one a previous run left (and how long recovery may take).
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    Fresh,
+    Again(Duration),
 }
 
 impl Server {
     pub async fn start(target: Target, launch: &Launch, label: &str) -> Result<Server> {
+        Server::spawn(target, launch, label, Start::Fresh).await
+    }
+
+    /// Starts the gateway again on the data directory an earlier [`Server::start`] with the
+    /// same `label` left behind (after a crash, say), logging to `{label}-restart-gateway.log`,
+    /// and waits up to `patience` for it to listen: it recovers what the store holds first.
+    pub async fn restart(launch: &Launch, label: &str, patience: Duration) -> Result<Server> {
+        Server::spawn(Target::Gateway, launch, label, Start::Again(patience)).await
+    }
+
+    async fn spawn(target: Target, launch: &Launch, label: &str, how: Start) -> Result<Server> {
         let label = match (&launch.variant, target) {
             (Some(v), Target::Gateway) => format!("{label}-{v}"),
             _ => label.to_owned(),
         };
-        let log_path = launch.run_dir.join(format!("{label}-{target}.log"));
+        let (log_name, patience) = match how {
+            Start::Fresh => (format!("{label}-{target}.log"), Duration::from_secs(30)),
+            Start::Again(p) => (format!("{label}-restart-{target}.log"), p),
+        };
+        let log_path = launch.run_dir.join(log_name);
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let data_dir = (target == Target::Gateway).then(|| launch.run_dir.join(format!("{label}-data")));
         let mut cmd = match target {
             Target::Gateway => {
                 let data = launch.run_dir.join(format!("{label}-data"));
-                let _ = std::fs::remove_dir_all(&data);
+                if matches!(how, Start::Fresh) {
+                    let _ = std::fs::remove_dir_all(&data);
+                }
                 std::fs::create_dir_all(&data)?;
                 let mut c = Command::new(&launch.gateway);
                 c.arg("serve").arg("--config").arg(&launch.config).arg("--listen").arg("127.0.0.1:0");
@@ -105,6 +147,7 @@ impl Server {
             Target::Echo => &launch.echo,
             Target::Nats => &launch.nats,
         };
+        let spawned = Instant::now();
         let mut child = match cmd.spawn() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && target == Target::Nats => bail!(
                 "{} not found: install Debian's nats-server (scripts/bench.sh does) or pass --nats PATH",
@@ -113,19 +156,26 @@ impl Server {
             r => r.with_context(|| format!("starting {}", bin.display()))?,
         };
         let pid = child.id().context("child has no pid")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = spawned + patience;
+        let mut milestones = Vec::new();
         loop {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            for line in MILESTONES {
+                if !milestones.iter().any(|(l, _)| l == line) && text.contains(line) {
+                    milestones.push((*line, spawned.elapsed()));
+                }
+            }
             if let Some(addr) = listening_addr(target, &text) {
-                return Ok(Server { target, addr, pid, child });
+                let ready_after = spawned.elapsed();
+                return Ok(Server { target, addr, pid, child, ready_after, milestones, log: log_path, data_dir });
             }
             if let Some(status) = child.try_wait()? {
                 bail!("{target} exited ({status}) before listening; its log:\n{}", tail(&text));
             }
             if Instant::now() > deadline {
-                bail!("{target} did not log `listening on` within 30 s; its log:\n{}", tail(&text));
+                bail!("{target} did not log `listening on` within {} s; its log:\n{}", patience.as_secs(), tail(&text));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
         }
     }
 
@@ -142,6 +192,16 @@ impl Server {
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+
+    /// `kill -9`: the process dies at once, with whatever the store had not committed.
+    /// (tokio's `start_kill` sends SIGKILL.) Waits until it is gone.
+    pub async fn crash(mut self) -> Result<()> {
+        self.child.start_kill()?;
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .context("killed server did not exit")??;
+        Ok(())
     }
 }
 
@@ -245,25 +305,38 @@ websocket {
 /// `config` with `store = "memory"` in its `[server]` table (replacing any `store` there),
 /// and nothing else changed.
 pub fn with_memory_store(config: &str) -> String {
-    let mut out = String::with_capacity(config.len() + 32);
+    with_server_settings(config, &[("store", "\"memory\"")])
+}
+
+/// `config` with each `key = value` of `settings` in its `[server]` table (replacing any
+/// setting of that key there), and nothing else changed.
+pub fn with_server_settings(config: &str, settings: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(config.len() + 32 * settings.len());
     let mut in_server = false;
     let mut added = false;
+    let ours = |line: &str| line.split('=').next().is_some_and(|k| settings.iter().any(|(key, _)| k.trim() == *key));
+    let add = |out: &mut String| {
+        for (key, value) in settings {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+    };
     for line in config.lines() {
         let t = line.trim_start();
         if t.starts_with('[') {
             in_server = t.trim_end() == "[server]";
-        } else if in_server && t.split('=').next().is_some_and(|k| k.trim() == "store") {
+        } else if in_server && ours(t) {
             continue;
         }
         out.push_str(line);
         out.push('\n');
         if in_server && !added {
-            out.push_str("store = \"memory\"\n");
+            add(&mut out);
             added = true;
         }
     }
     if !added {
-        out.push_str("\n[server]\nstore = \"memory\"\n");
+        out.push_str("\n[server]\n");
+        add(&mut out);
     }
     out
 }

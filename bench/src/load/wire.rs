@@ -141,6 +141,9 @@ pub struct Activity<'a> {
     pub from: Option<From<'a>>,
     #[serde(default, borrow)]
     pub value: Option<&'a RawValue>,
+    /// The activity's place in its conversation's transcript (none outside it).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 impl<'a> Activity<'a> {
@@ -187,8 +190,32 @@ pub fn session_start() -> Message {
 
 /// A customer's message: `payload` bytes of text (ASCII, so bytes are characters).
 pub fn customer_message(payload: usize) -> Utf8Bytes {
-    let filler: String = "How do I block my lost card? ".chars().cycle().take(payload).collect();
-    Utf8Bytes::from(format!(r#"{{"type":"message","text":{}}}"#, json_str(&filler)))
+    Utf8Bytes::from(format!(r#"{{"type":"message","text":{}}}"#, json_str(&filler(payload))))
+}
+
+/// `payload` characters of a customer's question.
+fn filler(payload: usize) -> String {
+    "How do I block my lost card? ".chars().cycle().take(payload).collect()
+}
+
+/// A customer's message with a `clientActivityId`, as real clients send it (the gateway
+/// keys its dedup map, and the store the activity, by it).
+pub fn customer_message_with_id(payload: usize, client_activity_id: &str) -> Utf8Bytes {
+    Utf8Bytes::from(format!(
+        r#"{{"type":"message","text":{},"clientActivityId":{}}}"#,
+        json_str(&filler(payload)),
+        json_str(client_activity_id)
+    ))
+}
+
+/// A customer's first frame after a drop: its conversation, its latest token, and the
+/// last `seq` it has (0: replay everything).
+pub fn session_resume(conversation: &str, token: &str, watermark: u64) -> Message {
+    Message::Text(Utf8Bytes::from(format!(
+        r#"{{"type":"event","name":"session.resume","value":{{"conversationId":{},"token":{},"watermark":{watermark}}}}}"#,
+        json_str(conversation),
+        json_str(token)
+    )))
 }
 
 /// The echo bot's answer in a conversation.
@@ -230,6 +257,14 @@ mod tests {
         let a = Activity::parse(r.as_str()).unwrap();
         assert_eq!(a.conversation_id(), Some("c_1"));
         assert_eq!(a.text.as_deref(), Some("hé \"quoted\""));
+        let m = customer_message_with_id(10, "k-1");
+        let a = Activity::parse(m.as_str()).unwrap();
+        assert_eq!(a.text.as_deref().map(str::len), Some(10));
+        assert!(m.as_str().contains(r#""clientActivityId":"k-1""#));
+        let Message::Text(resume) = session_resume("c_3", "t.k", 7) else { panic!("not text") };
+        let a = Activity::parse(resume.as_str()).unwrap();
+        assert!(a.is_event("session.resume"));
+        assert_eq!(a.value_str("token").as_deref(), Some("t.k"));
         let h = handoff("c_2");
         let a = Activity::parse(h.as_str()).unwrap();
         assert!(a.is_event("handoff.initiate"));

@@ -42,9 +42,36 @@ impl Hub {
         tracing::info!(member = %member, "member connected");
         self.apply(&mut engine, fx);
         drop(engine);
-        for conv in resumed {
-            conv.inner.lock().flush();
+        self.send_work(outbox, resumed);
+    }
+
+    /// Sends a returning member the work items of the conversations it holds, a step at a
+    /// time as its connection drains. Each work item carries its transcript, so a bot that
+    /// holds 100,000 conversations (every one of them after a restart) would otherwise have
+    /// them all built and queued at once: close to a gigabyte of frames in its outbox, which
+    /// the allocator keeps after they are written. A conversation with a live activity
+    /// meanwhile sends its work item then (a flush always sends it first), so what each
+    /// conversation's holder gets, and in what order, is unchanged.
+    fn send_work(&self, outbox: &Outbox, resumed: Vec<Arc<Conversation>>) {
+        const STEP: usize = 256;
+        let runtime = tokio::runtime::Handle::try_current();
+        if resumed.len() <= STEP || runtime.is_err() {
+            for conv in resumed {
+                conv.inner.lock().flush();
+            }
+            return;
         }
+        let outbox = outbox.clone();
+        self.tasks.spawn(async move {
+            for step in resumed.chunks(STEP) {
+                while outbox.queued() > STEP && !outbox.is_closed() {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                for conv in step {
+                    conv.inner.lock().flush();
+                }
+            }
+        });
     }
 
     /// A bot or agent's connection ended. Its conversations stay with it for a grace period

@@ -237,6 +237,11 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed() || self.kick.is_cancelled()
     }
+
+    /// Items queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,11 @@
 //! come back are handled by the sweeper after their grace period, and waiting
 //! conversations are assigned as members return.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use super::persist::Saved;
 use super::{Author, ConvInner, Conversation, Entry, Holder, Hub};
@@ -21,7 +24,8 @@ impl Hub {
     pub fn recover(&self, recovered: Vec<RecoveredConversation>) -> usize {
         let now = self.clock.now_ms();
         let mut engine = self.engine.lock();
-        let mut restored = 0;
+        let (mut restored, mut activities) = (0, 0);
+        let mut authors = Authors::default();
         for rc in recovered {
             let saved: Saved = match serde_json::from_str(&rc.state) {
                 Ok(s) => s,
@@ -38,6 +42,7 @@ impl Hub {
             }
             let mut transcript = Vec::with_capacity(rc.activities.len());
             let mut seen = HashMap::new();
+            let mut bytes = 0;
             for (seq, frame, client_key) in rc.activities {
                 if seq != transcript.len() as u64 + 1 {
                     tracing::error!(
@@ -47,18 +52,15 @@ impl Hub {
                     );
                     break;
                 }
-                let v: serde_json::Value = serde_json::from_str(&frame).unwrap_or_default();
-                let author = match v["from"]["role"].as_str() {
-                    Some("user") => Author::Customer,
-                    Some("system") | None => Author::System,
-                    Some(_) => Author::Member(Arc::from(v["from"]["id"].as_str().unwrap_or(""))),
-                };
+                let author = authors.of(&frame);
                 if let Some(k) = client_key {
                     seen.insert(k, seq);
                 }
+                bytes += frame.len();
                 transcript.push(Entry { frame: frame.into(), author });
             }
             let n = transcript.len() as u64;
+            activities += n;
             let active = engine.holder(&id).is_some();
             let holder = holder_name.filter(|_| active).map(|m| Holder {
                 party: self.member_party(&m),
@@ -80,6 +82,7 @@ impl Hub {
                     holder,
                     holder_sent: n,
                     seen,
+                    bytes,
                     survey_requested: saved.survey_requested,
                     survey: saved.survey,
                     token_gen: saved.token_gen,
@@ -99,8 +102,69 @@ impl Hub {
         let fx = engine.restored();
         self.apply(&mut engine, fx);
         if restored > 0 {
-            tracing::info!("recovered {restored} open conversation(s)");
+            tracing::info!("recovered {restored} open conversation(s), {activities} activities");
         }
         restored
+    }
+}
+
+/// Who wrote each stored activity, read from its frame's `from`, with one `Arc` per member
+/// for the whole recovery (as the live path shares the member's), not one per activity.
+#[derive(Default)]
+struct Authors {
+    members: HashMap<String, Arc<str>>,
+}
+
+/// The one field of a stored frame recovery needs. Everything else is skipped unparsed:
+/// building a JSON tree of every activity (a map and strings for each of its fields) was
+/// most of a restart's CPU time.
+#[derive(Deserialize)]
+struct Stored<'a> {
+    #[serde(default, borrow)]
+    from: Option<From<'a>>,
+}
+
+#[derive(Deserialize)]
+struct From<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+}
+
+impl Authors {
+    fn of(&mut self, frame: &str) -> Author {
+        let from = serde_json::from_str::<Stored<'_>>(frame).ok().and_then(|s| s.from);
+        let Some(from) = from else { return Author::System };
+        match from.role.as_deref() {
+            Some("user") => Author::Customer,
+            Some("system") | None => Author::System,
+            Some(_) => {
+                let id = from.id.as_deref().unwrap_or("");
+                let member = match self.members.get(id) {
+                    Some(m) => m.clone(),
+                    None => self.members.entry(id.to_owned()).or_insert_with(|| Arc::from(id)).clone(),
+                };
+                Author::Member(member)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authors_are_read_from_the_frame_and_shared() {
+        let mut a = Authors::default();
+        let bot = r#"{"type":"message","id":"x","seq":2,"from":{"id":"contoso-bot","name":"Bot","role":"bot"},"text":"hi \"there\""}"#;
+        let (Author::Member(one), Author::Member(two)) = (a.of(bot), a.of(bot)) else { panic!("a member") };
+        assert_eq!(&*one, "contoso-bot");
+        assert!(Arc::ptr_eq(&one, &two), "one Arc per member");
+        assert_eq!(a.of(r#"{"from":{"id":"u_1","role":"user"},"value":{"from":{"role":"bot"}}}"#), Author::Customer);
+        assert_eq!(a.of(r#"{"from":{"id":"switchboard","role":"system"}}"#), Author::System);
+        assert_eq!(a.of(r#"{"type":"event"}"#), Author::System);
+        assert_eq!(a.of("not json"), Author::System);
     }
 }

@@ -186,8 +186,9 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
         .map_err(err)?;
     let mut acts = log.query(params![start]).map_err(err)?;
     while let Some(r) = acts.next().map_err(err)? {
-        let conversation: String = r.get(0).map_err(err)?;
-        let Some(&i) = index.get(&conversation) else { continue };
+        // Looked up in place: most rows are kept, but none needs its id as a `String`.
+        let conversation = r.get_ref(0).map_err(err)?.as_str().map_err(err)?;
+        let Some(&i) = index.get(conversation) else { continue };
         let seq = r.get::<_, i64>(1).map_err(err)? as u64;
         let activities = &mut convs[i].activities;
         if activities.last().is_some_and(|(last, _, _)| seq <= *last) {
