@@ -121,9 +121,12 @@ async fn streamdouble_calls_through_the_twilio_endpoint() -> Result<()> {
     assert_eq!(report["marks_echoed"], 1, "{report:#}");
     let heard = report["audio_received_ms"].as_f64().unwrap();
     assert!((980.0..=1100.0).contains(&heard), "the caller heard {heard} ms of a 1000 ms prompt");
-    // Paced at 1x: the prompt took as long to arrive as it lasts.
+    // Paced at 1x: the prompt took about as long to arrive as it lasts (980 ms from its
+    // first frame to its 50th). Dumped, it would arrive within milliseconds; a pacer that
+    // a loaded machine stalls catches up in a burst, which shortens the spread by the
+    // length of the stall, so the bound leaves room for a few hundred milliseconds of them.
     let delivery = report["delivery_duration_ms"].as_f64().unwrap_or(0.0);
-    assert!(delivery >= 800.0, "delivered in {delivery} ms: dumped, not paced\n{report:#}");
+    assert!(delivery >= 600.0, "delivered in {delivery} ms: dumped, not paced\n{report:#}");
 
     // What the caller heard is the bot's prompt, transcoded to µ-law.
     let switchboard::voice::Wav { rate, samples: heard_pcm } =

@@ -101,11 +101,6 @@ impl Pacer {
     pub fn overloaded(&self) -> bool {
         self.shards.iter().any(|s| s.late.overloaded())
     }
-
-    /// Calls being paced.
-    pub fn calls(&self) -> usize {
-        self.shards.iter().map(|s| s.calls.lock().len()).sum()
-    }
 }
 
 impl Hub {
