@@ -438,3 +438,30 @@ async fn a_waiting_caller_hears_a_44_1_khz_stereo_hold_prompt_in_its_own_format(
     }
     Ok(())
 }
+
+/// `max_calls` caps the calls in progress: one more is refused at `session.start` with
+/// `unavailable` and its connection stays open, so the same connector starts the call once
+/// another has hung up.
+#[tokio::test]
+async fn a_call_over_max_calls_is_refused_until_one_hangs_up() -> Result<()> {
+    let toml = voice_config().replacen("[server]\n", "[server]\nmax_calls = 1\n", 1);
+    assert_ne!(toml, voice_config(), "the sample has a [server] table");
+    let s = start_server(Some(&toml)).await;
+    let _bot = voice_bot(&s, "l16/16000").await?;
+    let (mut first, _, _) = call(&s, Format::PCMU, json!({})).await?;
+
+    let mut second = Client::connect(&s.ws_url("/v1/voice"), None).await?;
+    let start = json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":{"encoding":"pcmu","sampleRate":8000}}});
+    second.send(start.clone()).await?;
+    let refused = second.event("error").await?;
+    assert_eq!(refused["value"]["code"], "unavailable", "{refused}");
+    assert!(refused["value"]["message"].as_str().unwrap().contains("max_calls"), "{refused}");
+
+    first.send(json!({"type":"endOfConversation"})).await?;
+    // The hang-up is carried out before the gateway closes the first leg: once it is
+    // closed, its place is free.
+    first.closed().await?;
+    second.send(start).await?;
+    second.event("session.started").await?;
+    Ok(())
+}

@@ -106,6 +106,10 @@ pub struct ServerConfig {
     pub member_burst: u32,
     /// WebSocket connections open at once, at most; more are refused with 503.
     pub max_connections: usize,
+    /// Voice calls in progress at once, at most; one more is refused at `session.start`
+    /// with `unavailable`. Unset: no fixed cap (the pacer still refuses calls while it
+    /// falls behind, see `hub/pacer.rs`).
+    pub max_calls: Option<usize>,
     /// A connection that sends nothing (not even a pong to our pings) this long is closed.
     pub idle_timeout_secs: u64,
     /// Time an HTTP connection has to send a complete request head, from when it opens or
@@ -171,6 +175,7 @@ impl Default for ServerConfig {
             member_rate: 2000.0,
             member_burst: 4000,
             max_connections: 250_000,
+            max_calls: None,
             idle_timeout_secs: 300,
             request_timeout_secs: 10,
             // 2^18: room for `max_connections` WebSockets plus some 12,000 HTTP requests and
@@ -605,8 +610,9 @@ capacity = 3
     #[test]
     fn connection_and_token_limits_are_checked() {
         let server = |lines: &str| format!("[server]\n{lines}\n{BASE}");
-        assert!(check(&server("max_sockets = 10\nmax_connections = 10\ntoken_failures = 1")).is_ok());
+        assert!(check(&server("max_sockets = 10\nmax_connections = 10\ntoken_failures = 1\nmax_calls = 1")).is_ok());
         let cases = [
+            ("max_calls = 0", "server: max_calls must be at least 1"),
             (
                 "max_sockets = 10\nmax_connections = 11",
                 "server: max_sockets (10) must be at least max_connections (11)",

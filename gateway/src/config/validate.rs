@@ -141,6 +141,9 @@ impl<'a> Check<'_> {
         if s.max_conversation_bytes < s.transcript_page_bytes {
             self.problems.push("server: max_conversation_bytes must be at least transcript_page_bytes".into());
         }
+        if s.max_calls == Some(0) {
+            self.problems.push("server: max_calls must be at least 1 (leave it out for no fixed cap)".into());
+        }
         if s.max_connections == 0 {
             self.problems.push("server: max_connections must be at least 1".into());
         }
