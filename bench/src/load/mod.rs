@@ -10,7 +10,10 @@
 //! - `idle`: N open conversations, resident memory per conversation (`idle`);
 //! - `handoff`: N escalations in one burst, time to the agent's assignment (`handoff`);
 //! - `voice`: a sweep of call counts, each call streaming 20 ms µ-law frames both ways
-//!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`).
+//!   through the gateway to a bot that takes L16 16 kHz, once with callers speaking the
+//!   native protocol and once Twilio's Media Streams; frames lost, latency, the gaps in the
+//!   audio a caller hears and calls refused, continued upward while the echo baseline
+//!   holds (`voice`).
 //!
 //! `chat-relay` runs the gateway twice, with the configured store (the bench configuration's
 //! durable SQLite store) and with a copy of the configuration differing only in
@@ -109,6 +112,12 @@ pub struct Options {
     pub memory_store: bool,
     /// `voice`: the call counts of the sweep.
     pub voice_calls: Vec<usize>,
+    /// `voice`: the callers' protocols, one sweep each.
+    pub voice_dialects: Vec<voice::Dialect>,
+    /// `voice`: after the listed counts, each sweep doubles the count while the echo
+    /// baseline holds, up to this many calls (no more than the listed counts' largest: no
+    /// extension).
+    pub voice_max_calls: usize,
     pub voice_warmup: Duration,
     pub voice_duration: Duration,
     /// Free text for the report (the script passes the commit).
@@ -175,8 +184,10 @@ pub struct Results {
     pub open_loop: Option<OpenLoop>,
     pub idle: Option<Pair<idle::Idle>>,
     pub handoff: Option<Pair<handoff::Handoff>>,
-    /// One entry per call count of the sweep.
+    /// One entry per call count of the sweep, callers speaking the native protocol.
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
+    /// The same with callers speaking Twilio's Media Streams.
+    pub voice_twilio: Option<Vec<Pair<voice::VoicePoint>>>,
 }
 
 /// Runs a scenario against each of `targets` in turn: the gateway first, then the
@@ -223,6 +234,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         idle: None,
         handoff: None,
         voice: None,
+        voice_twilio: None,
     };
     if want(Scenario::ChatRelay) {
         let durable = both("chat-relay", &WITH_NATS, |t| chat::chat_relay(&run, t)).await;
@@ -300,11 +312,13 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         results.handoff = Some(both("handoff", &SERVERS, |t| handoff::handoff(&run, t)).await);
     }
     if want(Scenario::Voice) {
-        let mut sweep = Vec::new();
-        for &n in &o.voice_calls {
-            sweep.push(both(&format!("voice, {n} calls"), &SERVERS, |t| voice::voice(&run, t, n)).await);
+        for &dialect in &o.voice_dialects {
+            let sweep = Some(voice::sweep(&run, dialect).await);
+            match dialect {
+                voice::Dialect::Native => results.voice = sweep,
+                voice::Dialect::Twilio => results.voice_twilio = sweep,
+            }
         }
-        results.voice = Some(sweep);
     }
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
@@ -359,6 +373,11 @@ fn fit_open_files(mut o: Options) -> Result<Options> {
     if want(Scenario::Voice) && o.voice_calls.iter().any(|&n| n > room) {
         notes.push(format!("voice calls above {room} left out"));
         o.voice_calls.retain(|&n| n <= room);
+    }
+    if want(Scenario::Voice) && o.voice_max_calls > room {
+        // Not a note for the report: the extension of a sweep stops where the echo stops
+        // holding, usually well below; the progress line says if it stops here instead.
+        o.voice_max_calls = room;
     }
     if !notes.is_empty() {
         let note = format!(
