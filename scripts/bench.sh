@@ -7,14 +7,17 @@
 # SQLite store of bench/gateway.toml and with a copy differing only in `store = "memory"`;
 # chat-relay and open-loop also run against nats-server (core NATS over its WebSocket
 # listener, on loopback) as a peer, installed here from Debian's package when missing;
-# voice sweeps 100, 250, 500 and 1,000 concurrent calls.
+# voice sweeps 100, 250, 500 and 1,000 concurrent calls twice, with callers speaking the native
+# protocol and Twilio's Media Streams, and goes on doubling (up to 4,000 calls) while the echo
+# baseline still holds.
 #
-#   bash scripts/bench.sh                              # the default run: about 3 minutes after the build
+#   bash scripts/bench.sh                              # the default run: about 5 minutes after the build
 #   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
 #   bash scripts/bench.sh --scenarios chat-relay --duration 30
 #   bash scripts/bench.sh --scenarios voice --voice-calls 200,300,400 --voice-duration 10
 #   bash scripts/bench.sh --scenarios recovery          # kill -9 and restart with 100,000 open conversations
 #                                                       # (the gateway alone; not in the default run)
+#   bash scripts/bench.sh --scenarios voice --voice-dialects twilio --voice-max-calls 0
 #
 # Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
 set -euo pipefail

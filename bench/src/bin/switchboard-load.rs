@@ -72,6 +72,14 @@ struct Args {
     /// voice: the call counts of the sweep, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000")]
     voice_calls: Vec<usize>,
+    /// voice: the callers' protocols, one sweep each, comma-separated: native (/v1/voice),
+    /// twilio (Twilio Media Streams, /v1/voice/twilio/VoiceWorkStream).
+    #[arg(long, value_delimiter = ',', default_value = "native,twilio")]
+    voice_dialects: Vec<load::voice::Dialect>,
+    /// voice: after the listed counts, keep doubling the call count while the echo baseline
+    /// holds, up to this many calls (and the open-file limit); 0 runs the listed counts only.
+    #[arg(long, default_value_t = 4000)]
+    voice_max_calls: usize,
     /// voice: seconds of streaming before the measurement, then measured, at each call count.
     #[arg(long, default_value_t = 1.0)]
     voice_warmup: f64,
@@ -143,6 +151,8 @@ fn main() -> ExitCode {
         handoff_rate: args.handoff_rate,
         memory_store: !args.no_memory_store,
         voice_calls: args.voice_calls,
+        voice_dialects: args.voice_dialects,
+        voice_max_calls: args.voice_max_calls,
         voice_warmup: Duration::from_secs_f64(args.voice_warmup),
         voice_duration: Duration::from_secs_f64(args.voice_duration),
         recovery_conversations: args.recovery_conversations,

@@ -11,7 +11,10 @@
 //! - `handoff`: N escalations in one burst, time to the agent's assignment, then the same
 //!   escalations at a steady rate of half the gateway's burst rate (`handoff`);
 //! - `voice`: a sweep of call counts, each call streaming 20 ms µ-law frames both ways
-//!   through the gateway to a bot that takes L16 16 kHz; frames lost and latency (`voice`);
+//!   through the gateway to a bot that takes L16 16 kHz, once with callers speaking the
+//!   native protocol and once Twilio's Media Streams; frames lost, latency, the gaps in the
+//!   audio a caller hears and calls refused, continued upward while the echo baseline
+//!   holds (`voice`);
 //! - `recovery`: the gateway killed with N open conversations and their activities in its
 //!   store, and started again: time to listen with all of them back, memory before and
 //!   after, and a sample of customers resuming with their whole transcript (`recovery`).
@@ -125,6 +128,12 @@ pub struct Options {
     pub memory_store: bool,
     /// `voice`: the call counts of the sweep.
     pub voice_calls: Vec<usize>,
+    /// `voice`: the callers' protocols, one sweep each.
+    pub voice_dialects: Vec<voice::Dialect>,
+    /// `voice`: after the listed counts, each sweep doubles the count while the echo
+    /// baseline holds, up to this many calls (no more than the listed counts' largest: no
+    /// extension).
+    pub voice_max_calls: usize,
     pub voice_warmup: Duration,
     pub voice_duration: Duration,
     /// `recovery`: open conversations in the store at the crash, customer messages in each,
@@ -198,8 +207,10 @@ pub struct Results {
     pub handoff: Option<Pair<handoff::Handoff>>,
     /// The same escalations at a steady rate (half the gateway's burst rate).
     pub handoff_steady: Option<Pair<handoff::Handoff>>,
-    /// One entry per call count of the sweep.
+    /// One entry per call count of the sweep, callers speaking the native protocol.
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
+    /// The same with callers speaking Twilio's Media Streams.
+    pub voice_twilio: Option<Vec<Pair<voice::VoicePoint>>>,
     /// The gateway alone (no baseline).
     pub recovery: Option<recovery::Recovery>,
     /// Why `recovery` has no figures, when it failed.
@@ -251,6 +262,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         handoff: None,
         handoff_steady: None,
         voice: None,
+        voice_twilio: None,
         recovery: None,
         recovery_error: None,
     };
@@ -342,11 +354,13 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         }
     }
     if want(Scenario::Voice) {
-        let mut sweep = Vec::new();
-        for &n in &o.voice_calls {
-            sweep.push(both(&format!("voice, {n} calls"), &SERVERS, |t| voice::voice(&run, t, n)).await);
+        for &dialect in &o.voice_dialects {
+            let sweep = Some(voice::sweep(&run, dialect).await);
+            match dialect {
+                voice::Dialect::Native => results.voice = sweep,
+                voice::Dialect::Twilio => results.voice_twilio = sweep,
+            }
         }
-        results.voice = Some(sweep);
     }
     if want(Scenario::Recovery) {
         say("recovery · gateway (no baseline)");
@@ -411,6 +425,11 @@ fn fit_open_files(mut o: Options) -> Result<Options> {
     if want(Scenario::Voice) && o.voice_calls.iter().any(|&n| n > room) {
         notes.push(format!("voice calls above {room} left out"));
         o.voice_calls.retain(|&n| n <= room);
+    }
+    if want(Scenario::Voice) && o.voice_max_calls > room {
+        // Not a note for the report: the extension of a sweep stops where the echo stops
+        // holding, usually well below; the progress line says if it stops here instead.
+        o.voice_max_calls = room;
     }
     if !notes.is_empty() {
         let note = format!(

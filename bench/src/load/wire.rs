@@ -91,8 +91,7 @@ pub async fn connect(server: SocketAddr, path: &str, bearer: Option<&str>, sourc
     Ok(ws)
 }
 
-/// `POST /v1/token` with client credentials; the access token. Plain HTTP/1.1 over one
-/// socket: the generator needs nothing more from HTTP.
+/// `POST /v1/token` with client credentials; the access token.
 pub async fn token(server: SocketAddr, client_id: &str, secret: &str) -> Result<String> {
     let body = format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
     let req = format!(
@@ -100,18 +99,42 @@ pub async fn token(server: SocketAddr, client_id: &str, secret: &str) -> Result<
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut s = TcpStream::connect(server).await?;
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, rest) = text.split_once("\r\n\r\n").context("token: no HTTP response")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("token for {client_id}: {}", head.lines().next().unwrap_or_default());
-    }
+    let rest = http(server, &req).await.with_context(|| format!("token for {client_id}"))?;
     let json = rest.get(rest.find('{').unwrap_or(0)..=rest.rfind('}').unwrap_or(0)).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(json).context("token: response is not JSON")?;
     v["access_token"].as_str().map(str::to_owned).context("token: no access_token")
+}
+
+/// The gateway's count of voice calls refused at their start (`GET /metrics`).
+pub async fn voice_calls_refused(server: SocketAddr) -> Result<usize> {
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    let text = http(server, &req).await.context("GET /metrics")?;
+    metric(&text, "switchboard_voice_calls_refused").context("/metrics has no switchboard_voice_calls_refused")
+}
+
+/// A counter's value in Prometheus text (`name` or `name_total`, without labels).
+fn metric(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .find_map(|l| {
+            let (key, value) = l.split_once(' ')?;
+            (key == name || key.strip_prefix(name) == Some("_total")).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .map(|v| v as usize)
+}
+
+/// One HTTP/1.1 request over its own socket; the body of a 200 response. Plain HTTP: the
+/// generator needs nothing more from it (the gateway answers these unchunked).
+async fn http(server: SocketAddr, request: &str) -> Result<String> {
+    let mut s = TcpStream::connect(server).await?;
+    s.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, rest) = text.split_once("\r\n\r\n").context("no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{}", head.lines().next().unwrap_or_default());
+    }
+    Ok(rest.to_owned())
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +292,17 @@ mod tests {
         let a = Activity::parse(h.as_str()).unwrap();
         assert!(a.is_event("handoff.initiate"));
         assert_eq!(a.value.map(RawValue::get), Some(r#"{"BotHandoffTopic":"CreditCard"}"#));
+    }
+
+    #[test]
+    fn reads_a_counter() {
+        let text = "# HELP switchboard_voice_calls_refused Voice calls refused.\n\
+                    # TYPE switchboard_voice_calls_refused counter\n\
+                    switchboard_voice_calls_refused_total 17\n\
+                    switchboard_voice_calls_total 400\n";
+        assert_eq!(metric(text, "switchboard_voice_calls_refused"), Some(17));
+        assert_eq!(metric(text, "switchboard_voice_calls"), Some(400));
+        assert_eq!(metric(text, "switchboard_voice_calls_active"), None);
     }
 
     #[test]

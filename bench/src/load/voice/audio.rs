@@ -50,12 +50,6 @@ pub(super) fn bot_frame(stream: u32, k: usize) -> Bytes {
     Bytes::from(v)
 }
 
-pub(super) fn session_start() -> Message {
-    Message::text(format!(
-        r#"{{"type":"event","name":"session.start","value":{{"workstream":"{WORKSTREAM}","media":{{"encoding":"pcmu","sampleRate":8000}}}}}}"#
-    ))
-}
-
 pub(super) fn stream_of(frame: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(frame.get(..4)?.try_into().ok()?))
 }
@@ -125,5 +119,25 @@ mod tests {
         assert!(!d.intact());
         assert_eq!(d.latency.count, 4);
         assert_eq!(d.latency.p99_ms, 1.0);
+    }
+
+    #[test]
+    fn gaps_are_timed_from_the_window_on() {
+        let t = Instant::now();
+        let sched = Schedule { start: t, window: t + FRAME * 2, end: t + Duration::from_secs(1) };
+        // Frames at 0, 20, 40, 60 and 100 ms: the gaps from 40 ms on are 20 and 40 ms.
+        let got: Vec<Instant> = [0, 20, 40, 60, 100].iter().map(|&ms| t + Duration::from_millis(ms)).collect();
+        let mut s = Samples::default();
+        gaps(&got, sched, &mut s);
+        let g = s.summary();
+        assert_eq!((g.count, g.p50_ms, g.max_ms), (2, 20.0, 40.0));
+    }
+
+    #[test]
+    fn sweeps_double_up_to_the_bound() {
+        assert_eq!(next_count(1000, 4000), Some(2000));
+        assert_eq!(next_count(3000, 4000), Some(4000));
+        assert_eq!(next_count(4000, 4000), None);
+        assert_eq!(next_count(1000, 0), None);
     }
 }

@@ -11,6 +11,42 @@ pub(super) struct BotIn {
     pub(super) errors: Vec<String>,
 }
 
+/// The calls assigned to the bot so far: how many, and for Twilio calls (whose callers are
+/// not told their stream), which stream each caller's call is on, by the caller's index.
+#[derive(Debug, Default)]
+pub(super) struct Assignments {
+    pub(super) count: AtomicUsize,
+    pub(super) by_caller: std::sync::Mutex<HashMap<usize, u32>>,
+}
+
+impl Assignments {
+    pub(super) fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The stream of caller `i`'s call, if it was assigned with the caller's index.
+    pub(super) fn stream_of_caller(&self, i: usize) -> Option<u32> {
+        self.by_caller.lock().ok()?.get(&i).copied()
+    }
+
+    /// One `conversation.assigned`: its stream, and the caller's index where the call's
+    /// context carries it.
+    fn record(&self, a: &Activity<'_>) -> Option<u32> {
+        let stream = stream_in_value(a, &["media", "stream"]);
+        let caller = a
+            .value
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(v.get()).ok())
+            .and_then(|v| v["context"][CALLER_REF].as_str()?.parse::<usize>().ok());
+        if let (Some(s), Some(i)) = (stream, caller)
+            && let Ok(mut m) = self.by_caller.lock()
+        {
+            m.insert(i, s);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        stream
+    }
+}
+
 /// What the bot's connection wrote: per stream, when each frame was written.
 #[derive(Debug, Default)]
 pub(super) struct BotOut {
@@ -21,12 +57,12 @@ type Sink = futures_util::stream::SplitSink<Ws, Message>;
 type Source = futures_util::stream::SplitStream<Ws>;
 
 /// Reads the bot's connection until stopped. With `echo_back`, sends every audio frame
-/// straight back (the gateway run); the assignments are counted.
+/// straight back (the gateway run); the assignments are recorded.
 pub(super) async fn bot_reader(
     mut source: Source,
     echo_back: Option<mpsc::UnboundedSender<Bytes>>,
     counts: Arc<Counts>,
-    assigned: Arc<AtomicUsize>,
+    assigned: Arc<Assignments>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<BotIn> {
     let mut r = BotIn::default();
@@ -57,10 +93,9 @@ pub(super) async fn bot_reader(
             Message::Text(t) => {
                 let a = Activity::parse(t.as_str())?;
                 if a.is_event("conversation.assigned") && a.from.is_none() {
-                    if stream_in_value(&a, &["media", "stream"]).is_none() && r.errors.len() < 10 {
+                    if assigned.record(&a).is_none() && r.errors.len() < 10 {
                         r.errors.push("bot: conversation.assigned without value.media.stream".to_owned());
                     }
-                    assigned.fetch_add(1, Ordering::Relaxed);
                 } else if let Some(e) = a.error()
                     && r.errors.len() < 10
                 {

@@ -1,5 +1,9 @@
 //! `voice`: N concurrent calls, each streaming µ-law 8 kHz in 20 ms frames both ways
 //! through the gateway to one voice bot that asks for L16 16 kHz (`/v1/bot?audio=l16/16000`).
+//! The callers speak either protocol of the gateway's call legs (`dialect.rs`): the native
+//! one (`/v1/voice`, binary audio) or Twilio's Media Streams
+//! (`/v1/voice/twilio/VoiceWorkStream`, base64 µ-law in JSON `media` events); each dialect
+//! is a sweep of its own, with the same bot, the same audio and the same figures.
 //!
 //! - **Caller → bot.** Every caller sends a 160-byte µ-law frame every 20 ms (callers are
 //!   staggered evenly over the 20 ms); the gateway re-frames, transcodes and resamples it and
@@ -12,21 +16,36 @@
 //! - **Bot → caller.** The bot sends every frame it reads straight back on the same stream;
 //!   the gateway transcodes it to µ-law and its pacer plays it to the caller at 1×, one
 //!   frame per 20 ms tick. Frames delivered against frames sent, and a latency that is
-//!   mostly the wait for the pacer's next tick (0–20 ms).
+//!   mostly the wait for the pacer's next tick (0–20 ms). The caller also times the gap
+//!   between consecutive frames it receives: what a listener hears as smooth (20 ms) or
+//!   broken-up audio.
 //!
 //! Against the echo baseline the same connections carry the same payloads: each caller's
-//! frames come back to it (one hop there and back, where the gateway's is one hop through),
-//! and the bot connection sends the same number of 644-byte frames, which come back to it.
+//! frames come back to it (one hop there and back, where the gateway's is one hop through;
+//! a Twilio caller's `media` messages come back as they are and are read as the audio
+//! played to it), and the bot connection sends the same number of 644-byte frames, which
+//! come back to it.
 //!
-//! The criterion for a call count to hold: zero frames lost, reordered or duplicated in
-//! either direction, no errors, and p99 caller → bot latency under 5 ms.
+//! The gateway may refuse a call at its start while its pacer falls behind (`unavailable`).
+//! Refused calls are counted and the point runs with the calls that were taken; a native
+//! leg is told, a Twilio leg is not (the gateway sends Twilio no errors), so for Twilio the
+//! refusals are read from the gateway's `/metrics` and the callers that were never assigned
+//! to the bot are the ones refused.
 //!
-//! The scenario's driver is here; `audio.rs` makes and reads the frames' marks,
-//! `caller.rs` runs the callers and `bot.rs` the voice bot.
+//! The criterion for a call count to hold: no call refused, zero frames lost, reordered or
+//! duplicated in either direction, no errors, and p99 caller → bot latency under 5 ms.
+//!
+//! Each sweep runs the listed call counts, then (up to `--voice-max-calls`) keeps doubling
+//! the count while the echo baseline still holds: the machine's limit is where the echo
+//! stops holding, and the gateway is measured up to it.
+//!
+//! The scenario's driver is here; `dialect.rs` speaks the two protocols, `audio.rs` makes
+//! and reads the frames' marks, `caller.rs` runs the callers and `bot.rs` the voice bot.
 
 mod audio;
 mod bot;
 mod caller;
+mod dialect;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,15 +60,17 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use super::Run;
 use super::progress::{Progress, say};
 use super::stats::{Samples, Summary};
 use super::target::{Server, Target, own_cpu_secs};
 use super::wire::{self, Activity, Sources, Ws};
+use super::{Pair, Run, SERVERS, both};
 
 use audio::*;
 use bot::*;
 use caller::*;
+pub use dialect::Dialect;
+use dialect::{CALLER_REF, Heard};
 
 /// The voice workstream of the bench configuration (`bench/gateway.toml`).
 pub const WORKSTREAM: &str = "VoiceWorkStream";
@@ -66,6 +87,9 @@ const CALLER_FRAME_BYTES: usize = 160;
 const BOT_FRAME_BYTES: usize = 640;
 /// The p99 caller → bot latency a call count must stay under to hold.
 pub const P99_TARGET_MS: f64 = 5.0;
+/// The issue's target for the audio a caller hears: the p99 gap between consecutive
+/// bot → caller frames at the largest count that holds (20 ms is perfect pacing).
+pub const GAP_P99_TARGET_MS: f64 = 25.0;
 
 /// The levels a frame's audio is held at, by frame index mod 8: far enough apart that
 /// G.711 quantisation and the resamplers' ripple cannot move one onto its neighbour.
@@ -98,13 +122,22 @@ impl Direction {
 /// One call count, on one server.
 #[derive(Debug, Clone, Serialize)]
 pub struct VoicePoint {
+    pub dialect: Dialect,
+    /// Calls attempted.
     pub calls: usize,
+    /// Calls the gateway refused at their start (`unavailable`); the point ran with the
+    /// others.
+    pub refused: usize,
     /// Seconds of streaming measured (after the warm-up).
     pub seconds: f64,
     /// Gateway: caller → bot. Echo: caller → echo → caller.
     pub up: Direction,
     /// Gateway: bot → caller (through the pacer). Echo: bot → echo → bot.
     pub down: Direction,
+    /// The time between consecutive frames arriving at a caller, from the measured window
+    /// on. Gateway: the bot's audio as the pacer plays it. Echo: the caller's own frames
+    /// back (its 20 ms schedule, and whatever jitter the echo adds).
+    pub caller_gap: Summary,
     /// How late callers sent against their 20 ms schedule: if this grows, the generator
     /// (not the server) fell behind.
     pub send_lag: Summary,
@@ -114,15 +147,73 @@ pub struct VoicePoint {
 }
 
 impl VoicePoint {
-    /// Zero loss both ways, no errors, p99 caller → bot under the target.
+    /// No call refused, zero loss both ways, no errors, p99 caller → bot under the target.
     pub fn holds(&self) -> bool {
-        self.up.intact() && self.down.intact() && self.errors.is_empty() && self.up.latency.p99_ms < P99_TARGET_MS
+        self.refused == 0
+            && self.up.intact()
+            && self.down.intact()
+            && self.errors.is_empty()
+            && self.up.latency.p99_ms < P99_TARGET_MS
     }
 }
 
 /// The largest call count that holds (`None`: none did).
 pub fn largest_holding<'a>(points: impl IntoIterator<Item = &'a VoicePoint>) -> Option<usize> {
     points.into_iter().filter(|p| p.holds()).map(|p| p.calls).max()
+}
+
+// ---------------------------------------------------------------------------------------
+// The sweep.
+
+/// The count after `last` when a sweep goes on upward: double it, up to `max`.
+pub fn next_count(last: usize, max: usize) -> Option<usize> {
+    let next = last.saturating_mul(2).min(max);
+    (next > last).then_some(next)
+}
+
+/// One dialect's sweep: the listed call counts against both servers, then doubling while
+/// the echo baseline holds at the last count, up to `voice_max_calls`.
+pub async fn sweep(run: &Run, dialect: Dialect) -> Vec<Pair<VoicePoint>> {
+    let o = &run.opts;
+    let began = Instant::now();
+    let mut counts = o.voice_calls.clone();
+    let mut points = Vec::new();
+    let mut i = 0;
+    while let Some(&n) = counts.get(i) {
+        let extended = i >= o.voice_calls.len();
+        say(&format!(
+            "{} sweep: {}point {} of {}{}, {n} calls ({:.0} s into the sweep)",
+            dialect.title(),
+            if extended { "extended, " } else { "" },
+            i + 1,
+            counts.len(),
+            if counts.last().is_some_and(|&last| next_count(last, o.voice_max_calls).is_some()) {
+                " or more"
+            } else {
+                ""
+            },
+            began.elapsed().as_secs_f64()
+        ));
+        let p = both(&format!("{}, {n} calls", dialect.title()), &SERVERS, |t| voice(run, t, dialect, n)).await;
+        let echo_holds = p.echo.as_ref().is_some_and(VoicePoint::holds);
+        points.push(p);
+        i += 1;
+        if i == counts.len() {
+            match next_count(n, o.voice_max_calls) {
+                Some(next) if echo_holds => {
+                    say(&format!("  the echo baseline holds {n} calls: going on to {next}"));
+                    counts.push(next);
+                }
+                Some(_) => say(&format!("  the echo baseline does not hold {n} calls: the sweep ends there")),
+                None if echo_holds => say(&format!(
+                    "  the echo baseline still holds {n} calls, the most this run allows (--voice-max-calls, open files)"
+                )),
+                None => {}
+            }
+        }
+    }
+    say(&format!("{} sweep: {} points in {:.0} s", dialect.title(), points.len(), began.elapsed().as_secs_f64()));
+    points
 }
 
 // ---------------------------------------------------------------------------------------
@@ -154,15 +245,15 @@ pub(super) struct Schedule {
     pub(super) end: Instant,
 }
 
-/// `voice` at one call count against one server.
-pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint> {
+/// `voice` at one call count against one server, the callers speaking `dialect`.
+pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) -> Result<VoicePoint> {
     let o = &run.opts;
-    let label = format!("voice {target} {calls} calls");
-    let server = Server::start(target, &run.launch, "voice").await?;
+    let label = format!("{} {target} {calls} calls", dialect.title());
+    let server = Server::start(target, &run.launch, &format!("voice-{dialect}")).await?;
     let addr = server.addr;
     let counts = Arc::new(Counts::default());
     let (stop_tx, stop) = watch::channel(false);
-    let assigned = Arc::new(AtomicUsize::new(0));
+    let assigned = Arc::new(Assignments::default());
     let path = format!("/v1/bot?audio={BOT_AUDIO}");
     let bot_ws = match target {
         Target::Gateway => {
@@ -180,30 +271,34 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
     let echo_back = (target == Target::Gateway).then(|| out_tx.clone());
     let reader = tokio::spawn(bot_reader(bot_stream, echo_back, counts.clone(), assigned.clone(), stop.clone()));
 
-    let opened = open_callers(target, addr, calls, &label).await?;
+    let (mut legs, mut refused) = open_callers(target, dialect, addr, calls, &label).await?;
     if target == Target::Gateway {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while assigned.load(Ordering::Relaxed) < calls {
-            if Instant::now() > deadline {
-                bail!("{label}: the bot was assigned {} of {calls} calls", assigned.load(Ordering::Relaxed));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        refused += await_assignments(addr, dialect, &assigned, &mut legs, &label).await?;
+    }
+    if refused > 0 {
+        say(&format!(
+            "  {label}: the gateway refused {refused} calls at their start; running the other {}",
+            legs.len()
+        ));
     }
     // Any hold audio played before the assignments has been read by now.
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let start = Instant::now() + Duration::from_millis(100);
     let sched = Schedule { start, window: start + o.voice_warmup, end: start + o.voice_warmup + o.voice_duration };
-    let frames = Arc::new(caller_frames());
+    let frames = caller_frames();
+    let accepted = legs.len();
     let mut set = JoinSet::new();
-    let streams: Vec<u32> = opened.iter().map(|c| c.1).collect();
-    for (i, leg) in opened.into_iter().enumerate() {
-        let first = sched.start + FRAME.mul_f64(i as f64 / calls as f64);
-        set.spawn(caller(leg, frames.clone(), first, sched, counts.clone(), stop.clone()));
+    let mut streams = Vec::with_capacity(accepted);
+    for (k, leg) in legs.into_iter().enumerate() {
+        let stream = leg.stream.context("a call leg without a stream")?;
+        streams.push(stream);
+        let first = sched.start + FRAME.mul_f64(k as f64 / accepted as f64);
+        let media = dialect.media(leg.index, &frames);
+        set.spawn(caller((leg.ws, stream), dialect, media, first, sched, counts.clone(), stop.clone()));
     }
     // `out_tx` is held until the end: the bot's connection stays open through the drain.
-    let ticker = (target == Target::Echo).then(|| tokio::spawn(bot_clock(out_tx.clone(), streams.clone(), sched)));
+    let ticker = (target == Target::Echo).then(|| tokio::spawn(bot_clock(out_tx.clone(), streams, sched)));
     let shown = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label.clone(), Some(sched.end - Instant::now()), shown.clone(), "frames in");
     let mirror = {
@@ -237,7 +332,7 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
     progress.finish();
 
     let mut errors = Vec::new();
-    let mut callers = Vec::with_capacity(calls);
+    let mut callers = Vec::with_capacity(accepted);
     while let Some(r) = set.join_next().await {
         match r? {
             Ok(c) => callers.push(c),
@@ -255,17 +350,28 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
         errors.append(&mut c.errors);
     }
     errors.truncate(10);
-    if callers.len() < calls {
+    if callers.len() < accepted {
         server.stop().await;
-        bail!("{label}: {} callers failed: {}", calls - callers.len(), errors.join("; "));
+        bail!("{label}: {} callers failed: {}", accepted - callers.len(), errors.join("; "));
     }
-    let p = tally(target, calls, seconds, sched, &callers, &bot_in, &bot_out, errors, (s1 - s0, c1 - c0));
+    let p = tally(
+        target,
+        (dialect, calls, refused),
+        seconds,
+        sched,
+        &callers,
+        &bot_in,
+        &bot_out,
+        errors,
+        (s1 - s0, c1 - c0),
+    );
     // Hang up, then stop the server.
     drop(callers);
     server.stop().await;
     say(&format!(
-        "  {label}: up {}/{} frames, {} lost, {} out of sequence, p50 {:.2} ms, p99 {:.2} ms; \
-         down {}/{} frames, p99 {:.2} ms; server {:.2} cores, client {:.2}; send lag p99 {:.2} ms{}",
+        "  {label}: {}up {}/{} frames, {} lost, {} out of sequence, p50 {:.2} ms, p99 {:.2} ms; \
+         down {}/{} frames, p99 {:.2} ms, gap p99 {:.2} ms; server {:.2} cores, client {:.2}; send lag p99 {:.2} ms{}",
+        if p.refused > 0 { format!("{} refused; ", p.refused) } else { String::new() },
         p.up.received,
         p.up.sent,
         p.up.lost,
@@ -275,6 +381,7 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
         p.down.received,
         p.down.sent,
         p.down.latency.p99_ms,
+        p.caller_gap.p99_ms,
         p.server_cores,
         p.client_cores,
         p.send_lag.p99_ms,
@@ -283,12 +390,59 @@ pub async fn voice(run: &Run, target: Target, calls: usize) -> Result<VoicePoint
     Ok(p)
 }
 
+/// Waits until the bot has been assigned every call the gateway took, and returns how many
+/// more it refused than the callers were told of. Native callers know their stream and
+/// were told of a refusal. Twilio callers are told neither: each learns its stream from the
+/// bot's assignments, and the calls never assigned are the ones refused, as many as the
+/// gateway's `/metrics` counts (they are dropped from `legs`).
+async fn await_assignments(
+    addr: std::net::SocketAddr,
+    dialect: Dialect,
+    assigned: &Assignments,
+    legs: &mut Vec<Leg>,
+    label: &str,
+) -> Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = 0;
+    loop {
+        let missing = legs.len().saturating_sub(assigned.count());
+        if missing == 0 {
+            break;
+        }
+        if dialect == Dialect::Twilio {
+            refused = wire::voice_calls_refused(addr).await?;
+            if refused >= missing {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{label}: the bot was assigned {} of {} calls ({refused} refused)", assigned.count(), legs.len());
+        }
+        tokio::time::sleep(Duration::from_millis(if dialect == Dialect::Twilio { 200 } else { 5 })).await;
+    }
+    if dialect == Dialect::Native {
+        return Ok(0);
+    }
+    // Refused legs are hung up here (the gateway would close them at its handshake
+    // timeout); the rest learn their stream.
+    let before = legs.len();
+    legs.retain_mut(|leg| {
+        leg.stream = assigned.stream_of_caller(leg.index);
+        leg.stream.is_some()
+    });
+    let dropped = before - legs.len();
+    if dropped != refused {
+        bail!("{label}: {dropped} calls were never assigned, and the gateway counts {refused} refused");
+    }
+    Ok(dropped)
+}
+
 /// Joins what every side logged into the two directions.
 // Every side's log meets the schedule here, once; a struct would only name them again.
 #[allow(clippy::too_many_arguments)]
 fn tally(
     target: Target,
-    calls: usize,
+    (dialect, calls, refused): (Dialect, usize, usize),
     seconds: f64,
     sched: Schedule,
     callers: &[CallerLog],
@@ -301,8 +455,10 @@ fn tally(
     let mut up = Tally::default();
     let mut down = Tally::default();
     let mut lag = Samples::with_capacity(calls * 300);
+    let mut gap = Samples::with_capacity(calls * 300);
     for c in callers {
         lag.extend(c.lag.clone());
+        gaps(&c.received, sched, &mut gap);
         let bot_read = bot_in.received.get(&c.stream).unwrap_or(&empty);
         let bot_wrote = bot_out.sent.get(&c.stream).unwrap_or(&empty);
         match target {
@@ -325,14 +481,28 @@ fn tally(
         Target::Echo | Target::Nats => (callers_oos, bot_in.out_of_sequence),
     };
     VoicePoint {
+        dialect,
         calls,
+        refused,
         seconds,
         up: up.finish(up_oos),
         down: down.finish(down_oos),
+        caller_gap: gap.summary(),
         send_lag: lag.summary(),
         server_cores: cpu.0 / seconds,
         client_cores: cpu.1 / seconds,
         errors,
+    }
+}
+
+/// The gaps between consecutive frames arriving at a caller, each one timed from a frame
+/// that arrived in the measured window or after (the drain, while the pacer plays out what
+/// it has queued, is audio the caller hears too).
+fn gaps(arrivals: &[Instant], sched: Schedule, out: &mut Samples) {
+    for w in arrivals.windows(2) {
+        if w[0] >= sched.window {
+            out.push(w[1].saturating_duration_since(w[0]));
+        }
     }
 }
 
