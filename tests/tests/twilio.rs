@@ -173,3 +173,37 @@ async fn a_twilio_caller_reaches_an_agent_through_the_default_voice_menu() -> Re
     assert!(out.status.success(), "streamdouble: {}", String::from_utf8_lossy(&out.stdout));
     Ok(())
 }
+
+/// Twilio has no error event: a stream whose start is refused (here: over `max_calls`) is
+/// closed at once with 1011 (try again later), not left streaming into nothing until the
+/// handshake timeout; a stream for an unknown workstream is closed with 1008.
+#[tokio::test]
+async fn a_refused_twilio_stream_is_closed_at_once() -> Result<()> {
+    let toml = config().replacen("[server]\n", "[server]\nmax_calls = 1\n", 1);
+    assert_ne!(toml, config(), "the sample has a [server] table");
+    let s = start_server(Some(&toml)).await;
+    let start = |sid: &str| {
+        json!({"event":"start","sequenceNumber":"1","streamSid":sid,"start":{"streamSid":sid,"accountSid":"AC1","callSid":"CA1",
+            "tracks":["inbound"],"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}})
+    };
+    let url = s.ws_url("/v1/voice/twilio/VoiceWorkStream");
+    let mut first = Client::connect(&url, None).await?;
+    first.send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})).await?;
+    first.send(start("MZ1")).await?;
+    // The first call is up: it hears hold audio (nobody holds it yet) as Twilio media.
+    let heard = first.until("hold audio as Twilio media", |v| v["event"] == "media").await?;
+    assert_eq!(heard["streamSid"], "MZ1");
+
+    let mut second = Client::connect(&url, None).await?;
+    second.send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})).await?;
+    second.send(start("MZ2")).await?;
+    let at = std::time::Instant::now();
+    let code = second.closed().await?;
+    assert_eq!(code.map(u16::from), Some(1011), "a refused stream closes with try-again-later");
+    assert!(at.elapsed() < Duration::from_secs(5), "closed after {:?}", at.elapsed());
+
+    let mut lost = Client::connect(&s.ws_url("/v1/voice/twilio/NoSuchWorkStream"), None).await?;
+    lost.send(start("MZ3")).await?;
+    assert_eq!(lost.closed().await?.map(u16::from), Some(1008));
+    Ok(())
+}

@@ -88,6 +88,16 @@ impl Session for VoiceSession {
             Ok(false) => self.hung_up = true,
             Err(e) => {
                 let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
+                // Twilio has no error event: a stream whose start is refused would stream
+                // on, unheard, until the handshake timeout. It is closed at once instead:
+                // 1011 (try again later) when a retry can help, as when the gateway is
+                // carrying all the calls it can, else 1008.
+                if conv.is_none() && matches!(self.dialect, Dialect::Twilio { .. }) {
+                    let reason = if e.retry_helps() { Reason::Internal } else { Reason::Policy };
+                    tracing::info!("twilio stream refused: {e}");
+                    outbox.close(reason, &e.to_string());
+                    return;
+                }
                 outbox.send_error(e, conv.as_deref(), None);
             }
         }
