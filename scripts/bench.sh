@@ -11,7 +11,7 @@
 # protocol and Twilio's Media Streams, and goes on doubling (up to 4,000 calls) while the echo
 # baseline still holds.
 #
-#   bash scripts/bench.sh                              # the default run: about 5 minutes after the build
+#   bash scripts/bench.sh                              # the default run: about 4½ minutes after the build
 #   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
 #   bash scripts/bench.sh --scenarios chat-relay --duration 30
 #   bash scripts/bench.sh --scenarios voice --voice-calls 200,300,400 --voice-duration 10
