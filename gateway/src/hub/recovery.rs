@@ -99,6 +99,20 @@ impl Hub {
             self.convs.insert(id, conv);
             restored += 1;
         }
+        // The timed rules (a holder's grace period, the customer's resume window, idle
+        // close) count from when the gateway can be reached again, not from when recovery
+        // began: restoring 100,000 conversations takes seconds, more than a bot's default
+        // grace period, which would otherwise have run out before the bot could return.
+        // (At startup every conversation in memory is a recovered one.)
+        let ready = self.clock.now_ms();
+        for c in self.convs.iter() {
+            let mut inner = c.inner.lock();
+            if let Some(h) = inner.holder.as_mut() {
+                h.gone_since_ms = Some(ready);
+            }
+            inner.customer_left_ms = Some(ready);
+            inner.last_activity_ms = ready;
+        }
         let fx = engine.restored();
         self.apply(&mut engine, fx);
         if restored > 0 {
