@@ -161,8 +161,8 @@ fn rows(r: &Results) -> Vec<Row> {
                     num(g.kib_per_conversation, 2),
                     num(e.kib_per_conversation, 2),
                     ratio(g.kib_per_conversation, e.kib_per_conversation),
-                    "gateway ≤ 20 KiB",
-                    verdict(g.kib_per_conversation <= 20.0),
+                    "gateway ≤ 10 KiB",
+                    verdict(g.kib_per_conversation <= 10.0),
                 );
                 let at =
                     |x: &super::idle::Idle| (x.rss_before_kib as f64 + 100_000.0 * x.kib_per_conversation) / 1024.0;
