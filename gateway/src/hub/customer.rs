@@ -85,6 +85,17 @@ impl Hub {
         if engine.status(&id).is_some() {
             return Err(HubError::Retry("conversation id collision; try again".into()));
         }
+        // Calls come and go under the engine lock only (here and when a conversation
+        // closes), so the cap is exact however many calls start at once.
+        if call.is_some()
+            && let Some(max) = self.server.max_calls
+            && self.calls.len() >= max
+        {
+            crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
+            return Err(HubError::Retry(
+                format!("the gateway is carrying its max_calls ({max}) calls; try again shortly").into(),
+            ));
+        }
         let mut started =
             json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}});
         if let Some(c) = &call {

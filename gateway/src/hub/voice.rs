@@ -33,14 +33,7 @@ impl Hub {
                 "workstream {workstream:?} is a chat workstream; chats connect through /v1/chat"
             )));
         }
-        if let Some(max) = self.server.max_calls
-            && self.calls.len() >= max
-        {
-            crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
-            return Err(HubError::Retry(
-                format!("the gateway is carrying its max_calls ({max}) calls; try again shortly").into(),
-            ));
-        }
+        // `[server] max_calls` is checked where the call is added, under the engine lock.
         if self.pacer.overloaded() {
             crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
             return Err(HubError::Retry(
