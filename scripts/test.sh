@@ -16,6 +16,12 @@ if ! command -v streamdouble >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "streamdouble==0.3.0"
 fi
 
+# nats-server (Debian's package, with JetStream): the cluster tests start one on loopback
+# beside three gateway nodes.
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+    bash scripts/apt-install.sh test nats-server
+fi
+
 # Node.js and the npm packages of the Bot Framework interop tests (botframework-directlinejs
 # and the rest), exactly as their lock files say.
 bash scripts/interop-test-deps.sh

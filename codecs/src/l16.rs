@@ -43,7 +43,7 @@ pub fn encode_be(samples: &[i16], out: &mut Vec<u8>) {
 }
 
 fn check_even(bytes: &[u8]) -> Result<(), CodecError> {
-    if bytes.len() % 2 == 0 { Ok(()) } else { Err(CodecError::OddLength { len: bytes.len() }) }
+    if bytes.len().is_multiple_of(2) { Ok(()) } else { Err(CodecError::OddLength { len: bytes.len() }) }
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ impl Design {
         // Use all the length the padding gives, but keep the length odd and the centre on an
         // output sample, so the delay is a whole number of output samples.
         let mut n = l * k;
-        while n % 2 == 0 || ((n - 1) / 2) % m != 0 {
+        while n.is_multiple_of(2) || !((n - 1) / 2).is_multiple_of(m) {
             n -= 1;
         }
         let centre = (n - 1) as f64 / 2.0;

@@ -50,7 +50,7 @@ impl Transcoder {
     /// appended and the state is unchanged. Over a stream, 20 ms in gives 20 ms out.
     pub fn process(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
         if self.from == self.to {
-            if self.from.encoding() == Encoding::L16 && input.len() % 2 != 0 {
+            if self.from.encoding() == Encoding::L16 && !input.len().is_multiple_of(2) {
                 return Err(CodecError::OddLength { len: input.len() });
             }
             out.extend_from_slice(input);

@@ -96,6 +96,9 @@ fn client_runtime(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
 
 async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr, file: Option<PathBuf>) -> ExitCode {
     let signals = Signals::install();
+    if cfg.cluster.is_some() {
+        return serve_cluster(cfg, listen, signals).await;
+    }
     let (store, recovered) = match server::open_store(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -118,6 +121,23 @@ async fn serve(cfg: switchboard::config::Config, listen: std::net::SocketAddr, f
     ExitCode::SUCCESS
 }
 
+/// `serve` with `[cluster]`: a node of several (see `switchboard::cluster`). SIGHUP does
+/// not reload here: the nodes share one configuration, changed by restarting them in turn
+/// (`PUT /v1/admin/config` changes the leader's until it hands over).
+async fn serve_cluster(cfg: switchboard::config::Config, listen: std::net::SocketAddr, signals: Signals) -> ExitCode {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        signals.terminated().await;
+        tracing::info!("shutting down: handing over and closing clients");
+        s.cancel();
+    });
+    let code =
+        switchboard::cluster::serve(cfg, listen, stop, |addr| tracing::info!("listening on http://{addr}")).await;
+    tracing::info!("stopped");
+    code
+}
+
 /// The signals `serve` answers, installed before it says it is listening: a SIGHUP sent
 /// as soon as it is up must reload, not end the process (the default action).
 struct Signals {
@@ -138,9 +158,24 @@ impl Signals {
         Signals {}
     }
 
+    /// Waits for SIGTERM or SIGINT (a SIGHUP is logged and ignored).
+    async fn terminated(self) {
+        self.until_terminated(|| tracing::warn!("config: SIGHUP ignored in cluster mode: restart the nodes in turn"))
+            .await;
+    }
+
     /// Waits for SIGTERM or SIGINT; meanwhile each SIGHUP re-reads the `--config` file and
     /// applies it (see `server::admin::config::reload_file`).
-    async fn wait(mut self, hub: &switchboard::hub::Hub, file: Option<&Path>) {
+    async fn wait(self, hub: &switchboard::hub::Hub, file: Option<&Path>) {
+        self.until_terminated(|| match file {
+            Some(path) => server::admin::config::reload_file(hub, path),
+            None => tracing::warn!("config: SIGHUP, but serve runs the built-in default (no --config file to re-read)"),
+        })
+        .await;
+    }
+
+    /// Waits for SIGTERM or SIGINT, calling `on_hup` at each SIGHUP.
+    async fn until_terminated(mut self, mut on_hup: impl FnMut()) {
         #[cfg(unix)]
         {
             let (Some(term), Some(hup)) = (self.term.as_mut(), self.hup.as_mut()) else {
@@ -151,16 +186,13 @@ impl Signals {
                 tokio::select! {
                     _ = term.recv() => return,
                     _ = tokio::signal::ctrl_c() => return,
-                    _ = hup.recv() => match file {
-                        Some(path) => server::admin::config::reload_file(hub, path),
-                        None => tracing::warn!("config: SIGHUP, but serve runs the built-in default (no --config file to re-read)"),
-                    },
+                    _ = hup.recv() => on_hup(),
                 }
             }
         }
         #[cfg(not(unix))]
         {
-            let _ = (hub, file, &mut self);
+            let _ = (&mut self, &mut on_hup);
             let _ = tokio::signal::ctrl_c().await;
         }
     }

@@ -2,6 +2,9 @@
 //! data directory: every acknowledged activity is there once, in order, and every
 //! conversation resumes.
 
+#[allow(dead_code)]
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -146,17 +149,7 @@ async fn every_acknowledged_activity_survives_kill_9_and_every_conversation_resu
                 by_seq.insert(seq, v);
             }
         }
-        for (seq, (cid, text)) in &r.acks {
-            let v = by_seq.get(seq).unwrap_or_else(|| panic!("acknowledged seq {seq} ({cid}) lost"));
-            assert_eq!(v["text"], text.as_str());
-            assert_eq!(v["channelData"]["clientActivityId"], cid.as_str());
-        }
-        let mut cids: Vec<&str> =
-            by_seq.values().filter_map(|v| v["channelData"]["clientActivityId"].as_str()).collect();
-        let n = cids.len();
-        cids.sort_unstable();
-        cids.dedup();
-        assert_eq!(cids.len(), n, "no activity stored twice");
+        common::check_acknowledged(&by_seq, &r.acks);
         // The conversation goes on: a new message is acknowledged with the next seq.
         let m = json!({"type":"message","text":"after the crash","channelData":{"clientActivityId":"after"}});
         ws.send(Message::text(m.to_string())).await.unwrap();

@@ -78,10 +78,11 @@ async fn escalate(bot: &mut Client, conv: &str) -> Result<()> {
 }
 
 /// Every call, in its template and a concrete path.
-const CALLS: [(&str, &str, &str); 12] = [
+const CALLS: [(&str, &str, &str); 13] = [
     ("GET", "/v1/admin/conversations", "/v1/admin/conversations"),
     ("GET", "/v1/admin/conversations/{id}", "/v1/admin/conversations/c_none"),
     ("GET", "/v1/admin/queues", "/v1/admin/queues"),
+    ("GET", "/v1/admin/cluster", "/v1/admin/cluster"),
     ("GET", "/v1/admin/bots", "/v1/admin/bots"),
     ("GET", "/v1/admin/agents", "/v1/admin/agents"),
     ("POST", "/v1/admin/bots/{name}/disconnect", "/v1/admin/bots/contoso-bot/disconnect"),

@@ -237,15 +237,15 @@ impl Detector {
                 }
             }
         }
-        if self.active.is_none() && self.run >= CONFIRM_BLOCKS {
-            if let Some((row, col)) = self.candidate {
-                if self.confirm(row, col) {
-                    let digit = Digit::at(row, col);
-                    self.active = Some(digit);
-                    self.misses = 0;
-                    digits.push(digit);
-                }
-            }
+        if self.active.is_none()
+            && self.run >= CONFIRM_BLOCKS
+            && let Some((row, col)) = self.candidate
+            && self.confirm(row, col)
+        {
+            let digit = Digit::at(row, col);
+            self.active = Some(digit);
+            self.misses = 0;
+            digits.push(digit);
         }
     }
 

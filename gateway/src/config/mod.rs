@@ -45,6 +45,65 @@ struct RawConfig {
     #[serde(default)]
     agents: Vec<RawAgent>,
     directline: Option<RawDirectLine>,
+    cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: several nodes serving one contact centre over NATS JetStream (SPEC §8).
+/// Absent: the gateway runs alone on its embedded store.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// NATS server URL(s), `nats://host:port`; JetStream must be enabled there.
+    pub nats: NatsUrls,
+    /// This node's name, unique in the cluster; unset: the host name.
+    pub node: Option<String>,
+    /// The JetStream stream that holds the conversation log; its name is also the first
+    /// token of every subject the cluster uses.
+    #[serde(default = "default_cluster_stream")]
+    pub stream: String,
+    /// The JetStream key-value bucket that holds the routing leader's lease.
+    #[serde(default = "default_cluster_bucket")]
+    pub bucket: String,
+    /// Copies JetStream keeps of the stream and the bucket (1, or 3/5 on a NATS cluster).
+    #[serde(default = "default_cluster_replicas")]
+    pub replicas: usize,
+    /// How long the leader's lease lasts unrenewed: after a leader dies, the others wait
+    /// this long before one of them takes over.
+    #[serde(default = "default_cluster_lease_secs")]
+    pub lease_secs: u64,
+}
+
+/// One URL or a list of them.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NatsUrls {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl NatsUrls {
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            NatsUrls::One(u) => vec![u.clone()],
+            NatsUrls::Many(v) => v.clone(),
+        }
+    }
+}
+
+fn default_cluster_stream() -> String {
+    "switchboard".into()
+}
+
+fn default_cluster_bucket() -> String {
+    "switchboard-lease".into()
+}
+
+fn default_cluster_replicas() -> usize {
+    1
+}
+
+fn default_cluster_lease_secs() -> u64 {
+    5
 }
 
 /// `[directline]`: Direct Line 3.0 for customers (SPEC §6).
@@ -339,6 +398,8 @@ pub struct Config {
     pub agents: Vec<Agent>,
     /// `[directline]`, when Direct Line clients are served.
     pub directline: Option<DirectLine>,
+    /// `[cluster]`, when this gateway is one node of several.
+    pub cluster: Option<ClusterConfig>,
     /// The TOML text it was read from (the admin API shows it with secrets redacted, and a
     /// reload compares the parts that cannot change live).
     pub source: std::sync::Arc<str>,

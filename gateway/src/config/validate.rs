@@ -93,6 +93,9 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
     let workstreams: Vec<Workstream> =
         raw.workstreams.iter().map(|w| c.workstream(&raw, w, &queue_names, &mut ws_names)).collect();
     let directline = raw.directline.as_ref().and_then(|d| c.directline(d, &workstreams));
+    if let Some(cl) = &raw.cluster {
+        c.cluster(cl);
+    }
     if !c.problems.is_empty() {
         return Err(ConfigError(c.problems));
     }
@@ -108,6 +111,7 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
             bots,
             agents,
             directline,
+            cluster: raw.cluster,
             source: Default::default(),
         },
         warnings: c.warnings,
@@ -171,6 +175,36 @@ impl<'a> Check<'_> {
             (Some(t), _) => Some(Secret(t.clone())),
             (None, Some(var)) => env(var).filter(|v| !v.is_empty()).map(Secret),
             (None, None) => None,
+        }
+    }
+
+    /// `[cluster]`: URLs NATS can dial, and names JetStream and subjects accept.
+    fn cluster(&mut self, c: &super::ClusterConfig) {
+        let urls = c.nats.list();
+        if urls.is_empty() {
+            self.problems.push("cluster: nats must name at least one server, e.g. \"nats://127.0.0.1:4222\"".into());
+        }
+        for u in &urls {
+            if !(u.starts_with("nats://") || u.starts_with("tls://")) || u.len() <= "nats://".len() {
+                self.problems.push(format!("cluster: nats {u:?} must be nats://host:port (or tls://host:port)"));
+            }
+        }
+        let token = |s: &str| !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+        if let Some(n) = &c.node
+            && !token(n)
+        {
+            self.problems.push(format!("cluster: node {n:?} must be letters, digits, '-' or '_'"));
+        }
+        for (name, v) in [("stream", &c.stream), ("bucket", &c.bucket)] {
+            if !token(v) {
+                self.problems.push(format!("cluster: {name} {v:?} must be letters, digits, '-' or '_'"));
+            }
+        }
+        if !matches!(c.replicas, 1..=5) {
+            self.problems.push("cluster: replicas must be from 1 to 5".into());
+        }
+        if !(2..=300).contains(&c.lease_secs) {
+            self.problems.push("cluster: lease_secs must be from 2 to 300".into());
         }
     }
 

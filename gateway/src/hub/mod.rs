@@ -84,6 +84,8 @@ pub struct Hub {
     pub bot_enabled: tokio::sync::Notify,
     /// One permit per open WebSocket (`max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// In cluster mode, what `GET /v1/admin/cluster` shows (set by the cluster layer).
+    cluster: parking_lot::RwLock<Option<ClusterStatus>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -138,7 +140,23 @@ pub(crate) fn closed_error() -> HubError {
     HubError::invalid("the conversation has ended")
 }
 
+/// The cluster's state as the admin API shows it (nodes, leader), computed when asked.
+pub type ClusterStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 impl Hub {
+    /// Installs what `GET /v1/admin/cluster` answers (cluster mode only).
+    pub fn set_cluster_status(&self, status: ClusterStatus) {
+        *self.cluster.write() = Some(status);
+    }
+
+    /// The cluster's state, or `{"mode":"single"}` for a gateway alone.
+    pub fn cluster_status(&self) -> serde_json::Value {
+        match self.cluster.read().clone() {
+            Some(f) => f(),
+            None => serde_json::json!({"mode": "single", "nodes": []}),
+        }
+    }
+
     pub fn new(cfg: Config, store: Arc<dyn Store>, signer: Signer) -> Arc<Hub> {
         let engine = Engine::new(&cfg);
         let connections = Arc::new(tokio::sync::Semaphore::new(cfg.server.max_connections));
@@ -159,6 +177,7 @@ impl Hub {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             bot_enabled: tokio::sync::Notify::new(),
+            cluster: parking_lot::RwLock::new(None),
             connections,
         })
     }

@@ -50,6 +50,11 @@ impl Hub {
                     .to_owned(),
             );
         }
+        if old.cluster != new.cluster {
+            problems.push(
+                "[cluster] cannot change while the gateway runs: restart every node to apply that part".to_owned(),
+            );
+        }
         if !problems.is_empty() {
             return Err(HubError::Config(problems));
         }

@@ -40,10 +40,25 @@ use crate::hub::Hub;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Where connections come from: the gateway's own listener, or (a cluster's leader) a
+/// channel the cluster layer feeds with sockets it accepted and connections tunnelled from
+/// other nodes.
+pub enum Source {
+    Tcp(TcpListener),
+    Handed(tokio::sync::mpsc::Receiver<(Socket, SocketAddr)>),
+}
+
+/// A client's byte stream: a TCP socket, or one end of an in-process pipe whose other end
+/// is a connection tunnelled from another node of the cluster.
+pub enum Socket {
+    Tcp(TcpStream),
+    Tunnel(tokio::io::DuplexStream),
+}
+
 /// Accepts until `hub.shutdown`, serving `app` on each connection. Connections run on
 /// `hub.tasks`, so shutdown waits for them; at shutdown each is told to finish its request
 /// in flight and close (an idle one closes at once).
-pub(super) async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>) -> io::Result<()> {
+pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Result<()> {
     let server = &hub.server;
     let max_sockets = server.max_sockets;
     let head_timeout = Duration::from_secs(server.request_timeout_secs);
@@ -57,11 +72,21 @@ pub(super) async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>) -> 
     let mut exhausted = Tally::default();
     let mut failed = Tally::default();
     let mut backoff: Option<Duration> = None;
+    let (listener, mut handed) = match source {
+        Source::Tcp(l) => (Some(l), None),
+        Source::Handed(rx) => (None, Some(rx)),
+    };
     loop {
         let accepted = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            r = listener.accept() => r,
+            r = async { listener.as_ref().expect("a listener").accept().await }, if listener.is_some() => {
+                r.map(|(tcp, peer)| (Socket::Tcp(tcp), peer))
+            }
+            r = async { handed.as_mut().expect("a channel").recv().await }, if handed.is_some() => match r {
+                Some(s) => Ok(s),
+                None => break,
+            },
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,
@@ -104,7 +129,9 @@ pub(super) async fn serve(listener: TcpListener, app: Router, hub: Arc<Hub>) -> 
             continue;
         };
         // Small frames (an ack, then a reply) must not wait for Nagle's algorithm.
-        let _ = tcp.set_nodelay(true);
+        if let Socket::Tcp(t) = &tcp {
+            let _ = t.set_nodelay(true);
+        }
         let io = TokioIo::new(Counted { tcp, _permit: permit });
         let conn = http.serve_connection(io, service(app.clone(), peer)).with_upgrades();
         let stop = stop.clone();
@@ -196,8 +223,49 @@ impl Tally {
 /// An accepted socket with its `max_sockets` permit, released when the socket closes
 /// (after an upgrade, when the WebSocket drops the upgraded IO).
 struct Counted {
-    tcp: TcpStream,
+    tcp: Socket,
     _permit: OwnedSemaphorePermit,
+}
+
+macro_rules! both {
+    ($s:expr, $t:ident => $e:expr) => {
+        match $s {
+            Socket::Tcp($t) => $e,
+            Socket::Tunnel($t) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        both!(self.get_mut(), t => Pin::new(t).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        both!(self.get_mut(), t => Pin::new(t).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        both!(self.get_mut(), t => Pin::new(t).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        both!(self, t => t.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self.get_mut(), t => Pin::new(t).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        both!(self.get_mut(), t => Pin::new(t).poll_shutdown(cx))
+    }
 }
 
 impl AsyncRead for Counted {

@@ -9,7 +9,7 @@ pub mod botconnector;
 mod chat;
 mod console;
 mod directline;
-mod listen;
+pub mod listen;
 mod metrics;
 pub mod respond;
 mod staff;
@@ -97,6 +97,18 @@ pub async fn start_with(
 ) -> std::io::Result<Running> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    start_on(cfg, addr, listen::Source::Tcp(listener), store, recovered).await
+}
+
+/// Starts serving the connections `source` yields (`addr` is where clients reach them): a
+/// cluster's leader is fed by the cluster layer rather than by a listener of its own.
+pub async fn start_on(
+    cfg: Config,
+    addr: SocketAddr,
+    source: listen::Source,
+    store: Arc<dyn Store>,
+    recovered: Recovered,
+) -> std::io::Result<Running> {
     let signer = recovered.signing_key.map_or_else(Signer::random, Signer::new);
     let public_url = cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hub = Hub::new(cfg, store, signer);
@@ -109,7 +121,7 @@ pub async fn start_with(
     hub.spawn_sweeper();
     hub.spawn_pacer();
     let app = router(hub.clone(), &connector);
-    let server = tokio::spawn(listen::serve(listener, app, hub.clone()));
+    let server = tokio::spawn(listen::serve(source, app, hub.clone()));
     Ok(Running { addr, hub, server })
 }
 

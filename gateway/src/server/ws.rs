@@ -403,7 +403,7 @@ async fn write_loop(
                     }
                 }
                 fed += 1;
-                if fed % 64 == 0 {
+                if fed.is_multiple_of(64) {
                     sink.flush().await?;
                 }
                 next = rx.try_recv().ok();

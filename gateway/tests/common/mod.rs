@@ -1,6 +1,7 @@
 //! What the tests of the real binary share: a child process driven through its standard
 //! streams, as a person at a terminal would.
 
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
@@ -87,4 +88,24 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A replayed transcript (seq → activity) against what its customer was acknowledged
+/// (seq → (clientActivityId, text)): every acknowledged activity is there with its text,
+/// and no client activity id appears twice.
+#[allow(dead_code)]
+pub fn check_acknowledged(
+    by_seq: &std::collections::HashMap<u64, serde_json::Value>,
+    acks: &std::collections::HashMap<u64, (String, String)>,
+) {
+    for (seq, (cid, text)) in acks {
+        let v = by_seq.get(seq).unwrap_or_else(|| panic!("acknowledged seq {seq} ({cid}) lost"));
+        assert_eq!(v["text"], text.as_str());
+        assert_eq!(v["channelData"]["clientActivityId"], cid.as_str());
+    }
+    let mut cids: Vec<&str> = by_seq.values().filter_map(|v| v["channelData"]["clientActivityId"].as_str()).collect();
+    let n = cids.len();
+    cids.sort_unstable();
+    cids.dedup();
+    assert_eq!(cids.len(), n, "no activity stored twice");
 }

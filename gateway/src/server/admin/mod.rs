@@ -29,6 +29,7 @@ pub fn routes(hub: &Arc<Hub>) -> Router<Arc<Hub>> {
         .route("/v1/admin/conversations", get(read::conversations))
         .route("/v1/admin/conversations/{id}", get(read::conversation))
         .route("/v1/admin/queues", get(read::queues))
+        .route("/v1/admin/cluster", get(read::cluster))
         .route("/v1/admin/bots", get(read::bots))
         .route("/v1/admin/agents", get(read::agents))
         .route("/v1/admin/bots/{name}/disconnect", post(command::disconnect_bot))

@@ -116,6 +116,11 @@ fn member(m: &MemberView) -> Value {
     v
 }
 
+/// `GET /v1/admin/cluster`: this gateway's nodes and which one leads.
+pub async fn cluster(State(hub): State<Arc<Hub>>) -> Response {
+    Json(hub.cluster_status()).into_response()
+}
+
 pub async fn queues(State(hub): State<Arc<Hub>>) -> Response {
     let now = hub.clock.now_ms();
     let queues: Vec<Value> = hub
