@@ -421,6 +421,7 @@ async fn metrics_count_connections_conversations_activities_and_routing() -> Res
         "switchboard_bot_timeouts_total",
         "switchboard_voice_calls_total",
         "switchboard_voice_calls_active",
+        "switchboard_cluster_nodes",
         "switchboard_media_frames_in_total",
         "switchboard_media_frames_out_total",
         "switchboard_media_frames_dropped_total",

@@ -308,10 +308,16 @@ async fn writer(
                 }
                 headers.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
                 expected += 1;
+                let started = std::time::Instant::now();
                 let acked: Acked = match js.publish_with_headers(subject, headers, payload).await {
                     Ok(ack) => Box::new(Box::pin(async move {
                         match tokio::time::timeout(ACK_TIMEOUT, ack).await {
-                            Ok(Ok(_)) => Ok(()),
+                            Ok(Ok(_)) => {
+                                // One record per JetStream write: its time to the PubAck.
+                                crate::metrics::STORE_COMMIT.observe(started.elapsed().as_secs_f64());
+                                crate::metrics::STORE_BATCH.observe(1.0);
+                                Ok(())
+                            }
                             Ok(Err(e)) => Err(err("write", e)),
                             Err(_) => Err(StoreError("JetStream: no acknowledgement within 5 s".into())),
                         }

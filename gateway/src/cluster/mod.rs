@@ -92,10 +92,23 @@ pub async fn serve(
     let Some(cc) = cfg.cluster.clone() else { return refuse("cluster: no [cluster] section".into()) };
     let name = node_name(&cc);
     let urls = cc.nats.list();
+    // A node cut off from NATS cannot carry its clients: close their lanes at once, so they
+    // reconnect (through the load balancer, to a node that can) instead of waiting.
+    let lanes = Arc::new(tunnel::Lanes::default());
+    let cut = lanes.clone();
     let opts = async_nats::ConnectOptions::new()
         .name(format!("switchboard {name}"))
         .connection_timeout(Duration::from_secs(5))
-        .max_reconnects(None);
+        .max_reconnects(None)
+        .event_callback(move |e| {
+            let cut = cut.clone();
+            async move {
+                if matches!(e, async_nats::Event::Disconnected) {
+                    tracing::warn!("cluster: disconnected from NATS: closing the connections carried to the leader");
+                    cut.close_matching("");
+                }
+            }
+        });
     let client =
         match tokio::time::timeout(Duration::from_secs(10), async_nats::connect_with_options(urls.clone(), opts)).await
         {
@@ -146,7 +159,7 @@ pub async fn serve(
     };
     let addr = listener.local_addr().unwrap_or(listen);
     let (role, _) = watch::channel(Role::Electing);
-    let follower = tunnel::Follower::new(client.clone(), cc.stream.clone(), name.clone());
+    let follower = tunnel::Follower::new(client.clone(), cc.stream.clone(), name.clone(), lanes);
     let node = Arc::new(Node {
         cfg: cc,
         name,

@@ -236,8 +236,8 @@ pub struct Follower {
 }
 
 impl Follower {
-    pub fn new(client: Client, prefix: String, me: String) -> Arc<Follower> {
-        Arc::new(Follower { client, prefix, me, lanes: Arc::new(Lanes::default()), next: AtomicU64::new(1) })
+    pub fn new(client: Client, prefix: String, me: String, lanes: Arc<Lanes>) -> Arc<Follower> {
+        Arc::new(Follower { client, prefix, me, lanes, next: AtomicU64::new(1) })
     }
 
     /// Receives what leaders send down to this node's lanes.

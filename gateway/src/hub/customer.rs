@@ -139,11 +139,15 @@ impl Hub {
         // A token resumes once: each resume issues the next generation, so a copied or
         // replayed token cannot take the conversation over after the rightful client came
         // back. An ended conversation is resumed only to answer the survey it asked for.
-        if claims.generation != inner.token_gen {
+        // A generation newer than the one on record was issued by this gateway (it is
+        // signed) to a resume whose saved state did not reach the store before a crash or a
+        // change of cluster leader: it is the rightful client's, and becomes the record.
+        if claims.generation < inner.token_gen {
             return Err(HubError::credentials(
                 "cannot resume: this token was replaced by a newer one (each session.started issues a new token)",
             ));
         }
+        inner.token_gen = claims.generation;
         if inner.closed && !(inner.survey_requested && inner.survey.is_none()) {
             return Err(HubError::credentials("cannot resume: the conversation has ended"));
         }

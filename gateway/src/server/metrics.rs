@@ -52,6 +52,15 @@ pub fn registry(hub: &Hub) -> Registry {
     let calls = Gauge::<i64>::default();
     calls.set(g.calls as i64);
     r.register("voice_calls_active", "Voice calls in progress", calls);
+    // Cluster mode: this node leads, so these are the whole cluster's figures; the nodes
+    // heard from (itself included) and the connections other nodes carry to it.
+    let cluster = hub.cluster_status();
+    let nodes = Gauge::<i64>::default();
+    nodes.set(cluster["nodes"].as_array().map_or(1, |n| n.len().max(1)) as i64);
+    r.register("cluster_nodes", "Nodes of the cluster heard from in the last seconds (1 alone)", nodes);
+    let tunnelled = Gauge::<i64>::default();
+    tunnelled.set(cluster["tunnelledConnections"].as_i64().unwrap_or(0));
+    r.register("cluster_tunnelled_connections", "Connections other nodes carry to this one, the leader", tunnelled);
     counter(&mut r, "voice_calls", "Voice calls started", m::get(&m::VOICE_CALLS));
     counter(
         &mut r,

@@ -1,7 +1,6 @@
 //! What the tests of the real binary share: a child process driven through its standard
 //! streams, as a person at a terminal would.
 
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
