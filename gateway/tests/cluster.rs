@@ -552,3 +552,35 @@ async fn nats_restarted_under_load_loses_nothing_acknowledged() {
     finish(&stop, tasks).await;
     verify(&all, &recs).await;
 }
+
+/// `serve` with `[cluster]` exits 1 with a line saying what is wrong.
+fn refused(nats_url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/external-bot.toml")).unwrap();
+    std::fs::write(&config, base + &format!("\n[cluster]\nnats = \"{nats_url}\"\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("SWITCHBOARD_NODE", "lonely")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn serve_refuses_to_start_without_nats_or_without_jetstream() {
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = refused(&format!("nats://127.0.0.1:{port}"));
+    assert!(err.contains("cluster: cannot reach NATS at nats://127.0.0.1:"), "{err}");
+    // A nats-server without JetStream.
+    let mut cmd = Command::new(nats_server());
+    cmd.args(["-a", "127.0.0.1", "-p", "-1"]);
+    let mut plain = Logged::spawn("nats", cmd);
+    let port = plain.expect("Listening for client connections on ").rsplit(':').next().unwrap().to_owned();
+    plain.expect("Server is ready");
+    let err = refused(&format!("nats://127.0.0.1:{port}"));
+    assert!(err.contains("is nats-server running with JetStream on (-js)?"), "{err}");
+}

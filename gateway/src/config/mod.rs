@@ -621,6 +621,29 @@ capacity = 3
     }
 
     #[test]
+    fn cluster_section() {
+        let c = check(&format!("{BASE}\n[cluster]\nnats = \"nats://127.0.0.1:4222\"\n")).unwrap().config;
+        let cl = c.cluster.unwrap();
+        assert_eq!(cl.nats.list(), ["nats://127.0.0.1:4222"]);
+        assert_eq!(
+            (cl.stream.as_str(), cl.bucket.as_str(), cl.replicas, cl.lease_secs),
+            ("switchboard", "switchboard-lease", 1, 5)
+        );
+        let many = format!("{BASE}\n[cluster]\nnats = [\"nats://a:4222\", \"nats://b:4222\"]\nnode = \"n-1\"\n");
+        assert_eq!(check(&many).unwrap().config.cluster.unwrap().nats.list().len(), 2);
+        assert!(check(BASE).unwrap().config.cluster.is_none(), "alone by default");
+        let bad = format!(
+            "{BASE}\n[cluster]\nnats = \"http://x\"\nnode = \"a.b\"\nstream = \"s s\"\nreplicas = 9\nlease_secs = 1\n"
+        );
+        let e = check(&bad).unwrap_err().0.join("\n");
+        for want in
+            ["cluster: nats \"http://x\"", "cluster: node \"a.b\"", "cluster: stream \"s s\"", "replicas", "lease_secs"]
+        {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
     fn problems_table() {
         let cases = [
             (r#"members = ["b", "a"]"#, r#"members = ["b", "y"]"#, r#"queue "Q": unknown member "y""#),
