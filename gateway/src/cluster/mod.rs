@@ -33,6 +33,9 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const NODE_TIMEOUT: Duration = Duration::from_secs(4);
 /// The lease's key in the bucket.
 const LEASE_KEY: &str = "leader";
+/// The lease's value is "<node> <term>", then "<node> <term> ready" once the leader serves:
+/// the others send it clients only then.
+const READY: &str = "ready";
 
 /// Who serves this node's clients right now.
 #[derive(Clone, Debug)]
@@ -290,12 +293,14 @@ impl Node {
                 Ok(Some(v)) => String::from_utf8_lossy(&v).into_owned(),
                 _ => String::new(),
             };
-            let leader = holder.split(' ').next().unwrap_or_default().to_owned();
+            let mut words = holder.split(' ');
+            let leader = words.next().unwrap_or_default().to_owned();
+            let ready = words.nth(1) == Some(READY);
             if followed.as_ref().map(|(t, _)| t.as_str()) != Some(holder.as_str()) {
                 if let Some((_, t)) = followed.take() {
                     t.cancel();
                 }
-                if leader.is_empty() || leader == self.name {
+                if leader.is_empty() || leader == self.name || !ready {
                     self.role.send_replace(Role::Electing);
                 } else {
                     tracing::info!(node = %self.name, "cluster: following {leader}");
@@ -384,8 +389,17 @@ impl Node {
         running.hub.set_cluster_status(Arc::new(move || me.status(&l)));
         *self.leader_lanes.lock() = Some(lanes.clone());
         let lane_stop = CancellationToken::new();
+        let sub = match self.client.subscribe(format!("{}.up.{}.>", self.cfg.stream, self.name)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cluster: cannot subscribe to carried connections: {e}");
+                running.shutdown().await;
+                return self.release(rev).await;
+            }
+        };
         tokio::spawn(tunnel::serve_leader(
             self.client.clone(),
+            sub,
             self.cfg.stream.clone(),
             self.name.clone(),
             lanes.clone(),
@@ -393,16 +407,34 @@ impl Node {
             lane_stop.clone(),
         ));
         self.role.send_replace(Role::Leader(tx));
+        // Now that it serves (its lanes' subject is subscribed, on the connection the lease
+        // is written through), the others may send clients: the lease says "ready".
+        let ready = Bytes::from(format!("{term} {READY}"));
         let period = Duration::from_millis(self.cfg.lease_secs * 1000 / 5);
         let lease_for = Duration::from_secs(self.cfg.lease_secs);
         let mut renewed = Instant::now();
+        let mut first = true;
         let graceful = loop {
+            if std::mem::take(&mut first) {
+                match self.lease.update(LEASE_KEY, ready.clone(), rev).await {
+                    Ok(r) => {
+                        rev = r;
+                        renewed = Instant::now();
+                        tracing::info!(node = %self.name, "cluster: serving as leader");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!("cluster: cannot mark the lease ready ({e}): stepping down");
+                        break false;
+                    }
+                }
+            }
             tokio::select! {
                 () = stop.cancelled() => break true,
                 () = broken.cancelled() => break false,
                 () = tokio::time::sleep(period) => {}
             }
-            match self.lease.update(LEASE_KEY, Bytes::from(term.to_owned()), rev).await {
+            match self.lease.update(LEASE_KEY, ready.clone(), rev).await {
                 Ok(r) => {
                     rev = r;
                     renewed = Instant::now();

@@ -177,23 +177,17 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
     tokio::join!(down, up);
 }
 
-/// The leader's end: every lane that opens becomes a socket handed to the gateway.
+/// The leader's end: every lane that opens on `sub` (`<prefix>.up.<me>.>`) becomes a
+/// socket handed to the gateway.
 pub async fn serve_leader(
     client: Client,
+    mut sub: async_nats::Subscriber,
     prefix: String,
     me: String,
     lanes: Arc<Lanes>,
     handed: mpsc::Sender<(crate::server::listen::Socket, SocketAddr)>,
     stop: CancellationToken,
 ) {
-    let mut sub = match client.subscribe(format!("{prefix}.up.{me}.>")).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cluster: cannot subscribe to tunnelled connections: {e}");
-            stop.cancel();
-            return;
-        }
-    };
     let head = format!("{prefix}.up.{me}.");
     loop {
         let m = tokio::select! {
@@ -212,11 +206,13 @@ pub async fn serve_leader(
         let (near, far) = tokio::io::duplex(PIPE);
         let cancel = stop.child_token();
         let rx = lanes.add(key.to_owned(), cancel.clone());
+        let down = format!("{prefix}.down.{node}.{id}");
         if handed.try_send((crate::server::listen::Socket::Tunnel(far), peer)).is_err() {
-            lanes.close_matching(key);
+            // The gateway is not taking connections (stopping, or far behind): say so.
+            lanes.map.remove(key);
+            let _ = client.publish(down, message(CLOSE, 0, &[])).await;
             continue;
         }
-        let down = format!("{prefix}.down.{node}.{id}");
         let (client, lanes, key) = (client.clone(), lanes.clone(), key.to_owned());
         tokio::spawn(async move {
             pump(client, near, rx, down, 0, cancel).await;
