@@ -12,7 +12,9 @@
 //! lane from 0. NATS keeps the order of one publisher's messages; a gap (a message dropped
 //! by a slow subscriber) closes the lane rather than corrupt the stream, and the client
 //! reconnects. A lane's queue is bounded: a side that does not keep up is closed, as the
-//! gateway closes a slow consumer.
+//! gateway closes a slow consumer. What a client sends through a node that does not lead
+//! is metered (a few MiB a second, far above any endpoint's own limits), so a flood waits
+//! on its own TCP connection rather than filling NATS and the leader.
 //!
 //! Lanes are kept in a `DashMap` on each node (lane id → its queue), read once per message.
 
@@ -31,8 +33,15 @@ use tokio_util::sync::CancellationToken;
 const OPEN: u8 = 0;
 const DATA: u8 = 1;
 const CLOSE: u8 = 2;
-/// Messages queued toward one lane's socket before the lane counts as slow and is closed.
-const LANE_QUEUE: usize = 1024;
+/// Messages queued toward one lane's socket before the lane counts as slow and is closed
+/// (at most 8 MiB of chunks).
+const LANE_QUEUE: usize = 256;
+/// What one client may send into the cluster through a node that does not lead, in bytes
+/// a second and as a burst: far above any endpoint's own limits (a bot at its frame rate,
+/// a caller's audio), so only a flood waits, on its own TCP connection, before the leader's
+/// limits see it and NATS carries it.
+const LANE_RATE: f64 = 4.0 * 1024.0 * 1024.0;
+const LANE_BURST: f64 = 8.0 * 1024.0 * 1024.0;
 /// The largest chunk read from a socket into one message.
 const CHUNK: usize = 32 * 1024;
 /// The pipe between a lane and the gateway at the leader.
@@ -117,14 +126,39 @@ impl Lanes {
     }
 }
 
+/// Bytes a client may still send: refilled at [`LANE_RATE`] up to [`LANE_BURST`].
+struct Budget {
+    left: f64,
+    at: tokio::time::Instant,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { left: LANE_BURST, at: tokio::time::Instant::now() }
+    }
+
+    /// Takes `n` bytes, waiting for them when the budget is spent.
+    async fn take(&mut self, n: usize) {
+        let now = tokio::time::Instant::now();
+        self.left = (self.left + now.duration_since(self.at).as_secs_f64() * LANE_RATE).min(LANE_BURST);
+        self.at = now;
+        self.left -= n as f64;
+        if self.left < 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(-self.left / LANE_RATE)).await;
+        }
+    }
+}
+
 /// Carries one lane: bytes from `rx` into `sock`, bytes read from `sock` out on `subject`
-/// (numbered from `first`), until either side closes or `cancel`.
+/// (numbered from `first`, within a [`Budget`] when `limited`), until either side closes or
+/// `cancel`.
 async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
     client: Client,
     sock: S,
     mut rx: mpsc::Receiver<Option<Bytes>>,
     subject: String,
     first: u64,
+    limited: bool,
     cancel: CancellationToken,
 ) {
     let (mut r, mut w) = tokio::io::split(sock);
@@ -156,6 +190,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
         async move {
             let mut n = first;
             let mut buf = vec![0u8; CHUNK];
+            let mut budget = Budget::new();
             loop {
                 let read = tokio::select! {
                     () = cancel.cancelled() => break,
@@ -164,6 +199,9 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(k) => {
+                        if limited {
+                            budget.take(k).await;
+                        }
                         if client.publish(subject.clone(), message(DATA, n, &buf[..k])).await.is_err() {
                             break;
                         }
@@ -215,7 +253,7 @@ pub async fn serve_leader(
         }
         let (client, lanes, key) = (client.clone(), lanes.clone(), key.to_owned());
         tokio::spawn(async move {
-            pump(client, near, rx, down, 0, cancel).await;
+            pump(client, near, rx, down, 0, false, cancel).await;
             lanes.map.remove(&key);
         });
     }
@@ -278,7 +316,7 @@ impl Follower {
         let this = self.clone();
         tokio::spawn(async move {
             if this.client.publish(up.clone(), message(OPEN, 0, peer.to_string().as_bytes())).await.is_ok() {
-                pump(this.client.clone(), sock, rx, up, 1, cancel).await;
+                pump(this.client.clone(), sock, rx, up, 1, true, cancel).await;
             }
             this.lanes.map.remove(&key);
         });
