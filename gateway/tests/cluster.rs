@@ -584,3 +584,38 @@ fn serve_refuses_to_start_without_nats_or_without_jetstream() {
     let err = refused(&format!("nats://127.0.0.1:{port}"));
     assert!(err.contains("is nats-server running with JetStream on (-js)?"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_through_a_follower_hurts_no_other_customer() {
+    let c = Cluster::start();
+    c.ready().await;
+    let leader = c.leader(0).await;
+    let door = c.addr((leader + 1) % 3);
+    // A hostile client on a node that does not lead: frames as fast as it can, never reading.
+    let mut flood = ws(&door, "/v1/chat", None).await.unwrap();
+    let start =
+        json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":"F"}}});
+    send(&mut flood, start).await;
+    let junk = Message::text(json!({"type":"message","text":"x".repeat(2000)}).to_string());
+    let flooding = tokio::spawn(async move {
+        for _ in 0..20_000 {
+            if flood.send(junk.clone()).await.is_err() {
+                return None; // closed on it
+            }
+        }
+        Some(flood)
+    });
+    // A customer on the same node goes on chatting, every message acknowledged.
+    let (mut ann, _, _) = start_chat(&door, "Ann", json!({})).await;
+    for i in 0..20 {
+        let cid = format!("ann-{i}");
+        send(&mut ann, json!({"type":"message","text":format!("hello {i}"),"channelData":{"clientActivityId":cid}}))
+            .await;
+        until(&mut ann, "the ack", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == cid.as_str()).await;
+    }
+    // The flood itself was refused past the customer rate (or closed as a slow consumer).
+    if let Some(mut flood) = flooding.await.unwrap() {
+        let refused = until(&mut flood, "a refusal", |v| v["name"] == "error").await;
+        assert_eq!(refused["value"]["code"], "rate_limited", "{refused}");
+    }
+}
