@@ -182,6 +182,27 @@ impl Hub {
         })
     }
 
+    /// Runs `f` every `period` on the hub's tasks until shutdown; `f` is given the instant
+    /// the tick was due (for lateness). `missed` says what a stalled timer does.
+    pub(crate) fn spawn_every(
+        self: &Arc<Self>,
+        period: std::time::Duration,
+        missed: tokio::time::MissedTickBehavior,
+        mut f: impl FnMut(&Hub, tokio::time::Instant) + Send + 'static,
+    ) {
+        let hub = self.clone();
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(missed);
+            loop {
+                tokio::select! {
+                    _ = hub.shutdown.cancelled() => break,
+                    due = tick.tick() => f(&hub, due),
+                }
+            }
+        });
+    }
+
     /// The running configuration (a snapshot: a reload replaces it, never changes it).
     pub fn cfg(&self) -> Arc<Config> {
         self.cfg.read().clone()

@@ -109,21 +109,12 @@ impl Hub {
     /// Starts the pacer's shards (with the sweeper, when the gateway starts).
     pub fn spawn_pacer(self: &Arc<Self>) {
         for shard in &self.pacer.shards {
-            let (hub, shard) = (self.clone(), shard.clone());
-            self.tasks.spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                // A stalled shard catches up rather than skipping: each call's audio keeps
-                // its pace on average, and a gap is as short as the stall.
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                loop {
-                    tokio::select! {
-                        _ = hub.shutdown.cancelled() => break,
-                        due = tick.tick() => {
-                            shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
-                            hub.pace(&shard);
-                        }
-                    }
-                }
+            let shard = shard.clone();
+            // A stalled shard catches up rather than skipping: each call's audio keeps its
+            // pace on average, and a gap is as short as the stall.
+            self.spawn_every(Duration::from_millis(20), tokio::time::MissedTickBehavior::Burst, move |hub, due| {
+                shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
+                hub.pace(&shard);
             });
         }
     }

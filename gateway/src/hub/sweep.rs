@@ -29,17 +29,7 @@ enum Action {
 impl Hub {
     /// Starts the once-a-second sweeper.
     pub fn spawn_sweeper(self: &Arc<Self>) {
-        let hub = self.clone();
-        self.tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = hub.shutdown.cancelled() => break,
-                    _ = tick.tick() => hub.sweep(),
-                }
-            }
-        });
+        self.spawn_every(Duration::from_secs(1), tokio::time::MissedTickBehavior::Delay, |hub, _| hub.sweep());
     }
 
     fn due(&self, c: &Conversation, now: u64) -> Option<Action> {
