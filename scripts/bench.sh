@@ -9,7 +9,8 @@
 # listener, on loopback) as a peer, installed here from Debian's package when missing;
 # voice sweeps 100, 250, 500 and 1,000 concurrent calls twice, with callers speaking the native
 # protocol and Twilio's Media Streams, and goes on doubling (up to 4,000 calls) while the echo
-# baseline still holds.
+# baseline still holds. `cluster` (opt-in) runs chat-relay and handoff against the gateway
+# alone, as a one-node cluster and as three nodes on nats-server with JetStream.
 #
 #   bash scripts/bench.sh                              # the default run: about 4½ minutes after the build
 #   bash scripts/bench.sh --idle-conversations 100000  # the 100,000-conversation memory target
@@ -17,6 +18,8 @@
 #   bash scripts/bench.sh --scenarios voice --voice-calls 200,300,400 --voice-duration 10
 #   bash scripts/bench.sh --scenarios recovery          # kill -9 and restart with 100,000 open conversations
 #                                                       # (the gateway alone; not in the default run)
+#   bash scripts/bench.sh --scenarios cluster           # the gateway alone, 1 node and 3 nodes on JetStream
+#                                                       # (not in the default run)
 #   bash scripts/bench.sh --scenarios voice --voice-dialects twilio --voice-max-calls 0
 #
 # Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
@@ -25,8 +28,8 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -p switchboard -p switchboard-bench --bins
 
-# The peer of chat-relay and open-loop (`--nats PATH` picks another binary). Debian puts it
-# in /usr/sbin, which is not on every user's PATH.
+# The peer of chat-relay and open-loop, and cluster's JetStream server (`--nats PATH` picks
+# another binary). Debian puts it in /usr/sbin, which is not on every user's PATH.
 export PATH="$PATH:/usr/sbin"
 command -v nats-server >/dev/null || bash scripts/apt-install.sh bench nats-server
 

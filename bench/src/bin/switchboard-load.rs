@@ -11,12 +11,15 @@ use switchboard_bench::load::{self, Options, Scenario};
 
 /// Load generator for Switchboard: starts the gateway and the echo baseline on loopback and
 /// reports every figure as gateway, baseline and ratio (chat-relay and open-loop also against
-/// nats-server as a peer).
+/// nats-server as a peer; `--scenarios cluster` runs chat-relay and handoff against the
+/// gateway alone and as clusters of one and three nodes on nats-server with JetStream).
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-load", version, args_override_self = true)]
 struct Args {
-    /// Scenarios to run, comma-separated: chat-relay, open-loop, idle, handoff, voice,
-    /// recovery (not in the default run: the gateway only, and long).
+    /// Scenarios to run, comma-separated: chat-relay, open-loop, idle, handoff, voice;
+    /// recovery (not in the default run: the gateway only, and long); cluster (not in the
+    /// default run: chat-relay and handoff against the gateway alone, as a one-node cluster
+    /// and as three nodes, on nats-server with JetStream).
     #[arg(long, value_delimiter = ',', default_value = "chat-relay,open-loop,idle,handoff,voice")]
     scenarios: Vec<Scenario>,
     /// The `switchboard` binary (default: next to this one).
@@ -25,8 +28,8 @@ struct Args {
     /// The `switchboard-echo` binary (default: next to this one).
     #[arg(long)]
     echo: Option<PathBuf>,
-    /// `nats-server`, the peer of chat-relay and open-loop (default: `nats-server` on PATH;
-    /// Debian's package `nats-server`).
+    /// `nats-server`, the peer of chat-relay and open-loop and the JetStream server of cluster
+    /// (default: `nats-server` on PATH; Debian's package `nats-server`).
     #[arg(long, default_value = "nats-server")]
     nats: PathBuf,
     /// Gateway configuration (default: the bench configuration built into this binary).
@@ -35,7 +38,7 @@ struct Args {
     /// Where results.json, throughput.md, latency.svg and the servers' logs go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Conversations in chat-relay and open-loop.
+    /// Conversations in chat-relay (cluster's too) and open-loop.
     #[arg(long, default_value_t = 1000)]
     conversations: usize,
     /// Characters of text per customer message.
@@ -60,10 +63,11 @@ struct Args {
     /// Open conversations in idle (100000 for the 2 GiB target: needs ~100,300 open files).
     #[arg(long, default_value_t = 10_000)]
     idle_conversations: usize,
-    /// Escalations in the handoff burst.
+    /// Escalations in the handoff burst (cluster's too).
     #[arg(long, default_value_t = 10_000)]
     handoffs: usize,
-    /// Escalations a second in handoff's steady run (default: half the gateway's burst rate).
+    /// Escalations a second in handoff's steady run (default: half the gateway's burst rate;
+    /// in cluster, half the slowest burst rate of the gateway alone and the clusters).
     #[arg(long)]
     handoff_rate: Option<f64>,
     /// chat-relay: skip the second gateway run with `store = "memory"`.
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
         run_dir: args.out.clone(),
         gateway_log: Some(args.gateway_log.clone().unwrap_or_else(|| "info,switchboard::store=debug".to_owned())),
         variant: None,
+        cluster: None,
     };
     let opts = Options {
         scenarios: args.scenarios,

@@ -38,8 +38,11 @@ pub struct ClosedLoop {
     pub round_trips: u64,
     pub round_trips_per_sec: f64,
     pub latency: Summary,
-    /// CPU the server used per second of measurement (1.0 = one core).
+    /// CPU the server used per second of measurement (1.0 = one core; a cluster's summed
+    /// over its processes).
     pub server_cores: f64,
+    /// The server's resident memory at the end of the measurement (a cluster's summed).
+    pub server_rss_kib: u64,
     pub client_cores: f64,
     pub errors: Vec<String>,
 }
@@ -162,12 +165,14 @@ async fn set_up(run: &Run, target: Target, scenario: &str, n: usize) -> Result<S
         Target::Gateway => {
             let handler = EchoBot::default();
             let assigned = handler.assigned.clone();
-            (Some(Bot::Gateway(peers::sign_in(server.addr, Member::Bot, handler).await?)), Some(assigned))
+            let bot = peers::sign_in(server.member_addr(Member::Bot), Member::Bot, handler).await?;
+            (Some(Bot::Gateway(bot)), Some(assigned))
         }
         Target::Echo => (None, None),
         Target::Nats => (Some(Bot::Nats(peers::nats_bot(server.addr).await?)), None),
     };
-    let customers = peers::open_customers(target, server.addr, n, &label, Sources::for_connections(n)).await?;
+    let sources = Sources::for_connections(n);
+    let customers = peers::open_customers(target, server.customer_addrs(), n, &label, sources).await?;
     if let Some(assigned) = assigned
         && !assigned.wait_for(n, Duration::from_secs(30)).await
     {
@@ -217,6 +222,7 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
     phase.store(DONE, Ordering::SeqCst);
     let seconds = t0.elapsed().as_secs_f64();
     let (s1, c1) = (server.cpu_secs()?, own_cpu_secs()?);
+    let server_rss_kib = server.rss_kib()?;
     progress.finish();
     let mut samples = Samples::with_capacity(1 << 20);
     let mut errors = Vec::new();
@@ -241,6 +247,7 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
         round_trips_per_sec: round_trips as f64 / seconds,
         latency: samples.summary(),
         server_cores: (s1 - s0) / seconds,
+        server_rss_kib,
         client_cores: (c1 - c0) / seconds,
         errors,
     };

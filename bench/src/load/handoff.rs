@@ -35,6 +35,9 @@ pub struct Handoff {
     pub burst_seconds: f64,
     /// Escalations sent per second on a fixed schedule; `None` for the burst.
     pub rate: Option<f64>,
+    /// CPU the server used (a cluster's summed over its processes) from the first frame
+    /// sent until the last assignment landed, in seconds.
+    pub server_cpu_secs: f64,
     pub errors: Vec<String>,
 }
 
@@ -44,22 +47,22 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
     let n = run.opts.handoffs;
     let name = if rate.is_some() { "handoff-steady" } else { "handoff" };
     let server = Server::start(target, &run.launch, name).await?;
-    let addr = server.addr;
     let label = format!("{name} {target}");
     let done = Arc::new(Counter::default());
-    let (sent, received, errors) = match target {
+    let sources = Sources::for_connections(n);
+    let (sent, received, errors, server_cpu_secs) = match target {
         Target::Gateway => {
-            let alice = peers::sign_in(addr, Member::Alice, agent(&done)).await?;
-            let bob = peers::sign_in(addr, Member::Bob, agent(&done)).await?;
+            let alice = peers::sign_in(server.member_addr(Member::Alice), Member::Alice, agent(&done)).await?;
+            let bob = peers::sign_in(server.member_addr(Member::Bob), Member::Bob, agent(&done)).await?;
             let bot_handler = EchoBot::default();
             let (assigned, convs) = (bot_handler.assigned.clone(), bot_handler.conversations.clone());
-            let bot = peers::sign_in(addr, Member::Bot, bot_handler).await?;
-            let customers = peers::open_customers(target, addr, n, &label, Sources::for_connections(n)).await?;
+            let bot = peers::sign_in(server.member_addr(Member::Bot), Member::Bot, bot_handler).await?;
+            let customers = peers::open_customers(target, server.customer_addrs(), n, &label, sources).await?;
             if !assigned.wait_for(n, Duration::from_secs(60)).await {
                 bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
             }
             let ids: Vec<String> = convs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-            burst(&label, &bot, &ids, &done, rate).await;
+            let cpu = burst(&label, &server, &bot, &ids, &done, rate).await?;
             let (bot_handler, sent) = bot.finish().await?;
             let (a, _) = alice.finish().await?;
             let (b, _) = bob.finish().await?;
@@ -69,18 +72,18 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
             errors.extend(b.errors);
             let mut received = a.log;
             received.extend(b.log);
-            (by_conversation(&ids, &sent), received, errors)
+            (by_conversation(&ids, &sent), received, errors, cpu)
         }
         Target::Echo => {
             let receipts = EchoReceipts { received: done.clone(), log: Vec::with_capacity(n) };
-            let ws = wire::connect(addr, "/v1/bot", None, None).await?;
+            let ws = wire::connect(server.addr, "/v1/bot", None, None).await?;
             let bot = Peer::spawn(ws, receipts);
-            let customers = peers::open_customers(target, addr, n, &label, Sources::for_connections(n)).await?;
+            let customers = peers::open_customers(target, server.customer_addrs(), n, &label, sources).await?;
             let ids: Vec<String> = (0..n).map(wire::synthetic_conversation_id).collect();
-            burst(&label, &bot, &ids, &done, rate).await;
+            let cpu = burst(&label, &server, &bot, &ids, &done, rate).await?;
             let (receipts, sent) = bot.finish().await?;
             drop(customers);
-            (by_conversation(&ids, &sent), receipts.log, Vec::new())
+            (by_conversation(&ids, &sent), receipts.log, Vec::new(), cpu)
         }
         Target::Nats => bail!("{label}: the NATS peer runs chat-relay and open-loop only"),
     };
@@ -104,6 +107,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
         },
         errors,
         rate,
+        server_cpu_secs,
     };
     say(&format!(
         "  {name} {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, in {:.3} s",
@@ -112,13 +116,36 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
     Ok(r)
 }
 
+impl Handoff {
+    /// Escalations handled a second in the burst.
+    pub fn per_sec(&self) -> f64 {
+        self.escalations as f64 / self.burst_seconds
+    }
+}
+
+/// The rate of the steady run: `given`, else half of what the slowest of `bursts` handled.
+pub fn steady_rate<'a>(given: Option<f64>, bursts: impl IntoIterator<Item = &'a Handoff>) -> Option<f64> {
+    given.or_else(|| {
+        let slowest = bursts.into_iter().filter(|g| g.burst_seconds > 0.0).map(Handoff::per_sec).reduce(f64::min)?;
+        Some(0.5 * slowest)
+    })
+}
+
 fn agent(done: &Arc<Counter>) -> Agent {
     Agent { assigned: done.clone(), log: Vec::new(), errors: Vec::new() }
 }
 
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
-/// 60 s after the last) for every one to land.
-async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], done: &Arc<Counter>, rate: Option<f64>) {
+/// 60 s after the last) for every one to land; the CPU seconds the server used meanwhile.
+async fn burst<H: peers::Handler>(
+    label: &str,
+    server: &Server,
+    bot: &Peer<H>,
+    ids: &[String],
+    done: &Arc<Counter>,
+    rate: Option<f64>,
+) -> Result<f64> {
+    let cpu = server.cpu_secs()?;
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
     let watcher = {
@@ -138,8 +165,10 @@ async fn burst<H: peers::Handler>(label: &str, bot: &Peer<H>, ids: &[String], do
         bot.send(wire::handoff(id), Some(u32::try_from(i).unwrap_or(u32::MAX)));
     }
     let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;
+    let used = server.cpu_secs().map(|now| now - cpu);
     watcher.abort();
     progress.finish();
+    used
 }
 
 fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {

@@ -43,7 +43,7 @@ pub async fn idle(run: &Run, target: Target) -> Result<Idle> {
     let rss_before_kib = server.rss_kib()?;
     let sources = Sources::for_connections(n);
     let t0 = std::time::Instant::now();
-    let customers = peers::open_customers(target, server.addr, n, &label, sources).await?;
+    let customers = peers::open_customers(target, server.customer_addrs(), n, &label, sources).await?;
     let open_seconds = t0.elapsed().as_secs_f64();
     if let Some(assigned) = &assigned
         && !assigned.wait_for(n, Duration::from_secs(60)).await

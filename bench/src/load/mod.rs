@@ -19,6 +19,14 @@
 //!   store, and started again: time to listen with all of them back, memory before and
 //!   after, and a sample of customers resuming with their whole transcript (`recovery`).
 //!   The gateway only: there is nothing to compare it with, so it is not in a default run.
+//! - `cluster`: `chat-relay` and `handoff` (the burst, then the steady run at half the
+//!   slowest server's burst rate) against the gateway alone
+//!   (its SQLite store), the gateway as a one-node cluster (nats-server with JetStream, every
+//!   client on the node: JetStream's acknowledgement against SQLite's commit) and as three
+//!   nodes on the same machine (customers on the two that follow, each agent on one of
+//!   them, the bot on the leader: the hop between nodes), beside the echo baseline; server
+//!   CPU and memory summed over every process (`cluster`). Needs `nats-server` (2.9 or
+//!   later, JetStream); opt-in, like `recovery`.
 //!
 //! `chat-relay` runs the gateway twice, with the configured store (the bench configuration's
 //! durable SQLite store) and with a copy of the configuration differing only in
@@ -36,6 +44,7 @@
 
 pub mod chart;
 pub mod chat;
+pub mod cluster;
 pub mod disk;
 pub mod handoff;
 pub mod idle;
@@ -69,16 +78,18 @@ pub enum Scenario {
     Handoff,
     Voice,
     Recovery,
+    Cluster,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::ChatRelay,
         Scenario::OpenLoop,
         Scenario::Idle,
         Scenario::Handoff,
         Scenario::Voice,
         Scenario::Recovery,
+        Scenario::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +100,7 @@ impl Scenario {
             Scenario::Handoff => "handoff",
             Scenario::Voice => "voice",
             Scenario::Recovery => "recovery",
+            Scenario::Cluster => "cluster",
         }
     }
 }
@@ -173,7 +185,7 @@ impl<T> Pair<T> {
 }
 
 /// The servers every scenario runs against.
-const SERVERS: [Target; 2] = [Target::Gateway, Target::Echo];
+pub(crate) const SERVERS: [Target; 2] = [Target::Gateway, Target::Echo];
 /// The chat scenarios' servers: those and the NATS peer.
 const WITH_NATS: [Target; 3] = [Target::Gateway, Target::Echo, Target::Nats];
 
@@ -215,11 +227,15 @@ pub struct Results {
     pub recovery: Option<recovery::Recovery>,
     /// Why `recovery` has no figures, when it failed.
     pub recovery_error: Option<String>,
+    /// `chat-relay` and `handoff` against the gateway alone and as clusters.
+    pub cluster: Option<cluster::Cluster>,
+    /// Why `cluster` has no figures, when it failed.
+    pub cluster_error: Option<String>,
 }
 
 /// Runs a scenario against each of `targets` in turn: the gateway first, then the
 /// baseline (and the peer). A failure is recorded and the run goes on.
-async fn both<T, F, Fut>(name: &str, targets: &[Target], mut f: F) -> Pair<T>
+pub(crate) async fn both<T, F, Fut>(name: &str, targets: &[Target], mut f: F) -> Pair<T>
 where
     F: FnMut(Target) -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -265,6 +281,8 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         voice_twilio: None,
         recovery: None,
         recovery_error: None,
+        cluster: None,
+        cluster_error: None,
     };
     if want(Scenario::ChatRelay) {
         let durable = both("chat-relay", &WITH_NATS, |t| chat::chat_relay(&run, t)).await;
@@ -340,10 +358,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
     }
     if want(Scenario::Handoff) {
         let burst = both("handoff", &SERVERS, |t| handoff::handoff(&run, t, None)).await;
-        let rate = o.handoff_rate.or_else(|| {
-            let g = burst.gateway.as_ref()?;
-            (g.burst_seconds > 0.0).then(|| 0.5 * g.escalations as f64 / g.burst_seconds)
-        });
+        let rate = handoff::steady_rate(o.handoff_rate, burst.gateway.as_ref());
         results.handoff = Some(burst);
         if let Some(rate) = rate {
             say(&format!(
@@ -369,6 +384,15 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
             Err(e) => {
                 say(&format!("  recovery FAILED: {e:#}"));
                 results.recovery_error = Some(format!("{e:#}"));
+            }
+        }
+    }
+    if want(Scenario::Cluster) {
+        match cluster::cluster(&run).await {
+            Ok(c) => results.cluster = Some(c),
+            Err(e) => {
+                say(&format!("  cluster FAILED: {e:#}"));
+                results.cluster_error = Some(format!("{e:#}"));
             }
         }
     }
@@ -413,13 +437,13 @@ fn fit_open_files(mut o: Options) -> Result<Options> {
             *n = room;
         }
     };
-    if want(Scenario::ChatRelay) || want(Scenario::OpenLoop) {
+    if want(Scenario::ChatRelay) || want(Scenario::OpenLoop) || want(Scenario::Cluster) {
         fit("conversations", &mut o.conversations);
     }
     if want(Scenario::Idle) {
         fit("idle conversations", &mut o.idle_conversations);
     }
-    if want(Scenario::Handoff) {
+    if want(Scenario::Handoff) || want(Scenario::Cluster) {
         fit("handoffs", &mut o.handoffs);
     }
     if want(Scenario::Voice) && o.voice_calls.iter().any(|&n| n > room) {

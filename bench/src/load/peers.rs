@@ -295,12 +295,13 @@ pub struct Customer {
     pub token: Option<String>,
 }
 
-/// Opens `n` customer connections, each with its `session.start` answered: by
-/// `session.started` from the gateway, by its own echo from the baseline; against the NATS
-/// peer, each subscribed to its own subject ([`nats::customer_subject`] of its index).
+/// Opens `n` customer connections, customer `i` to the `i`th of `addrs` in turn, each with
+/// its `session.start` answered: by `session.started` from the gateway, by its own echo
+/// from the baseline; against the NATS peer, each subscribed to its own subject
+/// ([`nats::customer_subject`] of its index).
 pub async fn open_customers(
     target: Target,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     n: usize,
     label: &str,
     sources: Sources,
@@ -310,6 +311,7 @@ pub async fn open_customers(
     // Enough handshakes in flight to keep both sides busy, few enough for the listen backlog.
     let permits = Arc::new(Semaphore::new(256));
     let mut set = JoinSet::new();
+    anyhow::ensure!(!addrs.is_empty(), "{label}: no address to open customers on");
     let mut customers: Vec<Option<Customer>> = (0..n).map(|_| None).collect();
     let mut keep = |done: Result<Result<(usize, Customer)>, tokio::task::JoinError>| -> Result<()> {
         let (i, c) = done?.context("opening customer connections")?;
@@ -318,7 +320,7 @@ pub async fn open_customers(
     };
     for i in 0..n {
         let permit = permits.clone().acquire_owned().await?;
-        let opened = opened.clone();
+        let (opened, addr) = (opened.clone(), addrs[i % addrs.len()]);
         set.spawn(async move {
             let c = open_customer(target, addr, i, sources.pick(i)).await;
             drop(permit);

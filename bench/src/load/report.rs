@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use super::chat::{ClosedLoop, OpenPoint};
+use super::cluster::{Cluster, Clustered, nodes};
 use super::handoff::Handoff;
 use super::recovery::Recovery;
 use super::voice::{Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
@@ -333,12 +334,12 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
     figure(row, &s, "p50 (ms)", gl.p50_ms, el.p50_ms, 2);
     figure(row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
     if rate.is_none() {
-        let handled = g.escalations as f64 / g.burst_seconds;
+        let handled = g.per_sec();
         row(
             &s,
             "escalations handled / s",
             num(handled, 0),
-            num(e.escalations as f64 / e.burst_seconds, 0),
+            num(e.per_sec(), 0),
             ratio(e.burst_seconds, g.burst_seconds),
             "gateway ≥ 100,000",
             verdict(handled >= 100_000.0),
@@ -632,6 +633,113 @@ fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
     );
 }
 
+/// A figure of the cluster table: its name, how it is read from a run, its digits, and
+/// whether ratios of it mean anything.
+type Measure<T> = (&'static str, fn(&T) -> f64, usize, bool);
+
+const CHAT_MEASURES: &[Measure<ClosedLoop>] = &[
+    ("round trips / s", |c| c.round_trips_per_sec, 0, true),
+    ("p50 round trip (ms)", |c| c.latency.p50_ms, 2, true),
+    ("p99 round trip (ms)", |c| c.latency.p99_ms, 2, true),
+    ("server CPU (cores)", |c| c.server_cores, 2, true),
+    ("server CPU per round trip (µs)", |c| c.server_cores / c.round_trips_per_sec * 1e6, 1, true),
+    ("server RSS at the end (MiB)", |c| c.server_rss_kib as f64 / 1024.0, 1, true),
+];
+
+const HANDOFF_MEASURES: &[Measure<Handoff>] = &[
+    ("assigned", |h| h.assigned as f64, 0, false),
+    ("p50 escalation → assignment (ms)", |h| h.latency.p50_ms, 2, true),
+    ("p99 (ms)", |h| h.latency.p99_ms, 2, true),
+    ("max (ms)", |h| h.latency.max_ms, 2, true),
+    ("escalations handled / s", Handoff::per_sec, 0, true),
+    ("server CPU per escalation (µs)", |h| h.server_cpu_secs / h.escalations as f64 * 1e6, 1, true),
+];
+
+/// The steady run: its rate is set, so what it handled a second says nothing.
+const STEADY_MEASURES: &[Measure<Handoff>] =
+    &[HANDOFF_MEASURES[0], HANDOFF_MEASURES[1], HANDOFF_MEASURES[2], HANDOFF_MEASURES[3], HANDOFF_MEASURES[5]];
+
+/// The rows of one scenario of `cluster`: each figure on the echo, the gateway alone and
+/// each cluster, with its ratios to the echo's, the lone gateway's and the first cluster's.
+fn cluster_rows<T>(rows: &mut Vec<Vec<String>>, scenario: &str, c: &Clustered<T>, measures: &[Measure<T>]) {
+    for &(measure, of, digits, ratios) in measures {
+        let value = |x: Option<&T>| x.map_or(f64::NAN, of);
+        let ratio = |x: f64, base: f64| if ratios { ratio(x, base) } else { String::new() };
+        let (echo, alone) = (value(c.alone.echo.as_ref()), value(c.alone.gateway.as_ref()));
+        let first = value(c.clusters.first().and_then(|n| n.result.as_ref()));
+        let mut cells = vec![scenario.to_owned(), measure.to_owned(), num(echo, digits), num(alone, digits)];
+        cells.push(ratio(alone, echo));
+        for (i, n) in c.clusters.iter().enumerate() {
+            let x = value(n.result.as_ref());
+            cells.extend([num(x, digits), ratio(x, echo), ratio(x, alone)]);
+            if i > 0 {
+                cells.push(ratio(x, first));
+            }
+        }
+        rows.push(cells);
+    }
+}
+
+/// The `cluster` table, and the facts needed to read it.
+fn cluster_table(md: &mut String, c: &Cluster) {
+    let _ = writeln!(
+        md,
+        "\nCluster: chat-relay and handoff against the echo baseline, the gateway alone (the \
+         configuration's store; the bench configuration's is SQLite), the gateway as a one-node \
+         cluster (nats-server with JetStream, every client on the node) and as three nodes on this \
+         machine (customers on the two nodes that follow, Alice on the first of them and Bob on the \
+         second, the bot on the leader). Server CPU and RSS are summed over the server's processes \
+         (a cluster's: nats-server and every node). Each ratio is of the figure to its left: to the \
+         echo's (÷ echo), the lone gateway's (÷ alone) and the one-node cluster's (÷ 1 node).\n"
+    );
+    let mut head = vec!["Scenario".to_owned(), "Measure".into(), "Echo".into(), "Alone".into(), "÷ echo".into()];
+    let sizes: Vec<usize> = c.chat_relay.clusters.iter().map(|n| n.nodes).collect();
+    for (i, &n) in sizes.iter().enumerate() {
+        head.extend([nodes(n), "÷ echo".into(), "÷ alone".into()]);
+        if i > 0 {
+            head.push(format!("÷ {}", nodes(sizes[0])));
+        }
+    }
+    let mut rows = Vec::new();
+    let count = |n: Option<usize>| n.map_or_else(|| "–".to_owned(), |n| num(n as f64, 0));
+    let conversations = c.chat_relay.alone.gateway.as_ref().map(|g| g.conversations);
+    cluster_rows(
+        &mut rows,
+        &format!("chat-relay, {} conversations", count(conversations)),
+        &c.chat_relay,
+        CHAT_MEASURES,
+    );
+    let escalations = c.handoff.alone.gateway.as_ref().map(|h| h.escalations);
+    cluster_rows(&mut rows, &format!("handoff, {} in one burst", count(escalations)), &c.handoff, HANDOFF_MEASURES);
+    if let Some(steady) = &c.handoff_steady {
+        let rate = steady.alone.gateway.as_ref().and_then(|h| h.rate).map_or_else(|| "–".to_owned(), |r| num(r, 0));
+        let s = format!("handoff, {} at a steady {rate} / s", count(escalations));
+        cluster_rows(&mut rows, &s, steady, STEADY_MEASURES);
+    }
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    table(md, &head, &rows);
+}
+
+/// What went wrong in a `cluster` run, each line naming the server.
+fn cluster_errors(c: &Cluster) -> Vec<String> {
+    fn of<T>(name: &str, c: &Clustered<T>, errors: fn(&T) -> &[String]) -> Vec<String> {
+        let alone = c.alone.gateway.iter().flat_map(|g| errors(g).iter().map(|e| format!("gateway: {e}")));
+        let clusters = c.clusters.iter().flat_map(|n| {
+            let failed = n.error.iter().map(move |e| format!("{}: {e}", nodes(n.nodes)));
+            failed.chain(
+                n.result.iter().flat_map(move |r| errors(r).iter().map(move |e| format!("{}: {e}", nodes(n.nodes)))),
+            )
+        });
+        c.alone.errors.iter().cloned().chain(alone).chain(clusters).map(|e| format!("cluster {name}, {e}")).collect()
+    }
+    let mut all = of("chat-relay", &c.chat_relay, |x| &x.errors);
+    all.extend(of("handoff", &c.handoff, |x| &x.errors));
+    if let Some(s) = &c.handoff_steady {
+        all.extend(of("handoff-steady", s, |x| &x.errors));
+    }
+    all
+}
+
 fn table(out: &mut String, head: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..head.len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0))
@@ -673,7 +781,9 @@ pub fn markdown(r: &Results) -> String {
         .into_iter()
         .map(|x| vec![x.scenario, x.measure, x.gateway, x.baseline, x.ratio, x.target, x.met])
         .collect();
-    table(&mut md, &["Scenario", "Measure", "Gateway", "Echo baseline", "Ratio", "Target", "Met"], &rows);
+    if !rows.is_empty() {
+        table(&mut md, &["Scenario", "Measure", "Gateway", "Echo baseline", "Ratio", "Target", "Met"], &rows);
+    }
     if let Some(ol) = &r.open_loop
         && let (Some(g), Some(e)) = (&ol.points.gateway, &ol.points.echo)
     {
@@ -728,6 +838,11 @@ pub fn markdown(r: &Results) -> String {
     for sweep in [&r.voice, &r.voice_twilio].into_iter().flatten() {
         voice_table(&mut md, sweep);
     }
+    if let Some(c) = &r.cluster {
+        cluster_table(&mut md, c);
+    } else if let Some(e) = &r.cluster_error {
+        let _ = writeln!(md, "\nCluster: failed: {e}");
+    }
     let errors: Vec<String> = [
         r.chat_relay.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
         r.chat_relay_memory.as_ref().map(|p| (p.errors.clone(), p.gateway.as_ref().map(|g| g.errors.clone()))),
@@ -758,6 +873,7 @@ pub fn markdown(r: &Results) -> String {
                 .map(|e| format!("recovery: {e}"))
                 .chain(x.sample.failures.iter().map(|e| format!("recovery, resuming customer: {e}")))
         }))
+        .chain(r.cluster.iter().flat_map(cluster_errors))
         .collect();
     if !errors.is_empty() {
         let _ = writeln!(md, "\nErrors seen:\n");

@@ -2,6 +2,12 @@
 //! server and, for the chat scenarios, `nats-server` as a peer, each started fresh for a
 //! scenario on a port of 127.0.0.1 the system picks, its address read from the line it logs
 //! when it is listening, its memory and CPU read from `/proc`.
+//!
+//! The gateway may also run as a cluster (`Launch::cluster`): a fresh `nats-server` with
+//! JetStream and N `switchboard serve` nodes on the configuration plus a `[cluster]` table
+//! naming it. The first node takes the lease and leads; the others follow it. Such a
+//! [`Server`] is all of those processes: its CPU and memory are their sums, and it says
+//! where each client connects ([`Server::customer_addrs`], [`Server::member_addr`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,8 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use tokio::process::{Child, Command};
+
+use super::peers::Member;
+use super::wire;
 
 /// Which server a measurement is of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +63,31 @@ pub struct Launch {
     /// A second configuration of the same run (`memory`): added to the names of the
     /// gateway's log and data directory.
     pub variant: Option<String>,
+    /// Run the gateway as a cluster of this many nodes on a fresh JetStream `nats-server`
+    /// (`[cluster]` added to the configuration); `None`: the gateway alone.
+    pub cluster: Option<usize>,
+}
+
+impl Launch {
+    /// The gateway's `label` with the variant added (so its files do not clash).
+    fn label_for(&self, target: Target, label: &str) -> String {
+        match (&self.variant, target) {
+            (Some(v), Target::Gateway) => format!("{label}-{v}"),
+            _ => label.to_owned(),
+        }
+    }
+
+    /// `switchboard serve` on `config`, listening on a free port of loopback, with `data` as
+    /// its data directory.
+    fn gateway_command(&self, config: &Path, data: &Path) -> Command {
+        let mut c = Command::new(&self.gateway);
+        c.arg("serve").arg("--config").arg(config).arg("--listen").arg("127.0.0.1:0");
+        c.arg("--data-dir").arg(data);
+        if let Some(level) = &self.gateway_log {
+            c.env("RUST_LOG", level);
+        }
+        c
+    }
 }
 
 /// A running server process.
@@ -73,6 +107,29 @@ pub struct Server {
     /// The gateway's data directory.
     pub data_dir: Option<PathBuf>,
     child: Child,
+    /// The rest of a cluster (the server above is its leader); `None` for a lone server.
+    cluster: Option<Cluster>,
+}
+
+/// A cluster's processes besides the leader, and where its clients connect.
+#[derive(Debug)]
+struct Cluster {
+    /// The nodes that follow, in the order they started.
+    followers: Vec<SocketAddr>,
+    /// Their processes, then nats-server's (stopped in that order).
+    others: Vec<(u32, Child)>,
+}
+
+/// What `nats-server` missing means.
+const NATS_MISSING: &str = ": install Debian's nats-server (scripts/bench.sh does) or pass --nats PATH";
+
+/// A process started, its log showing it ready.
+struct Started {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    ready_after: Duration,
+    milestones: Vec<(&'static str, Duration)>,
 }
 
 /// How often a starting server's log is read for its `listening on` line.
@@ -90,8 +147,13 @@ enum Start {
 }
 
 impl Server {
+    /// Starts `target` fresh for the scenario `label`: the gateway as a cluster when the
+    /// launch says so.
     pub async fn start(target: Target, launch: &Launch, label: &str) -> Result<Server> {
-        Server::spawn(target, launch, label, Start::Fresh).await
+        match (target, launch.cluster) {
+            (Target::Gateway, Some(nodes)) => Server::start_cluster(launch, label, nodes).await,
+            _ => Server::spawn(target, launch, label, Start::Fresh).await,
+        }
     }
 
     /// Starts the gateway again on the data directory an earlier [`Server::start`] with the
@@ -102,96 +164,151 @@ impl Server {
     }
 
     async fn spawn(target: Target, launch: &Launch, label: &str, how: Start) -> Result<Server> {
-        let label = match (&launch.variant, target) {
-            (Some(v), Target::Gateway) => format!("{label}-{v}"),
-            _ => label.to_owned(),
-        };
+        let label = launch.label_for(target, label);
         let (log_name, patience) = match how {
             Start::Fresh => (format!("{label}-{target}.log"), Duration::from_secs(30)),
             Start::Again(p) => (format!("{label}-restart-{target}.log"), p),
         };
         let log_path = launch.run_dir.join(log_name);
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let data_dir = (target == Target::Gateway).then(|| launch.run_dir.join(format!("{label}-data")));
-        let mut cmd = match target {
+        let (cmd, missing) = match target {
             Target::Gateway => {
                 let data = launch.run_dir.join(format!("{label}-data"));
                 if matches!(how, Start::Fresh) {
                     let _ = std::fs::remove_dir_all(&data);
                 }
                 std::fs::create_dir_all(&data)?;
-                let mut c = Command::new(&launch.gateway);
-                c.arg("serve").arg("--config").arg(&launch.config).arg("--listen").arg("127.0.0.1:0");
-                c.arg("--data-dir").arg(&data);
-                if let Some(level) = &launch.gateway_log {
-                    c.env("RUST_LOG", level);
-                }
-                c
+                (launch.gateway_command(&launch.config, &data), "")
             }
             Target::Echo => {
                 let mut c = Command::new(&launch.echo);
                 c.arg("--listen").arg("127.0.0.1:0");
-                c
+                (c, "")
             }
             Target::Nats => {
                 let conf = launch.run_dir.join(format!("{label}-nats.conf"));
                 std::fs::write(&conf, NATS_CONFIG).with_context(|| format!("writing {}", conf.display()))?;
                 let mut c = Command::new(&launch.nats);
                 c.arg("--config").arg(&conf);
-                c
+                (c, NATS_MISSING)
             }
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
-        let bin = match target {
-            Target::Gateway => &launch.gateway,
-            Target::Echo => &launch.echo,
-            Target::Nats => &launch.nats,
-        };
-        let spawned = Instant::now();
-        let mut child = match cmd.spawn() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && target == Target::Nats => bail!(
-                "{} not found: install Debian's nats-server (scripts/bench.sh does) or pass --nats PATH",
-                bin.display()
-            ),
-            r => r.with_context(|| format!("starting {}", bin.display()))?,
-        };
-        let pid = child.id().context("child has no pid")?;
-        let deadline = spawned + patience;
-        let mut milestones = Vec::new();
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            for line in MILESTONES {
-                if !milestones.iter().any(|(l, _)| l == line) && text.contains(line) {
-                    milestones.push((*line, spawned.elapsed()));
-                }
-            }
-            if let Some(addr) = listening_addr(target, &text) {
-                let ready_after = spawned.elapsed();
-                return Ok(Server { target, addr, pid, child, ready_after, milestones, log: log_path, data_dir });
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("{target} exited ({status}) before listening; its log:\n{}", tail(&text));
-            }
-            if Instant::now() > deadline {
-                bail!("{target} did not log `listening on` within {} s; its log:\n{}", patience.as_secs(), tail(&text));
-            }
-            tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
+        let p = start_process(cmd, target.name(), &log_path, patience, missing, |text| listening_addr(target, text))
+            .await?;
+        Ok(Server {
+            target,
+            addr: p.addr,
+            pid: p.pid,
+            child: p.child,
+            ready_after: p.ready_after,
+            milestones: p.milestones,
+            log: log_path,
+            data_dir,
+            cluster: None,
+        })
+    }
+
+    /// The gateway as a cluster of `nodes`: a JetStream nats-server on a fresh store, then
+    /// the nodes one by one on the configuration plus `[cluster]`, the first waited for until
+    /// it leads and each other until it follows the first; ready once every node answers
+    /// `GET /healthz` (through the leader). Its files are named `{label}-…` as the gateway's.
+    async fn start_cluster(launch: &Launch, label: &str, nodes: usize) -> Result<Server> {
+        ensure!((1..=26).contains(&nodes), "a cluster of {nodes} nodes: from 1 to 26");
+        let label = launch.label_for(Target::Gateway, label);
+        let path = |what: &str| launch.run_dir.join(format!("{label}-{what}"));
+        let patience = Duration::from_secs(30);
+        let store = fresh_dir(&path("jetstream"))?;
+        let mut cmd = Command::new(&launch.nats);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"]).arg(&store);
+        let nats =
+            start_process(cmd, "nats-server", &path("jetstream.log"), patience, NATS_MISSING, jetstream_addr).await?;
+        let text =
+            std::fs::read_to_string(&launch.config).with_context(|| format!("reading {}", launch.config.display()))?;
+        let config = path("cluster.toml");
+        std::fs::write(&config, with_cluster(&text, nats.addr))?;
+        let name = |i: usize| format!("node-{}", char::from(b'a' + i as u8));
+        let mut started = Vec::with_capacity(nodes);
+        for i in 0..nodes {
+            let data = fresh_dir(&path(&format!("{}-data", name(i))))?;
+            let mut cmd = launch.gateway_command(&config, &data);
+            cmd.env("SWITCHBOARD_NODE", name(i));
+            // The lease is free for the first node; the others find it taken.
+            let role = if i == 0 { "cluster: leading".to_owned() } else { format!("cluster: following {}", name(0)) };
+            let log = path(&format!("{}.log", name(i)));
+            let ready = |text: &str| listening_addr(Target::Gateway, text).filter(|_| text.contains(&role));
+            let p = start_process(cmd, &name(i), &log, patience, "", ready).await?;
+            started.push((p, log, data));
+        }
+        let deadline = Instant::now() + patience;
+        for (i, (p, ..)) in started.iter().enumerate() {
+            until_healthy(p.addr, &name(i), deadline).await?;
+        }
+        let mut started = started.into_iter();
+        let (leader, log, data) = started.next().context("no node")?;
+        let (mut followers, mut others) = (Vec::new(), Vec::new());
+        for (p, ..) in started {
+            followers.push(p.addr);
+            others.push((p.pid, p.child));
+        }
+        others.push((nats.pid, nats.child));
+        Ok(Server {
+            target: Target::Gateway,
+            addr: leader.addr,
+            pid: leader.pid,
+            child: leader.child,
+            ready_after: leader.ready_after,
+            milestones: leader.milestones,
+            log,
+            data_dir: Some(data),
+            cluster: Some(Cluster { followers, others }),
+        })
+    }
+
+    /// Where customers connect (customer `i` to the `i`th in turn): the server; in a cluster
+    /// of several nodes, the nodes that follow, so that every customer's traffic crosses to
+    /// the leader.
+    pub fn customer_addrs(&self) -> &[SocketAddr] {
+        match &self.cluster {
+            Some(c) if !c.followers.is_empty() => &c.followers,
+            _ => std::slice::from_ref(&self.addr),
         }
     }
 
-    /// Resident memory, in KiB (`VmRSS` of `/proc/PID/status`).
+    /// Where a bot or agent connects: the server; in a cluster of several nodes, the bot on
+    /// the leader and each agent on a node that follows (Alice the first, Bob the last), so
+    /// that escalations cross nodes too.
+    pub fn member_addr(&self, who: Member) -> SocketAddr {
+        match (&self.cluster, who) {
+            (Some(c), Member::Alice) => c.followers.first().copied().unwrap_or(self.addr),
+            (Some(c), Member::Bob) => c.followers.last().copied().unwrap_or(self.addr),
+            _ => self.addr,
+        }
+    }
+
+    /// Every process of the server: its own, then a cluster's others.
+    fn pids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.pid).chain(self.cluster.iter().flat_map(|c| c.others.iter().map(|(pid, _)| *pid)))
+    }
+
+    /// Resident memory, in KiB (`VmRSS` of `/proc/PID/status`; a cluster's summed over its
+    /// processes).
     pub fn rss_kib(&self) -> Result<u64> {
-        proc_rss_kib(self.pid)
+        self.pids().map(proc_rss_kib).sum()
     }
 
-    /// CPU time used so far (user + system), in seconds.
+    /// CPU time used so far (user + system), in seconds (a cluster's summed over its
+    /// processes).
     pub fn cpu_secs(&self) -> Result<f64> {
-        proc_cpu_secs(&format!("/proc/{}/stat", self.pid))
+        self.pids().map(|pid| proc_cpu_secs(&format!("/proc/{pid}/stat"))).sum()
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    /// Kills the server (every process of a cluster, nats-server last) and waits for each.
+    pub async fn stop(self) {
+        let others = self.cluster.map(|c| c.others).unwrap_or_default();
+        for mut child in std::iter::once(self.child).chain(others.into_iter().map(|(_, c)| c)) {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
     }
 
     /// `kill -9`: the process dies at once, with whatever the store had not committed.
@@ -205,17 +322,91 @@ impl Server {
     }
 }
 
+/// Spawns `cmd` (`who`, for messages) with its stderr in `log_path`, and waits up to
+/// `patience` for `ready` to find in its log the address it serves on; `missing` is added
+/// to the error when the program is not there.
+async fn start_process(
+    mut cmd: Command,
+    who: &str,
+    log_path: &Path,
+    patience: Duration,
+    missing: &str,
+    ready: impl Fn(&str) -> Option<SocketAddr>,
+) -> Result<Started> {
+    let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
+    let bin = PathBuf::from(cmd.as_std().get_program());
+    let spawned = Instant::now();
+    let mut child = match cmd.spawn() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !missing.is_empty() => {
+            bail!("{} not found{missing}", bin.display())
+        }
+        r => r.with_context(|| format!("starting {}", bin.display()))?,
+    };
+    let pid = child.id().context("child has no pid")?;
+    let deadline = spawned + patience;
+    let mut milestones = Vec::new();
+    loop {
+        let text = std::fs::read_to_string(log_path).unwrap_or_default();
+        for line in MILESTONES {
+            if !milestones.iter().any(|(l, _)| l == line) && text.contains(line) {
+                milestones.push((*line, spawned.elapsed()));
+            }
+        }
+        if let Some(addr) = ready(&text) {
+            return Ok(Started { child, pid, addr, ready_after: spawned.elapsed(), milestones });
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{who} exited ({status}) before it was ready; its log:\n{}", tail(&text));
+        }
+        if Instant::now() > deadline {
+            bail!("{who} was not ready within {} s; its log:\n{}", patience.as_secs(), tail(&text));
+        }
+        tokio::time::sleep(Duration::from_millis(READY_POLL_MS)).await;
+    }
+}
+
+/// Waits until `GET /healthz` on `addr` answers 200 (a cluster node: once it reaches the
+/// leader), until `deadline`.
+async fn until_healthy(addr: SocketAddr, who: &str, deadline: Instant) -> Result<()> {
+    loop {
+        let asked = tokio::time::timeout(Duration::from_secs(5), wire::healthz(addr)).await;
+        match asked {
+            Ok(Ok(())) => return Ok(()),
+            _ if Instant::now() > deadline => bail!("{who} at {addr} did not answer GET /healthz with 200 in time"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// An empty directory at `path` (whatever was there removed).
+fn fresh_dir(path: &Path) -> Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(path);
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(path.to_owned())
+}
+
 /// The address a server's log says it listens on, once it is ready for connections:
 /// nats-server names its WebSocket listener first and takes clients once it logs that it
 /// is ready.
 fn listening_addr(target: Target, log: &str) -> Option<SocketAddr> {
-    let marker = match target {
-        Target::Gateway | Target::Echo => "listening on ",
-        Target::Nats if log.contains("Server is ready") => "Listening for websocket clients on ",
-        Target::Nats => return None,
-    };
+    match target {
+        Target::Gateway | Target::Echo => addr_after(log, "listening on "),
+        Target::Nats if log.contains("Server is ready") => addr_after(log, "Listening for websocket clients on "),
+        Target::Nats => None,
+    }
+}
+
+/// The client port of a cluster's nats-server (with JetStream), once it is ready.
+fn jetstream_addr(log: &str) -> Option<SocketAddr> {
+    addr_after(log, "Listening for client connections on ").filter(|_| log.contains("Server is ready"))
+}
+
+/// The address after `marker` on the first line holding it (a `scheme://` before it skipped).
+fn addr_after(log: &str, marker: &str) -> Option<SocketAddr> {
     let line = log.lines().find(|l| l.contains(marker))?;
-    let rest = &line[line.find("://")? + 3..];
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
     rest.split(|c: char| c.is_whitespace() || c == '/').next()?.parse().ok()
 }
 
@@ -341,6 +532,12 @@ pub fn with_server_settings(config: &str, settings: &[(&str, &str)]) -> String {
     out
 }
 
+/// `config` with a `[cluster]` table naming the nats-server at `nats` (the stream, the
+/// bucket and the lease at their defaults).
+pub fn with_cluster(config: &str, nats: SocketAddr) -> String {
+    format!("{}\n\n[cluster]\nnats = \"nats://{nats}\"\n", config.trim_end())
+}
+
 /// The bench configuration, written next to the logs so a run does not depend on the
 /// working directory.
 pub fn write_default_config(run_dir: &Path) -> Result<PathBuf> {
@@ -365,6 +562,21 @@ mod tests {
         assert_eq!(listening_addr(Target::Nats, nats), None);
         let ready = format!("{nats}[9037] 2026/12/02 10:14:49.021686 [INF] Server is ready\n");
         assert_eq!(listening_addr(Target::Nats, &ready), Some("127.0.0.1:35327".parse().unwrap()));
+        let js = "[9101] 2026/12/02 10:14:49.021637 [INF] Listening for client connections on 127.0.0.1:44359\n";
+        assert_eq!(jetstream_addr(js), None);
+        let js = format!("{js}[9101] 2026/12/02 10:14:49.021686 [INF] Server is ready\n");
+        assert_eq!(jetstream_addr(&js), Some("127.0.0.1:44359".parse().unwrap()));
+    }
+
+    #[test]
+    fn cluster_config_adds_only_the_cluster() {
+        let text = with_cluster(include_str!("../../gateway.toml"), "127.0.0.1:4222".parse().unwrap());
+        let cfg = switchboard::load::config_text(&text).unwrap().config;
+        let cluster = cfg.cluster.expect("[cluster]");
+        assert_eq!(cluster.nats.list(), ["nats://127.0.0.1:4222"]);
+        let alone = switchboard::load::config_text(include_str!("../../gateway.toml")).unwrap().config;
+        assert_eq!(cfg.server.store, alone.server.store);
+        assert_eq!(cfg.queues.len(), alone.queues.len());
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub async fn token(server: SocketAddr, client_id: &str, secret: &str) -> Result<
     v["access_token"].as_str().map(str::to_owned).context("token: no access_token")
 }
 
+/// `GET /healthz`: `Ok` once the server answers 200 (a cluster node, once it reaches the
+/// leader).
+pub async fn healthz(server: SocketAddr) -> Result<()> {
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    http(server, &req).await.map(drop)
+}
+
 /// The gateway's count of voice calls refused at their start (`GET /metrics`).
 pub async fn voice_calls_refused(server: SocketAddr) -> Result<usize> {
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
