@@ -8,7 +8,10 @@
 //! - the leader killed with `kill -9` under load, then a node that does not lead: clients
 //!   reconnect to the other nodes and resume, nothing acknowledged is lost or stored twice,
 //!   the lease moves and waiting conversations are still assigned;
-//! - nats-server restarted under load: the nodes reconnect and nothing acknowledged is lost.
+//! - nats-server restarted under load: the nodes reconnect and nothing acknowledged is lost;
+//! - `serve` refuses to start without NATS or without JetStream;
+//! - a flood through a node that does not lead hurts no other customer there;
+//! - a phone call through a node that does not lead: audio both ways, a key press.
 
 #[allow(dead_code)]
 mod common;
@@ -120,12 +123,20 @@ struct Cluster {
 impl Cluster {
     /// nats-server and three nodes on the core tests' configuration (a bot over /v1/bot).
     fn start() -> Cluster {
+        Cluster::start_on("external-bot.toml")
+    }
+
+    /// nats-server and three nodes on `examples/<example>` with a `[cluster]` section.
+    fn start_on(example: &str) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let nats = Nats::start(&tmp.path().join("nats"), None);
-        let base =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/external-bot.toml")).unwrap();
-        let text = base.replacen("[server]\n", &format!("[server]\nadmin_token = \"{ADMIN}\"\n"), 1)
-            + &format!("\n[cluster]\nnats = \"nats://127.0.0.1:{}\"\n", nats.port);
+        let path = format!("{}/../examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        let base = std::fs::read_to_string(path).unwrap();
+        let base = match base.contains("admin_token = \"admin-demo-token\"") {
+            true => base.replace("admin_token = \"admin-demo-token\"", &format!("admin_token = \"{ADMIN}\"")),
+            false => base.replacen("[server]\n", &format!("[server]\nadmin_token = \"{ADMIN}\"\n"), 1),
+        };
+        let text = base + &format!("\n[cluster]\nnats = \"nats://127.0.0.1:{}\"\n", nats.port);
         let config = tmp.path().join("cluster.toml");
         std::fs::write(&config, text).unwrap();
         let mut c = Cluster { _tmp: tmp, nats, config, nodes: Vec::new() };
@@ -617,5 +628,41 @@ async fn a_flood_through_a_follower_hurts_no_other_customer() {
     if let Some(mut flood) = flooding.await.unwrap() {
         let refused = until(&mut flood, "a refusal", |v| v["name"] == "error").await;
         assert_eq!(refused["value"]["code"], "rate_limited", "{refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_a_node_that_does_not_lead_carries_audio_both_ways() {
+    // The default configuration: its built-in bot answers calls with a voice menu.
+    let c = Cluster::start_on("switchboard.toml");
+    c.ready().await;
+    let leader = c.leader(0).await;
+    let door = c.addr((leader + 2) % 3);
+    let mut call = ws(&door, "/v1/voice", None).await.unwrap();
+    let start = json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream",
+        "media":{"encoding":"pcmu","sampleRate":8000},"context":{"CustomerPhoneNumber":"+15551234567"}}});
+    send(&mut call, start).await;
+    until(&mut call, "session.started", |v| v["name"] == "session.started").await;
+    // The caller speaks (µ-law silence, 20 ms frames) and hears the menu, paced; pressing 1
+    // (the key goes up through the lane) puts it in a queue with no agent, where it hears
+    // the hold audio, continuously.
+    hear(&mut call, 10).await;
+    send(&mut call, json!({"type":"event","name":"dtmf","value":"1"})).await;
+    hear(&mut call, 100).await;
+    send(&mut call, json!({"type":"endOfConversation"})).await;
+}
+
+/// Sends 20 ms of µ-law silence per frame heard until `n` frames of audio came back.
+async fn hear(call: &mut Ws, n: usize) {
+    let silence = vec![0xffu8; 160];
+    let mut heard = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while heard < n {
+        assert!(tokio::time::Instant::now() < deadline, "heard only {heard} of {n} frames");
+        call.send(Message::binary(silence.clone())).await.expect("the caller's audio goes up");
+        if let Ok(Some(Ok(Message::Binary(b)))) = tokio::time::timeout(Duration::from_millis(100), call.next()).await {
+            assert_eq!(b.len(), 160, "20 ms of µ-law 8 kHz");
+            heard += 1;
+        }
     }
 }
