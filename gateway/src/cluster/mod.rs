@@ -121,7 +121,7 @@ pub async fn serve(
         };
     let js = jetstream::new(client.clone());
     let checked = async {
-        js.get_or_create_stream(log::stream_config(&cc.stream, cc.replicas)).await.map_err(|e| {
+        js.create_or_update_stream(log::stream_config(&cc.stream, cc.replicas)).await.map_err(|e| {
             format!(
                 "cluster: JetStream on {} refused the stream {:?} ({e}): is nats-server running with JetStream on (-js)?",
                 urls.join(", "),
@@ -129,8 +129,10 @@ pub async fn serve(
             )
         })?;
         // The bucket's stream is made here rather than by `create_key_value`, whose account
-        // query does not parse the answer of nats-server 2.9 (Debian's).
-        js.get_or_create_stream(jetstream::stream::Config {
+        // query does not parse the answer of nats-server 2.9 (Debian's). Both streams are
+        // updated to the configuration when they exist (a changed `lease_secs` or `replicas`
+        // applies; a change JetStream cannot make refuses the start, saying why).
+        js.create_or_update_stream(jetstream::stream::Config {
             name: format!("KV_{}", cc.bucket),
             subjects: vec![format!("$KV.{}.>", cc.bucket)],
             max_messages_per_subject: 1,
