@@ -404,7 +404,8 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
     let md = report::markdown(&results);
     std::fs::write(out.join("throughput.md"), &md)?;
     println!("{md}");
-    say(&format!("wrote {0}/results.json, {0}/throughput.md and {0}/latency.svg", out.display()));
+    let chart = if results.open_loop.is_some() { format!(" and {}/latency.svg", out.display()) } else { String::new() };
+    say(&format!("wrote {0}/results.json, {0}/throughput.md{chart}", out.display()));
     Ok(results)
 }
 
