@@ -666,3 +666,34 @@ async fn hear(call: &mut Ws, n: usize) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_reads_the_log_to_its_end_when_its_last_messages_were_purged() {
+    use switchboard::cluster::log::{self, JetStreamStore};
+    use switchboard::store::{Record, Store};
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"), None);
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port)).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_or_update_stream(log::stream_config("t", 1)).await.unwrap();
+    let (store, _) = JetStreamStore::start(js.clone(), "t", "n", 0, None).await.unwrap();
+    let state = |id: &str, open: bool| Record::Conversation { id: Arc::from(id), open, state: "{}".into() };
+    store.record(state("c_1", true), None);
+    let frame = switchboard::protocol::Frame::from(r#"{"type":"message","seq":1}"#.to_owned());
+    store.record(Record::Activity { conversation: Arc::from("c_1"), seq: 1, frame, client_key: None }, None);
+    store.record(state("c_2", true), None);
+    // The last write closes c_1: once stored, its subjects are purged, the last message too.
+    store.record(state("c_1", false), None);
+    store.flush().wait().await.unwrap();
+    let mut s = js.get_stream("t").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.info().await.unwrap().state.messages != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "c_1 was never purged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A reader does not wait for the purged last sequence: it stops at the last message.
+    let read = tokio::time::timeout(Duration::from_secs(3), log::read(&js, "t")).await.expect("read in time").unwrap();
+    let ids: Vec<&str> = read.recovered.conversations.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c_2"]);
+    assert!(read.recovered.signing_key.is_some());
+}

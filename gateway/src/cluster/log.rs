@@ -108,10 +108,13 @@ pub async fn read(js: &jetstream::Context, name: &str) -> Result<Read, StoreErro
                 Ok(None) => break,
                 Err(_) => return Err(StoreError("JetStream: reading the log timed out".into())),
             };
-            let seq = m.info().map_err(|e| err("reading", e))?.stream_sequence;
+            let info = m.info().map_err(|e| err("reading", e))?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
             let subject = m.subject.as_str().strip_prefix(&prefix).unwrap_or_default();
             apply(&mut convs, &mut recovered, subject, m.headers.as_ref(), &m.payload, seq);
-            if seq >= last {
+            // Done at the last message there is (the stream's last sequence may have been
+            // purged with a closed conversation, so it is not waited for).
+            if pending == 0 || seq >= last {
                 break;
             }
         }
