@@ -668,7 +668,7 @@ async fn hear(call: &mut Ws, n: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_leader_reads_the_log_to_its_end_when_its_last_messages_were_purged() {
+async fn the_log_keeps_only_what_is_open_and_is_read_to_its_last_message() {
     use switchboard::cluster::log::{self, JetStreamStore};
     use switchboard::store::{Record, Store};
     let tmp = tempfile::tempdir().unwrap();
@@ -681,6 +681,8 @@ async fn a_new_leader_reads_the_log_to_its_end_when_its_last_messages_were_purge
     store.record(state("c_1", true), None);
     let frame = switchboard::protocol::Frame::from(r#"{"type":"message","seq":1}"#.to_owned());
     store.record(Record::Activity { conversation: Arc::from("c_1"), seq: 1, frame, client_key: None }, None);
+    // c_2's state twice: the second replaces the first (a rollup), one message stays.
+    store.record(state("c_2", true), None);
     store.record(state("c_2", true), None);
     // The last write closes c_1: once stored, its subjects are purged, the last message too.
     store.record(state("c_1", false), None);

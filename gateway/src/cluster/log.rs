@@ -4,7 +4,7 @@
 //! `sb.log.>`, while the cluster's core NATS traffic uses other subjects under `sb`):
 //!
 //! - `sb.log.conv.<id>.state`: a conversation's saved state (`{"open":…,"state":…}`),
-//!   the latest one wins;
+//!   written with `Nats-Rollup: sub`, so the stream keeps only the latest;
 //! - `sb.log.conv.<id>.act`: one activity (the frame's JSON), its `seq` and client key in
 //!   the headers `Sb-Seq` and `Sb-Key`;
 //! - `sb.log.meta.signing_key`, `sb.log.meta.channel_key`: the token signing key and the
@@ -57,6 +57,8 @@ pub fn stream_config(name: &str, replicas: usize) -> stream::Config {
         storage: stream::StorageType::File,
         num_replicas: replicas,
         max_messages_per_subject: -1,
+        // A conversation's new state replaces the older ones (`Nats-Rollup: sub`).
+        allow_rollup: true,
         ..Default::default()
     }
 }
@@ -259,6 +261,7 @@ impl Store for JetStreamStore {
                 let body = serde_json::json!({ "open": open, "state": state }).to_string();
                 // Once its closing is stored, a closed conversation's subjects are purged.
                 let purge = (!open).then(|| format!("{name}.log.conv.{id}.>"));
+                headers.insert("Nats-Rollup", "sub");
                 (format!("{name}.log.conv.{id}.state"), Bytes::from(body), purge)
             }
             Record::Activity { conversation, seq, frame, client_key } => {
