@@ -11,7 +11,9 @@
 //! - nats-server restarted under load: the nodes reconnect and nothing acknowledged is lost;
 //! - `serve` refuses to start without NATS or without JetStream;
 //! - a flood through a node that does not lead hurts no other customer there;
-//! - a phone call through a node that does not lead: audio both ways, a key press.
+//! - a phone call through a node that does not lead: audio both ways, a key press;
+//! - the log keeps only what is open and a new leader reads it to its last message;
+//! - two processes under one node name both stop, saying why.
 
 #[allow(dead_code)]
 mod common;
@@ -698,4 +700,24 @@ async fn the_log_keeps_only_what_is_open_and_is_read_to_its_last_message() {
     let ids: Vec<&str> = read.recovered.conversations.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["c_2"]);
     assert!(read.recovered.signing_key.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_under_one_name_both_stop_saying_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nats = Nats::start(&tmp.path().join("nats"), None);
+    let config = tmp.path().join("c.toml");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/external-bot.toml")).unwrap();
+    std::fs::write(&config, base + &format!("\n[cluster]\nnats = \"nats://127.0.0.1:{}\"\n", nats.port)).unwrap();
+    let twin = || {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--config"]).arg(&config).env("SWITCHBOARD_NODE", "same");
+        Logged::spawn("same", cmd)
+    };
+    let (mut a, mut b) = (twin(), twin());
+    for p in [&mut a, &mut b] {
+        p.expect("another node runs as \"same\"");
+        let status = p.child.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "exits 1");
+    }
 }

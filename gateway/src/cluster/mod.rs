@@ -178,11 +178,14 @@ pub async fn serve(
     });
     tracing::info!(node = %node.name, "cluster: node {} joined through {}", node.name, urls.join(", "));
     ready(addr);
-    tokio::spawn(node.follower.clone().dispatch(stop.clone()));
-    tokio::spawn(node.clone().heartbeats(stop.clone()));
-    tokio::spawn(node.clone().accept(listener, stop.clone()));
-    node.elect(cfg, addr, stop).await;
-    ExitCode::SUCCESS
+    // A second process under the same name would receive this one's lanes: both stop.
+    let twin = CancellationToken::new();
+    let stop_all = stop.child_token();
+    tokio::spawn(node.follower.clone().dispatch(stop_all.clone()));
+    tokio::spawn(node.clone().heartbeats(stop_all.clone(), twin.clone()));
+    tokio::spawn(node.clone().accept(listener, stop_all.clone()));
+    node.elect(cfg, addr, stop_all).await;
+    if twin.is_cancelled() { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 impl Node {
@@ -229,8 +232,10 @@ impl Node {
 
     /// Says this node is alive every second; the leader listens and closes the lanes of
     /// nodes that fall silent.
-    async fn heartbeats(self: Arc<Self>, stop: CancellationToken) {
+    async fn heartbeats(self: Arc<Self>, stop: CancellationToken, twin: CancellationToken) {
         let subject = format!("{}.alive.{}", self.cfg.stream, self.name);
+        // Says which process this is, so a second one under the same name is noticed.
+        let instance = Bytes::from(rand::random::<u64>().to_be_bytes().to_vec());
         let mut tick = tokio::time::interval(HEARTBEAT);
         let mut sub = self.client.subscribe(format!("{}.alive.*", self.cfg.stream)).await.ok();
         let head = format!("{}.alive.", self.cfg.stream);
@@ -238,7 +243,7 @@ impl Node {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {
-                    let _ = self.client.publish(subject.clone(), Bytes::new()).await;
+                    let _ = self.client.publish(subject.clone(), instance.clone()).await;
                     let now = Instant::now();
                     let gone: Vec<String> = self
                         .seen
@@ -256,11 +261,19 @@ impl Node {
                     }
                 }
                 m = async { match sub.as_mut() { Some(s) => futures_util::StreamExt::next(s).await, None => std::future::pending().await } } => {
-                    if let Some(m) = m
-                        && let Some(n) = m.subject.as_str().strip_prefix(&head)
-                        && n != self.name
-                    {
+                    let Some(m) = m else { continue };
+                    let Some(n) = m.subject.as_str().strip_prefix(&head) else { continue };
+                    if n != self.name {
                         self.seen.insert(n.to_owned(), Instant::now());
+                    } else if m.payload != instance {
+                        let msg = format!(
+                            "cluster: another node runs as {n:?}: give each node its own name ([cluster] node, or SWITCHBOARD_NODE); stopping"
+                        );
+                        tracing::error!("{msg}");
+                        eprintln!("{msg}");
+                        twin.cancel();
+                        stop.cancel();
+                        return;
                     }
                 }
             }
