@@ -183,18 +183,17 @@ pub async fn serve(
     let stop_all = stop.child_token();
     tokio::spawn(node.follower.clone().dispatch(stop_all.clone()));
     tokio::spawn(node.clone().heartbeats(stop_all.clone(), twin.clone()));
-    tokio::spawn(node.clone().accept(listener, stop_all.clone()));
+    tokio::spawn(node.clone().accept(listener, cfg.server.max_sockets, stop_all.clone()));
     node.elect(cfg, addr, stop_all).await;
     if twin.is_cancelled() { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 impl Node {
     /// Accepts clients and sends each where the current role says.
-    async fn accept(self: Arc<Self>, listener: TcpListener, stop: CancellationToken) {
-        let sockets = Arc::new(tokio::sync::Semaphore::new(
-            // The leader's gateway counts its own sockets; this bounds what a node carries.
-            64 * 1024,
-        ));
+    /// At most `max_sockets` at once (`[server]`), as a gateway alone: one more is closed as
+    /// soon as it is accepted. The leader's gateway also counts the lanes it serves.
+    async fn accept(self: Arc<Self>, listener: TcpListener, max_sockets: usize, stop: CancellationToken) {
+        let sockets = Arc::new(tokio::sync::Semaphore::new(max_sockets));
         loop {
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => return,
@@ -222,10 +221,9 @@ impl Node {
                     Role::Leader(tx) => {
                         let _ = tx.send((Socket::Tcp(tcp), peer)).await;
                     }
-                    Role::Follower { leader, term } => node.follower.carry(tcp, peer, &leader, &term),
+                    Role::Follower { leader, term } => node.follower.carry(tcp, peer, &leader, &term, permit),
                     Role::Electing => {}
                 }
-                drop(permit);
             });
         }
     }

@@ -301,12 +301,14 @@ impl Follower {
 
     /// Carries a client's socket to `leader` until either end closes or `term` ends (the
     /// leader changed: the client reconnects and resumes).
+    /// `permit` (the node's socket count) is held until the lane ends.
     pub fn carry<S: AsyncRead + AsyncWrite + Send + 'static>(
         self: &Arc<Self>,
         sock: S,
         peer: SocketAddr,
         leader: &str,
         term: &CancellationToken,
+        permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let key = id.to_string();
@@ -319,6 +321,7 @@ impl Follower {
                 pump(this.client.clone(), sock, rx, up, 1, true, cancel).await;
             }
             this.lanes.map.remove(&key);
+            drop(permit);
         });
     }
 }
