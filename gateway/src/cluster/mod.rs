@@ -178,7 +178,8 @@ pub async fn serve(
     });
     tracing::info!(node = %node.name, "cluster: node {} joined through {}", node.name, urls.join(", "));
     ready(addr);
-    // A second process under the same name would receive this one's lanes: both stop.
+    // A second process under the same name would receive this one's lanes: the one that
+    // hears the other first stops.
     let twin = CancellationToken::new();
     let stop_all = stop.child_token();
     tokio::spawn(node.follower.clone().dispatch(stop_all.clone()));
