@@ -8,6 +8,7 @@
 //! - the leader killed with `kill -9` under load, then a node that does not lead: clients
 //!   reconnect to the other nodes and resume, nothing acknowledged is lost or stored twice,
 //!   the lease moves and waiting conversations are still assigned;
+//! - the leader stopped with SIGTERM under load: it hands over, nothing acknowledged is lost;
 //! - nats-server restarted under load: the nodes reconnect and nothing acknowledged is lost;
 //! - `serve` refuses to start without NATS or without JetStream;
 //! - a flood through a node that does not lead hurts no other customer there;
@@ -728,4 +729,25 @@ async fn a_node_that_finds_another_under_its_name_stops_saying_why() {
     };
     assert_eq!(status.code(), Some(1), "exits 1");
     procs[i].expect("another node runs as \"same\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_stopped_with_sigterm_hands_over_and_loses_nothing() {
+    let mut c = Cluster::start();
+    c.ready().await;
+    let leader = c.leader(0).await;
+    let all: Vec<String> = (0..3).map(|i| c.addr(i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (recs, tasks) = load(&all, 6, &stop);
+    progress(&recs, 0, 30).await;
+    let pid = c.nodes[leader].0.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs").success());
+    let status = c.nodes[leader].0.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a clean exit");
+    let before = total(&recs).await;
+    progress(&recs, before, 30).await;
+    finish(&stop, tasks).await;
+    let survivors: Vec<String> = (0..3).filter(|i| *i != leader).map(|i| c.addr(i)).collect();
+    verify(&survivors, &recs).await;
+    assert_ne!(c.leader(if leader == 0 { 1 } else { 0 }).await, leader, "another node leads");
 }
