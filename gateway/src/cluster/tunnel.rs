@@ -9,7 +9,7 @@
 //!
 //! Each message is `[kind][n][bytes]`: kind 0 opens a lane (the bytes are the client's
 //! address), 1 carries data, 2 closes; `n` counts the messages of one direction of one
-//! lane from 0. NATS keeps the order of one publisher's messages; a gap (a message dropped
+//! lane: the opening is 0, what follows it in either direction counts from 1. NATS keeps the order of one publisher's messages; a gap (a message dropped
 //! by a slow subscriber) closes the lane rather than corrupt the stream, and the client
 //! reconnects. A lane's queue is bounded: a side that does not keep up is closed, as the
 //! gateway closes a slow consumer. What a client sends through a node that does not lead
@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::server::ws::TokenBucket;
+
 const OPEN: u8 = 0;
 const DATA: u8 = 1;
 const CLOSE: u8 = 2;
@@ -41,7 +43,7 @@ const LANE_QUEUE: usize = 256;
 /// a caller's audio), so only a flood waits, on its own TCP connection, before the leader's
 /// limits see it and NATS carries it.
 const LANE_RATE: f64 = 4.0 * 1024.0 * 1024.0;
-const LANE_BURST: f64 = 8.0 * 1024.0 * 1024.0;
+const LANE_BURST: u32 = 8 * 1024 * 1024;
 /// The largest chunk read from a socket into one message.
 const CHUNK: usize = 32 * 1024;
 /// The pipe between a lane and the gateway at the leader.
@@ -126,32 +128,9 @@ impl Lanes {
     }
 }
 
-/// Bytes a client may still send: refilled at [`LANE_RATE`] up to [`LANE_BURST`].
-struct Budget {
-    left: f64,
-    at: tokio::time::Instant,
-}
-
-impl Budget {
-    fn new() -> Budget {
-        Budget { left: LANE_BURST, at: tokio::time::Instant::now() }
-    }
-
-    /// Takes `n` bytes, waiting for them when the budget is spent.
-    async fn take(&mut self, n: usize) {
-        let now = tokio::time::Instant::now();
-        self.left = (self.left + now.duration_since(self.at).as_secs_f64() * LANE_RATE).min(LANE_BURST);
-        self.at = now;
-        self.left -= n as f64;
-        if self.left < 0.0 {
-            tokio::time::sleep(std::time::Duration::from_secs_f64(-self.left / LANE_RATE)).await;
-        }
-    }
-}
-
 /// Carries one lane: bytes from `rx` into `sock`, bytes read from `sock` out on `subject`
-/// (numbered from `first`, within a [`Budget`] when `limited`), until either side closes or
-/// `cancel`.
+/// (numbered from `first`; metered at [`LANE_RATE`] when `limited`), until either side
+/// closes or `cancel`.
 async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
     client: Client,
     sock: S,
@@ -190,7 +169,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
         async move {
             let mut n = first;
             let mut buf = vec![0u8; CHUNK];
-            let mut budget = Budget::new();
+            let mut budget = TokenBucket::new(LANE_RATE, LANE_BURST);
             loop {
                 let read = tokio::select! {
                     () = cancel.cancelled() => break,
@@ -200,7 +179,10 @@ async fn pump<S: AsyncRead + AsyncWrite + Send + 'static>(
                     Ok(0) | Err(_) => break,
                     Ok(k) => {
                         if limited {
-                            budget.take(k).await;
+                            let wait = budget.debit(k as f64);
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
                         }
                         if client.publish(subject.clone(), message(DATA, n, &buf[..k])).await.is_err() {
                             break;
@@ -248,12 +230,12 @@ pub async fn serve_leader(
         if handed.try_send((crate::server::listen::Socket::Tunnel(far), peer)).is_err() {
             // The gateway is not taking connections (stopping, or far behind): say so.
             lanes.map.remove(key);
-            let _ = client.publish(down, message(CLOSE, 0, &[])).await;
+            let _ = client.publish(down, message(CLOSE, 1, &[])).await;
             continue;
         }
         let (client, lanes, key) = (client.clone(), lanes.clone(), key.to_owned());
         tokio::spawn(async move {
-            pump(client, near, rx, down, 0, false, cancel).await;
+            pump(client, near, rx, down, 1, false, cancel).await;
             lanes.map.remove(&key);
         });
     }
@@ -291,9 +273,7 @@ impl Follower {
             };
             let Some(key) = m.subject.as_str().strip_prefix(&head) else { continue };
             if let Some((kind, n, data)) = parse(&m.payload) {
-                // The leader numbers its messages from 0; a lane's first expected is 1, so
-                // shift by one.
-                self.lanes.deliver(key, kind, n + 1, data);
+                self.lanes.deliver(key, kind, n, data);
             }
         }
         self.lanes.close_matching("");

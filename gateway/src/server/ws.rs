@@ -437,7 +437,7 @@ async fn write_loop(
 }
 
 /// A token bucket: `rate` frames per second sustained, `burst` at once.
-struct TokenBucket {
+pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -445,20 +445,38 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(rate: f64, burst: u32) -> TokenBucket {
+    /// `rate` tokens a second, at most `burst` saved up (it starts full).
+    pub fn new(rate: f64, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket { rate, burst, tokens: burst, at: tokio::time::Instant::now() }
     }
 
-    fn take(&mut self) -> bool {
+    fn refill(&mut self) {
         let now = tokio::time::Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
         self.at = now;
+    }
+
+    /// One token, if there is one.
+    fn take(&mut self) -> bool {
+        self.refill();
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
+        }
+    }
+
+    /// Takes `n` tokens even when there are not that many, and says how long to wait before
+    /// going on (zero while the bucket holds them): a meter that slows rather than refuses.
+    pub fn debit(&mut self, n: f64) -> Duration {
+        self.refill();
+        self.tokens -= n;
+        if self.tokens < 0.0 && self.rate > 0.0 {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        } else {
+            Duration::ZERO
         }
     }
 }
