@@ -177,6 +177,20 @@ fn apply(
     }
 }
 
+/// One write expecting the stream's last sequence to be `last`, awaited: its sequence.
+async fn fenced(
+    js: &jetstream::Context,
+    subject: String,
+    mut headers: HeaderMap,
+    payload: Bytes,
+    last: u64,
+    what: &str,
+) -> Result<u64, StoreError> {
+    headers.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
+    let ack = js.publish_with_headers(subject, headers, payload).await.map_err(|e| err(what, e))?;
+    Ok(ack.await.map_err(|e| err(what, e))?.sequence)
+}
+
 enum Op {
     Write { subject: String, headers: HeaderMap, payload: Bytes, done: Option<Done>, purge: Option<String> },
     Flush(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
@@ -207,24 +221,15 @@ impl JetStreamStore {
         signing_key: Option<[u8; 32]>,
     ) -> Result<(JetStreamStore, [u8; 32]), StoreError> {
         let mut h = HeaderMap::new();
-        h.insert("Nats-Expected-Last-Sequence", last.to_string().as_str());
         h.insert("Sb-Node", node);
-        let ack = js
-            .publish_with_headers(format!("{name}.log.term"), h, Bytes::new())
-            .await
-            .map_err(|e| err("term marker", e))?;
-        let mut expected = ack.await.map_err(|e| err("term marker", e))?.sequence;
+        let mut expected = fenced(&js, format!("{name}.log.term"), h, Bytes::new(), last, "term marker").await?;
         let key = match signing_key {
             Some(k) => k,
             None => {
                 let k: [u8; 32] = rand::random();
-                let mut h = HeaderMap::new();
-                h.insert("Nats-Expected-Last-Sequence", expected.to_string().as_str());
-                let ack = js
-                    .publish_with_headers(format!("{name}.log.meta.signing_key"), h, Bytes::copy_from_slice(&k))
-                    .await
-                    .map_err(|e| err("signing key", e))?;
-                expected = ack.await.map_err(|e| err("signing key", e))?.sequence;
+                let subject = format!("{name}.log.meta.signing_key");
+                let payload = Bytes::copy_from_slice(&k);
+                expected = fenced(&js, subject, HeaderMap::new(), payload, expected, "signing key").await?;
                 k
             }
         };
