@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use switchboard_tests::{BOT_APP_ID, BOT_SECRET, Client, HttpResponse, http, http_response, http_with, start_server};
+use switchboard_tests::{
+    BOT_APP_ID, BOT_SECRET, Client, HttpResponse, TestServer, http, http_response, http_with, start_server,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -259,6 +261,60 @@ async fn resume_needs_the_conversation_token_and_replays_after_the_watermark() -
     assert!(e["value"]["message"].as_str().unwrap().contains("replaced by a newer one"), "{e}");
     bot.say(&conv, "five").await?;
     assert_eq!(c.message().await?["text"], "five", "the rightful client was not displaced");
+    Ok(())
+}
+
+/// Resumes `conv` with `token` on a new connection; the answer's event.
+async fn resume_with(s: &TestServer, conv: &str, token: &str) -> Result<(Client, Value)> {
+    let mut c = s.customer().await?;
+    c.send(json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":token}})).await?;
+    let v = c.until("an answer", |v| v["name"] == "session.started" || v["name"] == "error").await?;
+    Ok((c, v))
+}
+
+#[tokio::test]
+async fn a_resume_whose_answer_was_lost_does_not_lock_the_customer_out() -> Result<()> {
+    let s = start_server(None).await;
+    let ann = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let conv = ann.conversation.clone();
+    ann.client.close().await;
+    // A resume is answered with a new token, and the connection drops before the client
+    // keeps it (a lost answer, as far as the client knows).
+    let (lost, v) = resume_with(&s, &conv, &ann.token).await?;
+    assert_eq!(v["name"], "session.started", "{v}");
+    lost.close().await;
+    // The client tries again with the token it has: once the gateway has seen the dropped
+    // connection go (the seat is free), it resumes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (back, started) = loop {
+        let (c, v) = resume_with(&s, &conv, &ann.token).await?;
+        if v["name"] == "session.started" {
+            break (c, v);
+        }
+        assert!(v["value"]["message"].as_str().unwrap().contains("replaced by a newer one"), "{v}");
+        assert!(tokio::time::Instant::now() < deadline, "the old token never resumed: {v}");
+    };
+    let fresh = started["value"]["token"].as_str().unwrap().to_owned();
+    // While a connection holds the seat, the old token takes nothing over.
+    let (_, v) = resume_with(&s, &conv, &ann.token).await?;
+    assert_eq!(v["value"]["code"], "unauthorized", "{v}");
+    // Once the newer token was used, the old one is refused even with the seat free.
+    back.close().await;
+    let (again, v) = resume_with(&s, &conv, &fresh).await?;
+    assert_eq!(v["name"], "session.started", "{v}");
+    again.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // (Retried until the seat is free, so the refusal is for the generation alone.)
+        let (_, v) = resume_with(&s, &conv, &fresh).await?;
+        if v["name"] == "session.started" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the previous token never resumed: {v}");
+    }
+    let (_, v) = resume_with(&s, &conv, &ann.token).await?;
+    assert_eq!(v["value"]["code"], "unauthorized", "{v}");
+    assert!(v["value"]["message"].as_str().unwrap().contains("replaced by a newer one"), "{v}");
     Ok(())
 }
 

@@ -238,27 +238,12 @@ impl Node {
         let mut tick = tokio::time::interval(HEARTBEAT);
         let mut sub = self.client.subscribe(format!("{}.alive.*", self.cfg.stream)).await.ok();
         let head = format!("{}.alive.", self.cfg.stream);
+        let mut last_tick = Instant::now();
         loop {
+            // Heartbeats already received are taken before a tick judges silence.
             tokio::select! {
+                biased;
                 () = stop.cancelled() => return,
-                _ = tick.tick() => {
-                    let _ = self.client.publish(subject.clone(), instance.clone()).await;
-                    let now = Instant::now();
-                    let gone: Vec<String> = self
-                        .seen
-                        .iter()
-                        .filter(|e| now.duration_since(*e.value()) > NODE_TIMEOUT)
-                        .map(|e| e.key().clone())
-                        .collect();
-                    for n in gone {
-                        self.seen.remove(&n);
-                        let lanes = self.leader_lanes.lock().clone();
-                        if let Some(l) = lanes {
-                            tracing::warn!("cluster: node {n} is silent: closing its connections");
-                            l.close_matching(&format!("{n}."));
-                        }
-                    }
-                }
                 m = async { match sub.as_mut() { Some(s) => futures_util::StreamExt::next(s).await, None => std::future::pending().await } } => {
                     let Some(m) = m else { continue };
                     let Some(n) = m.subject.as_str().strip_prefix(&head) else { continue };
@@ -273,6 +258,32 @@ impl Node {
                         twin.cancel();
                         stop.cancel();
                         return;
+                    }
+                }
+                _ = tick.tick() => {
+                    let _ = self.client.publish(subject.clone(), instance.clone()).await;
+                    let now = Instant::now();
+                    // A node that was itself stalled (a tick late) cannot tell who fell
+                    // silent: everyone gets the benefit of the doubt.
+                    if now.duration_since(std::mem::replace(&mut last_tick, now)) > HEARTBEAT * 2 {
+                        for mut e in self.seen.iter_mut() {
+                            *e.value_mut() = now;
+                        }
+                        continue;
+                    }
+                    let gone: Vec<String> = self
+                        .seen
+                        .iter()
+                        .filter(|e| now.duration_since(*e.value()) > NODE_TIMEOUT)
+                        .map(|e| e.key().clone())
+                        .collect();
+                    for n in gone {
+                        self.seen.remove(&n);
+                        let lanes = self.leader_lanes.lock().clone();
+                        if let Some(l) = lanes {
+                            tracing::warn!("cluster: node {n} is silent: closing its connections");
+                            l.close_matching(&format!("{n}."));
+                        }
                     }
                 }
             }

@@ -170,6 +170,9 @@ pub struct ConvInner {
     pub customer_left_ms: Option<u64>,
     /// The generation of the customer token that may resume it (see `auth::Claims::generation`).
     pub token_gen: u64,
+    /// Until then the generation before `token_gen` also resumes, while no connection holds
+    /// the customer's seat: the answer carrying the newer token may have been lost.
+    pub prev_token_until_ms: u64,
     /// A bot holder must answer by then.
     pub bot_deadline_ms: Option<u64>,
     /// The bot whose handoff is waiting for an agent: it is told `handoff.status`

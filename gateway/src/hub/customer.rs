@@ -12,6 +12,10 @@ use crate::context::{Context, Value as CtxValue};
 use crate::protocol::{self, Inbound, Party, Role};
 use crate::routing::ConvId;
 
+/// How long the token before the current one still resumes a conversation no connection
+/// holds (a resume whose answer, with the new token, was lost on the way).
+const PREVIOUS_TOKEN_GRACE_MS: u64 = 60_000;
+
 impl Hub {
     /// Checks a customer's `session.start` context against the workstream's declarations.
     pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, HubError> {
@@ -142,16 +146,25 @@ impl Hub {
         // A generation newer than the one on record was issued by this gateway (it is
         // signed) to a resume whose saved state did not reach the store before a crash or a
         // change of cluster leader: it is the rightful client's, and becomes the record.
-        if claims.generation < inner.token_gen {
+        // The generation before the current one still resumes for a while, but only while
+        // no connection holds the seat: the connection that carried the newer token may
+        // have dropped before the client read it, and that must not lock the customer out.
+        let now = self.clock.now_ms();
+        let answer_lost = claims.generation + 1 == inner.token_gen
+            && inner.customer.as_ref().is_none_or(Outbox::is_closed)
+            && now <= inner.prev_token_until_ms;
+        if claims.generation < inner.token_gen && !answer_lost {
             return Err(HubError::credentials(
                 "cannot resume: this token was replaced by a newer one (each session.started issues a new token)",
             ));
         }
-        inner.token_gen = claims.generation;
         if inner.closed && !(inner.survey_requested && inner.survey.is_none()) {
             return Err(HubError::credentials("cannot resume: the conversation has ended"));
         }
-        inner.token_gen += 1;
+        // After a lost answer the same generation is issued again: the client still holds
+        // only the one before it.
+        inner.token_gen = inner.token_gen.max(claims.generation + 1);
+        inner.prev_token_until_ms = now + PREVIOUS_TOKEN_GRACE_MS;
         let token = self.customer_token(conv_id, inner.token_gen);
         take_seat(&mut inner, outbox);
         outbox.send(protocol::event(
