@@ -124,7 +124,10 @@ impl SqliteStore {
     }
 }
 
-/// How often the writer checkpoints the WAL into the database, between two transactions.
+/// When the writer checkpoints the WAL into the database, between two transactions: once
+/// [`CHECKPOINT_RECORDS`] records were written since the last one (but not within
+/// [`CHECKPOINT_BUSY`] of it), else [`CHECKPOINT_EVERY`] after it. So under load each
+/// checkpoint copies a few hundred pages at most, and a quiet store checkpoints rarely.
 ///
 /// The writer does it itself, and nothing else writes to the files: with the database's
 /// connection the only one, a PASSIVE checkpoint copies the whole WAL, and the next
@@ -134,6 +137,14 @@ impl SqliteStore {
 /// but not on the disk: its `fsync` of the database file and the writer's `fsync` of the
 /// WAL queued behind each other in the filesystem's journal, and commits of one or two
 /// records took 20–170 ms while one ran (open-loop p99 60–325 ms; 2–27 ms this way).
+///
+/// Commits wait while a checkpoint runs, so under load it runs often and small: at 12,000
+/// escalations a second (36,000 records), a checkpoint every 100 ms copied about 1,500
+/// pages and took 4–9 ms, and the escalations that came meanwhile set the p99 (10.5 ms);
+/// every 10 ms it copies about 150 and takes 1–2 ms (p99 4.2 ms), and the relay's
+/// throughput with the durable store went up rather than down (BENCHMARKS.md).
+const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(10);
+const CHECKPOINT_RECORDS: usize = 256;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A commit slower than this is logged (at debug level) with its size.
@@ -270,6 +281,7 @@ fn spawn_completer() -> Option<tokio::sync::mpsc::UnboundedSender<Completions>> 
 
 fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>, completer: Option<Completer>) {
     let mut checkpointed = std::time::Instant::now();
+    let mut since_checkpoint = 0usize;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -281,7 +293,8 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
         let started = std::time::Instant::now();
         let result = write_batch(&mut conn, &batch);
         crate::metrics::STORE_COMMIT.observe(started.elapsed().as_secs_f64());
-        crate::metrics::STORE_BATCH.observe(batch.len() as f64);
+        let batch_len = batch.len();
+        crate::metrics::STORE_BATCH.observe(batch_len as f64);
         if started.elapsed() > SLOW_COMMIT {
             tracing::debug!(records = batch.len(), "slow store commit: {:?}", started.elapsed());
         }
@@ -305,8 +318,11 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
             }
             None => complete((list, result)),
         }
-        if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+        since_checkpoint += batch_len;
+        let every = if since_checkpoint >= CHECKPOINT_RECORDS { CHECKPOINT_BUSY } else { CHECKPOINT_EVERY };
+        if checkpointed.elapsed() >= every {
             checkpointed = std::time::Instant::now();
+            since_checkpoint = 0;
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!("store checkpoint: {e}");
             }
