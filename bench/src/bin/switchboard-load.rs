@@ -32,6 +32,11 @@ struct Args {
     /// (default: `nats-server` on PATH; Debian's package `nats-server`).
     #[arg(long, default_value = "nats-server")]
     nats: PathBuf,
+    /// The NATS peer's clients ask for an acknowledgement (`+OK`) of every message they
+    /// publish (`verbose`), as the gateway acknowledges every activity; off by default, as
+    /// NATS clients run in production.
+    #[arg(long)]
+    nats_verbose: bool,
     /// Gateway configuration (default: the bench configuration built into this binary).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -112,6 +117,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    load::nats::set_verbose(args.nats_verbose);
     // The command as a reader would type it: the program by name, not by its path here.
     let command = std::iter::once("switchboard-load".to_owned())
         .chain(std::env::args().skip(1).map(|a| if a.contains(' ') { format!("'{a}'") } else { a }))

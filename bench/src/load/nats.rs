@@ -1,5 +1,5 @@
 //! The few parts of the NATS client protocol the generator needs to play the NATS peer:
-//! `INFO`, `CONNECT` (`verbose` and `pedantic` off), `PING`/`PONG`, `SUB`, `PUB`, `MSG` and
+//! `INFO`, `CONNECT` (`pedantic` off; `verbose` off unless `--nats-verbose`), `PING`/`PONG`, `SUB`, `PUB`, `MSG` and
 //! `+OK`/`-ERR`, over nats-server's WebSocket listener.
 //!
 //! Hand-written on purpose, rather than a NATS client crate: such a client brings its own
@@ -155,12 +155,21 @@ fn clip(s: &str) -> &str {
 pub const PING: &[u8] = b"PING\r\n";
 pub const PONG: &[u8] = b"PONG\r\n";
 
-/// `CONNECT` with the server's acknowledgements (`+OK`) and strict checks off, as clients
-/// run in production.
+/// Whether clients ask the server to acknowledge every message (`+OK`): `--nats-verbose`.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later [`connect`] ask for the server's acknowledgements, or not.
+pub fn set_verbose(on: bool) {
+    VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `CONNECT` with strict checks off and, as clients run in production, the server's
+/// acknowledgements (`+OK`) off too, unless [`set_verbose`].
 pub fn connect(name: &str) -> String {
     let name = serde_json::Value::from(name);
+    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
     format!(
-        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"tls_required\":false,\"name\":{name},\
+        "CONNECT {{\"verbose\":{verbose},\"pedantic\":false,\"tls_required\":false,\"name\":{name},\
          \"lang\":\"rust\",\"version\":\"{}\",\"protocol\":1}}\r\n",
         env!("CARGO_PKG_VERSION")
     )
