@@ -339,10 +339,10 @@ async fn write_loop(
     // Twilio's `streamSid` as JSON, once the stream has started (it never changes).
     let mut sid: Option<String> = None;
     let kick_token = outbox.kicked().clone();
+    // `done` also fires at shutdown (its child; see `ws::run_with`), told apart here.
     let kicked = kick_token.cancelled();
-    let stopping = hub.shutdown.cancelled();
     let finished = done.cancelled();
-    tokio::pin!(kicked, stopping, finished);
+    tokio::pin!(kicked, finished);
     'run: loop {
         tokio::select! {
             biased;
@@ -350,11 +350,12 @@ async fn write_loop(
                 close = outbox.kick_reason().map(|k| (k.reason, k.detail));
                 break;
             }
-            _ = &mut stopping => {
-                close = Some((Reason::ShuttingDown, "server shutting down".into()));
+            _ = &mut finished => {
+                if hub.shutdown.is_cancelled() {
+                    close = Some((Reason::ShuttingDown, "server shutting down".into()));
+                }
                 break;
             }
-            _ = &mut finished => break,
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     return;

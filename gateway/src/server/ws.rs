@@ -200,7 +200,10 @@ pub fn run_with<S: Session>(
     writer: Writer,
 ) -> impl Future<Output = ()> + Send + 'static {
     let (sink, mut stream) = ws.split();
-    let done = CancellationToken::new();
+    // Cancelled when the reader ends, and with the hub's shutdown (it is its child): the
+    // connection's loops poll this token of their own, not the one every connection shares
+    // (its locks were taken on every wake-up of every connection, on both cores).
+    let done = hub.shutdown.child_token();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
     let limit = hub.server.max_frame_bytes;
     let (rate, burst) = session.rate();
@@ -225,7 +228,8 @@ pub fn run_with<S: Session>(
             // and dropped from, the token's waiter list every time (several % of a chat-relay
             // profile).
             let kicked = outbox.kicked().cancelled();
-            let stopping = hub.shutdown.cancelled();
+            // Only the shutdown cancels `done` while the reader runs.
+            let stopping = done.cancelled();
             tokio::pin!(kicked, stopping);
             loop {
                 tokio::select! {
@@ -339,17 +343,21 @@ async fn write_loop(
     let kick_token = outbox.kicked().clone();
     // Pings keep healthy idle clients (and NATs) alive; their pongs reset our idle timer.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    // Pinned once, as in `run`.
+    // Pinned once, as in `run`. `done` also fires at shutdown (it is the shutdown's child),
+    // which `shutdown` then tells apart from the reader's end.
     let kicked = kick_token.cancelled();
-    let stopping = shutdown.cancelled();
     let finished = done.cancelled();
-    tokio::pin!(kicked, stopping, finished);
+    tokio::pin!(kicked, finished);
     loop {
         let first = tokio::select! {
             biased;
             _ = &mut kicked => break,
-            _ = &mut stopping => {
-                // Flush what is already queued, then say goodbye.
+            _ = &mut finished => {
+                if !shutdown.is_cancelled() {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+                    return;
+                }
+                // Shutting down: flush what is already queued, then say goodbye.
                 'drain: while let Ok(out) = rx.try_recv() {
                     let frames = match out {
                         Outgoing::Text(f) => vec![f],
@@ -365,10 +373,6 @@ async fn write_loop(
                     }
                 }
                 close_with(&mut sink, Reason::ShuttingDown, "server shutting down").await;
-                return;
-            }
-            _ = &mut finished => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                 return;
             }
             _ = ping.tick() => {
