@@ -166,3 +166,64 @@ async fn every_acknowledged_activity_survives_kill_9_and_every_conversation_resu
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The answer to a resume can die with the gateway: its new token is stored, the client
+/// never read it. After the restart the token the client still has resumes.
+#[tokio::test]
+async fn a_resume_answered_just_before_a_crash_does_not_lock_the_customer_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    let url = format!("ws://{addr}/v1/chat");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let start =
+        json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":"Ann"}}});
+    ws.send(Message::text(start.to_string())).await.unwrap();
+    let (conv, token) = loop {
+        let v = next(&mut ws).await.expect("session.started");
+        if v["name"] == "session.started" {
+            break (
+                v["value"]["conversationId"].as_str().unwrap().to_owned(),
+                v["value"]["token"].as_str().unwrap().to_owned(),
+            );
+        }
+    };
+    drop(ws);
+    let resume =
+        json!({"type":"event","name":"session.resume","value":{"conversationId":conv,"token":token,"watermark":0}});
+    // Resumed: the answer's new token is what the client loses.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    ws.send(Message::text(resume.to_string())).await.unwrap();
+    loop {
+        let v = next(&mut ws).await.expect("an answer to the resume");
+        assert_ne!(v["name"], "error", "{v}");
+        if v["name"] == "session.started" {
+            break;
+        }
+    }
+    // An acknowledged message after it: the store has everything before it, the new
+    // token's generation included.
+    let m = json!({"type":"message","text":"still there?","channelData":{"clientActivityId":"m1"}});
+    ws.send(Message::text(m.to_string())).await.unwrap();
+    while next(&mut ws).await.expect("the ack")["name"] != "ack" {}
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(ws);
+
+    let (mut child, addr) = serve(dir.path());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat")).await.unwrap();
+    ws.send(Message::text(resume.to_string())).await.unwrap();
+    let started = next(&mut ws).await.expect("an answer after the restart");
+    assert_eq!(started["name"], "session.started", "{started}");
+    let mut texts = Vec::new();
+    while let Some(v) = next(&mut ws).await {
+        if let Some(t) = v["text"].as_str() {
+            texts.push(t.to_owned());
+            if t == "still there?" {
+                break;
+            }
+        }
+    }
+    assert!(texts.iter().any(|t| t == "still there?"), "the replay has the acknowledged message: {texts:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -13,8 +13,9 @@ use crate::protocol::{self, Inbound, Party, Role};
 use crate::routing::ConvId;
 
 /// How long the token before the current one still resumes a conversation no connection
-/// holds (a resume whose answer, with the new token, was lost on the way).
-const PREVIOUS_TOKEN_GRACE_MS: u64 = 60_000;
+/// holds (a resume whose answer, with the new token, was lost on the way): from that
+/// resume, or from recovery after a restart.
+pub(super) const PREVIOUS_TOKEN_GRACE_MS: u64 = 60_000;
 
 impl Hub {
     /// Checks a customer's `session.start` context against the workstream's declarations.

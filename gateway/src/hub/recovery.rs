@@ -86,6 +86,9 @@ impl Hub {
                     survey_requested: saved.survey_requested,
                     survey: saved.survey,
                     token_gen: saved.token_gen,
+                    // The answer to the last resume may have died with the process (or
+                    // the cluster leader): the token before still resumes for a while.
+                    prev_token_until_ms: now + super::customer::PREVIOUS_TOKEN_GRACE_MS,
                     summary: saved.summary,
                     last_activity_ms: now,
                     customer_left_ms: Some(now),
