@@ -4,9 +4,13 @@
 //! each call's playout buffer ([`Call::tick`]) gives one 20 ms frame per tick. Rather than a
 //! timer per call (a thousand calls were a thousand timers, each waking its call leg's
 //! writer fifty times a second whether or not there was audio), the calls are shared out
-//! over a few shards, one per runtime worker. Each shard is a task that ticks every 20 ms
-//! and serves all of its calls in one pass: it takes each call's next frame and queues it
-//! on the call leg's outbox, whose writer sends it in the leg's dialect. A native leg's
+//! over a few shards, one per runtime worker. Each shard is a task that ticks every 4 ms and
+//! serves a fifth of its calls (a phase) in one pass: it takes each call's next frame and
+//! queues it on the call leg's outbox, whose writer sends it in the leg's dialect. Every
+//! call is in one phase, so it still gets a frame every 20 ms; a shard's work and its legs'
+//! writes come in five small bursts a frame instead of one large one (at 500 calls one
+//! pass was some 250 frames transcoded, queued and written at once, and the callers' audio
+//! toward the bot waited behind it). A native leg's
 //! marks are reported to the holder here; a Twilio leg's go to the caller in order with
 //! the audio, since Twilio itself says when the audio before a mark has been played.
 //!
@@ -42,8 +46,14 @@ struct Paced {
     marks: Marks,
 }
 
+/// How often a call gets a frame.
+const FRAME: Duration = Duration::from_millis(20);
+
+/// The phases of a shard, served one per `FRAME / PHASES`.
+const PHASES: usize = 5;
+
 struct Shard {
-    calls: parking_lot::Mutex<Vec<Paced>>,
+    phases: [parking_lot::Mutex<Vec<Paced>>; PHASES],
     late: Lateness,
 }
 
@@ -86,7 +96,7 @@ impl Pacer {
     pub fn new(shards: usize) -> Pacer {
         Pacer {
             shards: (0..shards.max(1))
-                .map(|_| Arc::new(Shard { calls: parking_lot::Mutex::default(), late: Lateness::default() }))
+                .map(|_| Arc::new(Shard { phases: Default::default(), late: Lateness::default() }))
                 .collect(),
         }
     }
@@ -96,7 +106,10 @@ impl Pacer {
     pub fn add(&self, conv: Arc<Conversation>, outbox: Outbox, marks: Marks) {
         let Some(stream) = conv.call.as_ref().map(|c| c.stream) else { return };
         let shard = &self.shards[stream as usize % self.shards.len()];
-        shard.calls.lock().push(Paced { conv, outbox, marks });
+        // The phase with the fewest calls (their counts may move meanwhile: it only
+        // spreads the load).
+        let phase = (0..PHASES).min_by_key(|&i| shard.phases[i].lock().len()).unwrap_or(0);
+        shard.phases[phase].lock().push(Paced { conv, outbox, marks });
     }
 
     /// Whether the pacer is falling behind: new calls are refused meanwhile.
@@ -110,18 +123,25 @@ impl Hub {
     pub fn spawn_pacer(self: &Arc<Self>) {
         for shard in &self.pacer.shards {
             let shard = shard.clone();
+            let mut ticks = 0usize;
             // A stalled shard catches up rather than skipping: each call's audio keeps its
             // pace on average, and a gap is as short as the stall.
-            self.spawn_every(Duration::from_millis(20), tokio::time::MissedTickBehavior::Burst, move |hub, due| {
-                shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
-                hub.pace(&shard);
+            let every = FRAME / PHASES as u32;
+            self.spawn_every(every, tokio::time::MissedTickBehavior::Burst, move |hub, due| {
+                let phase = ticks % PHASES;
+                ticks = ticks.wrapping_add(1);
+                if phase == 0 {
+                    shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
+                }
+                hub.pace(&shard.phases[phase]);
             });
         }
     }
 
-    /// One tick of a shard: every call's next 20 ms, with the marks reached before it.
-    fn pace(&self, shard: &Shard) {
-        shard.calls.lock().retain(|p| {
+    /// One tick of a shard: the next 20 ms of every call in one of its phases, with the
+    /// marks reached before it.
+    fn pace(&self, calls: &parking_lot::Mutex<Vec<Paced>>) {
+        calls.lock().retain(|p| {
             let Some(call) = &p.conv.call else { return false };
             if p.outbox.is_closed() {
                 return false;
