@@ -118,7 +118,19 @@ async fn every_acknowledged_activity_survives_kill_9_and_every_conversation_resu
             }),
         ));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Under load until every customer has had a few messages acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut least = usize::MAX;
+        for (record, _) in &tasks {
+            least = least.min(record.lock().await.acks.len());
+        }
+        if least >= 6 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap(); // SIGKILL: no shutdown, no flush
     child.wait().unwrap();
     stop.store(true, Ordering::Relaxed);
