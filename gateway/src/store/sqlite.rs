@@ -296,7 +296,7 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
         let batch_len = batch.len();
         crate::metrics::STORE_BATCH.observe(batch_len as f64);
         if started.elapsed() > SLOW_COMMIT {
-            tracing::debug!(records = batch.len(), "slow store commit: {:?}", started.elapsed());
+            tracing::debug!(records = batch_len, "slow store commit: {:?}", started.elapsed());
         }
         if let Err(e) = &result {
             tracing::error!("store write failed: {e}");
