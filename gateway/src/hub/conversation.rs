@@ -247,8 +247,16 @@ pub struct Departing {
 
 impl Conversation {
     pub fn activity_id(&self, seq: u64) -> String {
+        use std::fmt::Write as _;
         let suffix = self.id.strip_prefix("c_").unwrap_or(&self.id);
-        format!("a_{suffix}_{seq}")
+        // Sized once: `format!` guesses from its literal pieces and grew this string twice
+        // (built twice per activity, for the activity and for its `ack`).
+        let mut id = String::with_capacity(3 + suffix.len() + 20);
+        id.push_str("a_");
+        id.push_str(suffix);
+        id.push('_');
+        let _ = write!(id, "{seq}");
+        id
     }
 
     /// The store answered for the activity `seq` appended in `epoch`: deliver and
@@ -462,5 +470,24 @@ impl ConvInner {
         if let Some(h) = &mut self.holder {
             h.work = Some(WorkItem { at, head, page_bytes });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_activity_id_names_its_conversation_and_seq() {
+        let conv = Conversation {
+            id: ConvId::from("c_0123abcd"),
+            workstream: "ChatWorkStream".into(),
+            customer: Party::system(),
+            inner: super::super::locks::ConvLock::new(ConvInner::default()),
+            call: None,
+            span: tracing::Span::none(),
+        };
+        assert_eq!(conv.activity_id(1), "a_0123abcd_1");
+        assert_eq!(conv.activity_id(u64::MAX), format!("a_0123abcd_{}", u64::MAX));
     }
 }
