@@ -11,22 +11,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 /// A serialised text frame: UTF-8 JSON, cheap to clone (reference counted). The project's
-/// own type, so the hub, the store and the bots know nothing of WebSockets. It keeps its
-/// bytes as tungstenite's `Utf8Bytes`, a byte string known to be UTF-8 (it is only ever
-/// made from a `String` or a `&'static str`): reading it as a `str` (the store, a
-/// transcript spliced into a work item) and sending it as a text message check nothing
-/// again. Checking every frame on the way out, and on every `as_str`, was 2–3 % of a
-/// handoff burst's samples.
+/// own type, so the hub, the store and the bots know nothing of WebSockets; `server/` turns
+/// it into a WebSocket message (checking it is UTF-8, which every `Frame` is by
+/// construction: it is only ever made from a `String` or a `&'static str`).
 #[derive(Clone, PartialEq, Eq)]
-pub struct Frame(tokio_tungstenite::tungstenite::Utf8Bytes);
+pub struct Frame(bytes::Bytes);
 
 impl Frame {
     pub const fn from_static(s: &'static str) -> Frame {
-        Frame(tokio_tungstenite::tungstenite::Utf8Bytes::from_static(s))
+        Frame(bytes::Bytes::from_static(s.as_bytes()))
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        // Made from a `String` or a `str` only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -37,20 +35,15 @@ impl Frame {
         self.0.is_empty()
     }
 
-    /// The bytes, for a transport other than WebSocket (the cluster's log).
+    /// The bytes, for the transport.
     pub fn into_bytes(self) -> bytes::Bytes {
-        self.0.into()
-    }
-
-    /// The text, for a WebSocket message.
-    pub fn into_text(self) -> tokio_tungstenite::tungstenite::Utf8Bytes {
         self.0
     }
 }
 
 impl From<String> for Frame {
     fn from(s: String) -> Frame {
-        Frame(s.into())
+        Frame(bytes::Bytes::from(s))
     }
 }
 

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 
 use super::respond;
@@ -33,7 +33,7 @@ pub type WsStream = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 /// strings only); the check is a fast scan, and a frame that failed it would be sent as
 /// an empty object rather than as invalid text.
 pub fn text(f: Frame) -> Message {
-    Message::Text(f.into_text())
+    Message::Text(Utf8Bytes::try_from(f.into_bytes()).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
 }
 
 /// What a protocol (customer, bot, agent, …) does with a connection's frames.
