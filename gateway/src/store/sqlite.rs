@@ -292,11 +292,12 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
         }
         let started = std::time::Instant::now();
         let result = write_batch(&mut conn, &batch);
-        crate::metrics::STORE_COMMIT.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        crate::metrics::STORE_COMMIT.observe(took.as_secs_f64());
         let batch_len = batch.len();
         crate::metrics::STORE_BATCH.observe(batch_len as f64);
-        if started.elapsed() > SLOW_COMMIT {
-            tracing::debug!(records = batch_len, "slow store commit: {:?}", started.elapsed());
+        if took > SLOW_COMMIT {
+            tracing::debug!(records = batch_len, "slow store commit: {took:?}");
         }
         if let Err(e) = &result {
             tracing::error!("store write failed: {e}");
