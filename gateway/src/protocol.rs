@@ -340,7 +340,7 @@ impl Party {
 pub struct Activity<'a> {
     #[serde(rename = "type")]
     pub kind: &'static str,
-    pub id: &'a str,
+    pub id: ActivityId<'a>,
     pub seq: u64,
     pub timestamp: &'a str,
     pub conversation: ConvRef,
@@ -439,11 +439,33 @@ pub fn peek_client_activity_id(text: &str) -> Option<String> {
     serde_json::from_str::<Peek>(text).ok()?.channel_data?.client_activity_id
 }
 
+/// An activity's id, `a_<conversation id without its c_>_<seq>`: derived from the two, and
+/// written straight into the frame that carries it (the activity, its `ack`) rather than
+/// built as a string first.
+#[derive(Clone, Copy, Debug)]
+pub struct ActivityId<'a> {
+    pub conversation: &'a str,
+    pub seq: u64,
+}
+
+impl fmt::Display for ActivityId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let suffix = self.conversation.strip_prefix("c_").unwrap_or(self.conversation);
+        write!(f, "a_{suffix}_{}", self.seq)
+    }
+}
+
+impl Serialize for ActivityId<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[derive(Serialize)]
 struct AckValue<'a> {
     #[serde(rename = "clientActivityId")]
     client_activity_id: Option<&'a str>,
-    id: &'a str,
+    id: ActivityId<'a>,
     seq: u64,
 }
 
@@ -454,8 +476,8 @@ pub fn ack_state(client_activity_id: Option<&str>) -> Frame {
 }
 
 /// The `ack` event for a stored client activity (on the hot path: no JSON tree built).
-pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, id: &str, seq: u64) -> Frame {
-    event("ack", AckValue { client_activity_id, id, seq }, Some(conversation))
+pub fn ack_event(conversation: &str, client_activity_id: Option<&str>, seq: u64) -> Frame {
+    event("ack", AckValue { client_activity_id, id: ActivityId { conversation, seq }, seq }, Some(conversation))
 }
 
 impl Inbound {

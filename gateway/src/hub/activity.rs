@@ -61,9 +61,8 @@ impl Hub {
         {
             // Acknowledge again once it is durable (it may still be in flight), on the
             // connection that asked this time: the first one may be gone.
-            let appended = Appended { id: conv.activity_id(seq), seq };
             inner.ack_when_stored(conv, seq, ack);
-            return Ok(appended);
+            return Ok(Appended { seq });
         }
         let body = Body {
             kind: a.kind(),

@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 use super::outbox::Outbox;
 use crate::clock::Clock;
 use crate::protocol::{
-    Activity, ConvRef, Frame, Kind, Party, ValueRef, ack_event, empty_array, empty_object, frame_sized,
+    Activity, ActivityId, ConvRef, Frame, Kind, Party, ValueRef, ack_event, empty_array, empty_object, frame_sized,
 };
 use crate::routing::ConvId;
 use crate::store::{Record, Store, StoreError};
@@ -218,7 +218,6 @@ impl<'a> Body<'a> {
 /// A stored activity's identity.
 #[derive(Debug, Clone)]
 pub struct Appended {
-    pub id: String,
     pub seq: u64,
 }
 
@@ -246,17 +245,8 @@ pub struct Departing {
 }
 
 impl Conversation {
-    pub fn activity_id(&self, seq: u64) -> String {
-        use std::fmt::Write as _;
-        let suffix = self.id.strip_prefix("c_").unwrap_or(&self.id);
-        // Sized once: `format!` guesses from its literal pieces and grew this string twice
-        // (built twice per activity, for the activity and for its `ack`).
-        let mut id = String::with_capacity(3 + suffix.len() + 20);
-        id.push_str("a_");
-        id.push_str(suffix);
-        id.push('_');
-        let _ = write!(id, "{seq}");
-        id
+    pub fn activity_id(&self, seq: u64) -> ActivityId<'_> {
+        ActivityId { conversation: &self.id, seq }
     }
 
     /// The store answered for the activity `seq` appended in `epoch`: deliver and
@@ -303,7 +293,6 @@ impl ConvInner {
         new: NewActivity<'_>,
     ) -> Appended {
         let seq = self.next_seq();
-        let id = conv.activity_id(seq);
         let now = clock.now_ms();
         let timestamp = Clock::timestamp(now);
         let body = new.body;
@@ -312,7 +301,7 @@ impl ConvInner {
         let f = frame_sized(
             &Activity {
                 kind: body.kind.as_str(),
-                id: &id,
+                id: conv.activity_id(seq),
                 seq,
                 timestamp: &timestamp,
                 conversation: ConvRef { id: conv.id.to_string() },
@@ -342,7 +331,7 @@ impl ConvInner {
             let epoch = self.epoch;
             store.record(rec, Some(Box::new(move |result| c.stored(epoch, seq, result))));
         }
-        Appended { id, seq }
+        Appended { seq }
     }
 
     /// Owes `ack` to its sender once `seq` is committed (at once if it is).
@@ -358,8 +347,7 @@ impl ConvInner {
             && p.seq <= self.committed
         {
             let p = self.acks.pop_front().expect("front exists");
-            let id = conv.activity_id(p.seq);
-            p.ack.to.send(ack_event(&conv.id, p.ack.client_activity_id.as_deref(), &id, p.seq));
+            p.ack.to.send(ack_event(&conv.id, p.ack.client_activity_id.as_deref(), p.seq));
         }
     }
 
@@ -487,7 +475,9 @@ mod tests {
             call: None,
             span: tracing::Span::none(),
         };
-        assert_eq!(conv.activity_id(1), "a_0123abcd_1");
-        assert_eq!(conv.activity_id(u64::MAX), format!("a_0123abcd_{}", u64::MAX));
+        assert_eq!(conv.activity_id(1).to_string(), "a_0123abcd_1");
+        assert_eq!(conv.activity_id(u64::MAX).to_string(), format!("a_0123abcd_{}", u64::MAX));
+        let ack = ack_event(&conv.id, Some("c1"), 7);
+        assert!(ack.as_str().contains(r#""id":"a_0123abcd_7""#), "{ack}");
     }
 }
