@@ -37,6 +37,18 @@ pub static BOT_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static BOT_TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 /// Configuration changes applied (admin API or SIGHUP).
 pub static CONFIG_RELOADS: AtomicU64 = AtomicU64::new(0);
+/// Times the routing engine's lock was taken (`hub/locks.rs`), the nanoseconds it was held
+/// in all, and the nanoseconds threads waited for it. Held time per second is how busy the
+/// routing core is: everything it decides is serialised behind this one lock, so routing
+/// events cannot go faster than one per (held time ÷ events), however many cores there are.
+pub static ENGINE_LOCKS: AtomicU64 = AtomicU64::new(0);
+pub static ENGINE_HELD_NS: AtomicU64 = AtomicU64::new(0);
+pub static ENGINE_WAIT_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Adds `d` to a counter of nanoseconds.
+pub fn add_nanos(counter: &AtomicU64, d: std::time::Duration) {
+    counter.fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
 
 /// One more of `counter`.
 pub fn inc(counter: &AtomicU64) {

@@ -428,6 +428,9 @@ async fn metrics_count_connections_conversations_activities_and_routing() -> Res
         "switchboard_assignment_latency_seconds_count",
         "switchboard_store_commit_seconds_count",
         "switchboard_store_batch_records_count",
+        "switchboard_engine_lock_acquisitions_total",
+        "switchboard_engine_lock_held_seconds_total",
+        "switchboard_engine_lock_wait_seconds_total",
     ] {
         ensure!(!samples(&t0, family).is_empty(), "no {family} in\n{t0}");
     }
@@ -461,6 +464,10 @@ async fn metrics_count_connections_conversations_activities_and_routing() -> Res
         ("switchboard_assignment_latency_seconds_count", ""),
         ("switchboard_store_commit_seconds_count", ""),
         ("switchboard_store_batch_records_sum", ""),
+        // A conversation's start and its escalation are routing events: each takes the
+        // engine's lock, and holds it for some time.
+        ("switchboard_engine_lock_acquisitions_total", ""),
+        ("switchboard_engine_lock_held_seconds_total", ""),
     ] {
         ensure!(value(&t1, family, labels) > value(&t0, family, labels), "{family}{{{labels}}} did not move:\n{t1}");
     }

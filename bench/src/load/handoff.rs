@@ -38,6 +38,9 @@ pub struct Handoff {
     /// CPU the server used (a cluster's summed over its processes) from the first frame
     /// sent until the last assignment landed, in seconds.
     pub server_cpu_secs: f64,
+    /// The gateway's routing-engine lock over the same span (`/metrics`); `None` for the
+    /// echo, and for a cluster (each node has its own).
+    pub engine_lock: Option<wire::EngineLock>,
     pub errors: Vec<String>,
 }
 
@@ -50,7 +53,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
     let label = format!("{name} {target}");
     let done = Arc::new(Counter::default());
     let sources = Sources::for_connections(n);
-    let (sent, received, errors, server_cpu_secs) = match target {
+    let (sent, received, errors, (server_cpu_secs, engine_lock)) = match target {
         Target::Gateway => {
             let alice = peers::sign_in(server.member_addr(Member::Alice), Member::Alice, agent(&done)).await?;
             let bob = peers::sign_in(server.member_addr(Member::Bob), Member::Bob, agent(&done)).await?;
@@ -62,7 +65,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
                 bail!("{label}: the bot was assigned {} of {n} conversations", assigned.get());
             }
             let ids: Vec<String> = convs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
-            let cpu = burst(&label, &server, &bot, &ids, &done, rate).await?;
+            let cpu = burst(&label, &server, &bot, &ids, &done, rate, run.launch.cluster.is_none()).await?;
             let (bot_handler, sent) = bot.finish().await?;
             let (a, _) = alice.finish().await?;
             let (b, _) = bob.finish().await?;
@@ -80,7 +83,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
             let bot = Peer::spawn(ws, receipts);
             let customers = peers::open_customers(target, server.customer_addrs(), n, &label, sources).await?;
             let ids: Vec<String> = (0..n).map(wire::synthetic_conversation_id).collect();
-            let cpu = burst(&label, &server, &bot, &ids, &done, rate).await?;
+            let cpu = burst(&label, &server, &bot, &ids, &done, rate, false).await?;
             let (receipts, sent) = bot.finish().await?;
             drop(customers);
             (by_conversation(&ids, &sent), receipts.log, Vec::new(), cpu)
@@ -108,6 +111,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
         errors,
         rate,
         server_cpu_secs,
+        engine_lock,
     };
     say(&format!(
         "  {name} {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, in {:.3} s",
@@ -136,7 +140,8 @@ fn agent(done: &Arc<Counter>) -> Agent {
 }
 
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
-/// 60 s after the last) for every one to land; the CPU seconds the server used meanwhile.
+/// 60 s after the last) for every one to land; the CPU seconds the server used meanwhile,
+/// and with `engine` what the gateway's routing-engine lock did.
 async fn burst<H: peers::Handler>(
     label: &str,
     server: &Server,
@@ -144,7 +149,9 @@ async fn burst<H: peers::Handler>(
     ids: &[String],
     done: &Arc<Counter>,
     rate: Option<f64>,
-) -> Result<f64> {
+    engine: bool,
+) -> Result<(f64, Option<wire::EngineLock>)> {
+    let lock = if engine { Some(wire::EngineLock::read(server.addr).await?) } else { None };
     let cpu = server.cpu_secs()?;
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
@@ -165,10 +172,14 @@ async fn burst<H: peers::Handler>(
         bot.send(wire::handoff(id), Some(u32::try_from(i).unwrap_or(u32::MAX)));
     }
     let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;
-    let used = server.cpu_secs().map(|now| now - cpu);
+    let used = server.cpu_secs().map(|now| now - cpu)?;
+    let lock = match lock {
+        Some(before) => Some(wire::EngineLock::read(server.addr).await?.since(before)),
+        None => None,
+    };
     watcher.abort();
     progress.finish();
-    used
+    Ok((used, lock))
 }
 
 fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {

@@ -333,6 +333,19 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
     }
     figure(row, &s, "p50 (ms)", gl.p50_ms, el.p50_ms, 2);
     figure(row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
+    let per = |secs: f64, h: &Handoff| secs / h.escalations as f64 * 1e6;
+    figure(row, &s, "server CPU per escalation (µs)", per(g.server_cpu_secs, g), per(e.server_cpu_secs, e), 1);
+    if let Some(lock) = g.engine_lock {
+        let gateway_only = |row: &mut RowFn<'_>, measure: &str, v: String| {
+            row(&s, measure, v, String::new(), String::new(), "", String::new());
+        };
+        let held = per(lock.held_secs, g);
+        gateway_only(row, "routing engine's lock held per escalation (µs)", num(held, 1));
+        gateway_only(row, "its lock waited for per escalation (µs)", num(per(lock.wait_secs, g), 1));
+        // Every routing decision is made under that one lock: whatever runs around it in
+        // parallel, the routing core cannot go faster than one escalation per `held`.
+        gateway_only(row, "escalations / s with the lock held all the time (1 ÷ held)", num(1e6 / held, 0));
+    }
     if rate.is_none() {
         let handled = g.per_sec();
         row(

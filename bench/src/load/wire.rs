@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use anyhow::{Context as _, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -119,14 +119,47 @@ pub async fn voice_calls_refused(server: SocketAddr) -> Result<usize> {
     metric(&text, "switchboard_voice_calls_refused").context("/metrics has no switchboard_voice_calls_refused")
 }
 
+/// The routing engine's lock so far (`GET /metrics`): times taken, seconds held, seconds
+/// waited for.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct EngineLock {
+    pub taken: f64,
+    pub held_secs: f64,
+    pub wait_secs: f64,
+}
+
+impl EngineLock {
+    pub async fn read(server: SocketAddr) -> Result<EngineLock> {
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+        let text = http(server, &req).await.context("GET /metrics")?;
+        let get = |name: &str| metric_f64(&text, name).with_context(|| format!("/metrics has no {name}"));
+        Ok(EngineLock {
+            taken: get("switchboard_engine_lock_acquisitions")?,
+            held_secs: get("switchboard_engine_lock_held_seconds")?,
+            wait_secs: get("switchboard_engine_lock_wait_seconds")?,
+        })
+    }
+
+    /// What happened between `earlier` and this reading.
+    pub fn since(self, earlier: EngineLock) -> EngineLock {
+        EngineLock {
+            taken: self.taken - earlier.taken,
+            held_secs: self.held_secs - earlier.held_secs,
+            wait_secs: self.wait_secs - earlier.wait_secs,
+        }
+    }
+}
+
 /// A counter's value in Prometheus text (`name` or `name_total`, without labels).
 fn metric(text: &str, name: &str) -> Option<usize> {
-    text.lines()
-        .find_map(|l| {
-            let (key, value) = l.split_once(' ')?;
-            (key == name || key.strip_prefix(name) == Some("_total")).then(|| value.trim().parse::<f64>().ok())?
-        })
-        .map(|v| v as usize)
+    metric_f64(text, name).map(|v| v as usize)
+}
+
+fn metric_f64(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name || key.strip_prefix(name) == Some("_total")).then(|| value.trim().parse::<f64>().ok())?
+    })
 }
 
 /// One HTTP/1.1 request over its own socket; the body of a 200 response. Plain HTTP: the

@@ -46,7 +46,9 @@ impl Hub {
                     // The notice of its arrival is for everyone else: the new holder gets
                     // its own `conversation.assigned`, the work item, below (one per
                     // assignment). Authored by it for delivery, so it is not sent to it.
-                    let v = json!({"role": role, "name": party.name, "queue": queue});
+                    let notice = Arrival { name: &party.name, queue: &queue, role };
+                    let v = serde_json::value::to_raw_value(&notice).ok();
+                    let value = v.as_deref().map_or(protocol::ValueRef::NULL, protocol::ValueRef::Raw);
                     inner.append(
                         &c,
                         &self.clock,
@@ -54,7 +56,7 @@ impl Hub {
                         NewActivity {
                             from: &Party::system(),
                             author: Author::Member(Arc::from(member.as_str())),
-                            body: Body::event("conversation.assigned", &v),
+                            body: Body { value, ..Body::event("conversation.assigned", &serde_json::Value::Null) },
                             client_key: None,
                             ack: None,
                         },
@@ -130,4 +132,15 @@ impl Hub {
             }
         }
     }
+}
+
+/// The `value` of the `conversation.assigned` notice the other participants see, serialised
+/// from borrowed names (with the engine locked) rather than built as a JSON tree, whose map
+/// was a tenth of a handoff's time under the lock. Keys in alphabetical order, as they
+/// always were.
+#[derive(serde::Serialize)]
+struct Arrival<'a> {
+    name: &'a str,
+    queue: &'a str,
+    role: &'a str,
 }

@@ -91,6 +91,23 @@ pub fn registry(hub: &Hub) -> Registry {
         m::get(&m::BOT_TIMEOUTS),
     );
     counter(&mut r, "config_reloads", "Configurations applied while running", m::get(&m::CONFIG_RELOADS));
+    counter(
+        &mut r,
+        "engine_lock_acquisitions",
+        "Times the routing engine's lock was taken (every routing event takes it once or more)",
+        m::get(&m::ENGINE_LOCKS),
+    );
+    let seconds = |ns: &std::sync::atomic::AtomicU64| ConstCounter::new(m::get(ns) as f64 / 1e9);
+    r.register(
+        "engine_lock_held_seconds",
+        "Time the routing engine's lock was held: its rate is the share of one core the routing core keeps busy",
+        seconds(&m::ENGINE_HELD_NS),
+    );
+    r.register(
+        "engine_lock_wait_seconds",
+        "Time threads waited for the routing engine's lock",
+        seconds(&m::ENGINE_WAIT_NS),
+    );
     r.register("escalations", "Bot escalations by the rule that routed them", m::ESCALATIONS.clone());
     r.register("queue_wait_seconds", "Time in the queue before a member took the conversation", m::QUEUE_WAIT.clone());
     r.register(
