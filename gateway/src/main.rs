@@ -12,6 +12,11 @@ use tracing_subscriber::EnvFilter;
 /// of the gateway's samples (`malloc_consolidate` and `unlink_chunk` merging free chunks
 /// around every frame and saved state of a kilobyte or more), and jemalloc cut the CPU per
 /// escalation by about a fifth, with less memory per idle conversation (BENCHMARKS.md).
+/// Built with `unprefixed_malloc_on_supported_platforms`, jemalloc is also the C library's
+/// `malloc`, so SQLite's page cache and B-tree balancing no longer go through glibc, whose
+/// per-thread arena grew and trimmed its heap (`grow_heap`'s `mprotect`, page faults) under
+/// the store writer: a fifth of that thread's samples in a handoff burst, about a tenth of the
+/// gateway's CPU per escalation.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
