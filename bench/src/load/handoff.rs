@@ -23,7 +23,7 @@ use super::Run;
 use super::peers::{self, Agent, Counter, EchoBot, EchoReceipts, Member, Peer};
 use super::progress::{Progress, say};
 use super::stats::{Samples, Summary};
-use super::target::{Server, Target};
+use super::target::{Server, Target, own_cpu_secs};
 use super::wire::{self, Sources};
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +38,9 @@ pub struct Handoff {
     /// CPU the server used (a cluster's summed over its processes) from the first frame
     /// sent until the last assignment landed, in seconds.
     pub server_cpu_secs: f64,
+    /// CPU the generator itself used over the same span: with the server's, how much of the
+    /// machine's cores the run kept busy.
+    pub client_cpu_secs: f64,
     /// The gateway's routing-engine lock over the same span (`/metrics`); `None` for the
     /// echo, and for a cluster (each node has its own).
     pub engine_lock: Option<wire::EngineLock>,
@@ -53,7 +56,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
     let label = format!("{name} {target}");
     let done = Arc::new(Counter::default());
     let sources = Sources::for_connections(n);
-    let (sent, received, errors, (server_cpu_secs, engine_lock)) = match target {
+    let (sent, received, errors, (server_cpu_secs, client_cpu_secs, engine_lock)) = match target {
         Target::Gateway => {
             let alice = peers::sign_in(server.member_addr(Member::Alice), Member::Alice, agent(&done)).await?;
             let bob = peers::sign_in(server.member_addr(Member::Bob), Member::Bob, agent(&done)).await?;
@@ -111,6 +114,7 @@ pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Han
         errors,
         rate,
         server_cpu_secs,
+        client_cpu_secs,
         engine_lock,
     };
     say(&format!(
@@ -124,6 +128,12 @@ impl Handoff {
     /// Escalations handled a second in the burst.
     pub fn per_sec(&self) -> f64 {
         self.escalations as f64 / self.burst_seconds
+    }
+
+    /// Cores the server and the generator kept busy, on average, from the first escalation
+    /// sent to the last assignment read.
+    pub fn cores(&self) -> (f64, f64) {
+        (self.server_cpu_secs / self.burst_seconds, self.client_cpu_secs / self.burst_seconds)
     }
 }
 
@@ -140,8 +150,8 @@ fn agent(done: &Arc<Counter>) -> Agent {
 }
 
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
-/// 60 s after the last) for every one to land; the CPU seconds the server used meanwhile,
-/// and with `engine` what the gateway's routing-engine lock did.
+/// 60 s after the last) for every one to land; the CPU seconds the server and the generator
+/// used meanwhile, and with `engine` what the gateway's routing-engine lock did.
 async fn burst<H: peers::Handler>(
     label: &str,
     server: &Server,
@@ -150,9 +160,9 @@ async fn burst<H: peers::Handler>(
     done: &Arc<Counter>,
     rate: Option<f64>,
     engine: bool,
-) -> Result<(f64, Option<wire::EngineLock>)> {
+) -> Result<(f64, f64, Option<wire::EngineLock>)> {
     let lock = if engine { Some(wire::EngineLock::read(server.addr).await?) } else { None };
-    let cpu = server.cpu_secs()?;
+    let (cpu, own) = (server.cpu_secs()?, own_cpu_secs()?);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
     let watcher = {
@@ -173,13 +183,14 @@ async fn burst<H: peers::Handler>(
     }
     let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;
     let used = server.cpu_secs().map(|now| now - cpu)?;
+    let used_here = own_cpu_secs()? - own;
     let lock = match lock {
         Some(before) => Some(wire::EngineLock::read(server.addr).await?.since(before)),
         None => None,
     };
     watcher.abort();
     progress.finish();
-    Ok((used, lock))
+    Ok((used, used_here, lock))
 }
 
 fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {

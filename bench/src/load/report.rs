@@ -335,6 +335,11 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
     figure(row, &s, "max (ms)", gl.max_ms, el.max_ms, 2);
     let per = |secs: f64, h: &Handoff| secs / h.escalations as f64 * 1e6;
     figure(row, &s, "server CPU per escalation (µs)", per(g.server_cpu_secs, g), per(e.server_cpu_secs, e), 1);
+    let (gc, ec) = (g.cores(), e.cores());
+    figure(row, &s, "server CPU (cores)", gc.0, ec.0, 2);
+    // The generator shares the machine: with the server's, how close the run came to
+    // keeping every core busy (a tail that grows there is queueing for the CPU).
+    figure(row, &s, "server + generator CPU (cores, of the machine's)", gc.0 + gc.1, ec.0 + ec.1, 2);
     if let Some(lock) = g.engine_lock {
         let gateway_only = |row: &mut RowFn<'_>, measure: &str, v: String| {
             row(&s, measure, v, String::new(), String::new(), "", String::new());
