@@ -43,12 +43,20 @@ impl Hub {
         let conv = self.named_conversation(a)?;
         let _span = conv.span.enter();
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
-        let mut engine = self.engine.lock();
-        self.held(&engine, &conv.id, member)?;
-        self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
+        // The bot's own activity goes into the transcript under the conversation's lock
+        // alone, checked as any of its messages is; the engine's lock, which every routing
+        // event of every connection waits for, is taken only for the escalation. Should the
+        // conversation move on in between (the customer leaves), the escalation is refused
+        // after the activity was stored, as when no rule routes it.
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| match &inner.holder {
+            Some(h) if h.member == *member => Ok(()),
+            _ => Err(HubError::NotHolder(format!("conversation {:?}", conv.id))),
+        })?;
         if let Some(s) = &a.text {
             conv.inner.lock().summary = Some(s.clone());
         }
+        let mut engine = self.engine.lock();
+        self.held(&engine, &conv.id, member)?;
         let fx = engine.escalate(&conv.id, vars, self.clock.now_ms())?;
         tracing::debug!(conversation.id = %conv.id, bot = %member, "escalated");
         conv.inner.lock().handoff_from = Some(member.clone());
