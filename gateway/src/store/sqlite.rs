@@ -8,10 +8,15 @@
 //! survives a crash of the process and of the machine; `normal` survives a crash of the
 //! process (`kill -9`) only.
 //!
+//! Both a transcript's activities and a conversation's states are appended to logs
+//! (`activities`, `states`) in rowid order; a conversation's row is written when it opens
+//! and when it closes, and says where its activities and states start. Nothing is rewritten
+//! at a random place while a conversation lives (migrations 2 and 3 say why).
+//!
 //! Schema versions are kept in `PRAGMA user_version`; [`MIGRATIONS`] brings any older file
 //! up to date, one step at a time, inside a transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
@@ -19,6 +24,7 @@ use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Commit, Done, Record, Recovered, RecoveredConversation, Store, StoreError};
+use crate::routing::ConvId;
 
 /// Records written per transaction at most.
 const MAX_BATCH: usize = 4096;
@@ -53,6 +59,19 @@ const MIGRATIONS: &[&str] = &[
         (SELECT min(id) FROM activities WHERE activities.conversation = conversations.id),
         (SELECT coalesce(max(id), 0) + 1 FROM activities));
     DROP INDEX activities_by_conversation;",
+    // 3: a conversation's states become an append-only log too. Its row was rewritten in
+    // place at every routing change: 700-odd bytes of JSON at a random place in the table,
+    // a dirty 4 KiB page in the WAL (and again at the checkpoint) for every escalation, most
+    // of a commit's pages. Now each state is appended to `states`; the conversation's row is
+    // written when it opens (with where its states start, `first_state`) and when it closes,
+    // and recovery takes each open conversation's last state from the log. Rows written
+    // before keep their state in `conversations.state`, read when the log has none newer.
+    "CREATE TABLE states (
+        id INTEGER PRIMARY KEY,
+        conversation TEXT NOT NULL,
+        state TEXT NOT NULL
+    );
+    ALTER TABLE conversations ADD COLUMN first_state INTEGER NOT NULL DEFAULT 0;",
 ];
 
 enum Op {
@@ -108,13 +127,14 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
         let recovered = load(&conn)?;
+        let open: HashSet<ConvId> = recovered.conversations.iter().map(|c| ConvId::from(c.id.as_str())).collect();
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let f = failed.clone();
         let completer = spawn_completer();
         std::thread::Builder::new()
             .name("switchboard-store".into())
-            .spawn(move || writer(conn, rx, f, completer))
+            .spawn(move || writer(conn, rx, f, completer, open))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok((SqliteStore { tx, failed, path }, recovered))
     }
@@ -177,13 +197,20 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
     let channel_key: Option<Vec<u8>> =
         conn.query_row("SELECT value FROM meta WHERE key = 'channel_key'", [], |r| r.get(0)).optional().map_err(err)?;
     let mut stmt = conn
-        .prepare("SELECT id, state, first_activity FROM conversations WHERE open = 1 ORDER BY rowid")
+        .prepare("SELECT id, state, first_activity, first_state FROM conversations WHERE open = 1 ORDER BY rowid")
         .map_err(err)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+    let mut rows = Vec::new();
+    let mut first_state = i64::MAX;
+    for row in stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })
         .map_err(err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
+    {
+        let (id, state, first, first_st) = row.map_err(err)?;
+        first_state = first_state.min(first_st);
+        rows.push((id, state, first));
+    }
     // Read the log forward from the oldest open conversation's start, keeping the open
     // conversations' activities. A seq written again replaces that activity and every
     // later one: the hub rewrites from a seq whose commit failed (nothing from it on was
@@ -192,6 +219,16 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
     let index: HashMap<String, usize> = rows.iter().enumerate().map(|(i, (id, _, _))| (id.clone(), i)).collect();
     let mut convs: Vec<RecoveredConversation> =
         rows.into_iter().map(|(id, state, _)| RecoveredConversation { id, state, activities: Vec::new() }).collect();
+    // Each open conversation's state is the last the log holds for it (read forward from
+    // the oldest open conversation's first), else the one its row was written with.
+    let mut states = conn.prepare("SELECT conversation, state FROM states WHERE id >= ?1 ORDER BY id").map_err(err)?;
+    let mut log = states.query(params![first_state]).map_err(err)?;
+    while let Some(r) = log.next().map_err(err)? {
+        let conversation = r.get_ref(0).map_err(err)?.as_str().map_err(err)?;
+        let Some(&i) = index.get(conversation) else { continue };
+        convs[i].state = r.get(1).map_err(err)?;
+    }
+    drop(log);
     let mut log = conn
         .prepare("SELECT conversation, seq, frame, client_key FROM activities WHERE id >= ?1 ORDER BY id")
         .map_err(err)?;
@@ -210,25 +247,44 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
     Ok(Recovered { conversations: convs, signing_key: Some(signing_key), channel_key })
 }
 
-fn write_batch(conn: &mut Connection, batch: &[Op]) -> Result<(), StoreError> {
+/// Writes a batch in one transaction. `open` holds the conversations whose row is written
+/// and open; what the batch opens and closes goes into `changed` (applied to `open` only once
+/// the transaction commits).
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Op],
+    open: &HashSet<ConvId>,
+    changed: &mut Vec<(ConvId, bool)>,
+) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(err)?;
     {
-        // A conversation's row is recorded before any of its activities (the hub persists it
-        // when it opens), so the log's next rowid at its first insert is where they start.
+        // A conversation's row is recorded before any of its activities and states (the hub
+        // persists it when it opens), so the logs' next rowids at its first insert are where
+        // they start. It is written again only when it closes.
         let mut conv = tx
             .prepare_cached(
-                "INSERT INTO conversations (id, open, state, first_activity)
-                 VALUES (?1, ?2, ?3, (SELECT coalesce(max(id), 0) + 1 FROM activities))
+                "INSERT INTO conversations (id, open, state, first_activity, first_state)
+                 VALUES (?1, ?2, ?3, (SELECT coalesce(max(id), 0) + 1 FROM activities),
+                         (SELECT coalesce(max(id), 0) + 1 FROM states))
                  ON CONFLICT (id) DO UPDATE SET open = excluded.open, state = excluded.state",
             )
             .map_err(err)?;
+        let mut state_log =
+            tx.prepare_cached("INSERT INTO states (conversation, state) VALUES (?1, ?2)").map_err(err)?;
         let mut act = tx
             .prepare_cached("INSERT INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)")
             .map_err(err)?;
+        let is_open = |id: &ConvId, changed: &[(ConvId, bool)]| {
+            changed.iter().rev().find(|(c, _)| c == id).map_or_else(|| open.contains(id), |(_, o)| *o)
+        };
         for op in batch {
             match op {
-                Op::Record(Record::Conversation { id, open, state }, _) => {
-                    conv.execute(params![&**id, *open, state]).map_err(err)?;
+                Op::Record(Record::Conversation { id, open: true, state }, _) if is_open(id, changed) => {
+                    state_log.execute(params![&**id, state]).map_err(err)?;
+                }
+                Op::Record(Record::Conversation { id, open: now_open, state }, _) => {
+                    conv.execute(params![&**id, *now_open, state]).map_err(err)?;
+                    changed.push((id.clone(), *now_open));
                 }
                 Op::Record(Record::Activity { conversation, seq, frame, client_key }, _) => {
                     act.execute(params![&**conversation, *seq as i64, frame.as_str(), client_key]).map_err(err)?;
@@ -279,9 +335,16 @@ fn spawn_completer() -> Option<tokio::sync::mpsc::UnboundedSender<Completions>> 
     Some(tx)
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>, completer: Option<Completer>) {
+fn writer(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Op>,
+    failed: Arc<AtomicBool>,
+    completer: Option<Completer>,
+    mut open: HashSet<ConvId>,
+) {
     let mut checkpointed = std::time::Instant::now();
     let mut since_checkpoint = 0usize;
+    let mut changed = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -291,7 +354,17 @@ fn writer(mut conn: Connection, rx: mpsc::Receiver<Op>, failed: Arc<AtomicBool>,
             }
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&mut conn, &batch);
+        changed.clear();
+        let result = write_batch(&mut conn, &batch, &open, &mut changed);
+        if result.is_ok() {
+            for (id, now_open) in changed.drain(..) {
+                if now_open {
+                    open.insert(id);
+                } else {
+                    open.remove(&id);
+                }
+            }
+        }
         let took = started.elapsed();
         crate::metrics::STORE_COMMIT.observe(took.as_secs_f64());
         let batch_len = batch.len();
@@ -433,6 +506,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_conversation_recovers_its_last_state_and_its_row_is_written_only_when_it_opens_and_closes() {
+        let dir = TempDir::new();
+        let state = |id: &str, n: u32| Record::Conversation {
+            id: id.into(),
+            open: true,
+            state: format!("{{\"id\":\"{id}\",\"n\":{n}}}"),
+        };
+        let (store, _) = SqliteStore::open(&dir.0, true).expect("open");
+        store.record(state("c_a", 1), None);
+        store.record(state("c_b", 1), None);
+        store.record(activity("c_a", 1), None);
+        store.flush().wait().await.expect("flush");
+        for n in 2..=4 {
+            store.record(state("c_a", n), None);
+            store.record(state("c_b", n), None);
+        }
+        store.record(conversation("c_b", false), None);
+        store.flush().wait().await.expect("flush");
+        drop(store);
+
+        let (store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen");
+        let ids: Vec<&str> = recovered.conversations.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c_a"], "a closed conversation stays closed");
+        assert_eq!(recovered.conversations[0].state, "{\"id\":\"c_a\",\"n\":4}", "the last state wins");
+        assert_eq!(seqs(&recovered, "c_a"), [1]);
+        {
+            let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
+            let row: String =
+                conn.query_row("SELECT state FROM conversations WHERE id = 'c_a'", [], |r| r.get(0)).expect("row");
+            assert_eq!(row, "{\"id\":\"c_a\",\"n\":1}", "later states are appended, not written over the row");
+        }
+        // After a restart the recovered conversation's states go on into the log.
+        store.record(state("c_a", 5), None);
+        store.flush().wait().await.expect("flush");
+        drop(store);
+        let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen again");
+        assert_eq!(recovered.conversations[0].state, "{\"id\":\"c_a\",\"n\":5}");
+    }
+
+    #[tokio::test]
     async fn migrates_a_version_1_file() {
         let dir = TempDir::new();
         std::fs::create_dir_all(&dir.0).expect("mkdir");
@@ -465,5 +578,17 @@ mod tests {
         let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64);
+        drop(conn);
+        // A migrated conversation's state was in its row; a newer one goes to the log and wins.
+        let (store, recovered) = SqliteStore::open(&dir.0, false).expect("reopen");
+        assert_eq!(recovered.conversations[0].state, "{}");
+        store.record(Record::Conversation { id: "c_a".into(), open: true, state: "{\"n\":2}".into() }, None);
+        store.flush().wait().await.expect("flush");
+        drop(store);
+        let (_store, recovered) = SqliteStore::open(&dir.0, false).expect("reopen");
+        let a = recovered.conversations.iter().find(|c| c.id == "c_a").expect("c_a");
+        assert_eq!(a.state, "{\"n\":2}");
+        let c = recovered.conversations.iter().find(|c| c.id == "c_c").expect("c_c");
+        assert_eq!(c.state, "{}", "the others keep their rows' states");
     }
 }
