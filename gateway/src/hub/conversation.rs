@@ -193,14 +193,12 @@ pub struct Body<'a> {
 
 impl<'a> Body<'a> {
     pub fn event(name: &'a str, value: &'a Value) -> Body<'a> {
-        Body {
-            kind: Kind::Event,
-            text: None,
-            name: Some(name),
-            value: ValueRef::Tree(value),
-            attachments: None,
-            channel_data: None,
-        }
+        Body::event_ref(name, ValueRef::Tree(value))
+    }
+
+    /// An event whose value is already JSON, or a tree.
+    pub fn event_ref(name: &'a str, value: ValueRef<'a>) -> Body<'a> {
+        Body { kind: Kind::Event, text: None, name: Some(name), value, attachments: None, channel_data: None }
     }
 
     pub fn message(text: &'a str) -> Body<'a> {

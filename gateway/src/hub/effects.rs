@@ -56,7 +56,7 @@ impl Hub {
                         NewActivity {
                             from: &Party::system(),
                             author: Author::Member(Arc::from(member.as_str())),
-                            body: Body { value, ..Body::event("conversation.assigned", &serde_json::Value::Null) },
+                            body: Body::event_ref("conversation.assigned", value),
                             client_key: None,
                             ack: None,
                         },

@@ -30,10 +30,7 @@ impl Hub {
     /// A message or typing from the holder.
     pub fn member_post(&self, member: &Arc<str>, reply: &Outbox, a: &Inbound) -> Result<(), HubError> {
         let conv = self.named_conversation(a)?;
-        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| match &inner.holder {
-            Some(h) if h.member == *member => Ok(()),
-            _ => Err(HubError::NotHolder(format!("conversation {:?}", conv.id))),
-        })?;
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| holds(inner, member, &conv.id))?;
         Ok(())
     }
 
@@ -48,10 +45,7 @@ impl Hub {
         // event of every connection waits for, is taken only for the escalation. Should the
         // conversation move on in between (the customer leaves), the escalation is refused
         // after the activity was stored, as when no rule routes it.
-        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| match &inner.holder {
-            Some(h) if h.member == *member => Ok(()),
-            _ => Err(HubError::NotHolder(format!("conversation {:?}", conv.id))),
-        })?;
+        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| holds(inner, member, &conv.id))?;
         if let Some(s) = &a.text {
             conv.inner.lock().summary = Some(s.clone());
         }
@@ -126,9 +120,7 @@ impl Hub {
             Some(v) => v.as_u64().ok_or_else(|| HubError::invalid("transcript.request value.before must be a seq"))?,
         };
         let inner = conv.inner.lock();
-        if inner.holder.as_ref().is_none_or(|h| h.member != *member) {
-            return Err(HubError::NotHolder(format!("conversation {:?}", conv.id)));
-        }
+        holds(&inner, member, &conv.id)?;
         let end = before.saturating_sub(1).min(inner.committed) as usize;
         let frames = &inner.transcript[..end];
         let start = conversation::page_start(frames, self.server.transcript_page_bytes);
@@ -169,5 +161,14 @@ impl Hub {
         let fx = engine.set_presence(member, presence)?;
         self.apply(&mut engine, fx);
         Ok(())
+    }
+}
+
+/// Checks, under the conversation's lock, that `member` holds it: the conversation's copy
+/// of the engine's holder, which a holder's activities are checked against.
+fn holds(inner: &ConvInner, member: &str, conv_id: &str) -> Result<(), HubError> {
+    match &inner.holder {
+        Some(h) if *h.member == *member => Ok(()),
+        _ => Err(HubError::NotHolder(format!("conversation {conv_id:?}"))),
     }
 }
