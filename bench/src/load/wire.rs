@@ -114,9 +114,14 @@ pub async fn healthz(server: SocketAddr) -> Result<()> {
 
 /// The gateway's count of voice calls refused at their start (`GET /metrics`).
 pub async fn voice_calls_refused(server: SocketAddr) -> Result<usize> {
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-    let text = http(server, &req).await.context("GET /metrics")?;
+    let text = metrics(server).await?;
     metric(&text, "switchboard_voice_calls_refused").context("/metrics has no switchboard_voice_calls_refused")
+}
+
+/// The gateway's `GET /metrics` text.
+async fn metrics(server: SocketAddr) -> Result<String> {
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    http(server, &req).await.context("GET /metrics")
 }
 
 /// The routing engine's lock so far (`GET /metrics`): times taken, seconds held, seconds
@@ -130,8 +135,7 @@ pub struct EngineLock {
 
 impl EngineLock {
     pub async fn read(server: SocketAddr) -> Result<EngineLock> {
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
-        let text = http(server, &req).await.context("GET /metrics")?;
+        let text = metrics(server).await?;
         let get = |name: &str| metric_f64(&text, name).with_context(|| format!("/metrics has no {name}"));
         Ok(EngineLock {
             taken: get("switchboard_engine_lock_acquisitions")?,
