@@ -251,13 +251,13 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
 }
 
 /// Writes a batch in one transaction. `open` holds the conversations whose row is written
-/// and open; what the batch opens and closes goes into `changed` (applied to `open` only once
-/// the transaction commits).
+/// and open; the batch updates it as it opens and closes them, and notes in `undo` what
+/// each was before, for the writer to put back if the transaction fails.
 fn write_batch(
     conn: &mut Connection,
     batch: &[Op],
-    open: &HashSet<ConvId>,
-    changed: &mut Vec<(ConvId, bool)>,
+    open: &mut HashSet<ConvId>,
+    undo: &mut Vec<(ConvId, bool)>,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(err)?;
     {
@@ -277,17 +277,15 @@ fn write_batch(
         let mut act = tx
             .prepare_cached("INSERT INTO activities (conversation, seq, frame, client_key) VALUES (?1, ?2, ?3, ?4)")
             .map_err(err)?;
-        let is_open = |id: &ConvId, changed: &[(ConvId, bool)]| {
-            changed.iter().rev().find(|(c, _)| c == id).map_or_else(|| open.contains(id), |(_, o)| *o)
-        };
         for op in batch {
             match op {
-                Op::Record(Record::Conversation { id, open: true, state }, _) if is_open(id, changed) => {
+                Op::Record(Record::Conversation { id, open: true, state }, _) if open.contains(id) => {
                     state_log.execute(params![&**id, state]).map_err(err)?;
                 }
                 Op::Record(Record::Conversation { id, open: now_open, state }, _) => {
                     conv.execute(params![&**id, *now_open, state]).map_err(err)?;
-                    changed.push((id.clone(), *now_open));
+                    let was = if *now_open { !open.insert(id.clone()) } else { open.remove(id) };
+                    undo.push((id.clone(), was));
                 }
                 Op::Record(Record::Activity { conversation, seq, frame, client_key }, _) => {
                     act.execute(params![&**conversation, *seq as i64, frame.as_str(), client_key]).map_err(err)?;
@@ -347,7 +345,7 @@ fn writer(
 ) {
     let mut checkpointed = std::time::Instant::now();
     let mut since_checkpoint = 0usize;
-    let mut changed = Vec::new();
+    let mut undo = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -357,17 +355,18 @@ fn writer(
             }
         }
         let started = std::time::Instant::now();
-        changed.clear();
-        let result = write_batch(&mut conn, &batch, &open, &mut changed);
-        if result.is_ok() {
-            for (id, now_open) in changed.drain(..) {
-                if now_open {
+        let result = write_batch(&mut conn, &batch, &mut open, &mut undo);
+        // A failed transaction wrote no row: what it marked open or closed is put back.
+        if result.is_err() {
+            for (id, was) in undo.drain(..).rev() {
+                if was {
                     open.insert(id);
                 } else {
                     open.remove(&id);
                 }
             }
         }
+        undo.clear();
         let took = started.elapsed();
         crate::metrics::STORE_COMMIT.observe(took.as_secs_f64());
         let batch_len = batch.len();
