@@ -102,17 +102,25 @@ fn resample(c: &mut Criterion) {
             let input = audio(from);
             let frame = from as usize / 50;
             g.throughput(Throughput::Elements(input.len() as u64));
-            let mut r = Resampler::new(from, to).unwrap();
-            let mut out = Vec::with_capacity(to as usize / 50 + 8);
-            g.bench_function(format!("{from}->{to}"), |b| {
-                b.iter(|| {
-                    for chunk in input.chunks(frame) {
-                        out.clear();
-                        r.process(black_box(chunk), &mut out);
-                        black_box(&out);
-                    }
-                })
-            });
+            let fast = Resampler::new(from, to).unwrap();
+            // Where the CPU has AVX2, the baseline (SSE2) kernel is measured beside it.
+            let kernels = if fast.uses_avx2() {
+                vec![(String::new(), fast.clone()), (" sse2".to_string(), fast.portable())]
+            } else {
+                vec![(String::new(), fast)]
+            };
+            for (name, mut r) in kernels {
+                let mut out = Vec::with_capacity(to as usize / 50 + 8);
+                g.bench_function(format!("{from}->{to}{name}"), |b| {
+                    b.iter(|| {
+                        for chunk in input.chunks(frame) {
+                            out.clear();
+                            r.process(black_box(chunk), &mut out);
+                            black_box(&out);
+                        }
+                    })
+                });
+            }
         }
     }
     g.finish();
