@@ -250,15 +250,36 @@ fn load(conn: &Connection) -> Result<Recovered, StoreError> {
     Ok(Recovered { conversations: convs, signing_key: Some(signing_key), channel_key })
 }
 
-/// Writes a batch in one transaction. `open` holds the conversations whose row is written
-/// and open; the batch updates it as it opens and closes them, and notes in `undo` what
-/// each was before, for the writer to put back if the transaction fails.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[Op],
-    open: &mut HashSet<ConvId>,
-    undo: &mut Vec<(ConvId, bool)>,
-) -> Result<(), StoreError> {
+/// The conversations whose row is written and open, as the writer knows them (a state of
+/// one of them goes to the `states` log; any other conversation's record writes its row),
+/// with what the current batch changed, to put back if its transaction fails.
+#[derive(Debug, Default)]
+struct OpenSet {
+    open: HashSet<ConvId>,
+    /// Each conversation the batch opened or closed, and whether it was open before.
+    undo: Vec<(ConvId, bool)>,
+}
+
+impl OpenSet {
+    fn mark(&mut self, id: &ConvId, now_open: bool) {
+        let was = if now_open { !self.open.insert(id.clone()) } else { self.open.remove(id) };
+        self.undo.push((id.clone(), was));
+    }
+
+    /// The batch failed and wrote no row: what it marked is put back.
+    fn put_back(&mut self) {
+        for (id, was) in self.undo.drain(..).rev() {
+            if was {
+                self.open.insert(id);
+            } else {
+                self.open.remove(&id);
+            }
+        }
+    }
+}
+
+/// Writes a batch in one transaction, marking in `open` the conversations it opens and closes.
+fn write_batch(conn: &mut Connection, batch: &[Op], open: &mut OpenSet) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(err)?;
     {
         // A conversation's row is recorded before any of its activities and states (the hub
@@ -279,13 +300,12 @@ fn write_batch(
             .map_err(err)?;
         for op in batch {
             match op {
-                Op::Record(Record::Conversation { id, open: true, state }, _) if open.contains(id) => {
+                Op::Record(Record::Conversation { id, open: true, state }, _) if open.open.contains(id) => {
                     state_log.execute(params![&**id, state]).map_err(err)?;
                 }
                 Op::Record(Record::Conversation { id, open: now_open, state }, _) => {
                     conv.execute(params![&**id, *now_open, state]).map_err(err)?;
-                    let was = if *now_open { !open.insert(id.clone()) } else { open.remove(id) };
-                    undo.push((id.clone(), was));
+                    open.mark(id, *now_open);
                 }
                 Op::Record(Record::Activity { conversation, seq, frame, client_key }, _) => {
                     act.execute(params![&**conversation, *seq as i64, frame.as_str(), client_key]).map_err(err)?;
@@ -299,6 +319,17 @@ fn write_batch(
         }
     }
     tx.commit().map_err(err)
+}
+
+/// [`write_batch`], and if its transaction fails, the open set put back as it was, so the
+/// next batch writes those conversations' rows as the database has them.
+fn commit_batch(conn: &mut Connection, batch: &[Op], open: &mut OpenSet) -> Result<(), StoreError> {
+    let result = write_batch(conn, batch, open);
+    if result.is_err() {
+        open.put_back();
+    }
+    open.undo.clear();
+    result
 }
 
 /// A committed (or failed) batch's callbacks and flush answers, in order.
@@ -341,11 +372,11 @@ fn writer(
     rx: mpsc::Receiver<Op>,
     failed: Arc<AtomicBool>,
     completer: Option<Completer>,
-    mut open: HashSet<ConvId>,
+    open: HashSet<ConvId>,
 ) {
     let mut checkpointed = std::time::Instant::now();
     let mut since_checkpoint = 0usize;
-    let mut undo = Vec::new();
+    let mut open = OpenSet { open, undo: Vec::new() };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -355,18 +386,7 @@ fn writer(
             }
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&mut conn, &batch, &mut open, &mut undo);
-        // A failed transaction wrote no row: what it marked open or closed is put back.
-        if result.is_err() {
-            for (id, was) in undo.drain(..).rev() {
-                if was {
-                    open.insert(id);
-                } else {
-                    open.remove(&id);
-                }
-            }
-        }
-        undo.clear();
+        let result = commit_batch(&mut conn, &batch, &mut open);
         let took = started.elapsed();
         crate::metrics::STORE_COMMIT.observe(took.as_secs_f64());
         let batch_len = batch.len();
@@ -592,5 +612,47 @@ mod tests {
         assert_eq!(a.state, "{\"n\":2}");
         let c = recovered.conversations.iter().find(|c| c.id == "c_c").expect("c_c");
         assert_eq!(c.state, "{}", "the others keep their rows' states");
+    }
+
+    /// A transaction that fails leaves the writer's open set as the database has it: the
+    /// next batch writes the row of a conversation the failed one opened (else its states
+    /// would go to the log with no row, and recovery would not know it), and the state of
+    /// one it closed goes to the log again.
+    #[test]
+    fn a_failed_batch_puts_the_open_set_back() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).expect("mkdir");
+        let mut conn = Connection::open(dir.0.join("switchboard.db")).expect("create");
+        migrate(&mut conn).expect("schema");
+        let mut open = OpenSet::default();
+        let ops = |records: Vec<Record>| records.into_iter().map(|r| Op::Record(r, None)).collect::<Vec<_>>();
+
+        commit_batch(&mut conn, &ops(vec![conversation("c_a", true)]), &mut open).expect("first batch");
+        assert_eq!(open.open, HashSet::from([ConvId::from("c_a")]));
+
+        conn.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON activities WHEN NEW.conversation = 'c_b'
+             BEGIN SELECT RAISE(ABORT, 'the disk is full'); END;",
+        )
+        .expect("trigger");
+        let failing = ops(vec![conversation("c_b", true), conversation("c_a", false), activity("c_b", 1)]);
+        let e = commit_batch(&mut conn, &failing, &mut open).expect_err("the activity is refused");
+        assert!(e.0.contains("the disk is full"), "{e}");
+        assert_eq!(open.open, HashSet::from([ConvId::from("c_a")]), "c_b is not open, c_a is not closed");
+        assert!(open.undo.is_empty());
+
+        conn.execute_batch("DROP TRIGGER refuse").expect("drop trigger");
+        let again = ops(vec![
+            Record::Conversation { id: "c_b".into(), open: true, state: "{\"b\":1}".into() },
+            activity("c_b", 1),
+            Record::Conversation { id: "c_a".into(), open: true, state: "{\"a\":2}".into() },
+        ]);
+        commit_batch(&mut conn, &again, &mut open).expect("the retry");
+        assert_eq!(open.open, HashSet::from([ConvId::from("c_a"), ConvId::from("c_b")]));
+        let recovered = load(&conn).expect("load");
+        let states: Vec<(&str, &str)> =
+            recovered.conversations.iter().map(|c| (c.id.as_str(), c.state.as_str())).collect();
+        assert_eq!(states, [("c_a", "{\"a\":2}"), ("c_b", "{\"b\":1}")]);
+        assert_eq!(seqs(&recovered, "c_b"), [1]);
     }
 }
