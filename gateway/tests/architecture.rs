@@ -4,7 +4,7 @@
 //! that does no IO, reads no environment and no clock, and depends on nothing above it
 //! (what a configuration names outside itself comes through `crate::load`);
 //! only `server` (and the terminal clients, the other end of the wire) knows WebSockets
-//! and HTTP; `codecs` does not depend on tokio.
+//! and HTTP; `codecs` does not depend on tokio; no `unsafe` but the resampler's AVX2 call.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -51,7 +51,11 @@ fn module_of(src: &Path, file: &Path) -> String {
 /// The code of a file without comments (doc comments name other modules freely) and
 /// without its unit tests (which may write files to test the code that reads them).
 fn code(text: &str) -> String {
-    let text = text.split("\n#[cfg(test)]").next().unwrap_or(text);
+    without_comments(text.split("\n#[cfg(test)]").next().unwrap_or(text))
+}
+
+/// `text` with each line's `//` comment cut off.
+fn without_comments(text: &str) -> String {
     text.lines()
         .map(|l| match l.find("//") {
             Some(i) if !l[..i].contains('"') => &l[..i],
@@ -222,4 +226,54 @@ fn codecs_do_not_depend_on_tokio_or_do_io() {
     let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../codecs/Cargo.toml"))
         .expect("codecs manifest");
     assert!(!manifest.contains("tokio"), "codecs/Cargo.toml depends on tokio");
+}
+
+/// The workspace lints deny `unsafe_code`; the one place allowed to is the resampler's AVX2
+/// kernel. Any other `allow(unsafe_code)` or `unsafe` block, function or impl is a new
+/// exception that needs its reason written in ARCHITECTURE.md and here.
+#[test]
+fn no_unsafe_but_the_resamplers_avx2_call() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let allowed = Path::new("codecs/src/resample.rs");
+    let mut list = Vec::new();
+    for dir in [
+        "gateway/src",
+        "gateway/tests",
+        "codecs/src",
+        "codecs/tests",
+        "codecs/fuzz",
+        "bench/src",
+        "bench/benches",
+        "tests",
+    ] {
+        let d = root.join(dir);
+        if d.is_dir() {
+            files(&d, &mut list);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut found_the_allowed_one = false;
+    for f in &list {
+        let rel = f.strip_prefix(&root).expect("under the workspace");
+        // Build outputs and npm packages are not ours; this file names what it looks for.
+        let generated = rel.components().any(|c| c.as_os_str() == "node_modules" || c.as_os_str() == "target");
+        if generated || rel == Path::new("gateway/tests/architecture.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).expect("readable");
+        // Unit tests included: an `unsafe` there is as much an exception.
+        let c = without_comments(&text);
+        let mentions =
+            c.contains("unsafe_code") || c.split(|ch: char| !ch.is_alphanumeric() && ch != '_').any(|w| w == "unsafe");
+        if !mentions {
+            continue;
+        }
+        if rel == allowed {
+            found_the_allowed_one = true;
+        } else {
+            problems.push(rel.display().to_string());
+        }
+    }
+    assert!(problems.is_empty(), "unsafe outside the resampler's AVX2 kernel: {problems:?}");
+    assert!(found_the_allowed_one, "the resampler's AVX2 kernel moved: update this test and ARCHITECTURE.md");
 }
