@@ -11,7 +11,8 @@
 //! - [`format`](mod@format): the six wire formats of SPEC §5.3 (`pcmu/8000` … `l16/48000`).
 //! - [`g711`]: µ-law and A-law, after ITU-T G.191.
 //! - [`l16`]: linear PCM bytes, checked.
-//! - [`resample`]: polyphase FIR resampling between 8, 16, 24 and 48 kHz.
+//! - [`resample`]: polyphase FIR resampling between 8, 16, 24 and 48 kHz (SSE2 or NEON, and
+//!   an AVX2 kernel picked at run time where the CPU has it: the crate's one `unsafe`).
 //! - [`clip`]: whole-clip conversion between any two rates (44.1 kHz WAV prompts), done once.
 //! - [`transcode`]: [`Transcoder`], the per-call-leg pipeline
 //!   (source format → linear → resample → target format), and [`Framer`], 20 ms re-chunking.
