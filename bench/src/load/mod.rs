@@ -142,6 +142,8 @@ pub struct Options {
     pub voice_calls: Vec<usize>,
     /// `voice`: the callers' protocols, one sweep each.
     pub voice_dialects: Vec<voice::Dialect>,
+    /// `voice`: the bot's audio format (the callers' is µ-law 8 kHz).
+    pub voice_bot_audio: voice::BotAudio,
     /// `voice`: after the listed counts, each sweep doubles the count while the echo
     /// baseline holds, up to this many calls (no more than the listed counts' largest: no
     /// extension).

@@ -11,7 +11,7 @@ use super::chat::{ClosedLoop, OpenPoint};
 use super::cluster::{Cluster, Clustered, nodes};
 use super::handoff::Handoff;
 use super::recovery::Recovery;
-use super::voice::{Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
+use super::voice::{BotAudio, Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::{Pair, Results};
 
 struct Row {
@@ -460,8 +460,23 @@ fn sweep_dialect(sweep: &[Pair<VoicePoint>]) -> Dialect {
     sweep.iter().find_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map_or(Dialect::Native, |p| p.dialect)
 }
 
-fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
+/// The bot's audio format in a sweep, from any of its points.
+fn sweep_bot_audio(sweep: &[Pair<VoicePoint>]) -> BotAudio {
+    sweep.iter().find_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map_or(BotAudio::default(), |p| p.bot_audio)
+}
+
+/// How the report names a sweep: its dialect, and the bot's format where it is not the
+/// default.
+fn sweep_title(sweep: &[Pair<VoicePoint>]) -> String {
     let title = sweep_dialect(sweep).title();
+    match sweep_bot_audio(sweep) {
+        BotAudio::L16At16k => title.to_owned(),
+        other => format!("{title}, bot {}", other.title()),
+    }
+}
+
+fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
+    let title = sweep_title(sweep);
     let gateway: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.gateway.as_ref()).collect();
     let echo: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.echo.as_ref()).collect();
     let counts: Vec<String> =
@@ -618,13 +633,14 @@ fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
     };
     let _ = writeln!(
         md,
-        "\n{how} The bot (L16 16 kHz) sends each frame it reads back on its stream. Caller → bot \
+        "\n{how} The bot ({}) sends each frame it reads back on its stream. Caller → bot \
          latency is from the caller's write to the bot's read; the echo baseline's is the caller's \
          frame back from the echo server. The gap is the time between consecutive frames arriving at \
          a caller (gateway: the bot's audio as the pacer plays it; echo: the caller's own frames \
          back). A count holds with no call refused, no frame lost, out of order or duplicated \
          either way, no error, and p99 caller → bot < 5 ms; the gap is held to ≤ 25 ms at p99 at \
-         the largest count that holds.\n"
+         the largest count that holds.\n",
+        sweep_bot_audio(sweep).title()
     );
     table(
         md,
@@ -872,14 +888,16 @@ pub fn markdown(r: &Results) -> String {
     .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
     .chain(r.chat_relay.iter().flat_map(|p| p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats: {e}")))))
     .chain(r.voice.iter().chain(&r.voice_twilio).flat_map(|sweep| {
-        let title = sweep_dialect(sweep).title();
+        let title = sweep_title(sweep);
         sweep.iter().flat_map(move |p| {
             let calls = p.gateway.as_ref().map_or(0, |g| g.calls);
-            p.errors.iter().map(move |e| format!("{title}, {calls} calls: {e}")).chain(
-                p.gateway
-                    .iter()
-                    .flat_map(move |g| g.errors.iter().map(move |e| format!("{title}, {calls} calls, gateway: {e}"))),
-            )
+            let (point, gateway) = (title.clone(), title.clone());
+            p.errors.iter().map(move |e| format!("{point}, {calls} calls: {e}")).chain(p.gateway.iter().flat_map(
+                move |g| {
+                    let title = gateway.clone();
+                    g.errors.iter().map(move |e| format!("{title}, {calls} calls, gateway: {e}"))
+                },
+            ))
         })
     }))
     .collect();

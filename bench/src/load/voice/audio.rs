@@ -39,15 +39,77 @@ pub(super) fn caller_frames() -> Vec<Bytes> {
     LEVELS.iter().map(|&l| Bytes::from(vec![ulaw::encode(l); CALLER_FRAME_BYTES])).collect()
 }
 
-/// The echo baseline's bot frame: `[stream][20 ms of L16 16 kHz at the level of k]`.
-pub(super) fn bot_frame(stream: u32, k: usize) -> Bytes {
-    let mut v = Vec::with_capacity(4 + BOT_FRAME_BYTES);
-    v.extend_from_slice(&stream.to_be_bytes());
-    let sample = LEVELS[usize::from(mark_of(k))].to_le_bytes();
-    for _ in 0..BOT_FRAME_BYTES / 2 {
-        v.extend_from_slice(&sample);
+/// The audio format the voice bot asks for (`/v1/bot?audio=…`): L16 16 kHz by default, as
+/// a speech recogniser wants it; µ-law 8 kHz, the callers' own format, shows the gateway's
+/// path with no transcoding or resampling (the DTMF search on the callers' audio stays).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum BotAudio {
+    #[default]
+    #[serde(rename = "l16/16000")]
+    L16At16k,
+    #[serde(rename = "pcmu/8000")]
+    PcmuAt8k,
+}
+
+impl BotAudio {
+    /// As the bot asks for it.
+    pub fn query(self) -> &'static str {
+        match self {
+            BotAudio::L16At16k => "l16/16000",
+            BotAudio::PcmuAt8k => "pcmu/8000",
+        }
     }
-    Bytes::from(v)
+
+    /// How the report names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            BotAudio::L16At16k => "L16 16 kHz",
+            BotAudio::PcmuAt8k => "µ-law 8 kHz",
+        }
+    }
+
+    /// Bytes of 20 ms of audio.
+    pub(super) fn frame_bytes(self) -> usize {
+        match self {
+            BotAudio::L16At16k => BOT_FRAME_BYTES,
+            BotAudio::PcmuAt8k => CALLER_FRAME_BYTES,
+        }
+    }
+
+    /// The sequence mark of a frame of this format.
+    pub(super) fn mark(self, audio: &[u8]) -> Option<u8> {
+        match self {
+            BotAudio::L16At16k => mark_l16(audio),
+            BotAudio::PcmuAt8k => mark_ulaw(audio),
+        }
+    }
+
+    /// The echo baseline's bot frame: `[stream][20 ms at the level of k]`.
+    pub(super) fn frame(self, stream: u32, k: usize) -> Bytes {
+        let mut v = Vec::with_capacity(4 + self.frame_bytes());
+        v.extend_from_slice(&stream.to_be_bytes());
+        let level = LEVELS[usize::from(mark_of(k))];
+        match self {
+            BotAudio::L16At16k => {
+                for _ in 0..BOT_FRAME_BYTES / 2 {
+                    v.extend_from_slice(&level.to_le_bytes());
+                }
+            }
+            BotAudio::PcmuAt8k => v.resize(4 + CALLER_FRAME_BYTES, ulaw::encode(level)),
+        }
+        Bytes::from(v)
+    }
+}
+
+impl std::str::FromStr for BotAudio {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BotAudio, String> {
+        [BotAudio::L16At16k, BotAudio::PcmuAt8k]
+            .into_iter()
+            .find(|a| a.query() == s)
+            .ok_or_else(|| format!("unknown bot audio {s:?}: l16/16000 or pcmu/8000"))
+    }
 }
 
 pub(super) fn stream_of(frame: &[u8]) -> Option<u32> {
@@ -100,10 +162,13 @@ mod tests {
 
     #[test]
     fn baseline_bot_frames_carry_stream_and_mark() {
-        let f = bot_frame(7, 13);
-        assert_eq!(f.len(), 4 + BOT_FRAME_BYTES);
-        assert_eq!(stream_of(&f), Some(7));
-        assert_eq!(mark_l16(&f[4..]), Some(mark_of(13)));
+        for audio in [BotAudio::L16At16k, BotAudio::PcmuAt8k] {
+            let f = audio.frame(7, 13);
+            assert_eq!(f.len(), 4 + audio.frame_bytes());
+            assert_eq!(stream_of(&f), Some(7));
+            assert_eq!(audio.mark(&f[4..]), Some(mark_of(13)));
+            assert_eq!(audio.query().parse::<BotAudio>(), Ok(audio));
+        }
     }
 
     #[test]

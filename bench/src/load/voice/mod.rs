@@ -1,5 +1,7 @@
 //! `voice`: N concurrent calls, each streaming µ-law 8 kHz in 20 ms frames both ways
-//! through the gateway to one voice bot that asks for L16 16 kHz (`/v1/bot?audio=l16/16000`).
+//! through the gateway to one voice bot that asks for L16 16 kHz (`/v1/bot?audio=l16/16000`;
+//! `--voice-bot-audio pcmu/8000` has it take the callers' own µ-law 8 kHz instead, so the
+//! gateway converts nothing and the run measures the rest of its path).
 //! The callers speak either protocol of the gateway's call legs (`dialect.rs`): the native
 //! one (`/v1/voice`, binary audio) or Twilio's Media Streams
 //! (`/v1/voice/twilio/VoiceWorkStream`, base64 µ-law in JSON `media` events); each dialect
@@ -66,6 +68,7 @@ use super::target::{Server, Target, own_cpu_secs};
 use super::wire::{self, Activity, Sources, Ws};
 use super::{Pair, Run, SERVERS, both};
 
+pub use audio::BotAudio;
 use audio::*;
 use bot::*;
 use caller::*;
@@ -77,13 +80,11 @@ pub const WORKSTREAM: &str = "VoiceWorkStream";
 /// The voice bot of the bench configuration.
 const BOT_APP_ID: &str = "9a4e2b71-3c5d-4f86-a1b2-c3d4e5f60718";
 const BOT_SECRET: &str = "voice-bot-bench-secret";
-/// The bot's audio format, as it asks for it.
-const BOT_AUDIO: &str = "l16/16000";
 
 const FRAME: Duration = Duration::from_millis(20);
 /// µ-law 8 kHz, 20 ms.
 const CALLER_FRAME_BYTES: usize = 160;
-/// L16 16 kHz, 20 ms.
+/// L16 16 kHz, 20 ms (the default bot's format; `--voice-bot-audio`).
 const BOT_FRAME_BYTES: usize = 640;
 /// The p99 caller → bot latency a call count must stay under to hold.
 pub const P99_TARGET_MS: f64 = 5.0;
@@ -123,6 +124,8 @@ impl Direction {
 #[derive(Debug, Clone, Serialize)]
 pub struct VoicePoint {
     pub dialect: Dialect,
+    /// The bot's audio format.
+    pub bot_audio: BotAudio,
     /// Calls attempted.
     pub calls: usize,
     /// Calls the gateway refused at their start (`unavailable`); the point ran with the
@@ -254,7 +257,7 @@ pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) ->
     let counts = Arc::new(Counts::default());
     let (stop_tx, stop) = watch::channel(false);
     let assigned = Arc::new(Assignments::default());
-    let path = format!("/v1/bot?audio={BOT_AUDIO}");
+    let path = format!("/v1/bot?audio={}", o.voice_bot_audio.query());
     let bot_ws = match target {
         Target::Gateway => {
             let token = wire::token(addr, BOT_APP_ID, BOT_SECRET).await?;
@@ -269,7 +272,14 @@ pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) ->
     // Against the gateway the bot echoes what it reads; against the echo server its frames
     // are produced by a clock (below) and come back.
     let echo_back = (target == Target::Gateway).then(|| out_tx.clone());
-    let reader = tokio::spawn(bot_reader(bot_stream, echo_back, counts.clone(), assigned.clone(), stop.clone()));
+    let reader = tokio::spawn(bot_reader(
+        bot_stream,
+        o.voice_bot_audio,
+        echo_back,
+        counts.clone(),
+        assigned.clone(),
+        stop.clone(),
+    ));
 
     let (mut legs, mut refused) = open_callers(target, dialect, addr, calls, &label).await?;
     if target == Target::Gateway {
@@ -298,7 +308,8 @@ pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) ->
         set.spawn(caller((leg.ws, stream), dialect, media, first, sched, counts.clone(), stop.clone()));
     }
     // `out_tx` is held until the end: the bot's connection stays open through the drain.
-    let ticker = (target == Target::Echo).then(|| tokio::spawn(bot_clock(out_tx.clone(), streams, sched)));
+    let ticker =
+        (target == Target::Echo).then(|| tokio::spawn(bot_clock(out_tx.clone(), o.voice_bot_audio, streams, sched)));
     let shown = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label.clone(), Some(sched.end - Instant::now()), shown.clone(), "frames in");
     let mirror = {
@@ -356,7 +367,7 @@ pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) ->
     }
     let p = tally(
         target,
-        (dialect, calls, refused),
+        (dialect, o.voice_bot_audio, calls, refused),
         seconds,
         sched,
         &callers,
@@ -442,7 +453,7 @@ async fn await_assignments(
 #[allow(clippy::too_many_arguments)]
 fn tally(
     target: Target,
-    (dialect, calls, refused): (Dialect, usize, usize),
+    (dialect, bot_audio, calls, refused): (Dialect, BotAudio, usize, usize),
     seconds: f64,
     sched: Schedule,
     callers: &[CallerLog],
@@ -482,6 +493,7 @@ fn tally(
     };
     VoicePoint {
         dialect,
+        bot_audio,
         calls,
         refused,
         seconds,
