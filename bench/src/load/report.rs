@@ -306,6 +306,9 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
     };
     let s = match rate {
         None => format!("handoff, {} in one burst", num(g.escalations as f64, 0)),
+        Some(r) if g.runs > 1 => {
+            format!("handoff, {} × {} at a steady {} / s", g.runs, num((g.escalations / g.runs) as f64, 0), num(r, 0))
+        }
         Some(r) => format!("handoff, {} at a steady {} / s", num(g.escalations as f64, 0), num(r, 0)),
     };
     row(
@@ -328,6 +331,10 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
             "gateway ≤ 5 ms",
             verdict(gl.p99_ms <= 5.0),
         );
+        if g.runs > 1 {
+            let each = |h: &Handoff| h.run_p99_ms.iter().map(|&v| num(v, 2)).collect::<Vec<_>>().join(" / ");
+            row(&s, "p99 of each run (ms)", each(g), each(e), String::new(), "", String::new());
+        }
     } else {
         figure(row, &s, "p99 escalation → assignment (ms)", gl.p99_ms, el.p99_ms, 2);
     }

@@ -144,6 +144,15 @@ impl EngineLock {
         })
     }
 
+    /// Two spans' together.
+    pub fn plus(self, other: EngineLock) -> EngineLock {
+        EngineLock {
+            taken: self.taken + other.taken,
+            held_secs: self.held_secs + other.held_secs,
+            wait_secs: self.wait_secs + other.wait_secs,
+        }
+    }
+
     /// What happened between `earlier` and this reading.
     pub fn since(self, earlier: EngineLock) -> EngineLock {
         EngineLock {
