@@ -140,31 +140,43 @@ impl Call {
         crate::metrics::inc(&crate::metrics::MEDIA_IN);
         let mut digits = Vec::new();
         let mut st = self.state.lock();
-        st.inbound.push(data);
-        while let Some(frame) = st.inbound.next_frame() {
-            let st = &mut *st;
-            if let Some(det) = st.detector.as_mut() {
-                st.linear.clear();
-                decode_linear(self.caller, &frame, &mut st.linear);
-                let mut found = Vec::new();
-                det.process(&st.linear, &mut found);
-                for d in found {
-                    digits.push(d.as_char());
-                }
-            }
-            if let Some(route) = st.route.as_mut()
-                && let Some(o) = &route.outbox
-            {
-                // The stream number, then the audio transcoded straight after it: the
-                // frame's one allocation, handed to the holder's queue as it is.
-                let mut out = Vec::with_capacity(4 + frame.len() * 6);
-                out.extend_from_slice(&self.stream.to_be_bytes());
-                if route.to_holder.process(&frame, &mut out).is_ok() {
-                    o.send_binary(Bytes::from(out));
-                }
+        let st = &mut *st;
+        // A whole frame with nothing pending, as connectors send them, is used where it is;
+        // anything else is re-framed first.
+        if st.inbound.pending() == 0 && data.len() == st.inbound.frame_len() {
+            self.caller_frame(st, data, &mut digits);
+        } else {
+            st.inbound.push(data);
+            while let Some(frame) = st.inbound.next_frame() {
+                self.caller_frame(st, &frame, &mut digits);
             }
         }
         digits
+    }
+
+    /// One 20 ms frame of the caller's audio: searched for tones, then transcoded to the
+    /// holder.
+    fn caller_frame(&self, st: &mut State, frame: &[u8], digits: &mut Vec<char>) {
+        if let Some(det) = st.detector.as_mut() {
+            st.linear.clear();
+            decode_linear(self.caller, frame, &mut st.linear);
+            let mut found = Vec::new();
+            det.process(&st.linear, &mut found);
+            for d in found {
+                digits.push(d.as_char());
+            }
+        }
+        if let Some(route) = st.route.as_mut()
+            && let Some(o) = &route.outbox
+        {
+            // The stream number, then the audio transcoded straight after it: the
+            // frame's one allocation, handed to the holder's queue as it is.
+            let mut out = Vec::with_capacity(4 + frame.len() * 6);
+            out.extend_from_slice(&self.stream.to_be_bytes());
+            if route.to_holder.process(frame, &mut out).is_ok() {
+                o.send_binary(Bytes::from(out));
+            }
+        }
     }
 
     /// Sets (or clears) the holder. A new holder never hears the old one's queued audio.
@@ -206,6 +218,16 @@ impl Call {
         let mut out = Vec::with_capacity(data.len());
         if let Some((_, t)) = st.from_holder.as_mut() {
             t.process(data, &mut out).map_err(|e| CallError::BadAudio(e.to_string()))?;
+        }
+        // A whole frame with nothing pending (a holder sending 20 ms frames, after the
+        // first) is queued as it was converted: no copy through the framer, no list.
+        if st.outbound.pending() == 0 && out.len() == st.outbound.frame_len() {
+            if st.playout_frames + 1 > MAX_PLAYOUT_FRAMES {
+                return Err(CallError::PlayoutFull);
+            }
+            st.playout_frames += 1;
+            st.playout.push_back(Play::Audio(Bytes::from(out)));
+            return Ok(());
         }
         st.outbound.push(&out);
         let frames: Vec<Bytes> = st.outbound.frames().collect();
