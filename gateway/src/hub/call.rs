@@ -215,7 +215,10 @@ impl Call {
         if st.from_holder.as_ref().is_none_or(|(f, _)| *f != from) {
             st.from_holder = Some((from, Transcoder::new(from, self.caller)));
         }
-        let mut out = Vec::with_capacity(data.len());
+        // Sized for what the audio converts to, so a whole frame queued as it is (below)
+        // holds no more memory than its bytes.
+        let cap = (data.len() * self.caller.bytes_per_frame()).div_ceil(from.bytes_per_frame().max(1));
+        let mut out = Vec::with_capacity(cap);
         if let Some((_, t)) = st.from_holder.as_mut() {
             t.process(data, &mut out).map_err(|e| CallError::BadAudio(e.to_string()))?;
         }
