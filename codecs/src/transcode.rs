@@ -118,6 +118,53 @@ impl Framer {
         (self.buf.len() >= len).then(|| self.buf.split_to(len).freeze())
     }
 
+    /// Frames `input` without copying what need not be: the pending bytes are completed
+    /// from its start, every whole frame after that is passed to `f` where it lies in
+    /// `input`, and only the remainder is kept. The same frames as [`push`](Self::push) then
+    /// [`next_frame`](Self::next_frame) until `None`.
+    pub fn for_each_frame(&mut self, input: &[u8], mut f: impl FnMut(&[u8])) {
+        let len = self.frame_len();
+        let mut rest = input;
+        if !self.buf.is_empty() {
+            let take = len.saturating_sub(self.buf.len() % len).min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            while self.buf.len() >= len {
+                f(&self.buf.split_to(len));
+            }
+        }
+        if self.buf.is_empty() {
+            let whole = rest.len() / len * len;
+            for frame in rest[..whole].chunks_exact(len) {
+                f(frame);
+            }
+            rest = &rest[whole..];
+        }
+        self.buf.extend_from_slice(rest);
+    }
+
+    /// How many frames [`push_owned`](Self::push_owned) of `more` bytes would give.
+    pub fn frames_after(&self, more: usize) -> usize {
+        (self.buf.len() + more) / self.frame_len()
+    }
+
+    /// Frames `input`, which the caller gives up: with nothing pending, its whole frames
+    /// are passed to `f` as slices of its own allocation (no copy); otherwise it goes
+    /// through the buffer. The remainder is kept either way.
+    pub fn push_owned(&mut self, input: Vec<u8>, mut f: impl FnMut(Bytes)) {
+        let len = self.frame_len();
+        if !self.buf.is_empty() || input.len() < len {
+            self.push(&input);
+            self.frames().for_each(f);
+            return;
+        }
+        let mut all = Bytes::from(input);
+        while all.len() >= len {
+            f(all.split_to(len));
+        }
+        self.buf.extend_from_slice(&all);
+    }
+
     /// Every complete frame buffered now.
     pub fn frames(&mut self) -> impl Iterator<Item = Bytes> + '_ {
         std::iter::from_fn(move || self.next_frame())
@@ -154,6 +201,39 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `for_each_frame` and `push_owned` give the frames `push` and `next_frame` give, for
+    /// pieces of every length, whole frames and ragged ones, one after another.
+    #[test]
+    fn the_copy_free_paths_frame_as_push_does() {
+        let stream: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+        for format in [Format::PCMU, Format::L16_16K] {
+            let len = format.bytes_per_frame();
+            for sizes in [vec![len], vec![37], vec![len, 1, len - 1, 3 * len + 5], vec![2 * len, len / 2]] {
+                let (mut base, mut borrowed, mut owned) =
+                    (Framer::new(format), Framer::new(format), Framer::new(format));
+                let (mut want, mut got_borrowed, mut got_owned) = (Vec::new(), Vec::new(), Vec::new());
+                let mut rest = &stream[..];
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let (piece, tail) = rest.split_at(sizes[i % sizes.len()].min(rest.len()));
+                    base.push(piece);
+                    want.extend(base.frames().map(|f| f.to_vec()));
+                    borrowed.for_each_frame(piece, |f| got_borrowed.push(f.to_vec()));
+                    let expected = owned.frames_after(piece.len());
+                    let before = got_owned.len();
+                    owned.push_owned(piece.to_vec(), |f| got_owned.push(f.to_vec()));
+                    assert_eq!(got_owned.len() - before, expected, "frames_after");
+                    assert_eq!(borrowed.pending(), base.pending());
+                    assert_eq!(owned.pending(), base.pending());
+                    rest = tail;
+                    i += 1;
+                }
+                assert_eq!(got_borrowed, want, "{format:?} {sizes:?}");
+                assert_eq!(got_owned, want, "{format:?} {sizes:?}");
+            }
+        }
+    }
 
     #[test]
     fn framer_rechunks_and_carries_the_remainder() {

@@ -140,43 +140,30 @@ impl Call {
         crate::metrics::inc(&crate::metrics::MEDIA_IN);
         let mut digits = Vec::new();
         let mut st = self.state.lock();
-        let st = &mut *st;
-        // A whole frame with nothing pending, as connectors send them, is used where it is;
-        // anything else is re-framed first.
-        if st.inbound.pending() == 0 && data.len() == st.inbound.frame_len() {
-            self.caller_frame(st, data, &mut digits);
-        } else {
-            st.inbound.push(data);
-            while let Some(frame) = st.inbound.next_frame() {
-                self.caller_frame(st, &frame, &mut digits);
+        let State { inbound, detector, linear, route, .. } = &mut *st;
+        // Whole frames are searched and transcoded where they lie in `data`.
+        inbound.for_each_frame(data, |frame| {
+            if let Some(det) = detector.as_mut() {
+                linear.clear();
+                decode_linear(self.caller, frame, linear);
+                let mut found = Vec::new();
+                det.process(linear, &mut found);
+                digits.extend(found.iter().map(|d| d.as_char()));
             }
-        }
+            if let Some(route) = route.as_mut()
+                && let Some(o) = &route.outbox
+            {
+                // The stream number, then the audio transcoded straight after it: the
+                // frame's one allocation (20 ms in the holder's format), handed to the
+                // holder's queue as it is.
+                let mut out = Vec::with_capacity(4 + route.format.bytes_per_frame());
+                out.extend_from_slice(&self.stream.to_be_bytes());
+                if route.to_holder.process(frame, &mut out).is_ok() {
+                    o.send_binary(Bytes::from(out));
+                }
+            }
+        });
         digits
-    }
-
-    /// One 20 ms frame of the caller's audio: searched for tones, then transcoded to the
-    /// holder.
-    fn caller_frame(&self, st: &mut State, frame: &[u8], digits: &mut Vec<char>) {
-        if let Some(det) = st.detector.as_mut() {
-            st.linear.clear();
-            decode_linear(self.caller, frame, &mut st.linear);
-            let mut found = Vec::new();
-            det.process(&st.linear, &mut found);
-            for d in found {
-                digits.push(d.as_char());
-            }
-        }
-        if let Some(route) = st.route.as_mut()
-            && let Some(o) = &route.outbox
-        {
-            // The stream number, then the audio transcoded straight after it: the
-            // frame's one allocation, handed to the holder's queue as it is.
-            let mut out = Vec::with_capacity(4 + frame.len() * 6);
-            out.extend_from_slice(&self.stream.to_be_bytes());
-            if route.to_holder.process(frame, &mut out).is_ok() {
-                o.send_binary(Bytes::from(out));
-            }
-        }
     }
 
     /// Sets (or clears) the holder. A new holder never hears the old one's queued audio.
@@ -215,30 +202,24 @@ impl Call {
         if st.from_holder.as_ref().is_none_or(|(f, _)| *f != from) {
             st.from_holder = Some((from, Transcoder::new(from, self.caller)));
         }
-        // Sized for what the audio converts to, so a whole frame queued as it is (below)
-        // holds no more memory than its bytes.
+        // Sized for what the audio converts to, so frames queued as slices of it (below)
+        // hold no more memory than their bytes.
         let cap = (data.len() * self.caller.bytes_per_frame()).div_ceil(from.bytes_per_frame().max(1));
         let mut out = Vec::with_capacity(cap);
         if let Some((_, t)) = st.from_holder.as_mut() {
             t.process(data, &mut out).map_err(|e| CallError::BadAudio(e.to_string()))?;
         }
-        // A whole frame with nothing pending (a holder sending 20 ms frames, after the
-        // first) is queued as it was converted: no copy through the framer, no list.
-        if st.outbound.pending() == 0 && out.len() == st.outbound.frame_len() {
-            if st.playout_frames + 1 > MAX_PLAYOUT_FRAMES {
-                return Err(CallError::PlayoutFull);
-            }
-            st.playout_frames += 1;
-            st.playout.push_back(Play::Audio(Bytes::from(out)));
-            return Ok(());
-        }
-        st.outbound.push(&out);
-        let frames: Vec<Bytes> = st.outbound.frames().collect();
-        if st.playout_frames + frames.len() > MAX_PLAYOUT_FRAMES {
+        let frames = st.outbound.frames_after(out.len());
+        if st.playout_frames + frames > MAX_PLAYOUT_FRAMES {
+            // Its whole frames are dropped; a remainder stays for the next audio, as ever.
+            st.outbound.push_owned(out, drop);
             return Err(CallError::PlayoutFull);
         }
-        st.playout_frames += frames.len();
-        st.playout.extend(frames.into_iter().map(Play::Audio));
+        st.playout_frames += frames;
+        // Queued as slices of the converted audio where they line up with it (a holder
+        // sending 20 ms frames): no copy through the framer.
+        let State { outbound, playout, .. } = st;
+        outbound.push_owned(out, |frame| playout.push_back(Play::Audio(frame)));
         Ok(())
     }
 
