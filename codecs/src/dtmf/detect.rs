@@ -127,7 +127,7 @@ pub struct Detector {
     energy: f32,
     in_block: usize,
     /// The last `CONFIRM_BLOCKS` blocks of samples, oldest first once `history_pos` wraps.
-    history: Vec<f32>,
+    history: Vec<i16>,
     history_pos: usize,
     /// Hann window over `history`.
     window: Vec<f32>,
@@ -154,7 +154,7 @@ impl Detector {
             filters: Goertzel::new(FREQS, sample_rate),
             energy: 0.0,
             in_block: 0,
-            history: vec![0.0; span],
+            history: vec![0; span],
             history_pos: 0,
             window,
             recent: VecDeque::with_capacity(CONFIRM_BLOCKS + 1),
@@ -176,22 +176,17 @@ impl Detector {
         let mut rest = samples;
         while !rest.is_empty() {
             let (now, later) = rest.split_at((self.block_len - self.in_block).min(rest.len()));
-            // The filters and the energy first, in a loop of their own (two independent
-            // dependency chains), then the same samples into the history ring.
+            // The filters and the energy in a loop of their own (two independent dependency
+            // chains); the samples as they are into the history ring, read only when a
+            // candidate is confirmed. Blocks tile the ring, so a block's piece never wraps.
             for &s in now {
                 let x = f32::from(s) / 32768.0;
                 self.filters.push(x);
                 self.energy += x * x;
             }
-            let mut pos = self.history_pos;
-            for &s in now {
-                self.history[pos] = f32::from(s) / 32768.0;
-                pos += 1;
-                if pos == self.history.len() {
-                    pos = 0;
-                }
-            }
-            self.history_pos = pos;
+            let pos = self.history_pos;
+            self.history[pos..pos + now.len()].copy_from_slice(now);
+            self.history_pos = (pos + now.len()) % self.history.len();
             self.in_block += now.len();
             if self.in_block == self.block_len {
                 self.end_block(digits);
@@ -325,7 +320,8 @@ impl Detector {
         let span = self.history.len();
         let (mut re, mut im) = (0.0f64, 0.0f64);
         for k in 0..span {
-            let x = f64::from(self.history[(self.history_pos + k) % span] * self.window[k]);
+            let sample = f32::from(self.history[(self.history_pos + k) % span]) / 32768.0;
+            let x = f64::from(sample * self.window[k]);
             let (s, c) = (w * k as f64).sin_cos();
             re += x * c;
             im -= x * s;
