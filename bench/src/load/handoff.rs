@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::Run;
@@ -29,15 +29,13 @@ use super::wire::{self, Sources};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Handoff {
-    /// Runs pooled into these figures, each on a fresh server with its own conversations:
-    /// 1 for the burst, [`STEADY_RUNS`] for the steady run.
-    pub runs: usize,
     /// Escalations over all runs.
     pub escalations: usize,
     pub assigned: usize,
     /// Over every run's escalations together.
     pub latency: Summary,
-    /// Each run's own p99 (ms), in order.
+    /// Each run's own p99 (ms), in order: one per run pooled into these figures, each on a
+    /// fresh server with its own conversations (1 for the burst, [`STEADY_RUNS`] steady).
     pub run_p99_ms: Vec<f64>,
     /// From the first frame written to the last assignment read (summed over runs).
     pub burst_seconds: f64,
@@ -65,31 +63,12 @@ pub const STEADY_RUNS: usize = 3;
 /// Escalations of every held conversation: in one burst (`rate` `None`), or at `rate` a
 /// second ([`STEADY_RUNS`] runs, pooled).
 pub async fn handoff(run: &Run, target: Target, rate: Option<f64>) -> Result<Handoff> {
-    let runs = if rate.is_some() { STEADY_RUNS } else { 1 };
-    let mut pooled: Option<(Handoff, Samples)> = None;
-    for _ in 0..runs {
+    let (mut all, mut every) = handoff_once(run, target, rate).await?;
+    for _ in 1..if rate.is_some() { STEADY_RUNS } else { 1 } {
         let (r, samples) = handoff_once(run, target, rate).await?;
-        pooled = Some(match pooled {
-            None => (r, samples),
-            Some((mut all, mut every)) => {
-                every.extend(samples);
-                all.runs += 1;
-                all.escalations += r.escalations;
-                all.assigned += r.assigned;
-                all.run_p99_ms.extend(r.run_p99_ms);
-                all.burst_seconds += r.burst_seconds;
-                all.server_cpu_secs += r.server_cpu_secs;
-                all.client_cpu_secs += r.client_cpu_secs;
-                all.engine_lock = match (all.engine_lock, r.engine_lock) {
-                    (Some(a), Some(b)) => Some(a.plus(b)),
-                    _ => None,
-                };
-                all.errors.extend(r.errors);
-                (all, every)
-            }
-        });
+        all.absorb(r);
+        every.extend(samples);
     }
-    let (mut all, every) = pooled.context("no run")?;
     all.latency = every.summary();
     Ok(all)
 }
@@ -151,7 +130,6 @@ async fn handoff_once(run: &Run, target: Target, rate: Option<f64>) -> Result<(H
     }
     let latency = samples.clone().summary();
     let r = Handoff {
-        runs: 1,
         escalations: n,
         assigned: samples.len(),
         latency,
@@ -174,6 +152,23 @@ async fn handoff_once(run: &Run, target: Target, rate: Option<f64>) -> Result<(H
 }
 
 impl Handoff {
+    /// Runs pooled into these figures.
+    pub fn runs(&self) -> usize {
+        self.run_p99_ms.len()
+    }
+
+    /// Adds another run's figures to these (the pooled latency is the caller's to set).
+    fn absorb(&mut self, r: Handoff) {
+        self.escalations += r.escalations;
+        self.assigned += r.assigned;
+        self.run_p99_ms.extend(r.run_p99_ms);
+        self.burst_seconds += r.burst_seconds;
+        self.server_cpu_secs += r.server_cpu_secs;
+        self.client_cpu_secs += r.client_cpu_secs;
+        self.engine_lock = self.engine_lock.zip(r.engine_lock).map(|(a, b)| a.plus(b));
+        self.errors.extend(r.errors);
+    }
+
     /// Escalations handled a second in the burst.
     pub fn per_sec(&self) -> f64 {
         self.escalations as f64 / self.burst_seconds

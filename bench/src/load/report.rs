@@ -306,8 +306,13 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
     };
     let s = match rate {
         None => format!("handoff, {} in one burst", num(g.escalations as f64, 0)),
-        Some(r) if g.runs > 1 => {
-            format!("handoff, {} × {} at a steady {} / s", g.runs, num((g.escalations / g.runs) as f64, 0), num(r, 0))
+        Some(r) if g.runs() > 1 => {
+            format!(
+                "handoff, {} × {} at a steady {} / s",
+                g.runs(),
+                num((g.escalations / g.runs()) as f64, 0),
+                num(r, 0)
+            )
         }
         Some(r) => format!("handoff, {} at a steady {} / s", num(g.escalations as f64, 0), num(r, 0)),
     };
@@ -331,7 +336,7 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
             "gateway ≤ 5 ms",
             verdict(gl.p99_ms <= 5.0),
         );
-        if g.runs > 1 {
+        if g.runs() > 1 {
             let each = |h: &Handoff| h.run_p99_ms.iter().map(|&v| num(v, 2)).collect::<Vec<_>>().join(" / ");
             row(&s, "p99 of each run (ms)", each(g), each(e), String::new(), "", String::new());
         }
@@ -462,14 +467,19 @@ fn lost_of(d: &Direction) -> String {
     format!("{} of {}", num((d.lost + d.extra + d.out_of_sequence) as f64, 0), num(d.sent as f64, 0))
 }
 
-/// The dialect of a sweep's callers, from any of its points.
-fn sweep_dialect(sweep: &[Pair<VoicePoint>]) -> Dialect {
-    sweep.iter().find_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map_or(Dialect::Native, |p| p.dialect)
+/// Any point of a sweep (they share its dialect and the bot's format).
+fn sweep_point(sweep: &[Pair<VoicePoint>]) -> Option<&VoicePoint> {
+    sweep.iter().find_map(|p| p.gateway.as_ref().or(p.echo.as_ref()))
 }
 
-/// The bot's audio format in a sweep, from any of its points.
+/// The dialect of a sweep's callers.
+fn sweep_dialect(sweep: &[Pair<VoicePoint>]) -> Dialect {
+    sweep_point(sweep).map_or(Dialect::Native, |p| p.dialect)
+}
+
+/// The bot's audio format in a sweep.
 fn sweep_bot_audio(sweep: &[Pair<VoicePoint>]) -> BotAudio {
-    sweep.iter().find_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map_or(BotAudio::default(), |p| p.bot_audio)
+    sweep_point(sweep).map_or(BotAudio::default(), |p| p.bot_audio)
 }
 
 /// How the report names a sweep: its dialect, and the bot's format where it is not the
@@ -480,6 +490,20 @@ fn sweep_title(sweep: &[Pair<VoicePoint>]) -> String {
         BotAudio::L16At16k => title.to_owned(),
         other => format!("{title}, bot {}", other.title()),
     }
+}
+
+/// A sweep's errors, each named by its sweep and call count.
+fn voice_errors(sweep: &[Pair<VoicePoint>]) -> Vec<String> {
+    let title = sweep_title(sweep);
+    let mut out = Vec::new();
+    for p in sweep {
+        let calls = p.gateway.as_ref().map_or(0, |g| g.calls);
+        out.extend(p.errors.iter().map(|e| format!("{title}, {calls} calls: {e}")));
+        if let Some(g) = &p.gateway {
+            out.extend(g.errors.iter().map(|e| format!("{title}, {calls} calls, gateway: {e}")));
+        }
+    }
+    out
 }
 
 fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
@@ -894,19 +918,7 @@ pub fn markdown(r: &Results) -> String {
     .flatten()
     .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
     .chain(r.chat_relay.iter().flat_map(|p| p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats: {e}")))))
-    .chain(r.voice.iter().chain(&r.voice_twilio).flat_map(|sweep| {
-        let title = sweep_title(sweep);
-        sweep.iter().flat_map(move |p| {
-            let calls = p.gateway.as_ref().map_or(0, |g| g.calls);
-            let (point, gateway) = (title.clone(), title.clone());
-            p.errors.iter().map(move |e| format!("{point}, {calls} calls: {e}")).chain(p.gateway.iter().flat_map(
-                move |g| {
-                    let title = gateway.clone();
-                    g.errors.iter().map(move |e| format!("{title}, {calls} calls, gateway: {e}"))
-                },
-            ))
-        })
-    }))
+    .chain(r.voice.iter().chain(&r.voice_twilio).flat_map(|sweep| voice_errors(sweep)))
     .collect();
     let errors: Vec<String> = errors
         .into_iter()
