@@ -21,7 +21,7 @@
 #   bash scripts/bench.sh --scenarios cluster           # the gateway alone, 1 node and 3 nodes on JetStream
 #                                                       # (not in the default run)
 #   bash scripts/bench.sh --scenarios voice --voice-dialects twilio --voice-max-calls 0
-#   bash scripts/bench.sh --scenarios voice --voice-bot-audio pcmu/8000  # a µ-law bot: no transcoding
+#   bash scripts/bench.sh --scenarios voice --voice-bot-audio pcmu/8000  # a µ-law bot: no transcoding (any SPEC §5.3 format)
 #
 # Every flag is passed to switchboard-load (`target/release/switchboard-load --help`).
 set -euo pipefail

@@ -85,11 +85,11 @@ struct Args {
     /// twilio (Twilio Media Streams, /v1/voice/twilio/VoiceWorkStream).
     #[arg(long, value_delimiter = ',', default_value = "native,twilio")]
     voice_dialects: Vec<load::voice::Dialect>,
-    /// voice: the bot's audio format: l16/16000 (what a speech recogniser takes; the gateway
-    /// transcodes and resamples both ways) or pcmu/8000 (the callers' own format: no
-    /// conversion, the cost of the rest of the path).
+    /// voice: the bot's audio format, any of SPEC §5.3's: l16/16000 (what a speech
+    /// recogniser takes; the gateway transcodes and resamples both ways) or pcmu/8000 (the
+    /// callers' own format: no conversion, the cost of the rest of the path), …
     #[arg(long, default_value = "l16/16000")]
-    voice_bot_audio: load::voice::BotAudio,
+    voice_bot_audio: switchboard_codecs::Format,
     /// voice: after the listed counts, keep doubling the call count while the echo baseline
     /// holds, up to this many calls (and the open-file limit); 0 runs the listed counts only.
     #[arg(long, default_value_t = 4000)]

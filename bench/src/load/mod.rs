@@ -143,7 +143,8 @@ pub struct Options {
     /// `voice`: the callers' protocols, one sweep each.
     pub voice_dialects: Vec<voice::Dialect>,
     /// `voice`: the bot's audio format (the callers' is µ-law 8 kHz).
-    pub voice_bot_audio: voice::BotAudio,
+    #[serde(serialize_with = "voice::as_text")]
+    pub voice_bot_audio: switchboard_codecs::Format,
     /// `voice`: after the listed counts, each sweep doubles the count while the echo
     /// baseline holds, up to this many calls (no more than the listed counts' largest: no
     /// extension).

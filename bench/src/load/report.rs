@@ -11,7 +11,7 @@ use super::chat::{ClosedLoop, OpenPoint};
 use super::cluster::{Cluster, Clustered, nodes};
 use super::handoff::Handoff;
 use super::recovery::Recovery;
-use super::voice::{BotAudio, Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
+use super::voice::{Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::{Pair, Results};
 
 struct Row {
@@ -478,8 +478,8 @@ fn sweep_dialect(sweep: &[Pair<VoicePoint>]) -> Dialect {
 }
 
 /// The bot's audio format in a sweep.
-fn sweep_bot_audio(sweep: &[Pair<VoicePoint>]) -> BotAudio {
-    sweep_point(sweep).map_or(BotAudio::default(), |p| p.bot_audio)
+fn sweep_bot_audio(sweep: &[Pair<VoicePoint>]) -> switchboard_codecs::Format {
+    sweep_point(sweep).map_or_else(Default::default, |p| p.bot_audio)
 }
 
 /// How the report names a sweep: its dialect, and the bot's format where it is not the
@@ -487,8 +487,8 @@ fn sweep_bot_audio(sweep: &[Pair<VoicePoint>]) -> BotAudio {
 fn sweep_title(sweep: &[Pair<VoicePoint>]) -> String {
     let title = sweep_dialect(sweep).title();
     match sweep_bot_audio(sweep) {
-        BotAudio::L16At16k => title.to_owned(),
-        other => format!("{title}, bot {}", other.title()),
+        switchboard_codecs::Format::L16_16K => title.to_owned(),
+        other => format!("{title}, bot {}", super::voice::format_title(other)),
     }
 }
 
@@ -671,7 +671,7 @@ fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
          back). A count holds with no call refused, no frame lost, out of order or duplicated \
          either way, no error, and p99 caller → bot < 5 ms; the gap is held to ≤ 25 ms at p99 at \
          the largest count that holds.\n",
-        sweep_bot_audio(sweep).title()
+        super::voice::format_title(sweep_bot_audio(sweep))
     );
     table(
         md,

@@ -21,17 +21,17 @@ pub(super) fn nearest_level(samples: impl Iterator<Item = i16>) -> Option<u8> {
     (0..LEVELS.len()).min_by_key(|&i| (i64::from(LEVELS[i]) - mean).abs()).map(|i| i as u8)
 }
 
-/// The mark of a µ-law frame: the level of its last 2 ms, where the resamplers' step
+/// The mark of a frame in `format`: the level of its last 2 ms, where the resamplers' step
 /// response from the previous frame's level has settled.
-pub(super) fn mark_ulaw(audio: &[u8]) -> Option<u8> {
-    let tail = &audio[audio.len().saturating_sub(16)..];
-    nearest_level(tail.iter().map(|&c| ulaw::decode(c)))
-}
-
-/// The mark of an L16 (little-endian) frame, from its last 2 ms.
-pub(super) fn mark_l16(audio: &[u8]) -> Option<u8> {
-    let tail = &audio[audio.len().saturating_sub(64) & !1..];
-    nearest_level(tail.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]])))
+pub(super) fn mark(format: Format, audio: &[u8]) -> Option<u8> {
+    let tail_samples = format.sample_rate() as usize / 500;
+    let bytes = format.encoding().bytes_per_sample();
+    let tail = &audio[audio.len().saturating_sub(tail_samples * bytes) / bytes * bytes..];
+    match format.encoding() {
+        Encoding::Pcmu => nearest_level(tail.iter().map(|&c| ulaw::decode(c))),
+        Encoding::Pcma => nearest_level(tail.iter().map(|&c| alaw::decode(c))),
+        Encoding::L16 => nearest_level(tail.chunks_exact(2).map(|s| i16::from_le_bytes([s[0], s[1]]))),
+    }
 }
 
 /// The caller's 8 frames: 20 ms of µ-law at each level.
@@ -39,77 +39,27 @@ pub(super) fn caller_frames() -> Vec<Bytes> {
     LEVELS.iter().map(|&l| Bytes::from(vec![ulaw::encode(l); CALLER_FRAME_BYTES])).collect()
 }
 
-/// The audio format the voice bot asks for (`/v1/bot?audio=…`): L16 16 kHz by default, as
-/// a speech recogniser wants it; µ-law 8 kHz, the callers' own format, shows the gateway's
-/// path with no transcoding or resampling (the DTMF search on the callers' audio stays).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub enum BotAudio {
-    #[default]
-    #[serde(rename = "l16/16000")]
-    L16At16k,
-    #[serde(rename = "pcmu/8000")]
-    PcmuAt8k,
+/// The echo baseline's bot frame: `[stream][20 ms of the bot's `format` at the level of k]`.
+pub(super) fn bot_frame(format: Format, stream: u32, k: usize) -> Bytes {
+    let samples = vec![LEVELS[usize::from(mark_of(k))]; format.samples_per_frame()];
+    let mut v = Vec::with_capacity(4 + format.bytes_per_frame());
+    v.extend_from_slice(&stream.to_be_bytes());
+    match format.encoding() {
+        Encoding::Pcmu => ulaw::encode_into(&samples, &mut v),
+        Encoding::Pcma => alaw::encode_into(&samples, &mut v),
+        Encoding::L16 => l16::encode_le(&samples, &mut v),
+    }
+    Bytes::from(v)
 }
 
-impl BotAudio {
-    /// As the bot asks for it.
-    pub fn query(self) -> &'static str {
-        match self {
-            BotAudio::L16At16k => "l16/16000",
-            BotAudio::PcmuAt8k => "pcmu/8000",
-        }
-    }
-
-    /// How the report names it.
-    pub fn title(self) -> &'static str {
-        match self {
-            BotAudio::L16At16k => "L16 16 kHz",
-            BotAudio::PcmuAt8k => "µ-law 8 kHz",
-        }
-    }
-
-    /// Bytes of 20 ms of audio.
-    pub(super) fn frame_bytes(self) -> usize {
-        match self {
-            BotAudio::L16At16k => BOT_FRAME_BYTES,
-            BotAudio::PcmuAt8k => CALLER_FRAME_BYTES,
-        }
-    }
-
-    /// The sequence mark of a frame of this format.
-    pub(super) fn mark(self, audio: &[u8]) -> Option<u8> {
-        match self {
-            BotAudio::L16At16k => mark_l16(audio),
-            BotAudio::PcmuAt8k => mark_ulaw(audio),
-        }
-    }
-
-    /// The echo baseline's bot frame: `[stream][20 ms at the level of k]`.
-    pub(super) fn frame(self, stream: u32, k: usize) -> Bytes {
-        let mut v = Vec::with_capacity(4 + self.frame_bytes());
-        v.extend_from_slice(&stream.to_be_bytes());
-        let level = LEVELS[usize::from(mark_of(k))];
-        match self {
-            BotAudio::L16At16k => {
-                for _ in 0..BOT_FRAME_BYTES / 2 {
-                    v.extend_from_slice(&level.to_le_bytes());
-                }
-            }
-            BotAudio::PcmuAt8k => v.resize(4 + CALLER_FRAME_BYTES, ulaw::encode(level)),
-        }
-        Bytes::from(v)
-    }
-}
-
-impl std::str::FromStr for BotAudio {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<BotAudio, String> {
-        [BotAudio::L16At16k, BotAudio::PcmuAt8k]
-            .into_iter()
-            .find(|a| a.query() == s)
-            .ok_or_else(|| format!("unknown bot audio {s:?}: l16/16000 or pcmu/8000"))
-    }
+/// How the report names a bot's format: "L16 16 kHz", "µ-law 8 kHz".
+pub fn format_title(format: Format) -> String {
+    let name = match format.encoding() {
+        Encoding::Pcmu => "µ-law",
+        Encoding::Pcma => "A-law",
+        Encoding::L16 => "L16",
+    };
+    format!("{name} {} kHz", format.sample_rate() / 1000)
 }
 
 pub(super) fn stream_of(frame: &[u8]) -> Option<u32> {
@@ -129,46 +79,49 @@ pub(super) fn stream_in_value(a: &Activity<'_>, path: &[&str]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_codecs::{Format, Framer, Transcoder};
+    use switchboard_codecs::{Framer, Transcoder};
 
     use super::*;
 
-    /// The marks survive the gateway's path both ways: µ-law 8 kHz → L16 16 kHz to the bot,
-    /// and the bot's L16 16 kHz → µ-law 8 kHz re-framed for the caller.
+    /// The marks survive the gateway's path both ways, for every format a bot can ask for:
+    /// µ-law 8 kHz → the bot's format, and back → µ-law 8 kHz re-framed for the caller.
     #[test]
     fn marks_survive_transcoding_both_ways() {
         let frames = caller_frames();
-        let mut up = Transcoder::new(Format::PCMU, Format::L16_16K);
-        let mut down = Transcoder::new(Format::L16_16K, Format::PCMU);
-        let mut framer = Framer::new(Format::PCMU);
-        for k in 0..400 {
-            assert_eq!(mark_ulaw(&frames[k % 8]), Some(mark_of(k)));
-            let mut l16 = Vec::new();
-            up.process(&frames[k % 8], &mut l16).unwrap();
-            assert_eq!(l16.len(), BOT_FRAME_BYTES);
-            assert_eq!(mark_l16(&l16), Some(mark_of(k)), "to the bot, frame {k}");
-            let mut back = Vec::new();
-            down.process(&l16, &mut back).unwrap();
-            framer.push(&back);
-            let out: Vec<Bytes> = framer.frames().collect();
-            assert_eq!(out.len(), 1);
-            assert_eq!(mark_ulaw(&out[0]), Some(mark_of(k)), "back to the caller, frame {k}");
+        for bot in Format::ALL {
+            let mut up = Transcoder::new(Format::PCMU, bot);
+            let mut down = Transcoder::new(bot, Format::PCMU);
+            let mut framer = Framer::new(Format::PCMU);
+            for k in 0..400 {
+                assert_eq!(mark(Format::PCMU, &frames[k % 8]), Some(mark_of(k)));
+                let mut to_bot = Vec::new();
+                up.process(&frames[k % 8], &mut to_bot).unwrap();
+                assert_eq!(to_bot.len(), bot.bytes_per_frame());
+                assert_eq!(mark(bot, &to_bot), Some(mark_of(k)), "{bot}: to the bot, frame {k}");
+                let mut back = Vec::new();
+                down.process(&to_bot, &mut back).unwrap();
+                framer.push(&back);
+                let out: Vec<Bytes> = framer.frames().collect();
+                assert_eq!(out.len(), 1);
+                assert_eq!(mark(Format::PCMU, &out[0]), Some(mark_of(k)), "{bot}: back to the caller, frame {k}");
+            }
+            // A frame out of place is seen.
+            let mut to_bot = Vec::new();
+            up.process(&frames[3], &mut to_bot).unwrap();
+            assert_ne!(mark(bot, &to_bot), Some(mark_of(400)));
         }
-        // A frame out of place is seen.
-        let mut l16 = Vec::new();
-        up.process(&frames[3], &mut l16).unwrap();
-        assert_ne!(mark_l16(&l16), Some(mark_of(400)));
     }
 
     #[test]
     fn baseline_bot_frames_carry_stream_and_mark() {
-        for audio in [BotAudio::L16At16k, BotAudio::PcmuAt8k] {
-            let f = audio.frame(7, 13);
-            assert_eq!(f.len(), 4 + audio.frame_bytes());
+        for bot in Format::ALL {
+            let f = bot_frame(bot, 7, 13);
+            assert_eq!(f.len(), 4 + bot.bytes_per_frame());
             assert_eq!(stream_of(&f), Some(7));
-            assert_eq!(audio.mark(&f[4..]), Some(mark_of(13)));
-            assert_eq!(audio.query().parse::<BotAudio>(), Ok(audio));
+            assert_eq!(mark(bot, &f[4..]), Some(mark_of(13)));
         }
+        assert_eq!(format_title(Format::PCMU), "µ-law 8 kHz");
+        assert_eq!(format_title(Format::L16_16K), "L16 16 kHz");
     }
 
     #[test]

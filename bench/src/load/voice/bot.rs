@@ -60,7 +60,7 @@ type Source = futures_util::stream::SplitStream<Ws>;
 /// straight back (the gateway run); the assignments are recorded.
 pub(super) async fn bot_reader(
     mut source: Source,
-    audio: BotAudio,
+    audio: Format,
     echo_back: Option<mpsc::UnboundedSender<Bytes>>,
     counts: Arc<Counts>,
     assigned: Arc<Assignments>,
@@ -83,7 +83,7 @@ pub(super) async fn bot_reader(
                 let log = r.received.entry(stream).or_default();
                 let k = log.len();
                 log.push(now);
-                if frame.len() != 4 + audio.frame_bytes() || audio.mark(&frame[4..]) != Some(mark_of(k)) {
+                if frame.len() != 4 + audio.bytes_per_frame() || mark(audio, &frame[4..]) != Some(mark_of(k)) {
                     r.out_of_sequence += 1;
                 }
                 counts.up_received.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +140,7 @@ pub(super) async fn bot_writer(
 
 /// The echo baseline's bot: the frames the gateway run's bot would send (one per call
 /// every 20 ms, spread evenly), on a 1 ms clock.
-pub(super) async fn bot_clock(tx: mpsc::UnboundedSender<Bytes>, audio: BotAudio, streams: Vec<u32>, sched: Schedule) {
+pub(super) async fn bot_clock(tx: mpsc::UnboundedSender<Bytes>, audio: Format, streams: Vec<u32>, sched: Schedule) {
     if streams.is_empty() {
         return;
     }
@@ -154,7 +154,7 @@ pub(super) async fn bot_clock(tx: mpsc::UnboundedSender<Bytes>, audio: BotAudio,
         let due = ((now - sched.start).as_secs_f64() * per_sec) as usize;
         while sent < due {
             let (k, i) = (sent / streams.len(), sent % streams.len());
-            if tx.send(audio.frame(streams[i], k)).is_err() {
+            if tx.send(bot_frame(audio, streams[i], k)).is_err() {
                 return;
             }
             sent += 1;

@@ -169,7 +169,7 @@ pub(super) async fn caller(
                     Heard::Audio if !log.sent.is_empty() => {
                         let k = log.received.len();
                         log.received.push(Instant::now());
-                        if audio.len() != CALLER_FRAME_BYTES || mark_ulaw(&audio) != Some(mark_of(k)) {
+                        if audio.len() != CALLER_FRAME_BYTES || mark(Format::PCMU, &audio) != Some(mark_of(k)) {
                             log.out_of_sequence += 1;
                         }
                         counts.down_received.fetch_add(1, Ordering::Relaxed);

@@ -211,12 +211,12 @@ mod tests {
             assert!(t.as_str().contains(r#""track":"inbound""#));
             assert_eq!(Dialect::Twilio.hear(m, &mut audio), Heard::Audio);
             assert_eq!(audio, frames[k].as_ref());
-            assert_eq!(mark_ulaw(&audio), Some(mark_of(k)));
+            assert_eq!(mark(Format::PCMU, &audio), Some(mark_of(k)));
         }
         let gateway =
             format!(r#"{{"event":"media","streamSid":"MZ1","media":{{"payload":"{}"}}}}"#, B64.encode(&frames[3]));
         assert_eq!(Dialect::Twilio.hear(&Message::text(gateway), &mut audio), Heard::Audio);
-        assert_eq!(mark_ulaw(&audio), Some(3));
+        assert_eq!(mark(Format::PCMU, &audio), Some(3));
         let mark = Message::text(r#"{"event":"mark","streamSid":"MZ1","mark":{"name":"m1"}}"#);
         assert_eq!(Dialect::Twilio.hear(&mark, &mut audio), Heard::Other);
         assert!(matches!(Dialect::Twilio.hear(&Message::text("{"), &mut audio), Heard::Error(_)));

@@ -1,7 +1,7 @@
 //! `voice`: N concurrent calls, each streaming µ-law 8 kHz in 20 ms frames both ways
 //! through the gateway to one voice bot that asks for L16 16 kHz (`/v1/bot?audio=l16/16000`;
-//! `--voice-bot-audio pcmu/8000` has it take the callers' own µ-law 8 kHz instead, so the
-//! gateway converts nothing and the run measures the rest of its path).
+//! `--voice-bot-audio` picks any format of SPEC §5.3: `pcmu/8000`, the callers' own, has
+//! the gateway convert nothing, so the run measures the rest of its path).
 //! The callers speak either protocol of the gateway's call legs (`dialect.rs`): the native
 //! one (`/v1/voice`, binary audio) or Twilio's Media Streams
 //! (`/v1/voice/twilio/VoiceWorkStream`, base64 µ-law in JSON `media` events); each dialect
@@ -57,7 +57,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
-use switchboard_codecs::g711::ulaw;
+use switchboard_codecs::g711::{alaw, ulaw};
+use switchboard_codecs::{Encoding, Format, l16};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -68,7 +69,7 @@ use super::target::{Server, Target, own_cpu_secs};
 use super::wire::{self, Activity, Sources, Ws};
 use super::{Pair, Run, SERVERS, both};
 
-pub use audio::BotAudio;
+pub use audio::format_title;
 use audio::*;
 use bot::*;
 use caller::*;
@@ -84,8 +85,6 @@ const BOT_SECRET: &str = "voice-bot-bench-secret";
 const FRAME: Duration = Duration::from_millis(20);
 /// µ-law 8 kHz, 20 ms.
 const CALLER_FRAME_BYTES: usize = 160;
-/// L16 16 kHz, 20 ms (the default bot's format; `--voice-bot-audio`).
-const BOT_FRAME_BYTES: usize = 640;
 /// The p99 caller → bot latency a call count must stay under to hold.
 pub const P99_TARGET_MS: f64 = 5.0;
 /// The target for the audio a caller hears: the p99 gap between consecutive
@@ -125,7 +124,8 @@ impl Direction {
 pub struct VoicePoint {
     pub dialect: Dialect,
     /// The bot's audio format.
-    pub bot_audio: BotAudio,
+    #[serde(serialize_with = "as_text")]
+    pub bot_audio: Format,
     /// Calls attempted.
     pub calls: usize,
     /// Calls the gateway refused at their start (`unavailable`); the point ran with the
@@ -158,6 +158,11 @@ impl VoicePoint {
             && self.errors.is_empty()
             && self.up.latency.p99_ms < P99_TARGET_MS
     }
+}
+
+/// A value as its `Display` text (a bot's [`Format`] as `l16/16000`).
+pub fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// The largest call count that holds (`None`: none did).
@@ -257,7 +262,7 @@ pub async fn voice(run: &Run, target: Target, dialect: Dialect, calls: usize) ->
     let counts = Arc::new(Counts::default());
     let (stop_tx, stop) = watch::channel(false);
     let assigned = Arc::new(Assignments::default());
-    let path = format!("/v1/bot?audio={}", o.voice_bot_audio.query());
+    let path = format!("/v1/bot?audio={}", o.voice_bot_audio);
     let bot_ws = match target {
         Target::Gateway => {
             let token = wire::token(addr, BOT_APP_ID, BOT_SECRET).await?;
@@ -453,7 +458,7 @@ async fn await_assignments(
 #[allow(clippy::too_many_arguments)]
 fn tally(
     target: Target,
-    (dialect, bot_audio, calls, refused): (Dialect, BotAudio, usize, usize),
+    (dialect, bot_audio, calls, refused): (Dialect, Format, usize, usize),
     seconds: f64,
     sched: Schedule,
     callers: &[CallerLog],
