@@ -121,7 +121,7 @@ pub async fn serve(
         };
     let js = jetstream::new(client.clone());
     let checked = async {
-        js.create_or_update_stream(log::stream_config(&cc.stream, cc.replicas)).await.map_err(|e| {
+        ensure_stream(&js, log::stream_config(&cc.stream, cc.replicas)).await.map_err(|e| {
             format!(
                 "cluster: JetStream on {} refused the stream {:?} ({e}): is nats-server running with JetStream on (-js)?",
                 urls.join(", "),
@@ -132,19 +132,22 @@ pub async fn serve(
         // query does not parse the answer of nats-server 2.9 (Debian's). Both streams are
         // updated to the configuration when they exist (a changed `lease_secs` or `replicas`
         // applies; a change JetStream cannot make refuses the start, saying why).
-        js.create_or_update_stream(jetstream::stream::Config {
-            name: format!("KV_{}", cc.bucket),
-            subjects: vec![format!("$KV.{}.>", cc.bucket)],
-            max_messages_per_subject: 1,
-            max_age: Duration::from_secs(cc.lease_secs),
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: cc.replicas,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            ..Default::default()
-        })
+        ensure_stream(
+            &js,
+            jetstream::stream::Config {
+                name: format!("KV_{}", cc.bucket),
+                subjects: vec![format!("$KV.{}.>", cc.bucket)],
+                max_messages_per_subject: 1,
+                max_age: Duration::from_secs(cc.lease_secs),
+                storage: jetstream::stream::StorageType::File,
+                num_replicas: cc.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: jetstream::stream::DiscardPolicy::New,
+                ..Default::default()
+            },
+        )
         .await
         .map_err(|e| format!("cluster: JetStream key-value bucket {:?}: {e}", cc.bucket))?;
         let lease = js
@@ -514,5 +517,22 @@ impl Node {
     async fn release(&self, rev: u64) {
         let _ = self.lease.delete_expect_revision(LEASE_KEY, Some(rev)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `create_or_update_stream`, tried once more if it fails: nodes that start together may both
+/// find no stream and both create it, and JetStream refuses the later create ("subjects
+/// overlap with an existing stream"); the second try finds the stream and updates it. A
+/// stream JetStream truly refuses is refused twice, with the same error.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+) -> Result<jetstream::stream::Info, jetstream::context::CreateStreamError> {
+    match js.create_or_update_stream(config.clone()).await {
+        Ok(info) => Ok(info),
+        Err(e) => {
+            tracing::debug!("cluster: creating stream {:?} ({e}); trying again", config.name);
+            js.create_or_update_stream(config).await
+        }
     }
 }
