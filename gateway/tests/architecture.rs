@@ -196,17 +196,19 @@ fn only_the_error_edge_picks_wire_codes() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Every WebSocket endpoint reads through `server::ws::run_with` (size and rate limits,
+/// Every WebSocket endpoint reads through `server::ws`'s one reader (size and rate limits,
 /// timeouts, shutdown in one place): an endpoint that upgrades hands the socket to
-/// `ws::run`/`ws::run_with`, and no file but `ws.rs` reads a socket's stream itself.
+/// `ws::run`, `ws::run_with` or `ws::run_inline`, and no file but `ws.rs` reads a socket's
+/// stream itself.
 #[test]
 fn every_websocket_endpoint_reads_through_the_shared_loop() {
     let s = read(&gateway_src());
     let endpoint = |m: &str, f: &Path| m == "server" && !f.ends_with("server/ws.rs");
     let mut problems = mentions(&s, endpoint, &["StreamExt", ".split()", "WebSocketStream::from_raw_socket"]);
     for (m, f, c) in &s.code {
-        if endpoint(m, f) && c.contains("ws::upgrade(") && !(c.contains("ws::run(") || c.contains("ws::run_with(")) {
-            problems.push(format!("{} upgrades without ws::run or ws::run_with", f.display()));
+        let runs = ["ws::run(", "ws::run_with(", "ws::run_inline("].iter().any(|r| c.contains(r));
+        if endpoint(m, f) && c.contains("ws::upgrade(") && !runs {
+            problems.push(format!("{} upgrades without ws::run, ws::run_with or ws::run_inline", f.display()));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -172,6 +172,47 @@ async fn bot_audio_is_played_in_real_time_with_marks_after_it_and_clear_flushes_
     Ok(())
 }
 
+/// A caller that streams its audio, as connectors do, clocks what it hears: each 20 ms
+/// frame it sends is answered at once with the playout's next 20 ms. When it stops
+/// sending, the pacer plays the rest at 1×, and the holder's mark comes after the last of
+/// it. Nothing is lost, repeated or reordered across the two.
+#[tokio::test]
+async fn a_streaming_callers_audio_clocks_its_playout_and_the_pacer_takes_over_when_it_stops() -> Result<()> {
+    let s = start_server(Some(&voice_config())).await;
+    // The caller's own format: the prompt arrives byte for byte.
+    let mut bot = voice_bot(&s, "pcmu/8000").await?;
+    let (mut c, conv, stream) = call(&s, Format::PCMU, json!({})).await?;
+    assigned(&mut bot).await?;
+    let prompt = tone(Format::PCMU, 500.0, 3000);
+    bot.send_raw(tokio_tungstenite::tungstenite::Message::binary(with_stream(stream, &prompt))).await?;
+    bot.send(json!({"type":"event","name":"mark","conversation":{"id":conv},"value":{"name":"prompt-1"}})).await?;
+
+    // 1.8 s of the caller's audio as fast as it can send it (within its burst of media
+    // frames): 1.8 s of the prompt comes back long before the pacer alone could play it.
+    let frame = Format::PCMU.bytes_per_frame();
+    let sent = Instant::now();
+    for _ in 0..90 {
+        c.send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![0xFFu8; frame])).await?;
+    }
+    let mut got = Vec::new();
+    while got.len() < 90 * frame {
+        got.extend_from_slice(&c.binary().await?);
+    }
+    let clocked = sent.elapsed();
+    assert!(clocked < Duration::from_millis(1200), "1.8 s of playout answered 1.8 s of audio in {clocked:?}");
+
+    // The caller falls silent: the pacer plays what is left in real time.
+    while got.len() < prompt.len() {
+        got.extend_from_slice(&c.binary().await?);
+    }
+    let paced = sent.elapsed() - clocked;
+    assert_eq!(got, prompt, "the caller hears exactly the prompt, in order");
+    let left = Duration::from_millis(20 * ((prompt.len() as u64 - 90 * frame as u64) / frame as u64));
+    assert!(paced >= left / 2, "the last {left:?} paced at 1x, not dumped: played in {paced:?}");
+    assert_eq!(bot.event("mark").await?["value"]["name"], "prompt-1");
+    Ok(())
+}
+
 #[tokio::test]
 async fn dtmf_signalled_or_in_band_reaches_the_holder() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;

@@ -1,12 +1,14 @@
 //! A call's media state: the re-framing of caller audio into 20 ms frames, in-band DTMF
 //! detection, the route to the holder with its transcoder, and the playout buffer toward
-//! the caller, which the call leg's pacer drains at 1× speed (a bot that sends a whole
-//! prompt at once is played in real time, not dumped). While the call waits in a queue the
-//! pacer plays hold audio, so the caller is never left in silence; when the holder changes,
-//! queued audio of the old holder is dropped. Synchronous code under the call's mutex.
+//! the caller, drained at 1× speed (a bot that sends a whole prompt at once is played in
+//! real time, not dumped): one frame for each frame the caller sends, or by the pacer while
+//! it sends none. While the call waits in a queue it plays hold audio, so the caller is
+//! never left in silence; when the holder changes, queued audio of the old holder is
+//! dropped. Synchronous code under the call's mutex.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -108,6 +110,9 @@ pub struct Call {
     pub stream: u32,
     pub conversation: ConvId,
     pub caller: Format,
+    /// Whole 20 ms frames of caller audio received: the clock of the caller's playout
+    /// (see [`Call::heard`]).
+    heard: AtomicU32,
     state: Mutex<State>,
 }
 
@@ -118,6 +123,7 @@ impl Call {
             stream,
             conversation,
             caller,
+            heard: AtomicU32::new(0),
             state: Mutex::new(State {
                 inbound: Framer::new(caller),
                 detector,
@@ -143,6 +149,7 @@ impl Call {
         let State { inbound, detector, linear, route, .. } = &mut *st;
         // Whole frames are searched and transcoded where they lie in `data`.
         inbound.for_each_frame(data, |frame| {
+            self.heard.fetch_add(1, Ordering::Relaxed);
             if let Some(det) = detector.as_mut() {
                 linear.clear();
                 decode_linear(self.caller, frame, linear);
@@ -164,6 +171,13 @@ impl Call {
             }
         });
         digits
+    }
+
+    /// How many whole 20 ms frames of audio the caller has sent (wrapping). The call leg
+    /// answers each with the playout's next frame ([`Call::tick`]); the pacer ticks the call
+    /// only while this stands still.
+    pub fn heard(&self) -> u32 {
+        self.heard.load(Ordering::Relaxed)
     }
 
     /// Sets (or clears) the holder. A new holder never hears the old one's queued audio.

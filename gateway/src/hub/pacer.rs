@@ -1,7 +1,13 @@
-//! The pacer: one timer for the audio of every call toward its caller.
+//! The pacer: one timer for the audio of every call toward a caller that sends none.
 //!
 //! A caller hears the holder's audio in real time, however much the holder sends at once:
-//! each call's playout buffer ([`Call::tick`]) gives one 20 ms frame per tick. Rather than a
+//! each call's playout buffer ([`Call::tick`]) gives one 20 ms frame per tick. While the
+//! caller streams its own audio, as connectors do for the whole call, its call leg ticks
+//! the call itself, one frame back for each frame heard, in the wake-up that read it
+//! (`server/voice.rs`): the caller's clock paces the call, as in symmetric RTP media, and a
+//! frame costs one wake-up, not a read and a timed write. The pacer ticks a call only once
+//! the caller has sent no whole frame for two of its ticks (20–40 ms), so a caller that
+//! mutes or sends nothing still hears the holder and the hold audio in time. Rather than a
 //! timer per call (a thousand calls were a thousand timers, each waking its call leg's
 //! writer fifty times a second whether or not there was audio), the calls are shared out
 //! over a few shards, one per runtime worker. Each shard is a task that ticks every 4 ms and
@@ -44,6 +50,10 @@ struct Paced {
     conv: Arc<Conversation>,
     outbox: Outbox,
     marks: Marks,
+    /// The caller's frame count ([`super::call::Call::heard`]) at the last tick.
+    seen: u32,
+    /// Ticks since that count last moved (saturating).
+    quiet: u8,
 }
 
 /// How often a call gets a frame.
@@ -109,7 +119,7 @@ impl Pacer {
         // The phase with the fewest calls (their counts may move meanwhile: it only
         // spreads the load).
         let phase = (0..PHASES).min_by_key(|&i| shard.phases[i].lock().len()).unwrap_or(0);
-        shard.phases[phase].lock().push(Paced { conv, outbox, marks });
+        shard.phases[phase].lock().push(Paced { conv, outbox, marks, seen: 0, quiet: 0 });
     }
 
     /// Whether the pacer is falling behind: new calls are refused meanwhile.
@@ -138,13 +148,22 @@ impl Hub {
         }
     }
 
-    /// One tick of a shard: the next 20 ms of every call in one of its phases, with the
-    /// marks reached before it.
+    /// One tick of a shard: the next 20 ms of every call in one of its phases whose caller
+    /// is not clocking it, with the marks reached before it.
     fn pace(&self, calls: &parking_lot::Mutex<Vec<Paced>>) {
-        calls.lock().retain(|p| {
+        calls.lock().retain_mut(|p| {
             let Some(call) = &p.conv.call else { return false };
             if p.outbox.is_closed() {
                 return false;
+            }
+            let heard = call.heard();
+            if heard != p.seen {
+                (p.seen, p.quiet) = (heard, 0);
+            } else {
+                p.quiet = p.quiet.saturating_add(1);
+            }
+            if p.quiet < 2 {
+                return true; // the caller's own frames are pacing it
             }
             let tick = call.tick();
             for name in tick.marks {

@@ -1,12 +1,14 @@
 //! Voice call legs: `GET /v1/voice` (the native IVR protocol, SPEC §5.1) and
 //! `GET /v1/voice/twilio/{workstream}` (Twilio's bidirectional Media Streams, §5.2).
 //!
-//! A call leg is a reader (this task) and a writer task that owns the sink and also runs
-//! the call's pacer: every 20 ms it takes the next frame from the call's playout buffer
-//! (or hold audio while the call waits) and sends it, with the marks reached before it.
-//! Text the hub queues for the caller (session events, `clear`, the end of the
-//! conversation) is translated into the dialect here; transcript messages are not sent to
-//! a call leg, which has no use for them.
+//! A call leg is one task ([`ws::run_inline`]) that reads the caller's frames and writes
+//! toward the caller. The caller's audio clocks what it hears: for every 20 ms of audio
+//! read, the next 20 ms of the call's playout buffer (or hold audio while the call waits)
+//! goes back in the same wake-up, with the marks reached before it, as symmetric RTP
+//! media does. A caller that sends no audio for a while is served by the pacer
+//! (`hub/pacer.rs`) instead, through the leg's outbox. Text the hub queues for the caller
+//! (session events, `clear`, the end of the conversation) is translated into the dialect
+//! here; transcript messages are not sent to a call leg, which has no use for them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +17,16 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use futures_util::SinkExt;
-use parking_lot::Mutex;
 use serde_json::Value;
 use switchboard_codecs::{Encoding, Format};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-use tokio_util::sync::CancellationToken;
 
 use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
 use crate::hub::call::LegKind;
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
+use crate::hub::pacer::Marks;
 use crate::hub::{Conversation, Hub, HubError, Outbox};
 use crate::protocol::{Inbound, Kind};
 
@@ -46,39 +46,45 @@ pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<
     ws::upgrade(&hub, req, ws::CALLER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
 }
 
-/// What the reader and the writer share about the call.
-#[derive(Default)]
-struct Leg {
-    conv: Option<Arc<Conversation>>,
-    /// Twilio's `streamSid`, echoed on everything we send.
-    stream_sid: Option<String>,
-}
-
 /// Not an `async fn`: see [`ws::run`].
 fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
-    let leg = Arc::new(Mutex::new(Leg::default()));
     let handshake = Duration::from_secs(hub.server.handshake_timeout_secs);
-    let (h, l, d) = (hub.clone(), leg.clone(), dialect.clone());
-    let writer: ws::Writer =
-        Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(h, sink, rx, outbox, l, d, done)));
-    let session = VoiceSession { hub: hub.clone(), outbox: outbox.clone(), leg, dialect, hung_up: false };
-    ws::run_with(hub, socket, outbox, rx, session, Some(handshake), writer)
+    let session = VoiceSession {
+        hub: hub.clone(),
+        outbox: outbox.clone(),
+        leg: Leg::default(),
+        dialect,
+        hung_up: false,
+        played: 0,
+    };
+    ws::run_inline(hub, socket, outbox, rx, session, Some(handshake))
 }
 
-/// A call leg's frames, on the connection loop every endpoint shares (size limits, rate
-/// limits, the handshake and idle timeouts, pings, shutdown).
+/// The call, once started.
+#[derive(Default)]
+struct Leg {
+    conv: Option<Arc<Conversation>>,
+    /// Twilio's `streamSid` as JSON, echoed on everything we send.
+    stream_sid: Option<String>,
+}
+
+/// A call leg: the caller's frames, on the connection loop every endpoint shares (size
+/// limits, rate limits, the handshake and idle timeouts, pings, shutdown), and what goes
+/// back to the caller, in its dialect.
 struct VoiceSession {
     hub: Arc<Hub>,
     outbox: Outbox,
-    leg: Arc<Mutex<Leg>>,
+    leg: Leg,
     dialect: Dialect,
     hung_up: bool,
+    /// How many of the caller's 20 ms frames have been answered with the playout's next.
+    played: u32,
 }
 
 impl Session for VoiceSession {
     fn on_text(&mut self, text: &str) {
-        let (hub, outbox, leg) = (&self.hub, &self.outbox, &self.leg);
+        let (hub, outbox, leg) = (&self.hub, &self.outbox, &mut self.leg);
         let result = match &self.dialect {
             Dialect::Native => native_text(hub, outbox, leg, text),
             Dialect::Twilio { workstream } => twilio_text(hub, outbox, leg, workstream, text),
@@ -87,7 +93,7 @@ impl Session for VoiceSession {
             Ok(true) => {}
             Ok(false) => self.hung_up = true,
             Err(e) => {
-                let conv = leg.lock().conv.as_ref().map(|c| c.id.clone());
+                let conv = leg.conv.as_ref().map(|c| c.id.clone());
                 // Twilio has no error event: a stream whose start is refused would stream
                 // on, unheard, until the handshake timeout. It is closed at once instead:
                 // 1011 (try again later) when a retry can help, as when the gateway is
@@ -104,10 +110,9 @@ impl Session for VoiceSession {
     }
 
     fn on_binary(&mut self, data: Bytes) -> Result<(), HubError> {
-        let conv = self.leg.lock().conv.clone();
-        match conv {
+        match &self.leg.conv {
             Some(c) if matches!(self.dialect, Dialect::Native) => {
-                self.hub.caller_audio(&c, &self.outbox, &data);
+                self.hub.caller_audio(c, &self.outbox, &data);
                 Ok(())
             }
             Some(_) => Err(HubError::invalid("Twilio media comes in media events")),
@@ -116,7 +121,7 @@ impl Session for VoiceSession {
     }
 
     fn started(&self) -> bool {
-        self.leg.lock().conv.is_some()
+        self.leg.conv.is_some()
     }
 
     fn ended(&self) -> bool {
@@ -149,12 +154,11 @@ impl Session for VoiceSession {
 
     /// The caller's side is gone: that is a hang-up, everywhere.
     fn on_close(&mut self) {
-        let conv = self.leg.lock().conv.clone();
-        if let Some(c) = conv
+        if let Some(c) = &self.leg.conv
             && !self.hub.shutdown.is_cancelled()
             && !c.inner.lock().closed
         {
-            self.hub.hang_up(&c, &self.outbox);
+            self.hub.hang_up(c, &self.outbox);
         }
     }
 }
@@ -185,9 +189,9 @@ fn context_from(hub: &Hub, workstream: &str, raw: &Value, strict: bool) -> Resul
 }
 
 /// One text frame of the native protocol. `Ok(false)`: the caller hung up.
-fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Result<bool, HubError> {
+fn native_text(hub: &Hub, outbox: &Outbox, leg: &mut Leg, text: &str) -> Result<bool, HubError> {
     let a = Inbound::parse(text)?;
-    let conv = leg.lock().conv.clone();
+    let conv = leg.conv.clone();
     let Some(conv) = conv else {
         if a.event_name() != Some("session.start") {
             return Err(HubError::invalid("start the call with a session.start event"));
@@ -216,7 +220,7 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
         })?;
         let ctx = context_from(hub, workstream, a.value.get("context").unwrap_or(&Value::Null), true)?;
         let c = hub.start_call(workstream, format, ctx, outbox, LegKind::Native)?;
-        leg.lock().conv = Some(c);
+        leg.conv = Some(c);
         return Ok(true);
     };
     match (a.kind(), a.event_name()) {
@@ -235,8 +239,8 @@ fn native_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, text: &str) -> Resu
 }
 
 /// One Twilio Media Streams message. `Ok(false)`: the stream stopped.
-fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, text: &str) -> Result<bool, HubError> {
-    let conv = leg.lock().conv.clone();
+fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &mut Leg, workstream: &str, text: &str) -> Result<bool, HubError> {
+    let conv = leg.conv.clone();
     // Media is 50 messages a second per call: read without building a JSON tree, the
     // payload decoded into one reused buffer.
     if let Some(c) = &conv
@@ -266,9 +270,9 @@ fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &Mutex<Leg>, workstream: &str, t
             }
             let ctx = context_from(hub, workstream, &start["customParameters"], false)?;
             let c = hub.start_call(workstream, Format::PCMU, ctx, outbox, LegKind::Twilio)?;
-            let mut l = leg.lock();
-            l.stream_sid = v["streamSid"].as_str().or(start["streamSid"].as_str()).map(str::to_owned);
-            l.conv = Some(c);
+            let sid = v["streamSid"].as_str().or(start["streamSid"].as_str());
+            leg.stream_sid = sid.map(|s| serde_json::to_string(s).unwrap_or_default());
+            leg.conv = Some(c);
             Ok(true)
         }
         (Some("start"), Some(_)) => Err(HubError::invalid("the stream has already started")),
@@ -317,109 +321,72 @@ thread_local! {
     static AUDIO: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+impl ws::Speaker for VoiceSession {
+    /// What the hub queued for the caller, in the leg's dialect: the pacer's audio and
+    /// marks (for a caller that sends none), session events, the end of the call.
+    fn speak(&mut self, item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)> {
+        let sid = self.leg.stream_sid.as_deref();
+        let frames = match item {
+            Outgoing::Text(f) => vec![f],
+            Outgoing::Batch(fs) => fs,
+            Outgoing::Error(e) => vec![super::respond::error_out(&e)],
+            Outgoing::Binary(audio) => {
+                out.push(audio_message(&self.dialect, sid, audio));
+                return None;
+            }
+            Outgoing::Close(reason, detail) => return Some((reason, detail)),
+        };
+        let mut ended = false;
+        for f in frames {
+            let (m, end) = translate(&self.dialect, f, sid);
+            out.extend(m);
+            ended |= end;
+        }
+        ended.then(|| (Reason::Ended, "call ended".to_owned()))
+    }
 
-/// Sends what the hub queues for the caller, in the leg's dialect: text translated (most
-/// of it dropped: a caller has no use for transcript messages), and the audio and marks
-/// the pacer (`hub/pacer.rs`) queues every 20 ms. Whatever is queued goes out in one flush.
-async fn write_loop(
-    hub: Arc<Hub>,
-    mut sink: Sink,
-    mut rx: crate::hub::outbox::Inbox,
-    outbox: Outbox,
-    leg: Arc<Mutex<Leg>>,
-    dialect: Dialect,
-    done: CancellationToken,
-) {
-    let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
-    // Pings, as on every connection: a half-open caller socket is found out, and its pongs
-    // keep a silent but healthy connector inside the idle timeout.
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let mut close: Option<(Reason, String)> = None;
-    // Twilio's `streamSid` as JSON, once the stream has started (it never changes).
-    let mut sid: Option<String> = None;
-    let kick_token = outbox.kicked().clone();
-    // `done` also fires at shutdown (its child; see `ws::run_with`), told apart here.
-    let kicked = kick_token.cancelled();
-    let finished = done.cancelled();
-    tokio::pin!(kicked, finished);
-    'run: loop {
-        tokio::select! {
-            biased;
-            _ = &mut kicked => {
-                close = outbox.kick_reason().map(|k| (k.reason, k.detail));
-                break;
-            }
-            _ = &mut finished => {
-                if hub.shutdown.is_cancelled() {
-                    close = Some((Reason::ShuttingDown, "server shutting down".into()));
-                }
-                break;
-            }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    return;
+    /// The caller's audio clocks its playout: as many 20 ms frames go back as whole frames
+    /// came in since the last read. The pacer serves the call only while this is not so.
+    fn after_read(&mut self, out: &mut Vec<Message>) {
+        let Some(conv) = &self.leg.conv else { return };
+        let Some(call) = &conv.call else { return };
+        let heard = call.heard();
+        // At most a second at once (a caller that sends its audio in large messages); a
+        // larger step is let go of rather than played back at once.
+        let due = heard.wrapping_sub(self.played).min(50);
+        self.played = heard;
+        let marks = match self.dialect {
+            Dialect::Native => Marks::ToHolder,
+            Dialect::Twilio { .. } => Marks::ToCaller,
+        };
+        for _ in 0..due {
+            let tick = call.tick();
+            for name in tick.marks {
+                match marks {
+                    Marks::ToHolder => self.hub.mark_played(conv, &name),
+                    Marks::ToCaller => out.push(twilio_mark(self.leg.stream_sid.as_deref(), &name)),
                 }
             }
-            m = rx.recv() => {
-                let mut next = m;
-                let mut fed = 0;
-                while let Some(item) = next.take() {
-                    if sid.is_none() && matches!(dialect, Dialect::Twilio { .. }) {
-                        sid = leg.lock().stream_sid.as_deref().map(|s| serde_json::to_string(s).unwrap_or_default());
-                    }
-                    let frames = match item {
-                        Outgoing::Text(f) => vec![f],
-                        Outgoing::Batch(fs) => fs,
-                        Outgoing::Error(e) => vec![super::respond::error_out(&e)],
-                        Outgoing::Binary(audio) => {
-                            let msg = match &dialect {
-                                Dialect::Native => Message::Binary(audio),
-                                Dialect::Twilio { .. } => twilio_media(sid.as_deref(), &audio),
-                            };
-                            if sink.feed(msg).await.is_err() {
-                                return;
-                            }
-                            Vec::new()
-                        }
-                        Outgoing::Close(reason, detail) => {
-                            close = Some((reason, detail));
-                            break 'run;
-                        }
-                    };
-                    let mut hang_up = false;
-                    for f in frames {
-                        let (out, end) = translate(&dialect, f, sid.as_deref());
-                        if let Some(out) = out
-                            && sink.feed(out).await.is_err()
-                        {
-                            return;
-                        }
-                        hang_up |= end;
-                    }
-                    if hang_up {
-                        close = Some((Reason::Ended, "call ended".into()));
-                        break 'run;
-                    }
-                    fed += 1;
-                    if fed < 64 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                if fed == 0 {
-                    break; // The hub dropped the outbox: nothing more will come.
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
+            if let Some(audio) = tick.audio {
+                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                out.push(audio_message(&self.dialect, self.leg.stream_sid.as_deref(), audio));
             }
         }
     }
-    if let Some((reason, detail)) = close {
-        ws::close_with(&mut sink, reason, &detail).await;
-    } else {
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// 20 ms of audio for the caller, in the leg's dialect.
+fn audio_message(dialect: &Dialect, sid: Option<&str>, audio: Bytes) -> Message {
+    match dialect {
+        Dialect::Native => Message::Binary(audio),
+        Dialect::Twilio { .. } => twilio_media(sid, &audio),
     }
+}
+
+/// A Twilio `mark` message: Twilio answers it once the audio before it has been played.
+fn twilio_mark(sid: Option<&str>, name: &str) -> Message {
+    let mark = serde_json::json!({ "name": name });
+    Message::text(format!(r#"{{"event":"mark","streamSid":{},"mark":{mark}}}"#, sid.unwrap_or("null")))
 }
 
 /// A Twilio `media` message carrying `audio` (µ-law) to the caller, written directly: one

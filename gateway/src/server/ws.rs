@@ -2,10 +2,13 @@
 //!
 //! **Invariant:** only the `server` module knows about WebSockets. A connection is a reader
 //! (this task) and a writer task that owns the sink and drains the connection's bounded
-//! [`Outbox`] queue, batching whatever is queued into one flush. Every read races the
-//! shutdown signal and the connection's own kick (slow consumer, oversized frame).
+//! [`Outbox`] queue, batching whatever is queued into one flush ([`run`], [`run_with`]); a
+//! call leg is both in one task ([`run_inline`]). Every read goes through one [`Reader`]
+//! and races the shutdown signal and the connection's own kick (slow consumer, oversized
+//! frame).
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,14 +191,14 @@ pub fn run<S: Session>(
     run_with(hub, ws, outbox, rx, session, handshake, writer)
 }
 
-/// [`run`] with a writer of the caller's own (a call leg paces audio and speaks its
-/// dialect); the reader, its guards and the shutdown are the same for every connection.
+/// [`run`] with a writer of the caller's own (the Direct Line stream speaks its own
+/// format); the reader, its guards and the shutdown are the same for every connection.
 pub fn run_with<S: Session>(
     hub: Arc<Hub>,
     ws: WsStream,
     outbox: Outbox,
     rx: crate::hub::outbox::Inbox,
-    mut session: S,
+    session: S,
     handshake: Option<Duration>,
     writer: Writer,
 ) -> impl Future<Output = ()> + Send + 'static {
@@ -205,25 +208,14 @@ pub fn run_with<S: Session>(
     // (its locks were taken on every wake-up of every connection, on both cores).
     let done = hub.shutdown.child_token();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
-    let limit = hub.server.max_frame_bytes;
-    let (rate, burst) = session.rate();
-    let mut bucket = TokenBucket::new(rate, burst);
-    let (media_rate, media_burst) = session.binary_rate();
-    let mut media_bucket = TokenBucket::new(media_rate, media_burst);
-    let mut media_refused = 0u64;
-    // One span per connection: every log line of its reader (and the hub calls it makes)
-    // carries who it is.
-    let span =
-        tracing::info_span!("connection", conn.id = outbox.id(), peer.role = session.role(), peer.id = session.peer());
+    let span = span(&outbox, &session);
+    let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
     tracing::Instrument::instrument(
         async move {
-            let idle = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
             // One timer for the handshake and then the idle timeout, re-armed only when it fires:
             // no timer is registered per frame.
-            let timer = tokio::time::sleep(handshake.unwrap_or(idle));
+            let timer = tokio::time::sleep_until(reader.first_deadline());
             tokio::pin!(timer);
-            let mut handshaking = handshake.is_some();
-            let mut last_frame = tokio::time::Instant::now();
             // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
             // and dropped from, the token's waiter list every time (several % of a chat-relay
             // profile).
@@ -235,87 +227,14 @@ pub fn run_with<S: Session>(
                 tokio::select! {
                     _ = &mut kicked => break,
                     _ = &mut stopping => break,
-                    _ = &mut timer => {
-                        if handshaking && !session.started() {
-                            outbox.kick(Reason::Policy, "no session.start in time");
-                            break;
-                        }
-                        handshaking = false;
-                        let due = last_frame + idle;
-                        if tokio::time::Instant::now() >= due {
-                            outbox.kick(Reason::Idle, "idle for too long");
-                            break;
-                        }
-                        timer.as_mut().reset(due);
-                    }
-                    msg = stream.next() => {
-                        last_frame = tokio::time::Instant::now();
-                        match msg {
-                        Some(Ok(Message::Text(t))) => {
-                            if t.len() > limit {
-                                outbox.kick(Reason::TooLarge, &format!("text frame over {limit} bytes"));
-                                break;
-                            }
-                            if !bucket.take() {
-                                let e = ProtocolError::new(
-                                    crate::protocol::ErrorCode::RateLimited,
-                                    format!("more than {rate} frames per second; this frame was not processed"),
-                                );
-                                outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
-                                continue;
-                            }
-                            session.on_text(t.as_str());
-                            if session.ended() {
-                                break;
-                            }
-                        }
-                        Some(Ok(Message::Binary(b))) => {
-                            if b.len() > session.max_binary() {
-                                outbox.kick(Reason::TooLarge, &format!("binary frame over {} bytes", session.max_binary()));
-                                break;
-                            }
-                            if media_rate > 0.0 && !media_bucket.take() {
-                                // Told once a second at most: audio comes 50 frames a second.
-                                media_refused += 1;
-                                if media_refused % 50 == 1 {
-                                    let e = ProtocolError::new(
-                                        crate::protocol::ErrorCode::RateLimited,
-                                        format!("more than {media_rate} media frames per second; {media_refused} dropped so far"),
-                                    );
-                                    outbox.send_error(e, None, None);
-                                }
-                                continue;
-                            }
-                            if let Err(e) = session.on_binary(b) {
-                                outbox.send_error(e, None, None);
-                            }
-                        }
-                        Some(Ok(Message::Close(_))) | None => break,
-                        Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
-                        Some(Err(WsError::Capacity(e))) => {
-                            outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
-                            break;
-                        }
-                        // Protocol violations close with the SPEC's code, logged once at debug.
-                        Some(Err(WsError::Utf8(e))) => {
-                            tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
-                            outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
-                            break;
-                        }
-                        Some(Err(WsError::Protocol(e))) => {
-                            tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
-                            outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(conn = outbox.id(), "read error: {e}");
-                            break;
-                        }
-                        }
-                    }
+                    _ = &mut timer => match reader.deadline() {
+                        ControlFlow::Continue(due) => timer.as_mut().reset(due),
+                        ControlFlow::Break(()) => break,
+                    },
+                    msg = stream.next() => if reader.frame(msg).is_break() { break },
                 }
             }
-            session.on_close();
+            reader.session.on_close();
             done.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
         },
@@ -323,10 +242,290 @@ pub fn run_with<S: Session>(
     )
 }
 
+/// One connection's tracing span: every log line of its reader (and the hub calls it
+/// makes) carries who it is.
+fn span(outbox: &Outbox, session: &impl Session) -> tracing::Span {
+    tracing::info_span!("connection", conn.id = outbox.id(), peer.role = session.role(), peer.id = session.peer())
+}
+
+/// What a connection that writes in its own task ([`run_inline`]) says, and when.
+pub trait Speaker: Session {
+    /// Turns an item the hub queued into the messages to send (none, for what this peer
+    /// has no use for); `Some` ends the connection with that close.
+    fn speak(&mut self, item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)>;
+    /// Messages due right after a frame was read and handled (a call leg's playout, which
+    /// the caller's own audio clocks).
+    fn after_read(&mut self, _out: &mut Vec<Message>) {}
+}
+
+/// Runs a connection in one task: the reader of [`run_with`], and the writer in the same
+/// loop, so what a frame read makes due (a call leg's next 20 ms toward the caller) goes
+/// out in the same wake-up, as an echo server's reply does. For connections of many peers
+/// and little traffic each (call legs): one task and one wake-up per frame instead of two,
+/// and no lock between the socket's halves. A write that stalls (the peer does not read)
+/// still races the kick, the shutdown and the idle timeout.
+pub fn run_inline<S: Speaker>(
+    hub: Arc<Hub>,
+    mut ws: WsStream,
+    outbox: Outbox,
+    mut rx: crate::hub::outbox::Inbox,
+    session: S,
+    handshake: Option<Duration>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let stop = hub.shutdown.child_token();
+    let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
+    let span = span(&outbox, &session);
+    let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
+    tracing::Instrument::instrument(
+        async move {
+            let timer = tokio::time::sleep_until(reader.first_deadline());
+            let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+            let kicked = outbox.kicked().cancelled();
+            let stopping = stop.cancelled();
+            tokio::pin!(timer, kicked, stopping);
+            let mut out: Vec<Message> = Vec::new();
+            let mut close: Option<(Reason, String)> = None;
+            'run: loop {
+                // The cheap checks (an atomic load each): the select below reaches the
+                // tokens' futures, which take a lock when polled, only when nothing else is
+                // ready.
+                if outbox.kicked().is_cancelled() || stop.is_cancelled() {
+                    break;
+                }
+                let mut read = false;
+                tokio::select! {
+                    biased;
+                    // Reads first; what is queued is drained after every read, below.
+                    msg = ws.next() => {
+                        if reader.frame(msg).is_break() {
+                            break;
+                        }
+                        read = true;
+                    }
+                    m = rx.recv() => match m {
+                        Some(item) => if let Some(c) = reader.session.speak(item, &mut out) {
+                            close = Some(c);
+                            break;
+                        },
+                        None => break,
+                    },
+                    _ = &mut timer => match reader.deadline() {
+                        ControlFlow::Continue(due) => timer.as_mut().reset(due),
+                        ControlFlow::Break(()) => break,
+                    },
+                    _ = ping.tick() => out.push(Message::Ping(Bytes::new())),
+                    _ = &mut kicked => break,
+                    _ = &mut stopping => break,
+                }
+                // What is queued goes first (in the order queued), then what the read made due.
+                for _ in 0..64 {
+                    let Ok(item) = rx.try_recv() else { break };
+                    if let Some(c) = reader.session.speak(item, &mut out) {
+                        close = Some(c);
+                        break 'run;
+                    }
+                }
+                if read {
+                    reader.session.after_read(&mut out);
+                }
+                if !out.is_empty()
+                    && !send(&mut ws, &mut out, &outbox, kicked.as_mut(), stopping.as_mut(), reader.idle).await
+                {
+                    break;
+                }
+            }
+            reader.session.on_close();
+            let close = match outbox.kick_reason() {
+                Some(k) => Some((k.reason, k.detail)),
+                None if hub.shutdown.is_cancelled() => Some((Reason::ShuttingDown, "server shutting down".to_owned())),
+                None => close,
+            };
+            match close {
+                Some((reason, detail)) => {
+                    if !outbox.kicked().is_cancelled() {
+                        for m in out.drain(..) {
+                            if tokio::time::timeout(Duration::from_secs(1), ws.feed(m)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    close_with(&mut ws, reason, &detail).await;
+                }
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                }
+            }
+        },
+        span,
+    )
+}
+
+/// Writes `out` and flushes. A write that cannot finish at once races the kick, the
+/// shutdown, and `stall` (past it the peer, which has stopped reading, is a slow consumer).
+async fn send(
+    ws: &mut WsStream,
+    out: &mut Vec<Message>,
+    outbox: &Outbox,
+    kicked: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    stopping: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    stall: Duration,
+) -> bool {
+    let write = async {
+        for m in out.drain(..) {
+            ws.feed(m).await?;
+        }
+        ws.flush().await
+    };
+    tokio::pin!(write);
+    if let Some(r) = futures_util::FutureExt::now_or_never(write.as_mut()) {
+        return r.is_ok();
+    }
+    tokio::select! {
+        biased;
+        r = &mut write => r.is_ok(),
+        _ = kicked => false,
+        _ = stopping => false,
+        _ = tokio::time::sleep(stall) => {
+            outbox.kick(Reason::SlowConsumer, "slow consumer: not reading what is sent");
+            false
+        }
+    }
+}
+
+/// A connection's reader: the checks every frame read passes (size, rate limits) before
+/// its session sees it, and the handshake and idle deadlines, whichever loop runs it.
+struct Reader<S> {
+    session: S,
+    outbox: Outbox,
+    limit: usize,
+    rate: f64,
+    bucket: TokenBucket,
+    media_rate: f64,
+    media_bucket: TokenBucket,
+    media_refused: u64,
+    idle: Duration,
+    /// The first text frame is still awaited, within the handshake timeout.
+    handshake: Option<Duration>,
+    last_frame: tokio::time::Instant,
+}
+
+impl<S: Session> Reader<S> {
+    fn new(hub: &Hub, session: S, outbox: Outbox, handshake: Option<Duration>) -> Reader<S> {
+        let (rate, burst) = session.rate();
+        let (media_rate, media_burst) = session.binary_rate();
+        Reader {
+            session,
+            outbox,
+            limit: hub.server.max_frame_bytes,
+            rate,
+            bucket: TokenBucket::new(rate, burst),
+            media_rate,
+            media_bucket: TokenBucket::new(media_rate, media_burst),
+            media_refused: 0,
+            idle: Duration::from_secs(hub.server.idle_timeout_secs.max(1)),
+            handshake,
+            last_frame: tokio::time::Instant::now(),
+        }
+    }
+
+    /// When the timer first fires: the handshake's deadline, else the idle timeout's.
+    fn first_deadline(&self) -> tokio::time::Instant {
+        self.last_frame + self.handshake.unwrap_or(self.idle)
+    }
+
+    /// The timer fired: the connection is kicked (no `session.start` in time, or idle for
+    /// too long), or the timer is re-armed for when it could be idle next.
+    fn deadline(&mut self) -> ControlFlow<(), tokio::time::Instant> {
+        if self.handshake.take().is_some() && !self.session.started() {
+            self.outbox.kick(Reason::Policy, "no session.start in time");
+            return ControlFlow::Break(());
+        }
+        let due = self.last_frame + self.idle;
+        if tokio::time::Instant::now() >= due {
+            self.outbox.kick(Reason::Idle, "idle for too long");
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(due)
+    }
+
+    /// One read from the socket (`None`: it ended). `Break`: the connection ends.
+    fn frame(&mut self, msg: Option<Result<Message, WsError>>) -> ControlFlow<()> {
+        self.last_frame = tokio::time::Instant::now();
+        let outbox = &self.outbox;
+        match msg {
+            Some(Ok(Message::Text(t))) => {
+                if t.len() > self.limit {
+                    outbox.kick(Reason::TooLarge, &format!("text frame over {} bytes", self.limit));
+                    return ControlFlow::Break(());
+                }
+                if !self.bucket.take() {
+                    let e = ProtocolError::new(
+                        crate::protocol::ErrorCode::RateLimited,
+                        format!("more than {} frames per second; this frame was not processed", self.rate),
+                    );
+                    outbox.send_error(e, None, crate::protocol::peek_client_activity_id(t.as_str()).as_deref());
+                    return ControlFlow::Continue(());
+                }
+                self.session.on_text(t.as_str());
+                if self.session.ended() {
+                    return ControlFlow::Break(());
+                }
+            }
+            Some(Ok(Message::Binary(b))) => {
+                let max = self.session.max_binary();
+                if b.len() > max {
+                    outbox.kick(Reason::TooLarge, &format!("binary frame over {max} bytes"));
+                    return ControlFlow::Break(());
+                }
+                if self.media_rate > 0.0 && !self.media_bucket.take() {
+                    // Told once a second at most: audio comes 50 frames a second.
+                    self.media_refused += 1;
+                    if self.media_refused % 50 == 1 {
+                        let e = ProtocolError::new(
+                            crate::protocol::ErrorCode::RateLimited,
+                            format!(
+                                "more than {} media frames per second; {} dropped so far",
+                                self.media_rate, self.media_refused
+                            ),
+                        );
+                        outbox.send_error(e, None, None);
+                    }
+                    return ControlFlow::Continue(());
+                }
+                if let Err(e) = self.session.on_binary(b) {
+                    outbox.send_error(e, None, None);
+                }
+            }
+            Some(Ok(Message::Close(_))) | None => return ControlFlow::Break(()),
+            Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+            Some(Err(WsError::Capacity(e))) => {
+                outbox.kick(Reason::TooLarge, &format!("frame too large: {e}"));
+                return ControlFlow::Break(());
+            }
+            // Protocol violations close with the SPEC's code, logged once at debug.
+            Some(Err(WsError::Utf8(e))) => {
+                tracing::debug!(conn = outbox.id(), "invalid UTF-8 in a text frame: {e}");
+                outbox.kick(Reason::InvalidText, "invalid UTF-8 in a text frame");
+                return ControlFlow::Break(());
+            }
+            Some(Err(WsError::Protocol(e))) => {
+                tracing::debug!(conn = outbox.id(), "WebSocket protocol violation: {e}");
+                outbox.kick(Reason::ProtocolViolation, &format!("protocol violation: {e}"));
+                return ControlFlow::Break(());
+            }
+            Some(Err(e)) => {
+                tracing::debug!(conn = outbox.id(), "read error: {e}");
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 
 /// Sends the closing frame for `reason`, its code chosen by the error edge.
-pub async fn close_with(sink: &mut Sink, reason: Reason, detail: &str) {
+pub async fn close_with<K: futures_util::Sink<Message> + Unpin>(sink: &mut K, reason: Reason, detail: &str) {
     let frame = CloseFrame { code: respond::close_code(reason).into(), reason: detail.into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
 }
