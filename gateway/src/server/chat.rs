@@ -27,8 +27,11 @@ fn run(hub: Arc<Hub>, ws: WsStream) -> impl Future<Output = ()> + Send + 'static
     let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
     let handshake = Duration::from_secs(hub.server.handshake_timeout_secs);
-    ws::run(hub, ws, outbox, rx, session, Some(handshake))
+    // One task: the `ack` of a message goes out in the wake-up that read it.
+    ws::run_inline(hub, ws, outbox, rx, session, Some(handshake))
 }
+
+impl ws::Speaker for ChatSession {}
 
 struct ChatSession {
     hub: Arc<Hub>,

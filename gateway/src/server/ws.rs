@@ -251,19 +251,30 @@ fn span(outbox: &Outbox, session: &impl Session) -> tracing::Span {
 /// What a connection that writes in its own task ([`run_inline`]) says, and when.
 pub trait Speaker: Session {
     /// Turns an item the hub queued into the messages to send (none, for what this peer
-    /// has no use for); `Some` ends the connection with that close.
-    fn speak(&mut self, item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)>;
+    /// has no use for); `Some` ends the connection with that close. By default, the
+    /// hub's frames as they are, as [`run`]'s writer sends them.
+    fn speak(&mut self, item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)> {
+        match item {
+            Outgoing::Text(f) => out.push(text(f)),
+            Outgoing::Batch(fs) => out.extend(fs.into_iter().map(text)),
+            Outgoing::Error(e) => out.push(text(respond::error_out(&e))),
+            Outgoing::Binary(b) => out.push(Message::Binary(b)),
+            Outgoing::Close(reason, detail) => return Some((reason, detail)),
+        }
+        None
+    }
     /// Messages due right after a frame was read and handled (a call leg's playout, which
     /// the caller's own audio clocks).
     fn after_read(&mut self, _out: &mut Vec<Message>) {}
 }
 
 /// Runs a connection in one task: the reader of [`run_with`], and the writer in the same
-/// loop, so what a frame read makes due (a call leg's next 20 ms toward the caller) goes
-/// out in the same wake-up, as an echo server's reply does. For connections of many peers
-/// and little traffic each (call legs): one task and one wake-up per frame instead of two,
-/// and no lock between the socket's halves. A write that stalls (the peer does not read)
-/// still races the kick, the shutdown and the idle timeout.
+/// loop, so what a frame read makes due (a customer's `ack`, a call leg's next 20 ms
+/// toward the caller) goes out in the same wake-up, as an echo server's reply does. For
+/// connections of many peers with little traffic each (customers, call legs): one task
+/// and one wake-up per frame instead of two, and no lock between the socket's halves. A
+/// write that stalls (the peer does not read) still races the kick, the shutdown and the
+/// idle timeout.
 pub fn run_inline<S: Speaker>(
     hub: Arc<Hub>,
     mut ws: WsStream,
@@ -342,6 +353,14 @@ pub fn run_inline<S: Speaker>(
             };
             match close {
                 Some((reason, detail)) => {
+                    if reason == Reason::ShuttingDown {
+                        // What is already queued goes out before the goodbye.
+                        while let Ok(item) = rx.try_recv() {
+                            if reader.session.speak(item, &mut out).is_some() {
+                                break;
+                            }
+                        }
+                    }
                     if !outbox.kicked().is_cancelled() {
                         for m in out.drain(..) {
                             if tokio::time::timeout(Duration::from_secs(1), ws.feed(m)).await.is_err() {
