@@ -667,7 +667,7 @@ fn voice_table(md: &mut String, sweep: &[Pair<VoicePoint>]) {
         "\n{how} The bot ({}) sends each frame it reads back on its stream. Caller → bot \
          latency is from the caller's write to the bot's read; the echo baseline's is the caller's \
          frame back from the echo server. The gap is the time between consecutive frames arriving at \
-         a caller (gateway: the bot's audio as the pacer plays it; echo: the caller's own frames \
+         a caller (gateway: the bot's audio as the gateway plays it at 1×; echo: the caller's own frames \
          back). A count holds with no call refused, no frame lost, out of order or duplicated \
          either way, no error, and p99 caller → bot < 5 ms; the gap is held to ≤ 25 ms at p99 at \
          the largest count that holds.\n",

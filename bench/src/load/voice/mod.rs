@@ -16,11 +16,12 @@
 //!   mark that survives transcoding (its audio is a constant level, one of 8, k mod 8), so a
 //!   lost or reordered frame in the middle of a stream is seen where it happens.
 //! - **Bot → caller.** The bot sends every frame it reads straight back on the same stream;
-//!   the gateway transcodes it to µ-law and its pacer plays it to the caller at 1×, one
-//!   frame per 20 ms tick. Frames delivered against frames sent, and a latency that is
-//!   mostly the wait for the pacer's next tick (0–20 ms). The caller also times the gap
-//!   between consecutive frames it receives: what a listener hears as smooth (20 ms) or
-//!   broken-up audio.
+//!   the gateway transcodes it to µ-law and plays it to the caller at 1×: one frame in
+//!   answer to each 20 ms frame the caller sends (the caller's audio clocks its playout),
+//!   or from the gateway's pacer while a caller sends none. Frames delivered against frames
+//!   sent, and a latency that is mostly the wait for the caller's next frame (0–20 ms). The
+//!   caller also times the gap between consecutive frames it receives: what a listener
+//!   hears as smooth (20 ms) or broken-up audio.
 //!
 //! Against the echo baseline the same connections carry the same payloads: each caller's
 //! frames come back to it (one hop there and back, where the gateway's is one hop through;
@@ -135,10 +136,10 @@ pub struct VoicePoint {
     pub seconds: f64,
     /// Gateway: caller → bot. Echo: caller → echo → caller.
     pub up: Direction,
-    /// Gateway: bot → caller (through the pacer). Echo: bot → echo → bot.
+    /// Gateway: bot → caller (played at 1×). Echo: bot → echo → bot.
     pub down: Direction,
     /// The time between consecutive frames arriving at a caller, from the measured window
-    /// on. Gateway: the bot's audio as the pacer plays it. Echo: the caller's own frames
+    /// on. Gateway: the bot's audio as the gateway plays it. Echo: the caller's own frames
     /// back (its 20 ms schedule, and whatever jitter the echo adds).
     pub caller_gap: Summary,
     /// How late callers sent against their 20 ms schedule: if this grows, the generator
