@@ -81,6 +81,12 @@ fn with_stream(stream: u32, audio: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The holder sends `audio` on `stream` all at once, then the mark `prompt-1`.
+async fn prompt_then_mark(bot: &mut Client, conv: &str, stream: u32, audio: &[u8]) -> Result<()> {
+    bot.send_raw(tokio_tungstenite::tungstenite::Message::binary(with_stream(stream, audio))).await?;
+    bot.send(json!({"type":"event","name":"mark","conversation":{"id":conv},"value":{"name":"prompt-1"}})).await
+}
+
 async fn assigned(c: &mut Client) -> Result<Value> {
     c.until("assignment", |v| v["name"] == "conversation.assigned" && v["seq"].is_null()).await
 }
@@ -128,8 +134,7 @@ async fn bot_audio_is_played_in_real_time_with_marks_after_it_and_clear_flushes_
 
     // A whole second of prompt at once, then a mark.
     let prompt = tone(Format::L16_16K, 500.0, 1000);
-    bot.send_raw(tokio_tungstenite::tungstenite::Message::binary(with_stream(stream, &prompt))).await?;
-    bot.send(json!({"type":"event","name":"mark","conversation":{"id":conv},"value":{"name":"prompt-1"}})).await?;
+    prompt_then_mark(&mut bot, &conv, stream, &prompt).await?;
     let sent = Instant::now();
     let mut t = Transcoder::new(Format::L16_16K, Format::PCMU);
     let mut expected = Vec::new();
@@ -184,8 +189,7 @@ async fn a_streaming_callers_audio_clocks_its_playout_and_the_pacer_takes_over_w
     let (mut c, conv, stream) = call(&s, Format::PCMU, json!({})).await?;
     assigned(&mut bot).await?;
     let prompt = tone(Format::PCMU, 500.0, 3000);
-    bot.send_raw(tokio_tungstenite::tungstenite::Message::binary(with_stream(stream, &prompt))).await?;
-    bot.send(json!({"type":"event","name":"mark","conversation":{"id":conv},"value":{"name":"prompt-1"}})).await?;
+    prompt_then_mark(&mut bot, &conv, stream, &prompt).await?;
 
     // 1.8 s of the caller's audio as fast as it can send it (within its burst of media
     // frames): 1.8 s of the prompt comes back long before the pacer alone could play it.

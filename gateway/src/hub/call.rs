@@ -148,8 +148,9 @@ impl Call {
         let mut st = self.state.lock();
         let State { inbound, detector, linear, route, .. } = &mut *st;
         // Whole frames are searched and transcoded where they lie in `data`.
+        let mut frames = 0;
         inbound.for_each_frame(data, |frame| {
-            self.heard.fetch_add(1, Ordering::Relaxed);
+            frames += 1;
             if let Some(det) = detector.as_mut() {
                 linear.clear();
                 decode_linear(self.caller, frame, linear);
@@ -170,6 +171,7 @@ impl Call {
                 }
             }
         });
+        self.heard.fetch_add(frames, Ordering::Relaxed);
         digits
     }
 

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::call::Tick;
 use super::{Conversation, Hub, Outbox};
 use crate::protocol;
 
@@ -170,22 +171,41 @@ impl Hub {
             if p.quiet < 2 {
                 return true; // the caller's own frames are pacing it
             }
-            let tick = call.tick();
-            for name in tick.marks {
-                match p.marks {
-                    Marks::ToHolder => self.mark_played(&p.conv, &name),
-                    Marks::ToCaller => {
-                        let v = serde_json::json!({ "name": name });
-                        p.outbox.send(protocol::event("mark", v, Some(&p.conv.id)));
-                    }
+            self.play(&p.conv, call.tick(), p.marks, |out| match out {
+                ToCaller::Audio(audio) => {
+                    p.outbox.send_binary(audio);
                 }
-            }
-            if let Some(audio) = tick.audio {
-                p.outbox.send_binary(audio);
-            }
+                ToCaller::Mark(name) => {
+                    p.outbox.send(protocol::event("mark", serde_json::json!({ "name": name }), Some(&p.conv.id)));
+                }
+            });
             true
         });
     }
+
+    /// Plays one tick of `conv`'s call, from the pacer or from the call leg that the
+    /// caller's frames clock: a mark reached goes to the holder or, in order with the
+    /// audio, to the caller (`marks`); what goes to the caller is handed to `to_caller`.
+    pub fn play(&self, conv: &Conversation, tick: Tick, marks: Marks, mut to_caller: impl FnMut(ToCaller)) {
+        for name in tick.marks {
+            match marks {
+                Marks::ToHolder => self.mark_played(conv, &name),
+                Marks::ToCaller => to_caller(ToCaller::Mark(name)),
+            }
+        }
+        if let Some(audio) = tick.audio {
+            to_caller(ToCaller::Audio(audio));
+        }
+    }
+}
+
+/// What a tick sends the caller.
+#[derive(Debug)]
+pub enum ToCaller {
+    /// 20 ms of audio in the caller's format.
+    Audio(bytes::Bytes),
+    /// A holder's mark, after the audio before it (Twilio answers it once played).
+    Mark(String),
 }
 
 #[cfg(test)]

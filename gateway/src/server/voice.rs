@@ -26,7 +26,7 @@ use crate::context::{Context, Value as CtxValue};
 use crate::hub::call::LegKind;
 use crate::hub::outbox::Outgoing;
 use crate::hub::outbox::Reason;
-use crate::hub::pacer::Marks;
+use crate::hub::pacer::ToCaller;
 use crate::hub::{Conversation, Hub, HubError, Outbox};
 use crate::protocol::{Inbound, Kind};
 
@@ -34,6 +34,16 @@ use crate::protocol::{Inbound, Kind};
 enum Dialect {
     Native,
     Twilio { workstream: String },
+}
+
+impl Dialect {
+    /// What the call's media makes of this dialect (in-band DTMF, where marks go).
+    fn kind(&self) -> LegKind {
+        match self {
+            Dialect::Native => LegKind::Native,
+            Dialect::Twilio { .. } => LegKind::Twilio,
+        }
+    }
 }
 
 pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
@@ -355,22 +365,15 @@ impl ws::Speaker for VoiceSession {
         // larger step is let go of rather than played back at once.
         let due = heard.wrapping_sub(self.played).min(50);
         self.played = heard;
-        let marks = match self.dialect {
-            Dialect::Native => Marks::ToHolder,
-            Dialect::Twilio { .. } => Marks::ToCaller,
-        };
+        let sid = self.leg.stream_sid.as_deref();
         for _ in 0..due {
-            let tick = call.tick();
-            for name in tick.marks {
-                match marks {
-                    Marks::ToHolder => self.hub.mark_played(conv, &name),
-                    Marks::ToCaller => out.push(twilio_mark(self.leg.stream_sid.as_deref(), &name)),
+            self.hub.play(conv, call.tick(), self.dialect.kind().marks(), |m| match m {
+                ToCaller::Audio(audio) => {
+                    crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                    out.push(audio_message(&self.dialect, sid, audio));
                 }
-            }
-            if let Some(audio) = tick.audio {
-                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
-                out.push(audio_message(&self.dialect, self.leg.stream_sid.as_deref(), audio));
-            }
+                ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
+            });
         }
     }
 }
@@ -383,9 +386,9 @@ fn audio_message(dialect: &Dialect, sid: Option<&str>, audio: Bytes) -> Message 
     }
 }
 
-/// A Twilio `mark` message: Twilio answers it once the audio before it has been played.
-fn twilio_mark(sid: Option<&str>, name: &str) -> Message {
-    let mark = serde_json::json!({ "name": name });
+/// A Twilio `mark` message (`mark`: its JSON object): Twilio answers it once the audio
+/// before it has been played.
+fn twilio_mark(sid: Option<&str>, mark: &str) -> Message {
     Message::text(format!(r#"{{"event":"mark","streamSid":{},"mark":{mark}}}"#, sid.unwrap_or("null")))
 }
 
@@ -439,10 +442,7 @@ fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) 
             Some("clear") => (Some(Message::text(format!(r#"{{"event":"clear","streamSid":{sid}}}"#))), false),
             // A holder's mark the pacer reached: Twilio answers it once the audio before it
             // has been played.
-            Some("mark") => {
-                let mark = v.value.map_or("null", |r| r.get());
-                (Some(Message::text(format!(r#"{{"event":"mark","streamSid":{sid},"mark":{mark}}}"#))), false)
-            }
+            Some("mark") => (Some(twilio_mark(Some(sid), v.value.map_or("null", |r| r.get()))), false),
             Some("error") => {
                 tracing::warn!("twilio call leg: {}", v.value.map_or("", |r| r.get()));
                 (None, false)

@@ -254,18 +254,24 @@ pub trait Speaker: Session {
     /// has no use for); `Some` ends the connection with that close. By default, the
     /// hub's frames as they are, as [`run`]'s writer sends them.
     fn speak(&mut self, item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)> {
-        match item {
-            Outgoing::Text(f) => out.push(text(f)),
-            Outgoing::Batch(fs) => out.extend(fs.into_iter().map(text)),
-            Outgoing::Error(e) => out.push(text(respond::error_out(&e))),
-            Outgoing::Binary(b) => out.push(Message::Binary(b)),
-            Outgoing::Close(reason, detail) => return Some((reason, detail)),
-        }
-        None
+        plain(item, out)
     }
     /// Messages due right after a frame was read and handled (a call leg's playout, which
     /// the caller's own audio clocks).
     fn after_read(&mut self, _out: &mut Vec<Message>) {}
+}
+
+/// What the hub queued, as it goes on the wire: its frames as they are, audio as binary;
+/// `Some` for a close.
+fn plain(item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)> {
+    match item {
+        Outgoing::Text(f) => out.push(text(f)),
+        Outgoing::Batch(fs) => out.extend(fs.into_iter().map(text)),
+        Outgoing::Error(e) => out.push(text(respond::error_out(&e))),
+        Outgoing::Binary(b) => out.push(Message::Binary(b)),
+        Outgoing::Close(reason, detail) => return Some((reason, detail)),
+    }
+    None
 }
 
 /// Runs a connection in one task: the reader of [`run_with`], and the writer in the same
@@ -576,16 +582,16 @@ async fn write_loop(
                     return;
                 }
                 // Shutting down: flush what is already queued, then say goodbye.
+                let mut msgs = Vec::new();
                 'drain: while let Ok(out) = rx.try_recv() {
-                    let frames = match out {
-                        Outgoing::Text(f) => vec![f],
-                        Outgoing::Batch(fs) => fs,
-                        Outgoing::Error(e) => vec![respond::error_out(&e)],
-                        Outgoing::Binary(_) => continue,
-                        Outgoing::Close(..) => break,
-                    };
-                    for f in frames {
-                        if tokio::time::timeout(Duration::from_secs(1), sink.feed(text(f))).await.is_err() {
+                    if matches!(out, Outgoing::Binary(_)) {
+                        continue;
+                    }
+                    if plain(out, &mut msgs).is_some() {
+                        break;
+                    }
+                    for m in msgs.drain(..) {
+                        if tokio::time::timeout(Duration::from_secs(1), sink.feed(m)).await.is_err() {
                             break 'drain;
                         }
                     }
@@ -604,25 +610,19 @@ async fn write_loop(
         let Some(first) = first else { break };
         let mut close = None;
         // Whatever else is queued goes out in the same flush (up to 64 frames a flush),
-        // fed to the sink as it is taken: no batch buffer is kept per connection (an idle
-        // connection would carry it for its whole life).
+        // fed to the sink as it is taken: the batch's list lives for the batch only (an idle
+        // connection would carry a kept one for its whole life).
         let write = async {
             let mut next = Some(first);
             let mut fed = 0usize;
+            let mut msgs = Vec::new();
             while let Some(out) = next.take() {
-                match out {
-                    Outgoing::Text(f) => sink.feed(text(f)).await?,
-                    Outgoing::Batch(fs) => {
-                        for f in fs {
-                            sink.feed(text(f)).await?;
-                        }
-                    }
-                    Outgoing::Error(e) => sink.feed(text(respond::error_out(&e))).await?,
-                    Outgoing::Binary(b) => sink.feed(Message::Binary(b)).await?,
-                    Outgoing::Close(reason, detail) => {
-                        close = Some((reason, detail));
-                        break;
-                    }
+                close = plain(out, &mut msgs);
+                for m in msgs.drain(..) {
+                    sink.feed(m).await?;
+                }
+                if close.is_some() {
+                    break;
                 }
                 fed += 1;
                 if fed.is_multiple_of(64) {
