@@ -205,6 +205,19 @@ impl Client {
         Ok(Client { ws, seen: Vec::new() })
     }
 
+    /// A client whose socket's kernel receive buffer is `bytes` (set before it connects, so
+    /// the window it offers stays that small): one that stops reading fills the gateway's
+    /// side in kilobytes, not megabytes.
+    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> Result<Client> {
+        let req = url.into_client_request()?;
+        let host = req.uri().authority().context("a host in the URL")?.as_str().to_owned();
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        let tcp = socket.connect(tokio::net::lookup_host(&host).await?.next().context("an address")?).await?;
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(Client { ws, seen: Vec::new() })
+    }
+
     pub async fn send(&mut self, v: Value) -> Result<()> {
         self.ws.send(Message::text(v.to_string())).await?;
         Ok(())

@@ -9,6 +9,8 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use switchboard_codecs::{Format, Framer, Transcoder};
 use switchboard_tests::{Client, EXTERNAL_BOT, Frame, TestServer, start_default, start_server};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// The external-bot sample plus a voice workstream whose bot connects over /v1/bot.
 pub fn voice_config() -> String {
@@ -47,7 +49,11 @@ async fn voice_bot(s: &TestServer, audio: &str) -> Result<Client> {
 
 /// A caller on /v1/voice: returns the client, its conversation and stream.
 async fn call(s: &TestServer, format: Format, context: Value) -> Result<(Client, String, u32)> {
-    let mut c = Client::connect(&s.ws_url("/v1/voice"), None).await?;
+    start_call(Client::connect(&s.ws_url("/v1/voice"), None).await?, format, context).await
+}
+
+/// Starts a call on a connected client.
+async fn start_call(mut c: Client, format: Format, context: Value) -> Result<(Client, String, u32)> {
     let media = json!({"encoding": format.encoding().as_str(), "sampleRate": format.sample_rate()});
     c.send(json!({"type":"event","name":"session.start","value":{"workstream":"VoiceWorkStream","media":media,"context":context}})).await?;
     let started = c.event("session.started").await?;
@@ -508,5 +514,62 @@ async fn a_call_over_max_calls_is_refused_until_one_hangs_up() -> Result<()> {
     first.closed().await?;
     second.send(start).await?;
     second.event("session.started").await?;
+    Ok(())
+}
+
+/// A caller that stops reading (a hung connector, a stalled network) while it still sends
+/// is closed as a slow consumer (4008) once its writes have stalled for the idle timeout,
+/// and another caller hears its audio throughout. The gateway bounds a caller's kernel
+/// send buffer: with the 4 MiB the kernel's autotuning would grow it to, 48 kHz audio
+/// would take some 40 s to fill before any write stalled.
+#[tokio::test]
+async fn a_caller_that_stops_reading_is_closed_as_a_slow_consumer_and_others_hear_on() -> Result<()> {
+    // The stall bound is the idle timeout (300 s by default), shortened here to keep the
+    // test short; the buffers are the release's.
+    let toml = voice_config().replacen("[server]\n", "[server]\nidle_timeout_secs = 3\n", 1);
+    assert_ne!(toml, voice_config());
+    let s = start_server(Some(&toml)).await;
+    let format = Format::new(switchboard_codecs::Encoding::L16, 48000)?;
+    // No bot: both calls wait and hear hold audio, 96 KB a second each.
+    let (mut other, _, _) = call(&s, format, json!({})).await?;
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(async move {
+        let mut heard = 0usize;
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                f = other.binary() => {
+                    assert_eq!(f?.len(), format.bytes_per_frame());
+                    heard += 1;
+                }
+            }
+        }
+        anyhow::Ok((other, heard))
+    });
+
+    let stuck = Client::connect_with_receive_buffer(&s.ws_url("/v1/voice"), 4096).await?;
+    let (mut stuck, conv, _) = start_call(stuck, format, json!({})).await?;
+    let frame = Message::binary(vec![0u8; format.bytes_per_frame()]);
+    let mut every = tokio::time::interval(Duration::from_millis(20));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    // It keeps sending its audio and never reads.
+    while s.running.hub.is_open(&conv) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stuck caller is still open after 20 s");
+        every.tick().await;
+        let _ = tokio::time::timeout(Duration::from_millis(20), stuck.send_raw(frame.clone())).await;
+    }
+    // What was in flight drains, then the close.
+    assert_eq!(stuck.closed().await?, Some(CloseCode::from(4008)), "slow consumer");
+
+    // The other caller heard on throughout, and still does.
+    stop.send(true)?;
+    let (mut other, heard) = listener.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    // Real time is 50 frames a second; a quarter of that leaves room for a loaded machine.
+    assert!(heard as f64 >= seconds * 50.0 / 4.0, "{heard} frames in {seconds:.1} s");
+    for _ in 0..10 {
+        assert_eq!(other.binary().await?.len(), format.bytes_per_frame());
+    }
     Ok(())
 }

@@ -61,7 +61,7 @@ fn main() -> ExitCode {
 }
 
 async fn echo(stream: TcpStream) {
-    let config = switchboard_bench::load::wire::ws_config(switchboard::server::ws::CUSTOMER_READ_BUFFER);
+    let config = switchboard_bench::load::wire::ws_config(switchboard::server::ws::CUSTOMER.read);
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else { return };
     let (mut sink, stream) = ws.split();
     let mut ready = stream.ready_chunks(64);

@@ -27,15 +27,15 @@ pub const WORKSTREAM: &str = "ChatWorkStream";
 
 /// The buffer settings of a connection, on both sides: the gateway's own (`ws_config`),
 /// so the client, the gateway and the echo baseline all read and write the same way. The
-/// echo's sockets are customers' (`CUSTOMER_READ_BUFFER`); a bot's or agent's is larger.
+/// echo's sockets are customers' (`CUSTOMER.read`); a bot's or agent's is larger.
 pub fn ws_config(read_buffer: usize) -> WebSocketConfig {
     switchboard::server::ws::ws_config(switchboard::config::ServerConfig::default().max_frame_bytes, read_buffer)
 }
 
 /// The read buffer the gateway gives the endpoint at `path`, for the client's own end.
 fn read_buffer_for(path: &str) -> usize {
-    use switchboard::server::ws::{CUSTOMER_READ_BUFFER, MEMBER_READ_BUFFER};
-    if path.starts_with("/v1/bot") || path.starts_with("/v1/agent") { MEMBER_READ_BUFFER } else { CUSTOMER_READ_BUFFER }
+    use switchboard::server::ws::{CUSTOMER, MEMBER};
+    if path.starts_with("/v1/bot") || path.starts_with("/v1/agent") { MEMBER.read } else { CUSTOMER.read }
 }
 
 /// Where outgoing connections come from. One source address can reach one server port

@@ -19,7 +19,7 @@ use crate::protocol::{Inbound, Kind};
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |ws| run(h, ws))
+    ws::upgrade(&hub, req, ws::CUSTOMER, move |ws| run(h, ws))
 }
 
 /// Not an `async fn`: see [`ws::run`].

@@ -12,6 +12,11 @@
 //! - when accepting fails for want of descriptors (EMFILE, ENFILE) the loop backs off, from
 //!   100 ms doubling to 1 s, instead of spinning on a listener that stays readable.
 //!
+//! - the endpoint, once it knows who is at the other end, may bound the socket's kernel send
+//!   buffer ([`SendBuffer`]): a customer or caller that stops reading then holds some
+//!   tens of KiB of the kernel's memory, not the 4 MiB loopback's autotuning grows to, and
+//!   is found to be a slow consumer within seconds.
+//!
 //! What is refused is logged: rejected sockets and accept failures at warn, at most once a
 //! second with a count; a connection closed for its head timeout at debug.
 
@@ -20,6 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -132,8 +138,9 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
         if let Socket::Tcp(t) = &tcp {
             let _ = t.set_nodelay(true);
         }
-        let io = TokioIo::new(Counted { tcp, _permit: permit });
-        let conn = http.serve_connection(io, service(app.clone(), peer)).with_upgrades();
+        let send_buffer = SendBuffer::default();
+        let io = TokioIo::new(Counted { tcp, _permit: permit, send_buffer: send_buffer.clone() });
+        let conn = http.serve_connection(io, service(app.clone(), peer, send_buffer)).with_upgrades();
         let stop = stop.clone();
         hub.tasks.spawn(async move {
             tokio::pin!(conn);
@@ -158,10 +165,11 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
 }
 
 /// The router for one connection: each request carries the peer's address (axum's
-/// `ConnectInfo<SocketAddr>`).
+/// `ConnectInfo<SocketAddr>`) and the connection's [`SendBuffer`].
 fn service(
     app: Router,
     peer: SocketAddr,
+    send_buffer: SendBuffer,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -171,6 +179,7 @@ fn service(
 + 'static {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(send_buffer.clone());
         // `Router` is always ready (its `poll_ready` returns `Ready`); a clone is an `Arc`.
         tower_service::Service::call(&mut app.clone(), req)
     })
@@ -220,11 +229,42 @@ impl Tally {
     }
 }
 
+/// A request's handle on its connection's kernel send buffer (a request extension). The
+/// socket itself is hyper's by then, so the size asked for is applied by the socket's
+/// next write.
+#[derive(Clone, Default)]
+pub struct SendBuffer(Arc<AtomicUsize>);
+
+impl SendBuffer {
+    /// Bounds the socket's kernel send buffer to `bytes` (the kernel doubles it for its
+    /// own bookkeeping), which also stops the kernel growing it.
+    pub fn limit(&self, bytes: usize) {
+        self.0.store(bytes, Ordering::Relaxed);
+    }
+}
+
 /// An accepted socket with its `max_sockets` permit, released when the socket closes
 /// (after an upgrade, when the WebSocket drops the upgraded IO).
 struct Counted {
     tcp: Socket,
     _permit: OwnedSemaphorePermit,
+    send_buffer: SendBuffer,
+}
+
+impl Counted {
+    /// Applies a send buffer size an endpoint asked for (one atomic load per write
+    /// otherwise).
+    fn tune(&mut self) {
+        if self.send_buffer.0.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let bytes = self.send_buffer.0.swap(0, Ordering::Relaxed);
+        if let Socket::Tcp(t) = &self.tcp
+            && let Err(e) = socket2::SockRef::from(t).set_send_buffer_size(bytes)
+        {
+            tracing::debug!("SO_SNDBUF {bytes}: {e}");
+        }
+    }
 }
 
 macro_rules! both {
@@ -276,7 +316,9 @@ impl AsyncRead for Counted {
 
 impl AsyncWrite for Counted {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.tune();
+        Pin::new(&mut this.tcp).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -284,7 +326,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.tune();
+        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

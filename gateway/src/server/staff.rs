@@ -54,7 +54,7 @@ fn upgrade(hub: Arc<Hub>, req: Request, kind: Principal) -> Response {
         Err(e) => return super::respond::refuse(e),
     };
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::MEMBER_READ_BUFFER, move |ws| run(h, ws, member, kind, audio))
+    ws::upgrade(&hub, req, ws::MEMBER, move |ws| run(h, ws, member, kind, audio))
 }
 
 /// `?audio=pcmu/8000|pcma/8000|l16/8000|l16/16000|l16/24000|l16/48000` (default l16/16000).

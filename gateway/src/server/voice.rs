@@ -48,12 +48,12 @@ impl Dialect {
 
 pub async fn native_upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CALLER_READ_BUFFER, move |ws| run(h, ws, Dialect::Native))
+    ws::upgrade(&hub, req, ws::CALLER, move |ws| run(h, ws, Dialect::Native))
 }
 
 pub async fn twilio_upgrade(State(hub): State<Arc<Hub>>, Path(workstream): Path<String>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CALLER_READ_BUFFER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
+    ws::upgrade(&hub, req, ws::CALLER, move |ws| run(h, ws, Dialect::Twilio { workstream }))
 }
 
 /// Not an `async fn`: see [`ws::run`].

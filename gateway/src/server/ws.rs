@@ -84,18 +84,33 @@ pub type Writer = Box<
         + Send,
 >;
 
-/// Read buffers by who is at the other end. tungstenite allocates a connection's read
-/// buffer when it opens and keeps it for its life, so for the many idle customers it is
-/// most of what a conversation costs (8 → 4 KiB took the `idle` benchmark from 17.1 to
-/// 13.1 KiB per conversation). A customer sends one small frame at a time (a typed
-/// message is a few hundred bytes), so 512 bytes hold it; a call leg's frame is 20 ms of
-/// audio (160 bytes of µ-law, 640 of L16 at 16 kHz), so it gets 1 KiB. A larger frame
-/// still fits, as the buffer grows to the frame's length. A bot or agent carries many
-/// conversations on one connection and gets a larger buffer, so a busy one reads many
-/// frames per system call.
-pub const CUSTOMER_READ_BUFFER: usize = 512;
-pub const CALLER_READ_BUFFER: usize = 1024;
-pub const MEMBER_READ_BUFFER: usize = 16 * 1024;
+/// A connection's buffers, by who is at the other end.
+#[derive(Clone, Copy, Debug)]
+pub struct Buffers {
+    /// tungstenite's read buffer, allocated when the connection opens and kept for its
+    /// life, so for the many idle customers it is most of what a conversation costs (8 →
+    /// 4 KiB took the `idle` benchmark from 17.1 to 13.1 KiB per conversation). A larger
+    /// frame still fits, as the buffer grows to the frame's length.
+    pub read: usize,
+    /// The socket's kernel send buffer, or `None` for the kernel's autotuning (which
+    /// grows it to 4 MiB on loopback, minutes of a call's audio).
+    pub send: Option<usize>,
+}
+
+/// The kernel send buffer of a customer's or caller's socket: 64 KiB (the kernel doubles
+/// it for its bookkeeping) is over a second of the richest audio a leg carries (L16 at
+/// 48 kHz, 96 KB/s) and far more than a chat customer needs in flight. One that stops
+/// reading holds no more of the kernel's memory than this, and its writes stall soon
+/// enough for the slow-consumer rule to find it.
+pub const PEER_SEND_BUFFER: usize = 64 * 1024;
+
+/// A customer sends one small frame at a time (a typed message is a few hundred bytes).
+pub const CUSTOMER: Buffers = Buffers { read: 512, send: Some(PEER_SEND_BUFFER) };
+/// A call leg's frame is 20 ms of audio (160 bytes of µ-law, 640 of L16 at 16 kHz).
+pub const CALLER: Buffers = Buffers { read: 1024, send: Some(PEER_SEND_BUFFER) };
+/// A bot or agent carries many conversations on one connection: a larger read buffer, so
+/// a busy one reads many frames per system call, and the kernel's autotuned send buffer.
+pub const MEMBER: Buffers = Buffers { read: 16 * 1024, send: None };
 
 /// Buffer and size settings for a connection (tungstenite's defaults are 128 KiB buffers).
 /// The write buffer only sets when buffered frames are written out; it grows with what is
@@ -119,9 +134,9 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded, with a
-/// read buffer of `read_buffer` bytes (see [`CUSTOMER_READ_BUFFER`]).
-pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, read_buffer: usize, on_ws: F) -> Response
+/// Answers a WebSocket upgrade and runs `on_ws` on the connection once upgraded, with the
+/// [`Buffers`] of who is at the other end.
+pub fn upgrade<F, Fut>(hub: &Arc<Hub>, mut req: Request, buffers: Buffers, on_ws: F) -> Response
 where
     F: FnOnce(WsStream) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -147,7 +162,10 @@ where
     };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = ws_config(hub.server.max_frame_bytes, read_buffer);
+    let config = ws_config(hub.server.max_frame_bytes, buffers.read);
+    if let (Some(bytes), Some(send)) = (buffers.send, req.extensions().get::<super::listen::SendBuffer>()) {
+        send.limit(bytes);
+    }
     hub.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
@@ -236,7 +254,9 @@ pub fn run_with<S: Session>(
             }
             reader.session.on_close();
             done.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+            if tokio::time::timeout(Duration::from_secs(5), writer).await.is_ok() {
+                drain(&mut stream).await;
+            }
         },
         span,
     )
@@ -375,6 +395,7 @@ pub fn run_inline<S: Speaker>(
                         }
                     }
                     close_with(&mut ws, reason, &detail).await;
+                    drain(&mut ws).await;
                 }
                 None => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -553,6 +574,26 @@ pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 pub async fn close_with<K: futures_util::Sink<Message> + Unpin>(sink: &mut K, reason: Reason, detail: &str) {
     let frame = CloseFrame { code: respond::close_code(reason).into(), reason: detail.into() };
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// After our closing frame: reads (and drops) what the peer still sends until its own
+/// closing frame or the end of the stream, for at most two seconds. Closing a socket
+/// with unread bytes in its receive queue makes the kernel reset the connection, and a
+/// reset throws away what the peer had not read yet, our closing frame with its code
+/// among it: a caller that kept sending while it did not read would never learn it was
+/// cut off as a slow consumer.
+pub async fn drain<R, E>(stream: &mut R)
+where
+    R: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(m)) = stream.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Owns the sink: sends what the outbox queues, batching, and the closing frame.

@@ -42,7 +42,7 @@ pub(super) async fn upgrade(
     };
     let base = Base::of(req.headers());
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CUSTOMER_READ_BUFFER, move |socket| run(h, socket, conv, watermark, base))
+    ws::upgrade(&hub, req, ws::CUSTOMER, move |socket| run(h, socket, conv, watermark, base))
 }
 
 async fn run(hub: Arc<Hub>, socket: ws::WsStream, conv: Arc<Conversation>, watermark: u64, base: Base) {
