@@ -139,7 +139,7 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
             let _ = t.set_nodelay(true);
         }
         let send_buffer = SendBuffer::default();
-        let io = TokioIo::new(Counted { tcp, _permit: permit, send_buffer: send_buffer.clone() });
+        let io = TokioIo::new(Counted { tcp, _permit: permit, send_buffer: Some(send_buffer.clone()) });
         let conn = http.serve_connection(io, service(app.clone(), peer, send_buffer)).with_upgrades();
         let stop = stop.clone();
         hub.tasks.spawn(async move {
@@ -248,17 +248,19 @@ impl SendBuffer {
 struct Counted {
     tcp: Socket,
     _permit: OwnedSemaphorePermit,
-    send_buffer: SendBuffer,
+    /// Dropped once applied: a customer's or caller's writes then look no further.
+    send_buffer: Option<SendBuffer>,
 }
 
 impl Counted {
-    /// Applies a send buffer size an endpoint asked for (one atomic load per write
-    /// otherwise).
+    /// Applies a send buffer size an endpoint asked for.
     fn tune(&mut self) {
-        if self.send_buffer.0.load(Ordering::Relaxed) == 0 {
+        let Some(asked) = &self.send_buffer else { return };
+        let bytes = asked.0.load(Ordering::Relaxed);
+        if bytes == 0 {
             return;
         }
-        let bytes = self.send_buffer.0.swap(0, Ordering::Relaxed);
+        self.send_buffer = None;
         if let Socket::Tcp(t) = &self.tcp
             && let Err(e) = socket2::SockRef::from(t).set_send_buffer_size(bytes)
         {
