@@ -74,7 +74,7 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                             }
                         }
                     }
-                    Some(Outgoing::Binary(_)) => {} // the caller's audio: the built-in bot listens for DTMF only
+                    Some(Outgoing::Binary(_) | Outgoing::Play) => {} // the caller's audio: the built-in bot listens for DTMF only
                     Some(Outgoing::Error(e)) => {
                         let conv = e.conversation.as_deref().unwrap_or("");
                         tracing::warn!(bot = %name, conversation.id = conv, "refused: {}", e.error);

@@ -65,6 +65,10 @@ pub enum Outgoing {
     Batch(Vec<Frame>),
     /// A binary frame (voice media).
     Binary(bytes::Bytes),
+    /// The pacer's turn to play the next 20 ms of a call leg's call: the leg takes the
+    /// frame from the call's playout itself, so that only the leg ever takes from it and
+    /// what the caller hears stays in order (see `hub/pacer.rs`). Others ignore it.
+    Play,
     /// Close the connection for this reason (with a detail), after what is already queued.
     Close(Reason, String),
 }
@@ -163,14 +167,26 @@ impl Outbox {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                MEDIA_DROPPED.fetch_add(1, Ordering::Relaxed);
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 500 == 1 {
-                    tracing::warn!(conn = self.id, dropped = n, "media frames dropped: the outbound queue is full");
-                }
+                self.media_dropped_now();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks a call leg to play its call's next 20 ms ([`Outgoing::Play`]). False if the
+    /// queue is full (the caller is not reading) or the leg is gone.
+    pub fn send_play(&self) -> bool {
+        self.tx.try_send(Box::new(Outgoing::Play)).is_ok()
+    }
+
+    /// Counts (and logs: the first, then every 500th) a media frame this connection lost to
+    /// a full queue.
+    pub fn media_dropped_now(&self) {
+        MEDIA_DROPPED.fetch_add(1, Ordering::Relaxed);
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 500 == 1 {
+            tracing::warn!(conn = self.id, dropped = n, "media frames dropped: the outbound queue is full");
         }
     }
 

@@ -16,8 +16,11 @@
 //! timer per call (a thousand calls were a thousand timers, each waking its call leg's
 //! writer fifty times a second whether or not there was audio), the calls are shared out
 //! over a few shards, one per runtime worker. Each shard is a task that ticks every 4 ms and
-//! serves a fifth of its calls (a phase) in one pass: it takes each call's next frame and
-//! queues it on the call leg's outbox, whose writer sends it in the leg's dialect. Every
+//! serves a fifth of its calls (a phase) in one pass: it queues a turn to play
+//! ([`Outgoing::Play`](super::outbox::Outgoing::Play)) on each call leg's outbox, and the
+//! leg takes the call's next frame and sends it in its dialect. Only the leg takes from the
+//! playout: a frame the pacer took and queued could be overtaken by one the leg took for
+//! its caller's audio in between. Every
 //! call is in one phase, so it still gets a frame every 20 ms; a shard's work and its legs'
 //! writes come in five small bursts a frame instead of one large one (at 500 calls one
 //! pass was some 250 frames transcoded, queued and written at once, and the callers' audio
@@ -171,14 +174,19 @@ impl Hub {
             if p.quiet < 2 {
                 return true; // the caller's own frames are pacing it
             }
-            self.play(&p.conv, call.tick(), p.marks, |out| match out {
-                ToCaller::Audio(audio) => {
-                    p.outbox.send_binary(audio);
-                }
-                ToCaller::Mark(name) => {
-                    p.outbox.send(protocol::event("mark", serde_json::json!({ "name": name }), Some(&p.conv.id)));
-                }
-            });
+            // The leg takes the frame from the playout itself, in turn with the frames its
+            // caller's audio clocks: were the pacer to take it and queue it, a frame the leg
+            // took meanwhile would overtake it.
+            if !p.outbox.send_play() && !p.outbox.is_closed() {
+                // A full queue (the caller is not reading): this tick's audio is dropped,
+                // as late audio is useless, and the marks reached are reported as ever.
+                self.play(&p.conv, call.tick(), p.marks, |out| match out {
+                    ToCaller::Audio(_) => p.outbox.media_dropped_now(),
+                    ToCaller::Mark(name) => {
+                        p.outbox.send(protocol::event("mark", serde_json::json!({ "name": name }), Some(&p.conv.id)));
+                    }
+                });
+            }
             true
         });
     }

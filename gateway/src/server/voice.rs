@@ -344,6 +344,10 @@ impl ws::Speaker for VoiceSession {
                 out.push(audio_message(&self.dialect, sid, audio));
                 return None;
             }
+            Outgoing::Play => {
+                self.play_next(out);
+                return None;
+            }
             Outgoing::Close(reason, detail) => return Some((reason, detail)),
         };
         let mut ended = false;
@@ -365,16 +369,27 @@ impl ws::Speaker for VoiceSession {
         // larger step is let go of rather than played back at once.
         let due = heard.wrapping_sub(self.played).min(50);
         self.played = heard;
-        let sid = self.leg.stream_sid.as_deref();
         for _ in 0..due {
-            self.hub.play(conv, call.tick(), self.dialect.kind().marks(), |m| match m {
-                ToCaller::Audio(audio) => {
-                    crate::metrics::inc(&crate::metrics::MEDIA_OUT);
-                    out.push(audio_message(&self.dialect, sid, audio));
-                }
-                ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
-            });
+            self.play_next(out);
         }
+    }
+}
+
+impl VoiceSession {
+    /// The call's next 20 ms (and the marks reached before it), for the caller. The leg is
+    /// the only one that takes from the call's playout (the pacer asks it to, with
+    /// [`Outgoing::Play`]), so the caller hears it in order.
+    fn play_next(&self, out: &mut Vec<Message>) {
+        let Some(conv) = &self.leg.conv else { return };
+        let Some(call) = &conv.call else { return };
+        let sid = self.leg.stream_sid.as_deref();
+        self.hub.play(conv, call.tick(), self.dialect.kind().marks(), |m| match m {
+            ToCaller::Audio(audio) => {
+                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                out.push(audio_message(&self.dialect, sid, audio));
+            }
+            ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
+        });
     }
 }
 

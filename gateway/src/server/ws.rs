@@ -289,6 +289,7 @@ fn plain(item: Outgoing, out: &mut Vec<Message>) -> Option<(Reason, String)> {
         Outgoing::Batch(fs) => out.extend(fs.into_iter().map(text)),
         Outgoing::Error(e) => out.push(text(respond::error_out(&e))),
         Outgoing::Binary(b) => out.push(Message::Binary(b)),
+        Outgoing::Play => {}
         Outgoing::Close(reason, detail) => return Some((reason, detail)),
     }
     None

@@ -124,7 +124,7 @@ async fn run(bc: Arc<Connector>, bot: Arc<BotInfo>) {
                 m = rx.recv() => match m {
                     Some(Outgoing::Text(f)) => take(&bc, &bot, &mut lanes, &f),
                     Some(Outgoing::Batch(fs)) => fs.iter().for_each(|f| take(&bc, &bot, &mut lanes, f)),
-                    Some(Outgoing::Binary(_)) => {}
+                    Some(Outgoing::Binary(_) | Outgoing::Play) => {}
                     Some(Outgoing::Error(e)) => {
                         let conv = e.conversation.as_deref().unwrap_or("");
                         tracing::warn!(bot = %bot.name, conversation.id = conv, "refused: {}", e.error);

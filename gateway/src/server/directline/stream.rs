@@ -124,7 +124,7 @@ impl Writer {
                 match item {
                     Outgoing::Text(f) => live.extend(self.live_event(f.as_str())),
                     Outgoing::Close(reason, detail) => close = Some((reason, detail)),
-                    Outgoing::Batch(_) | Outgoing::Binary(_) | Outgoing::Error(_) => {}
+                    Outgoing::Batch(_) | Outgoing::Binary(_) | Outgoing::Play | Outgoing::Error(_) => {}
                 }
                 taken += 1;
                 if close.is_none() && taken < 256 {
