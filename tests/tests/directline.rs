@@ -318,12 +318,18 @@ async fn an_upload_is_kept_with_its_activity_and_served_back() -> Result<()> {
     Ok(())
 }
 
+/// A Direct Line conversation started with the secret: its answer, id and token.
+async fn start_conversation(server: &TestServer) -> Result<(Value, String, String)> {
+    let (_, conv) = call(server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
+    let id = conv["conversationId"].as_str().context("id")?.to_owned();
+    let token = conv["token"].as_str().context("token")?.to_owned();
+    Ok((conv, id, token))
+}
+
 #[tokio::test]
 async fn the_stream_sends_activity_sets_and_replays_after_the_watermark() -> Result<()> {
     let server = start_server(Some(&config())).await;
-    let (_, conv) = call(&server, "POST", "/v3/directline/conversations", Some(SECRET), "").await?;
-    let id = conv["conversationId"].as_str().context("id")?.to_owned();
-    let token = conv["token"].as_str().context("token")?.to_owned();
+    let (conv, id, token) = start_conversation(&server).await?;
     let acts = format!("/v3/directline/conversations/{id}/activities");
     // The built-in bot greets; a message from the customer follows.
     let mut stream = Client::connect(conv["streamUrl"].as_str().context("streamUrl")?, None).await?;
@@ -388,5 +394,61 @@ async fn posts_beyond_the_customer_rate_are_refused() -> Result<()> {
     }
     let (s, v) = call(&server, "POST", &acts, Some(token), r#"{"type":"message","text":"one too many"}"#).await?;
     assert_eq!((s, error_code(&v)), (429, "TooManyRequests"), "{v}");
+    Ok(())
+}
+
+/// A stream whose client stops reading is closed as a slow consumer (4008) once a write
+/// toward it has stalled for 10 s (its socket's kernel buffer is bounded, so that comes
+/// after tens of KiB, not megabytes), and a new stream resumes from the watermark with
+/// nothing lost.
+#[tokio::test]
+async fn a_stream_that_stops_reading_is_closed_as_a_slow_consumer_and_resumes_without_loss() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let (conv, id, token) = start_conversation(&server).await?;
+    let hub = server.running.hub.clone();
+    let attached = |on: bool| {
+        let (hub, id) = (hub.clone(), id.clone());
+        async move {
+            let t0 = std::time::Instant::now();
+            while hub.conversation(&id).is_none_or(|c| c.inner.lock().customer.is_some() != on) {
+                anyhow::ensure!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "the stream is not {}",
+                    if on { "attached" } else { "cut off" }
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let stream_url = conv["streamUrl"].as_str().context("streamUrl")?;
+    let mut stuck = Client::connect_with_receive_buffer(stream_url, 4096).await?;
+    attached(true).await?;
+    // 400 KB of the customer's own messages come back on the stream, which reads nothing.
+    let acts = format!("/v3/directline/conversations/{id}/activities");
+    let big = "x".repeat(20_000);
+    for i in 0..20 {
+        let body = json!({"type":"message","text":format!("{i} {big}"),"from":{"id":"u1"}}).to_string();
+        let (s, v) = call(&server, "POST", &acts, Some(&token), &body).await?;
+        assert_eq!(s, 200, "{v}");
+    }
+    attached(false).await?;
+    assert_eq!(stuck.closed().await?.map(u16::from), Some(4008), "slow consumer");
+
+    // A new stream from the start replays every message, in order.
+    let (_, again) =
+        call(&server, "GET", &format!("/v3/directline/conversations/{id}?watermark=0"), Some(&token), "").await?;
+    let mut fresh = Client::connect(again["streamUrl"].as_str().context("streamUrl")?, None).await?;
+    let mut seen = 0;
+    while seen < 20 {
+        let set = fresh.until_within(STEP, "the replay", |v| v["activities"].is_array()).await?;
+        for a in set["activities"].as_array().context("activities")? {
+            let text = a["text"].as_str().unwrap_or_default();
+            if a["type"] == "message" && text.ends_with(&big) {
+                assert!(text.starts_with(&format!("{seen} ")), "message {seen} in order");
+                seen += 1;
+            }
+        }
+    }
     Ok(())
 }

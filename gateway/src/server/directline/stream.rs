@@ -49,7 +49,8 @@ async fn run(hub: Arc<Hub>, socket: ws::WsStream, conv: Arc<Conversation>, water
     let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     hub.attach_customer(&conv, &outbox);
     let keep_alive = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
-    let writer = Writer { hub: hub.clone(), conv: conv.clone(), base, cursor: watermark, keep_alive };
+    let writer =
+        Writer { hub: hub.clone(), conv: conv.clone(), base, cursor: watermark, keep_alive, outbox: outbox.clone() };
     let boxed: ws::Writer = Box::new(move |sink, rx, outbox, done| Box::pin(writer.run(sink, rx, outbox, done)));
     let session = StreamSession { hub: hub.clone(), conv, outbox: outbox.clone() };
     ws::run_with(hub, socket, outbox, rx, session, None, boxed).await;
@@ -84,6 +85,8 @@ struct Writer {
     /// Every activity up to this `seq` has been sent.
     cursor: u64,
     keep_alive: Duration,
+    /// The stream's own outbox: a send that stalls kicks it as a slow consumer.
+    outbox: Outbox,
 }
 
 impl Writer {
@@ -108,8 +111,8 @@ impl Writer {
                 _ = tick.tick() => {
                     // The keep-alive Direct Line sends, and a ping whose pong keeps the reader's
                     // idle timer happy.
-                    ok = send(&mut sink, Message::Text("".into())).await
-                        && send(&mut sink, Message::Ping(Bytes::new())).await;
+                    ok = self.send(&mut sink, Message::Text("".into())).await
+                        && self.send(&mut sink, Message::Ping(Bytes::new())).await;
                     continue;
                 }
                 m = rx.recv() => m,
@@ -160,10 +163,22 @@ impl Writer {
             return true;
         }
         let set = super::activity::activity_set(list, self.cursor);
-        send(sink, Message::Text(set.to_string().into())).await
+        self.send(sink, Message::Text(set.to_string().into())).await
+    }
+
+    /// Sends one message. One that cannot go out within 10 s means the client has stopped
+    /// reading: it is a slow consumer (4008, resume from the watermark), as a native
+    /// customer whose queue overflows is.
+    async fn send(&self, sink: &mut Sink, m: Message) -> bool {
+        match tokio::time::timeout(SEND_STALL, sink.send(m)).await {
+            Ok(r) => r.is_ok(),
+            Err(_) => {
+                self.outbox.kick(Reason::SlowConsumer, "slow consumer: not reading what is sent");
+                false
+            }
+        }
     }
 }
 
-async fn send(sink: &mut Sink, m: Message) -> bool {
-    matches!(tokio::time::timeout(Duration::from_secs(10), sink.send(m)).await, Ok(Ok(())))
-}
+/// How long one write to the stream may stall before its client counts as a slow consumer.
+const SEND_STALL: Duration = Duration::from_secs(10);
