@@ -52,6 +52,15 @@ async fn call(s: &TestServer, format: Format, context: Value) -> Result<(Client,
     start_call(Client::connect(&s.ws_url("/v1/voice"), None).await?, format, context).await
 }
 
+/// A µ-law call that the voice bot (taking `bot_audio`) has been assigned: the bot, the
+/// caller, the conversation and the stream.
+async fn call_with_bot(s: &TestServer, bot_audio: &str) -> Result<(Client, Client, String, u32)> {
+    let mut bot = voice_bot(s, bot_audio).await?;
+    let (c, conv, stream) = call(s, Format::PCMU, json!({})).await?;
+    assigned(&mut bot).await?;
+    Ok((bot, c, conv, stream))
+}
+
 /// Starts a call on a connected client.
 async fn start_call(mut c: Client, format: Format, context: Value) -> Result<(Client, String, u32)> {
     let media = json!({"encoding": format.encoding().as_str(), "sampleRate": format.sample_rate()});
@@ -134,9 +143,7 @@ async fn caller_audio_reaches_the_bot_transcoded_sample_by_sample() -> Result<()
 #[tokio::test]
 async fn bot_audio_is_played_in_real_time_with_marks_after_it_and_clear_flushes_it() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
-    let mut bot = voice_bot(&s, "l16/16000").await?;
-    let (mut c, conv, stream) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, mut c, conv, stream) = call_with_bot(&s, "l16/16000").await?;
 
     // A whole second of prompt at once, then a mark.
     let prompt = tone(Format::L16_16K, 500.0, 1000);
@@ -191,9 +198,7 @@ async fn bot_audio_is_played_in_real_time_with_marks_after_it_and_clear_flushes_
 async fn a_streaming_callers_audio_clocks_its_playout_and_the_pacer_takes_over_when_it_stops() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
     // The caller's own format: the prompt arrives byte for byte.
-    let mut bot = voice_bot(&s, "pcmu/8000").await?;
-    let (mut c, conv, stream) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, mut c, conv, stream) = call_with_bot(&s, "pcmu/8000").await?;
     let prompt = tone(Format::PCMU, 500.0, 3000);
     prompt_then_mark(&mut bot, &conv, stream, &prompt).await?;
 
@@ -226,9 +231,7 @@ async fn a_streaming_callers_audio_clocks_its_playout_and_the_pacer_takes_over_w
 #[tokio::test]
 async fn dtmf_signalled_or_in_band_reaches_the_holder() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
-    let mut bot = voice_bot(&s, "l16/8000").await?;
-    let (mut c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, mut c, conv, _) = call_with_bot(&s, "l16/8000").await?;
     c.send(json!({"type":"event","name":"dtmf","value":"5"})).await?;
     let d = bot.event("dtmf").await?;
     assert_eq!((d["value"].as_str(), d["conversation"]["id"].as_str()), (Some("5"), Some(conv.as_str())));
@@ -249,9 +252,7 @@ async fn dtmf_signalled_or_in_band_reaches_the_holder() -> Result<()> {
 #[tokio::test]
 async fn handoff_moves_the_call_and_its_audio_to_an_agent_with_hold_audio_between() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
-    let mut bot = voice_bot(&s, "l16/16000").await?;
-    let (mut c, conv, stream) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, mut c, conv, stream) = call_with_bot(&s, "l16/16000").await?;
     c.send(json!({"type":"event","name":"dtmf","value":"1"})).await?;
     bot.event("dtmf").await?;
     // The bot starts a long prompt, then escalates: its audio must stop at once.
@@ -309,9 +310,7 @@ async fn a_bot_that_drops_a_call_hands_it_to_people_at_once() -> Result<()> {
         .replace(r#"members = ["alice", "bob", "carol"]"#, r#"members = ["voice-bot", "alice", "bob", "carol"]"#);
     assert_ne!(toml, voice_config());
     let s = start_server(Some(&toml)).await;
-    let mut bot = voice_bot(&s, "l16/16000").await?;
-    let (mut c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (bot, mut c, conv, _) = call_with_bot(&s, "l16/16000").await?;
     bot.close().await;
     // Nobody is signed in: the call waits (hold audio), and the bot that dropped it, back
     // with room, is not given it again.
@@ -401,10 +400,8 @@ async fn a_hundred_concurrent_calls_for_ten_seconds_lose_and_reorder_nothing() -
 #[tokio::test]
 async fn call_legs_are_under_the_same_guards_as_every_connection() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
-    let mut bot = voice_bot(&s, "l16/16000").await?;
     // A flood of audio beyond 20 ms frames' rate is refused, and the call stays up.
-    let (mut c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, mut c, conv, _) = call_with_bot(&s, "l16/16000").await?;
     for _ in 0..300 {
         c.send_raw(tokio_tungstenite::tungstenite::Message::binary(tone(Format::PCMU, 300.0, 20))).await?;
     }
@@ -422,9 +419,7 @@ async fn call_legs_are_under_the_same_guards_as_every_connection() -> Result<()>
 #[tokio::test]
 async fn a_silent_half_open_caller_is_closed_after_the_idle_timeout_and_frees_the_agent() -> Result<()> {
     let s = start_server(Some(&voice_config())).await;
-    let mut bot = voice_bot(&s, "l16/16000").await?;
-    let (_c, conv, _) = call(&s, Format::PCMU, json!({})).await?;
-    assigned(&mut bot).await?;
+    let (mut bot, _c, conv, _) = call_with_bot(&s, "l16/16000").await?;
     // The caller's connector goes silent and never answers a ping; the bot stays healthy
     // (it reads, so its client answers the pings sent every third of the idle timeout).
     // The release default idle timeout is 300 s: pass it on paused time, in steps.
