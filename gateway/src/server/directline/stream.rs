@@ -49,9 +49,11 @@ async fn run(hub: Arc<Hub>, socket: ws::WsStream, conv: Arc<Conversation>, water
     let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
     hub.attach_customer(&conv, &outbox);
     let keep_alive = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
-    let writer =
-        Writer { hub: hub.clone(), conv: conv.clone(), base, cursor: watermark, keep_alive, outbox: outbox.clone() };
-    let boxed: ws::Writer = Box::new(move |sink, rx, outbox, done| Box::pin(writer.run(sink, rx, outbox, done)));
+    let (h, c) = (hub.clone(), conv.clone());
+    let boxed: ws::Writer = Box::new(move |sink, rx, outbox, done| {
+        let writer = Writer { hub: h, conv: c, base, cursor: watermark, keep_alive, outbox };
+        Box::pin(writer.run(sink, rx, done))
+    });
     let session = StreamSession { hub: hub.clone(), conv, outbox: outbox.clone() };
     ws::run_with(hub, socket, outbox, rx, session, None, boxed).await;
 }
@@ -85,13 +87,14 @@ struct Writer {
     /// Every activity up to this `seq` has been sent.
     cursor: u64,
     keep_alive: Duration,
-    /// The stream's own outbox: a send that stalls kicks it as a slow consumer.
+    /// The stream's own outbox (its kick ends the stream; a send that stalls kicks it as a
+    /// slow consumer).
     outbox: Outbox,
 }
 
 impl Writer {
-    async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, outbox: Outbox, done: CancellationToken) {
-        let kick = outbox.kicked().clone();
+    async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, done: CancellationToken) {
+        let kick = self.outbox.kicked().clone();
         let shutdown = self.hub.shutdown.clone();
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.keep_alive, self.keep_alive);
         let mut ok = self.catch_up(&mut sink, Vec::new()).await;
@@ -141,7 +144,7 @@ impl Writer {
             }
         }
         let (reason, detail) =
-            outbox.kick_reason().map_or((Reason::Internal, "write failed".to_owned()), |k| (k.reason, k.detail));
+            self.outbox.kick_reason().map_or((Reason::Internal, "write failed".to_owned()), |k| (k.reason, k.detail));
         ws::close_with(&mut sink, reason, &detail).await;
     }
 
