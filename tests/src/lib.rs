@@ -195,21 +195,26 @@ pub struct Client {
     pub seen: Vec<Value>,
 }
 
+/// The upgrade request for `url`, with `bearer` as its token.
+fn request(url: &str, bearer: Option<&str>) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    let mut req = url.into_client_request()?;
+    if let Some(t) = bearer {
+        req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
+    }
+    Ok(req)
+}
+
 impl Client {
     pub async fn connect(url: &str, bearer: Option<&str>) -> Result<Client> {
-        let mut req = url.into_client_request()?;
-        if let Some(t) = bearer {
-            req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}"))?);
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let (ws, _) = tokio_tungstenite::connect_async(request(url, bearer)?).await?;
         Ok(Client { ws, seen: Vec::new() })
     }
 
     /// A client whose socket's kernel receive buffer is `bytes` (set before it connects, so
     /// the window it offers stays that small): one that stops reading fills the gateway's
     /// side in kilobytes, not megabytes.
-    pub async fn connect_with_receive_buffer(url: &str, bytes: u32) -> Result<Client> {
-        let req = url.into_client_request()?;
+    pub async fn connect_with_receive_buffer(url: &str, bearer: Option<&str>, bytes: u32) -> Result<Client> {
+        let req = request(url, bearer)?;
         let host = req.uri().authority().context("a host in the URL")?.as_str().to_owned();
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.set_recv_buffer_size(bytes)?;

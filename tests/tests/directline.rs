@@ -422,7 +422,7 @@ async fn a_stream_that_stops_reading_is_closed_as_a_slow_consumer_and_resumes_wi
         }
     };
     let stream_url = conv["streamUrl"].as_str().context("streamUrl")?;
-    let mut stuck = Client::connect_with_receive_buffer(stream_url, 4096).await?;
+    let mut stuck = Client::connect_with_receive_buffer(stream_url, None, 4096).await?;
     attached(true).await?;
     // 400 KB of the customer's own messages come back on the stream, which reads nothing.
     let acts = format!("/v3/directline/conversations/{id}/activities");

@@ -285,6 +285,69 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others_and_loses
     Ok(())
 }
 
+/// An agent whose client hangs (or will not read) while little is queued toward it: its
+/// queue never overflows, so before a stalled write had a bound it kept the conversation,
+/// and its customer, forever. Now a write that makes no progress for the idle timeout
+/// closes it as a slow consumer; it comes back to the whole conversation.
+#[tokio::test]
+async fn an_agent_that_stops_reading_is_closed_as_a_slow_consumer_and_gets_everything_back() -> Result<()> {
+    const N: usize = 300;
+    // The stall bound is the idle timeout (300 s by default), shortened to keep the test
+    // short; Ann may write faster and more than by default. The queue's bound and the
+    // buffers are the release's.
+    let s = start_server(Some(&config(
+        "idle_timeout_secs = 3\ncustomer_rate = 1000.0\ncustomer_burst = 1000\nmax_conversation_bytes = 16777216",
+    )))
+    .await;
+    let mut bot = s.bot().await?;
+    let token = s.token("alice", &switchboard_tests::agent_secret("alice")).await?;
+    let mut alice = Client::connect_with_receive_buffer(&s.ws_url("/v1/agent"), Some(&token), 4096).await?;
+    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+    assigned_to(&mut alice, &ann.conversation).await?;
+
+    // From here Alice reads nothing, but her client stays alive: it pings, so the idle
+    // timeout is not what ends her. Ann writes 300 long messages, 7.2 MB: far below the
+    // queue's 1,024 frames, above the 4 MiB an agent's socket may hold in the kernel.
+    let big = "x".repeat(24_000);
+    for i in 0..N {
+        ann.send(json!({"type":"message","text":format!("{i} {big}")})).await?;
+        ann.event("ack").await?;
+    }
+    let started = std::time::Instant::now();
+    while online(&s, "alice") {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stuck agent is still online after 20 s");
+        alice.send_raw(tokio_tungstenite::tungstenite::Message::Ping(Default::default())).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What was in flight drains, then the close.
+    assert_eq!(alice.closed().await?, Some(CloseCode::from(4008)), "slow consumer");
+
+    // She keeps the conversation for the grace period, and gets it back whole.
+    let mut alice = s.agent("alice").await?;
+    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    assert_eq!(a["value"]["resumed"], true);
+    // The work item carries the newest page of the transcript; the older ones on request.
+    let mut transcript = a["value"]["transcript"].as_array().unwrap().clone();
+    let mut from = a["value"]["transcriptFrom"].as_u64().unwrap();
+    while from > 1 {
+        let ask = json!({"type":"event","name":"transcript.request","conversation":{"id":ann.conversation},"value":{"before":from}});
+        alice.send(ask).await?;
+        let page = alice.event("transcript.page").await?;
+        transcript.splice(0..0, page["value"]["transcript"].as_array().unwrap().iter().cloned());
+        from = page["value"]["transcriptFrom"].as_u64().unwrap();
+    }
+    let long: Vec<&str> =
+        transcript.iter().filter_map(|m| m["text"].as_str()).filter(|t| t.ends_with(big.as_str())).collect();
+    assert_eq!(long.len(), N, "every message in the transcript");
+    for (i, t) in long.iter().enumerate() {
+        assert!(t.starts_with(&format!("{i} ")), "message {i} in order");
+    }
+    alice.say(&ann.conversation, "sorry, I am back").await?;
+    assert_eq!(ann.message().await?["text"], "sorry, I am back");
+    Ok(())
+}
+
 #[tokio::test]
 async fn floods_are_rate_limited_not_disconnected() -> Result<()> {
     let s = start_server(Some(&config("customer_rate = 5.0\ncustomer_burst = 10"))).await;

@@ -542,7 +542,7 @@ async fn a_caller_that_stops_reading_is_closed_as_a_slow_consumer_and_others_hea
         anyhow::Ok((other, heard))
     });
 
-    let stuck = Client::connect_with_receive_buffer(&s.ws_url("/v1/voice"), 4096).await?;
+    let stuck = Client::connect_with_receive_buffer(&s.ws_url("/v1/voice"), None, 4096).await?;
     let (mut stuck, conv, _) = start_call(stuck, format, json!({})).await?;
     let frame = Message::binary(vec![0u8; format.bytes_per_frame()]);
     let mut every = tokio::time::interval(Duration::from_millis(20));

@@ -203,9 +203,11 @@ pub fn run<S: Session>(
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
+    let stall = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
     let shutdown = hub.shutdown.clone();
-    let writer: Writer =
-        Box::new(move |sink, rx, outbox, done| Box::pin(write_loop(sink, rx, outbox, shutdown, done, ping_every)));
+    let writer: Writer = Box::new(move |sink, rx, outbox, done| {
+        Box::pin(write_loop(sink, rx, outbox, shutdown, done, Timing { ping_every, stall }))
+    });
     run_with(hub, ws, outbox, rx, session, handshake, writer)
 }
 
@@ -407,6 +409,9 @@ pub fn run_inline<S: Speaker>(
     )
 }
 
+/// Why a peer whose writes stall is closed.
+pub const SLOW_CONSUMER: &str = "slow consumer: not reading what is sent";
+
 /// Writes `out` and flushes. A write that cannot finish at once races the kick, the
 /// shutdown, and `stall` (past it the peer, which has stopped reading, is a slow consumer).
 async fn send(
@@ -433,7 +438,7 @@ async fn send(
         _ = kicked => false,
         _ = stopping => false,
         _ = tokio::time::sleep(stall) => {
-            outbox.kick(Reason::SlowConsumer, "slow consumer: not reading what is sent");
+            outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
             false
         }
     }
@@ -597,15 +602,27 @@ where
     .await;
 }
 
-/// Owns the sink: sends what the outbox queues, batching, and the closing frame.
+/// A writer's clocks: how often it pings an idle peer, and how long one of its writes may
+/// make no progress before the peer counts as a slow consumer.
+struct Timing {
+    ping_every: Duration,
+    stall: Duration,
+}
+
+/// Owns the sink: sends what the outbox queues, batching, and the closing frame. A batch
+/// that cannot go out at once races the kick and `timing.stall` (the idle timeout, as for
+/// customers in [`run_inline`]): past it the peer, which has stopped reading, is kicked as a
+/// slow consumer (4008), however little is queued toward it, and so lets go of the
+/// conversations it holds (they come back to it when it connects again).
 async fn write_loop(
     mut sink: Sink,
     mut rx: crate::hub::outbox::Inbox,
     outbox: Outbox,
     shutdown: CancellationToken,
     done: CancellationToken,
-    ping_every: Duration,
+    timing: Timing,
 ) {
+    let Timing { ping_every, stall } = timing;
     let kick_token = outbox.kicked().clone();
     // Pings keep healthy idle clients (and NATs) alive; their pongs reset our idle timer.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
@@ -642,7 +659,8 @@ async fn write_loop(
                 return;
             }
             _ = ping.tick() => {
-                if tokio::time::timeout(Duration::from_secs(5), sink.send(Message::Ping(Bytes::new()))).await.is_err() {
+                if tokio::time::timeout(stall, sink.send(Message::Ping(Bytes::new()))).await.is_err() {
+                    outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
                     break;
                 }
                 continue;
@@ -674,9 +692,20 @@ async fn write_loop(
             }
             sink.flush().await
         };
-        let ok = tokio::select! {
-            r = write => r.is_ok(),
-            _ = &mut kicked => false,
+        // Most batches go out at once: the stall's timer is armed only for one that waits.
+        let ok = {
+            tokio::pin!(write);
+            match futures_util::FutureExt::now_or_never(write.as_mut()) {
+                Some(r) => r.is_ok(),
+                None => tokio::select! {
+                    r = &mut write => r.is_ok(),
+                    _ = &mut kicked => false,
+                    _ = tokio::time::sleep(stall) => {
+                        outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
+                        false
+                    }
+                },
+            }
         };
         if let Some((reason, detail)) = close {
             close_with(&mut sink, reason, &detail).await;

@@ -176,7 +176,7 @@ impl Writer {
         match tokio::time::timeout(SEND_STALL, sink.send(m)).await {
             Ok(r) => r.is_ok(),
             Err(_) => {
-                self.outbox.kick(Reason::SlowConsumer, "slow consumer: not reading what is sent");
+                self.outbox.kick(Reason::SlowConsumer, ws::SLOW_CONSUMER);
                 false
             }
         }
