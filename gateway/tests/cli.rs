@@ -265,3 +265,56 @@ fn check_config_and_serve_refuse_hold_audio_the_gateway_cannot_play() {
         assert!(err.lines().any(|l| l == want), "{err}");
     }
 }
+
+/// Two gateways on one data directory would both serve, and each recover, the same
+/// conversations: the second is refused, saying why, and the first goes on.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut first = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve logs its address").unwrap();
+        if let Some(i) = line.find("listening on http://") {
+            break line[i + "listening on http://".len()..].trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let mut second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > end {
+            second.kill().unwrap();
+            panic!("the second gateway is still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "the second gateway must not serve: {stderr}");
+    assert!(stderr.contains("is in use by another gateway"), "{stderr}");
+
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat")).await.unwrap();
+    ws.send(Message::text(r#"{"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream"}}"#))
+        .await
+        .unwrap();
+    assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().contains("session.started"));
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

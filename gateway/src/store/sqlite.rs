@@ -117,9 +117,18 @@ impl SqliteStore {
         let path = dir.join("switchboard.db");
         let mut conn =
             Connection::open(&path).map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        // The writer's connection is the database's only one, and holds it for the process's
+        // life: a second gateway started on the same data directory is refused at once
+        // (below), where both would otherwise serve, and each recover, the same
+        // conversations. Set before WAL mode, this also keeps WAL's index in the process's
+        // memory rather than a shared-memory file, and a transaction takes no file locks.
+        // A store closing in this process (a restart in place) is waited for, briefly.
+        conn.busy_timeout(LOCK_WAIT).map_err(err)?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| in_use(e, dir))?;
+        // Taken now, and in this locking mode held until the connection closes.
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;").map_err(|e| in_use(e, dir))?;
         conn.pragma_update(None, "synchronous", if full_sync { "FULL" } else { "NORMAL" }).map_err(err)?;
-        conn.busy_handler(Some(wait_briefly)).map_err(err)?;
         // Activities and states are appended (rowid order) and read back only at recovery,
         // so the page cache needs little more than the logs' last pages and the tables'
         // indexes: 8 MiB. At 64 MiB it kept every freshly written page, which with the
@@ -130,6 +139,7 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
         let recovered = load(&conn)?;
+        conn.busy_handler(Some(wait_briefly)).map_err(err)?;
         let open: HashSet<ConvId> = recovered.conversations.iter().map(|c| ConvId::from(c.id.as_str())).collect();
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
@@ -177,6 +187,21 @@ const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// `sqlite3`, a gateway still shutting down): retry every 100 µs for up to 5 s. SQLite's
 /// own timeout sleeps in growing steps (1, 2, 5, 10, … ms), so a writer held for 3 ms
 /// would often sleep 8 ms before it noticed.
+/// How long opening the store waits for another holder of the database to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An error opening the database, saying so plainly when another process holds it.
+fn in_use(e: rusqlite::Error, dir: &Path) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => StoreError(format!(
+            "the data directory {} is in use by another gateway (its database is locked); stop that one \
+             first, or give this one its own --data-dir",
+            dir.display()
+        )),
+        _ => err(e),
+    }
+}
+
 fn wait_briefly(attempt: i32) -> bool {
     if attempt >= 50_000 {
         return false;
@@ -477,6 +502,14 @@ mod tests {
         }
     }
 
+    /// A connection of the test's own to the database, once the store's has closed (the
+    /// store holds it exclusively while open, and lets go as its writer thread ends).
+    fn inspect(dir: &TempDir) -> Connection {
+        let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
+        conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+        conn
+    }
+
     fn conversation(id: &str, open: bool) -> Record {
         Record::Conversation { id: id.into(), open, state: format!("{{\"id\":\"{id}\"}}") }
     }
@@ -489,6 +522,20 @@ mod tests {
     fn seqs(r: &Recovered, id: &str) -> Vec<u64> {
         let c = r.conversations.iter().find(|c| c.id == id).expect("recovered");
         c.activities.iter().map(|(seq, _, _)| *seq).collect()
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_directory_is_refused_while_the_first_is_open() {
+        let dir = TempDir::new();
+        let (store, _) = SqliteStore::open(&dir.0, true).expect("open");
+        store.record(conversation("c_1", true), None);
+        store.flush().wait().await.expect("flush");
+        let Err(e) = SqliteStore::open(&dir.0, true) else { panic!("a second store opened") };
+        assert!(e.0.contains("in use by another gateway"), "{}", e.0);
+        // Once the first has closed, the directory opens again, with what it stored.
+        drop(store);
+        let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen");
+        assert_eq!(recovered.conversations.len(), 1);
     }
 
     #[tokio::test]
@@ -553,16 +600,16 @@ mod tests {
         assert_eq!(ids, ["c_a"], "a closed conversation stays closed");
         assert_eq!(recovered.conversations[0].state, "{\"id\":\"c_a\",\"n\":4}", "the last state wins");
         assert_eq!(seqs(&recovered, "c_a"), [1]);
-        {
-            let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
-            let row: String =
-                conn.query_row("SELECT state FROM conversations WHERE id = 'c_a'", [], |r| r.get(0)).expect("row");
-            assert_eq!(row, "{\"id\":\"c_a\",\"n\":1}", "later states are appended, not written over the row");
-        }
         // After a restart the recovered conversation's states go on into the log.
         store.record(state("c_a", 5), None);
         store.flush().wait().await.expect("flush");
         drop(store);
+        {
+            let conn = inspect(&dir);
+            let row: String =
+                conn.query_row("SELECT state FROM conversations WHERE id = 'c_a'", [], |r| r.get(0)).expect("row");
+            assert_eq!(row, "{\"id\":\"c_a\",\"n\":1}", "later states are appended, not written over the row");
+        }
         let (_store, recovered) = SqliteStore::open(&dir.0, true).expect("reopen again");
         assert_eq!(recovered.conversations[0].state, "{\"id\":\"c_a\",\"n\":5}");
     }
@@ -594,10 +641,11 @@ mod tests {
         store.record(activity("c_a", 3), None);
         store.flush().wait().await.expect("flush");
         drop(store);
-        let (_store, recovered) = SqliteStore::open(&dir.0, false).expect("reopen");
+        let (store, recovered) = SqliteStore::open(&dir.0, false).expect("reopen");
         assert_eq!(seqs(&recovered, "c_a"), [1, 2, 3]);
         assert_eq!(seqs(&recovered, "c_d"), [1]);
-        let conn = Connection::open(dir.0.join("switchboard.db")).expect("inspect");
+        drop(store);
+        let conn = inspect(&dir);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         drop(conn);
