@@ -272,14 +272,16 @@ fn check_config_and_serve_refuse_hold_audio_the_gateway_cannot_play() {
 async fn a_second_gateway_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let mut first = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    let mut first = Killed(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(first.0.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("serve logs its address").unwrap();
         if let Some(i) = line.find("listening on http://") {
@@ -288,25 +290,24 @@ async fn a_second_gateway_on_the_same_data_directory_is_refused() {
     };
     std::thread::spawn(move || lines.for_each(drop));
 
-    let mut second = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut second = Killed(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let end = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
+        if let Some(status) = second.0.try_wait().unwrap() {
             break status;
         }
-        if std::time::Instant::now() > end {
-            second.kill().unwrap();
-            panic!("the second gateway is still running after 20 s");
-        }
+        assert!(std::time::Instant::now() < end, "the second gateway is still running after 20 s");
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success(), "the second gateway must not serve: {stderr}");
     assert!(stderr.contains("is in use by another gateway"), "{stderr}");
 
@@ -315,6 +316,14 @@ async fn a_second_gateway_on_the_same_data_directory_is_refused() {
         .await
         .unwrap();
     assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().contains("session.started"));
-    first.kill().unwrap();
-    first.wait().unwrap();
+}
+
+/// A child process that is killed when the test ends, passing or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
