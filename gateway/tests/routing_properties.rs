@@ -110,7 +110,9 @@ struct Model {
 }
 
 impl Model {
-    fn apply(&mut self, engine: &Engine, fx: &[Effect], front: Option<&ConvId>) -> Result<(), String> {
+    /// Takes in `fx`; with `check`, compares every waiting conversation's position with
+    /// the last one reported (not while positions are deferred).
+    fn apply(&mut self, engine: &Engine, fx: &[Effect], front: Option<&ConvId>, check: bool) -> Result<(), String> {
         for e in fx {
             match e {
                 Effect::Routed { conv, queue, .. } => {
@@ -144,6 +146,9 @@ impl Model {
                 Effect::Released { .. } => {}
             }
         }
+        if !check {
+            return Ok(());
+        }
         for q in self.order.values() {
             for c in q {
                 let view = engine.conversation(c).ok_or("lost conversation")?;
@@ -167,12 +172,18 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` in runs of `batch`: with more than one, each run defers the positions (as
+/// the sweeper's pass does) and they are checked after it, each reported once.
+fn run(ops: Vec<Op>, batch: usize) -> Result<(), TestCaseError> {
     let cfg = switchboard::load::config_text(CONFIG).unwrap().config;
     let mut engine = Engine::new(&cfg);
     let mut model = Model::default();
     let mut convs: Vec<ConvId> = Vec::new();
+    let deferring = batch > 1;
     for (now, op) in ops.into_iter().enumerate() {
+        if deferring && now.is_multiple_of(batch) {
+            engine.defer_positions();
+        }
         let now = now as u64;
         let pick = |i: usize| convs.get(i % convs.len().max(1)).cloned();
         let mut front = None;
@@ -214,10 +225,35 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 engine.set_presence(MEMBERS[member], p).unwrap()
             }
         };
-        model.apply(&engine, &fx, front.as_ref()).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
-        engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
+        model
+            .apply(&engine, &fx, front.as_ref(), !deferring)
+            .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+        if deferring && (now as usize + 1).is_multiple_of(batch) {
+            flush(&mut engine, &mut model)?;
+        }
+        if !deferring {
+            engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
+        }
+    }
+    if deferring {
+        flush(&mut engine, &mut model)?;
     }
     Ok(())
+}
+
+/// The end of a run of deferred positions: each changed position reported once, and then
+/// every invariant holds.
+fn flush(engine: &mut Engine, model: &mut Model) -> Result<(), TestCaseError> {
+    let fx = engine.flush_positions();
+    let mut seen = HashSet::new();
+    for e in &fx {
+        match e {
+            Effect::Position { conv, .. } if seen.insert(conv.clone()) => {}
+            other => return Err(TestCaseError::fail(format!("the flush reported {other:?} twice or out of place"))),
+        }
+    }
+    model.apply(engine, &fx, None, true).map_err(|e| TestCaseError::fail(format!("after the flush: {e}")))?;
+    engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after the flush: {e}")))
 }
 
 proptest! {
@@ -225,6 +261,11 @@ proptest! {
 
     #[test]
     fn invariants_hold(ops in proptest::collection::vec(op(), 1..120)) {
-        run(ops)?;
+        run(ops, 1)?;
+    }
+
+    #[test]
+    fn invariants_hold_with_positions_deferred(ops in proptest::collection::vec(op(), 1..120), batch in 2..20usize) {
+        run(ops, batch)?;
     }
 }

@@ -87,6 +87,9 @@ impl Hub {
             return;
         }
         let mut engine = self.engine.lock();
+        // Positions once for the whole pass: each requeue or close would otherwise walk the
+        // queue behind it (`Engine::defer_positions`).
+        engine.defer_positions();
         for (conv, action) in work {
             match action {
                 Action::Forget => {
@@ -127,5 +130,7 @@ impl Hub {
                 }
             }
         }
+        let fx = engine.flush_positions();
+        self.apply(&mut engine, fx);
     }
 }

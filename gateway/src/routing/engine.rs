@@ -210,6 +210,9 @@ pub struct Engine {
     pub(super) tick: u64,
     pub(super) next_stamp: i64,
     pub(super) front_stamp: i64,
+    /// Set by [`Engine::defer_positions`]: queue positions are worked out once, by
+    /// [`Engine::flush_positions`], instead of after every event.
+    pub(super) positions_deferred: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -275,7 +278,28 @@ impl Engine {
             tick: 0,
             next_stamp: 0,
             front_stamp: 0,
+            positions_deferred: false,
         }
+    }
+
+    /// Until [`Engine::flush_positions`], no event works out the queue positions it
+    /// changed: a run of events under one hold of the lock (the sweeper's pass) changes
+    /// them once, where each event otherwise walks the waiting conversations behind the
+    /// first place it changed. A conversation put back at the front of a queue moves every
+    /// one waiting there, so an agent floor whose grace ran out with thousands waiting was
+    /// thousands of walks over thousands, tens of seconds with the lock held.
+    pub fn defer_positions(&mut self) {
+        self.positions_deferred = true;
+    }
+
+    /// The positions changed since [`Engine::defer_positions`], each conversation's once,
+    /// as effects; events work them out themselves again from here.
+    pub fn flush_positions(&mut self) -> Vec<Effect> {
+        self.positions_deferred = false;
+        let mut fx = Vec::new();
+        let dirty: Vec<usize> = (0..self.queues.len()).filter(|&q| self.queues[q].dirty_from.is_some()).collect();
+        self.update_positions(&dirty, &mut fx);
+        fx
     }
 
     /// Runs a workstream's rules without touching any state (the `route` dry run).
@@ -644,6 +668,9 @@ impl Engine {
     /// Reports the new place of every waiting conversation whose place changed: those at
     /// or after the oldest change in each queue (the ones before it kept theirs).
     fn update_positions(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
+        if self.positions_deferred {
+            return; // each queue keeps the first place changed, for `flush_positions`
+        }
         for &q in queues {
             let queue = &mut self.queues[q];
             let Some(from) = queue.dirty_from.take() else { continue };
