@@ -674,7 +674,9 @@ impl Engine {
         for &q in queues {
             let queue = &mut self.queues[q];
             let Some(from) = queue.dirty_from.take() else { continue };
-            let before = queue.waiting.range(..from).count();
+            // Counted from the back: what changed is, as a rule, near it (a conversation
+            // joining a queue of thousands costs one step, not a walk over all of them).
+            let before = queue.waiting.len() - queue.waiting.range(from..).count();
             for (i, conv) in queue.waiting.range(from..).map(|(_, c)| c).enumerate() {
                 let position = before + i + 1;
                 if let Some(c) = self.convs.get_mut(conv)
