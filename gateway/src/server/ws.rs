@@ -659,8 +659,17 @@ async fn write_loop(
                 return;
             }
             _ = ping.tick() => {
-                if tokio::time::timeout(stall, sink.send(Message::Ping(Bytes::new()))).await.is_err() {
-                    outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
+                // As a batch's write: a kick meanwhile (the queue overflowing behind it)
+                // ends the wait at once, and so does the stall bound.
+                let sent = tokio::select! {
+                    r = sink.send(Message::Ping(Bytes::new())) => r.is_ok(),
+                    _ = &mut kicked => false,
+                    _ = tokio::time::sleep(stall) => {
+                        outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
+                        false
+                    }
+                };
+                if !sent {
                     break;
                 }
                 continue;
