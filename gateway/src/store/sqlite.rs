@@ -139,7 +139,6 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(err)?;
         migrate(&mut conn)?;
         let recovered = load(&conn)?;
-        conn.busy_handler(Some(wait_briefly)).map_err(err)?;
         let open: HashSet<ConvId> = recovered.conversations.iter().map(|c| ConvId::from(c.id.as_str())).collect();
         let (tx, rx) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
@@ -183,11 +182,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// A commit slower than this is logged (at debug level) with its size.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The busy handler, for when another process has the database open (an operator's
-/// `sqlite3`, a gateway still shutting down): retry every 100 µs for up to 5 s. SQLite's
-/// own timeout sleeps in growing steps (1, 2, 5, 10, … ms), so a writer held for 3 ms
-/// would often sleep 8 ms before it noticed.
-/// How long opening the store waits for another holder of the database to let go.
+/// How long opening the store waits for another holder of the database to let go (once
+/// open, the store's connection holds it alone, so nothing else ever waits on a lock).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An error opening the database, saying so plainly when another process holds it.
@@ -200,14 +196,6 @@ fn in_use(e: rusqlite::Error, dir: &Path) -> StoreError {
         )),
         _ => err(e),
     }
-}
-
-fn wait_briefly(attempt: i32) -> bool {
-    if attempt >= 50_000 {
-        return false;
-    }
-    std::thread::sleep(std::time::Duration::from_micros(100));
-    true
 }
 
 fn load(conn: &Connection) -> Result<Recovered, StoreError> {
