@@ -368,10 +368,16 @@ pub fn run_inline<S: Speaker>(
                 if read {
                     reader.session.after_read(&mut out);
                 }
-                if !out.is_empty()
-                    && !send(&mut ws, &mut out, &outbox, kicked.as_mut(), stopping.as_mut(), reader.idle).await
-                {
-                    break;
+                if !out.is_empty() {
+                    let write = async {
+                        for m in out.drain(..) {
+                            ws.feed(m).await?;
+                        }
+                        ws.flush().await
+                    };
+                    if !bounded_write(write, &outbox, kicked.as_mut(), Some(stopping.as_mut()), reader.idle).await {
+                        break;
+                    }
                 }
             }
             reader.session.on_close();
@@ -412,26 +418,31 @@ pub fn run_inline<S: Speaker>(
 /// Why a peer whose writes stall is closed.
 pub const SLOW_CONSUMER: &str = "slow consumer: not reading what is sent";
 
-/// Writes `out` and flushes. A write that cannot finish at once races the kick, the
-/// shutdown, and `stall` (past it the peer, which has stopped reading, is a slow consumer).
-async fn send(
-    ws: &mut WsStream,
-    out: &mut Vec<Message>,
+/// A pinned wait for a cancellation token (a connection's kick, the shutdown).
+type Cancelled<'a, 'b> = std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
+
+/// Runs one write (frames fed and flushed) toward a peer, whether it succeeded. Most go
+/// out at once; one that cannot races the kick, `stopping` (the shutdown, where the
+/// caller does not watch it itself) and `stall`, and its timer is armed only then. Past
+/// `stall` the peer, which has stopped reading, is kicked as a slow consumer (4008),
+/// however little is queued toward it. Every writer's writes go through here.
+async fn bounded_write<E>(
+    write: impl Future<Output = Result<(), E>>,
     outbox: &Outbox,
-    kicked: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
-    stopping: std::pin::Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    kicked: Cancelled<'_, '_>,
+    stopping: Option<Cancelled<'_, '_>>,
     stall: Duration,
 ) -> bool {
-    let write = async {
-        for m in out.drain(..) {
-            ws.feed(m).await?;
-        }
-        ws.flush().await
-    };
     tokio::pin!(write);
     if let Some(r) = futures_util::FutureExt::now_or_never(write.as_mut()) {
         return r.is_ok();
     }
+    let stopping = async move {
+        match stopping {
+            Some(s) => s.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         biased;
         r = &mut write => r.is_ok(),
@@ -609,10 +620,9 @@ struct Timing {
     stall: Duration,
 }
 
-/// Owns the sink: sends what the outbox queues, batching, and the closing frame. A batch
-/// that cannot go out at once races the kick and `timing.stall` (the idle timeout, as for
-/// customers in [`run_inline`]): past it the peer, which has stopped reading, is kicked as a
-/// slow consumer (4008), however little is queued toward it, and so lets go of the
+/// Owns the sink: sends what the outbox queues, batching, and the closing frame. Its
+/// writes are bounded by `timing.stall` (the idle timeout, as for customers in
+/// [`run_inline`]; [`bounded_write`]): a bot or agent that stops reading lets go of the
 /// conversations it holds (they come back to it when it connects again).
 async fn write_loop(
     mut sink: Sink,
@@ -659,17 +669,8 @@ async fn write_loop(
                 return;
             }
             _ = ping.tick() => {
-                // As a batch's write: a kick meanwhile (the queue overflowing behind it)
-                // ends the wait at once, and so does the stall bound.
-                let sent = tokio::select! {
-                    r = sink.send(Message::Ping(Bytes::new())) => r.is_ok(),
-                    _ = &mut kicked => false,
-                    _ = tokio::time::sleep(stall) => {
-                        outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
-                        false
-                    }
-                };
-                if !sent {
+                let ping = sink.send(Message::Ping(Bytes::new()));
+                if !bounded_write(ping, &outbox, kicked.as_mut(), None, stall).await {
                     break;
                 }
                 continue;
@@ -701,21 +702,7 @@ async fn write_loop(
             }
             sink.flush().await
         };
-        // Most batches go out at once: the stall's timer is armed only for one that waits.
-        let ok = {
-            tokio::pin!(write);
-            match futures_util::FutureExt::now_or_never(write.as_mut()) {
-                Some(r) => r.is_ok(),
-                None => tokio::select! {
-                    r = &mut write => r.is_ok(),
-                    _ = &mut kicked => false,
-                    _ = tokio::time::sleep(stall) => {
-                        outbox.kick(Reason::SlowConsumer, SLOW_CONSUMER);
-                        false
-                    }
-                },
-            }
-        };
+        let ok = bounded_write(write, &outbox, kicked.as_mut(), None, stall).await;
         if let Some((reason, detail)) = close {
             close_with(&mut sink, reason, &detail).await;
             return;
