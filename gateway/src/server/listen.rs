@@ -236,10 +236,16 @@ impl Tally {
 pub struct SendBuffer(Arc<AtomicUsize>);
 
 impl SendBuffer {
+    /// Not decided yet (a plain HTTP request): each write looks again.
+    const UNDECIDED: usize = 0;
+    /// The kernel's autotuning stays (a bot or agent): the next write stops looking.
+    const AUTOTUNED: usize = usize::MAX;
+
     /// Bounds the socket's kernel send buffer to `bytes` (the kernel doubles it for its
-    /// own bookkeeping), which also stops the kernel growing it.
-    pub fn limit(&self, bytes: usize) {
-        self.0.store(bytes, Ordering::Relaxed);
+    /// own bookkeeping), which also stops the kernel growing it; `None` leaves it to the
+    /// kernel. Either way the socket's writes stop looking here once one has seen it.
+    pub fn limit(&self, bytes: Option<usize>) {
+        self.0.store(bytes.unwrap_or(Self::AUTOTUNED), Ordering::Relaxed);
     }
 }
 
@@ -248,7 +254,7 @@ impl SendBuffer {
 struct Counted {
     tcp: Socket,
     _permit: OwnedSemaphorePermit,
-    /// Dropped once applied: a customer's or caller's writes then look no further.
+    /// Dropped once decided: a WebSocket's writes then look no further.
     send_buffer: Option<SendBuffer>,
 }
 
@@ -257,11 +263,12 @@ impl Counted {
     fn tune(&mut self) {
         let Some(asked) = &self.send_buffer else { return };
         let bytes = asked.0.load(Ordering::Relaxed);
-        if bytes == 0 {
+        if bytes == SendBuffer::UNDECIDED {
             return;
         }
         self.send_buffer = None;
-        if let Socket::Tcp(t) = &self.tcp
+        if bytes != SendBuffer::AUTOTUNED
+            && let Socket::Tcp(t) = &self.tcp
             && let Err(e) = socket2::SockRef::from(t).set_send_buffer_size(bytes)
         {
             tracing::debug!("SO_SNDBUF {bytes}: {e}");

@@ -163,8 +163,8 @@ where
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = ws_config(hub.server.max_frame_bytes, buffers.read);
-    if let (Some(bytes), Some(send)) = (buffers.send, req.extensions().get::<super::listen::SendBuffer>()) {
-        send.limit(bytes);
+    if let Some(send) = req.extensions().get::<super::listen::SendBuffer>() {
+        send.limit(buffers.send);
     }
     hub.tasks.spawn(async move {
         match on_upgrade.await {
