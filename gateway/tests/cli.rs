@@ -8,7 +8,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+// The child-process helper shared with the other tests of the binary.
+#[allow(dead_code)]
+mod common;
+
+const BIN: &str = common::BIN;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN).args(args).output().expect("binary runs");
@@ -272,58 +276,18 @@ fn check_config_and_serve_refuse_hold_audio_the_gateway_cannot_play() {
 async fn a_second_gateway_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let mut first = Killed(
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(first.0.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve logs its address").unwrap();
-        if let Some(i) = line.find("listening on http://") {
-            break line[i + "listening on http://".len()..].trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut first = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
+    let line = first.expect("listening on http://");
+    let addr = line[line.find("listening on http://").unwrap() + "listening on http://".len()..].trim().to_owned();
 
-    let mut second = Killed(
-        Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let end = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = second.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < end, "the second gateway is still running after 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut second.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "the second gateway must not serve: {stderr}");
-    assert!(stderr.contains("is in use by another gateway"), "{stderr}");
+    let mut second = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
+    let code = second.wait_exit();
+    assert!(code.is_some_and(|c| c != 0), "the second gateway must not serve: {code:?}");
+    second.expect("is in use by another gateway");
 
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/chat")).await.unwrap();
     ws.send(Message::text(r#"{"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream"}}"#))
         .await
         .unwrap();
     assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().contains("session.started"));
-}
-
-/// A child process that is killed when the test ends, passing or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
