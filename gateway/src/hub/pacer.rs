@@ -16,7 +16,8 @@
 //! timer per call (a thousand calls were a thousand timers, each waking its call leg's
 //! writer fifty times a second whether or not there was audio), the calls are shared out
 //! over a few shards, one per runtime worker. Each shard is a task that ticks every 4 ms and
-//! serves a fifth of its calls (a phase) in one pass: it queues a turn to play
+//! serves a fifth of its calls (a phase) in one pass (a shard without calls sleeps until
+//! one is added, so an idle gateway does not wake 500 times a second): it queues a turn to play
 //! ([`Outgoing::Play`](super::outbox::Outgoing::Play)) on each call leg's outbox, and the
 //! leg takes the call's next frame and sends it in its dialect. Only the leg takes from the
 //! playout: a frame the pacer took and queued could be overtaken by one the leg took for
@@ -74,6 +75,15 @@ const PHASES: usize = 5;
 struct Shard {
     phases: [parking_lot::Mutex<Vec<Paced>>; PHASES],
     late: Lateness,
+    /// Told when a call is added: a shard with no calls sleeps until then rather than
+    /// ticking 250 times a second for nothing.
+    added: tokio::sync::Notify,
+}
+
+impl Shard {
+    fn is_empty(&self) -> bool {
+        self.phases.iter().all(|p| p.lock().is_empty())
+    }
 }
 
 /// How often a shard's ticks run a whole frame (20 ms) or more late: a moving average
@@ -115,7 +125,13 @@ impl Pacer {
     pub fn new(shards: usize) -> Pacer {
         Pacer {
             shards: (0..shards.max(1))
-                .map(|_| Arc::new(Shard { phases: Default::default(), late: Lateness::default() }))
+                .map(|_| {
+                    Arc::new(Shard {
+                        phases: Default::default(),
+                        late: Lateness::default(),
+                        added: tokio::sync::Notify::new(),
+                    })
+                })
                 .collect(),
         }
     }
@@ -129,6 +145,8 @@ impl Pacer {
         // spreads the load).
         let phase = (0..PHASES).min_by_key(|&i| shard.phases[i].lock().len()).unwrap_or(0);
         shard.phases[phase].lock().push(Paced { conv, outbox, marks, seen: 0, quiet: 0 });
+        // Kept as a permit when the shard is not waiting yet: it cannot go to sleep past it.
+        shard.added.notify_one();
     }
 
     /// Whether the pacer is falling behind: new calls are refused meanwhile.
@@ -138,21 +156,39 @@ impl Pacer {
 }
 
 impl Hub {
-    /// Starts the pacer's shards (with the sweeper, when the gateway starts).
+    /// Starts the pacer's shards (with the sweeper, when the gateway starts). A shard
+    /// without calls sleeps until one is added, so an idle gateway does not wake.
     pub fn spawn_pacer(self: &Arc<Self>) {
         for shard in &self.pacer.shards {
-            let shard = shard.clone();
-            let mut ticks = 0usize;
-            // A stalled shard catches up rather than skipping: each call's audio keeps its
-            // pace on average, and a gap is as short as the stall.
-            let every = FRAME / PHASES as u32;
-            self.spawn_every(every, tokio::time::MissedTickBehavior::Burst, move |hub, due| {
-                let phase = ticks % PHASES;
-                ticks = ticks.wrapping_add(1);
-                if phase == 0 {
-                    shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
+            let (hub, shard) = (self.clone(), shard.clone());
+            self.tasks.spawn(async move {
+                let every = FRAME / PHASES as u32;
+                let mut tick = tokio::time::interval(every);
+                // A stalled shard catches up rather than skipping: each call's audio keeps
+                // its pace on average, and a gap is as short as the stall.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut ticks = 0usize;
+                loop {
+                    let phase = ticks % PHASES;
+                    if phase == 0 && shard.is_empty() {
+                        tokio::select! {
+                            _ = hub.shutdown.cancelled() => break,
+                            _ = shard.added.notified() => {}
+                        }
+                        // Time asleep is not time behind: the first tick is now.
+                        tick.reset_immediately();
+                    }
+                    tokio::select! {
+                        _ = hub.shutdown.cancelled() => break,
+                        due = tick.tick() => {
+                            ticks = ticks.wrapping_add(1);
+                            if phase == 0 {
+                                shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
+                            }
+                            hub.pace(&shard.phases[phase]);
+                        }
+                    }
                 }
-                hub.pace(&shard.phases[phase]);
             });
         }
     }
