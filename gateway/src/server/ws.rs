@@ -613,6 +613,17 @@ where
     .await;
 }
 
+/// A bot's or agent's writer gathers audio: an audio frame queued within this time of
+/// the writer's last write waits for the timer's next tick (it counts in whole
+/// milliseconds: 0–1 ms) and goes out with what else came meanwhile. One voice bot's
+/// connection carries every call's audio, which arrives one frame at a time from each
+/// call's leg: written as it came, 500 calls' audio toward their bot took a `sendto` per
+/// 1.6 frames, and the gateway used 1.67–1.82× the echo baseline's CPU; gathered,
+/// 1.38–1.59×, for 0.5–1 ms more from caller to bot (p99 3.0–3.3 ms against 1.6–2.6).
+/// Audio after a quiet millisecond goes out at once, and text (activities, work items)
+/// never waits.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// A writer's clocks: how often it pings an idle peer, and how long one of its writes may
 /// make no progress before the peer counts as a slow consumer.
 struct Timing {
@@ -641,6 +652,7 @@ async fn write_loop(
     let kicked = kick_token.cancelled();
     let finished = done.cancelled();
     tokio::pin!(kicked, finished);
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
         let first = tokio::select! {
             biased;
@@ -678,6 +690,9 @@ async fn write_loop(
             m = rx.recv() => m,
         };
         let Some(first) = first else { break };
+        // Only audio waits to be gathered: a text frame (an activity, a work item) goes
+        // out as soon as the writer gets it.
+        let gather = matches!(first, Outgoing::Binary(_));
         let mut close = None;
         // Whatever else is queued goes out in the same flush (up to 64 frames a flush),
         // fed to the sink as it is taken: the batch's list lives for the batch only (an idle
@@ -685,6 +700,7 @@ async fn write_loop(
         let write = async {
             let mut next = Some(first);
             let mut fed = 0usize;
+            let mut waited = false;
             let mut msgs = Vec::new();
             while let Some(out) = next.take() {
                 close = plain(out, &mut msgs);
@@ -699,10 +715,23 @@ async fn write_loop(
                     sink.flush().await?;
                 }
                 next = rx.try_recv().ok();
+                if next.is_none()
+                    && gather
+                    && !waited
+                    && let Some(at) = last_write.map(|t| t + COALESCE)
+                    && at > tokio::time::Instant::now()
+                {
+                    // Audio coming faster than one write a COALESCE: what comes until
+                    // the timer's next tick goes out in this write.
+                    waited = true;
+                    tokio::time::sleep(Duration::from_micros(1)).await;
+                    next = rx.try_recv().ok();
+                }
             }
             sink.flush().await
         };
         let ok = bounded_write(write, &outbox, kicked.as_mut(), None, stall).await;
+        last_write = Some(tokio::time::Instant::now());
         if let Some((reason, detail)) = close {
             close_with(&mut sink, reason, &detail).await;
             return;
