@@ -179,7 +179,7 @@ const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(10
 const CHECKPOINT_RECORDS: usize = 256;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// A commit slower than this is logged (at debug level) with its size.
+/// A commit slower than this is logged (at debug level) with its size; so is a checkpoint.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// How long opening the store waits for another holder of the database to let go (once
@@ -434,6 +434,10 @@ fn writer(
             since_checkpoint = 0;
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!("store checkpoint: {e}");
+            }
+            let took = checkpointed.elapsed();
+            if took > SLOW_COMMIT {
+                tracing::debug!("slow store checkpoint: {took:?}");
             }
         }
     }
