@@ -181,6 +181,83 @@ async fn customers_beyond_capacity_wait_with_positions_and_are_assigned_when_cap
     Ok(())
 }
 
+/// A long queue moving fast: each conversation taken from its front moves everyone behind
+/// it, and each waiting customer hears its position at most once a second, always the
+/// latest in the end, and nothing about the queue once assigned. (Told at every change,
+/// the 30 assignments below were 30 frames to each of the 40 customers waiting behind.)
+#[tokio::test]
+async fn customers_in_a_fast_moving_queue_hear_their_position_at_most_once_a_second() -> Result<()> {
+    let s = start_server(Some(
+        r#"
+[[workstreams]]
+name = "ChatWorkStream"
+channel = "chat"
+fallback_queue = "GeneralQueue"
+
+[[queues]]
+name = "GeneralQueue"
+members = ["alice"]
+
+[[agents]]
+id = "alice"
+name = "Alice"
+secret = "alice-demo-secret"
+capacity = 1
+"#,
+    ))
+    .await;
+    const WAITING: usize = 40;
+    const TAKEN: usize = 30;
+    let mut customers = Vec::new();
+    for i in 0..WAITING {
+        let mut c = s.start_chat("ChatWorkStream", &format!("C{i}"), json!({})).await?;
+        let p = c.client.event("queue.position").await?;
+        assert_eq!(p["value"]["position"], i + 1);
+        customers.push(c);
+    }
+    let started = std::time::Instant::now();
+    // Alice takes and ends the first TAKEN conversations as fast as they come.
+    let mut alice = s.agent("alice").await?;
+    for c in &customers[..TAKEN] {
+        let a = alice.event("conversation.assigned").await?;
+        assert_eq!(a["conversation"]["id"], c.conversation.as_str());
+        alice.send(json!({"type":"endOfConversation","conversation":{"id":c.conversation}})).await?;
+    }
+    let assigned = alice.event("conversation.assigned").await?;
+    assert_eq!(assigned["conversation"]["id"], customers[TAKEN].conversation.as_str());
+    // Everyone still waiting hears where it ends up.
+    for (i, c) in customers.iter_mut().enumerate().skip(TAKEN + 1) {
+        let last = i - TAKEN;
+        c.client
+            .until(&format!("C{i} at position {last}"), |v| {
+                v["name"] == "queue.position" && v["value"]["position"] == last
+            })
+            .await?;
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    for (i, c) in customers.iter_mut().enumerate().take(TAKEN + 1) {
+        c.client
+            .until(&format!("C{i}'s agent"), |v| v["name"] == "conversation.assigned" && v["value"]["role"] == "agent")
+            .await?;
+    }
+    // A position deferred to the end of its second would have come by now.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for (i, c) in customers.iter_mut().enumerate() {
+        while c.client.frame_within(Duration::from_millis(10)).await.is_ok() {}
+        let positions = c.client.seen.iter().filter(|v| v["name"] == "queue.position").count();
+        // The one on joining, then at most one a second (and one at the end of a second).
+        assert!(positions <= 2 + seconds, "C{i} heard {positions} positions in {seconds} s: {:?}", c.client.seen);
+        if let Some(at) = c.client.seen.iter().position(|v| v["name"] == "conversation.assigned") {
+            assert!(
+                !c.client.seen[at..].iter().any(|v| v["name"] == "queue.position"),
+                "C{i} heard a position after its assignment: {:?}",
+                c.client.seen
+            );
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_bot_never_gets_back_a_conversation_it_escalated() -> Result<()> {
     let s = start_server(None).await;

@@ -178,6 +178,11 @@ pub struct ConvInner {
     /// The bot whose handoff is waiting for an agent: it is told `handoff.status`
     /// `completed` when one takes the conversation, `failed` if it ends first.
     pub handoff_from: Option<Arc<str>>,
+    /// When the customer was last told its queue position (`queue.position`), and the
+    /// latest position not told yet: a customer is told at most once a second
+    /// (`hub/positions.rs`).
+    pub position_told_ms: u64,
+    pub position_due: Option<(String, usize)>,
 }
 
 /// What a new activity carries besides its sender.

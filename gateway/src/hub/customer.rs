@@ -180,7 +180,7 @@ impl Hub {
         if let Some((queue, p)) = position
             && !inner.closed
         {
-            outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(conv_id)));
+            inner.tell_position(conv_id, &queue, p, self.clock.now_ms());
         }
         drop(inner);
         self.persist(&engine, &conv);
@@ -199,7 +199,7 @@ impl Hub {
         if let Some((queue, p)) = position
             && !inner.closed
         {
-            outbox.send(protocol::event("queue.position", json!({"queue": queue, "position": p}), Some(&conv.id)));
+            inner.tell_position(&conv.id, &queue, p, self.clock.now_ms());
         }
     }
 

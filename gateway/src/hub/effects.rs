@@ -4,8 +4,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde_json::json;
-
 use super::*;
 use crate::protocol::{self, Party};
 use crate::routing::{ConvId, Effect, Engine, MemberKind, Trigger};
@@ -87,6 +85,8 @@ impl Hub {
                     {
                         self.handoff_status(&bot, &conv, "completed", &format!("{} took the conversation", party.name));
                     }
+                    // Out of the queue: a position not told yet is no longer true.
+                    inner.position_due = None;
                     let gone = outbox.is_none().then(|| self.clock.now_ms());
                     // Its work item carries everything committed; a cursor left from an
                     // earlier release would repeat part of it.
@@ -108,14 +108,8 @@ impl Hub {
                     touched.insert(conv);
                 }
                 Effect::Position { conv, queue, position } => {
-                    if let Some(c) = self.conversation(&conv)
-                        && let Some(o) = &c.inner.lock().customer
-                    {
-                        o.send(protocol::event(
-                            "queue.position",
-                            json!({"queue": queue, "position": position}),
-                            Some(&conv),
-                        ));
+                    if let Some(c) = self.conversation(&conv) {
+                        self.position_changed(&c, queue, position);
                     }
                 }
             }

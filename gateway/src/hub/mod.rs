@@ -33,6 +33,7 @@ mod member;
 pub mod outbox;
 pub mod pacer;
 mod persist;
+mod positions;
 mod reconfigure;
 mod recovery;
 mod sweep;
@@ -74,6 +75,9 @@ pub struct Hub {
     calls: DashMap<u32, Arc<call::Call>>,
     /// Paces every call's audio toward its caller (one task per runtime worker).
     pacer: pacer::Pacer,
+    /// Customers whose queue position changed within a second of the last they were told
+    /// (`hub/positions.rs`).
+    positions: positions::Due,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
     /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.
@@ -172,6 +176,7 @@ impl Hub {
             parties,
             calls: DashMap::new(),
             pacer: pacer::Pacer::new(tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())),
+            positions: positions::Due::default(),
             next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
             shutdown: CancellationToken::new(),

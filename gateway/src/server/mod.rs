@@ -119,6 +119,7 @@ pub async fn start_on(
     crate::hub::builtin_bot::spawn_all(&hub);
     connector.spawn_runners();
     hub.spawn_sweeper();
+    hub.spawn_positions();
     hub.spawn_pacer();
     let app = router(hub.clone(), &connector);
     let server = tokio::spawn(listen::serve(source, app, hub.clone()));
