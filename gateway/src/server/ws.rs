@@ -690,9 +690,18 @@ async fn write_loop(
             m = rx.recv() => m,
         };
         let Some(first) = first else { break };
-        // Only audio waits to be gathered: a text frame (an activity, a work item) goes
-        // out as soon as the writer gets it.
-        let gather = matches!(first, Outgoing::Binary(_));
+        // Audio coming faster than one write a COALESCE waits for the timer's next tick,
+        // and what comes meanwhile goes out in the same write. Text (an activity, a work
+        // item) goes out as soon as the writer gets it.
+        if matches!(first, Outgoing::Binary(_))
+            && last_write.is_some_and(|t| t + COALESCE > tokio::time::Instant::now())
+        {
+            tokio::select! {
+                biased;
+                _ = &mut kicked => break,
+                _ = tokio::time::sleep(Duration::from_micros(1)) => {}
+            }
+        }
         let mut close = None;
         // Whatever else is queued goes out in the same flush (up to 64 frames a flush),
         // fed to the sink as it is taken: the batch's list lives for the batch only (an idle
@@ -700,7 +709,6 @@ async fn write_loop(
         let write = async {
             let mut next = Some(first);
             let mut fed = 0usize;
-            let mut waited = false;
             let mut msgs = Vec::new();
             while let Some(out) = next.take() {
                 close = plain(out, &mut msgs);
@@ -715,18 +723,6 @@ async fn write_loop(
                     sink.flush().await?;
                 }
                 next = rx.try_recv().ok();
-                if next.is_none()
-                    && gather
-                    && !waited
-                    && let Some(at) = last_write.map(|t| t + COALESCE)
-                    && at > tokio::time::Instant::now()
-                {
-                    // Audio coming faster than one write a COALESCE: what comes until
-                    // the timer's next tick goes out in this write.
-                    waited = true;
-                    tokio::time::sleep(Duration::from_micros(1)).await;
-                    next = rx.try_recv().ok();
-                }
             }
             sink.flush().await
         };
