@@ -187,25 +187,7 @@ async fn customers_beyond_capacity_wait_with_positions_and_are_assigned_when_cap
 /// the 30 assignments below were 30 frames to each of the 40 customers waiting behind.)
 #[tokio::test]
 async fn customers_in_a_fast_moving_queue_hear_their_position_at_most_once_a_second() -> Result<()> {
-    let s = start_server(Some(
-        r#"
-[[workstreams]]
-name = "ChatWorkStream"
-channel = "chat"
-fallback_queue = "GeneralQueue"
-
-[[queues]]
-name = "GeneralQueue"
-members = ["alice"]
-
-[[agents]]
-id = "alice"
-name = "Alice"
-secret = "alice-demo-secret"
-capacity = 1
-"#,
-    ))
-    .await;
+    let s = start_server(Some(include_str!("../../bench/backlog.toml"))).await;
     const WAITING: usize = 40;
     const TAKEN: usize = 30;
     let mut customers = Vec::new();
