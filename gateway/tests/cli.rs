@@ -23,12 +23,11 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn write_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchboard-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
-    p
+/// A configuration file named after `name`, removed when the returned path is dropped.
+fn write_config(name: &str, text: &str) -> tempfile::TempPath {
+    let mut f = tempfile::Builder::new().prefix(name).suffix(".toml").tempfile().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.into_temp_path()
 }
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/switchboard.toml");
@@ -125,9 +124,10 @@ fn route_dry_run_prints_the_rule_and_queue() {
 
 #[tokio::test]
 async fn serve_logs_its_port_and_shuts_down_gracefully_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(std::env::temp_dir().join(format!("switchboard-cli-serve-{}", std::process::id())))
+        .arg(data.path())
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

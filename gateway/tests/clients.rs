@@ -8,25 +8,20 @@ use std::process::Command;
 
 use common::Proc;
 
-fn data_dir() -> String {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("switchboard-clients-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d.to_string_lossy().into_owned()
-}
-
-fn serve() -> (Proc, String) {
-    let dir = data_dir();
-    let mut server = Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir], true);
+/// The gateway on a fresh data directory (removed when the returned one is dropped),
+/// and its URL.
+fn serve() -> (Proc, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server =
+        Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()], true);
     let line = server.expect("listening on http://");
     let url = line[line.find("http://").unwrap()..].trim().to_owned();
-    (server, url)
+    (server, url, dir)
 }
 
 #[test]
 fn chat_and_agent_clients_carry_a_conversation_from_the_bot_to_the_agent() {
-    let (_server, url) = serve();
+    let (_server, url, _data) = serve();
     let mut alice = Proc::spawn(&["agent", "--url", &url, "--id", "alice"], false);
     alice.expect("Signed in as alice (available)");
     let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], false);
@@ -87,7 +82,7 @@ fn chat_and_agent_clients_carry_a_conversation_from_the_bot_to_the_agent() {
 
 #[test]
 fn a_dropped_connection_is_reported_clearly() {
-    let (mut server, url) = serve();
+    let (mut server, url, _data) = serve();
     let mut ann = Proc::spawn(&["chat", "--url", &url, "--name", "Ann"], false);
     ann.expect("contoso-bot: Hi Ann");
     Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();

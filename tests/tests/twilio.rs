@@ -94,8 +94,8 @@ async fn streamdouble_calls_through_the_twilio_endpoint() -> Result<()> {
         (context, caller_frames, mark)
     });
 
-    let dir = std::env::temp_dir().join(format!("switchboard-twilio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let files = tempfile::tempdir()?;
+    let dir = files.path();
     let caller = dir.join("caller.wav");
     let reply = dir.join("reply.wav");
     std::fs::write(&caller, wav_8k(&sine(8000, 300.0, 2000)))?;
