@@ -26,6 +26,8 @@ impl Hub {
     /// touched. Called with the engine locked.
     pub(super) fn apply(&self, engine: &mut Engine, fx: Vec<Effect>) {
         let mut touched: BTreeSet<ConvId> = BTreeSet::new();
+        // Read once for a batch's positions: an assignment from a long queue moves thousands.
+        let mut positions_at = None;
         for e in fx {
             match e {
                 Effect::Routed { conv, rule, queue, trigger } => {
@@ -109,7 +111,8 @@ impl Hub {
                 }
                 Effect::Position { conv, queue, position } => {
                     if let Some(c) = self.conversation(&conv) {
-                        self.position_changed(&c, queue, position);
+                        let now = *positions_at.get_or_insert_with(|| self.clock.now_ms());
+                        self.position_changed(&c, queue, position, now);
                     }
                 }
             }

@@ -6,12 +6,13 @@
 //! a frame to its customer at once: 4,000 frames per assignment with 4,000 waiting, 50 ms
 //! of the gateway's CPU (`bench/backlog.py`; the frames built with the routing engine
 //! locked), so an agent floor taking ten conversations a second from a backlog of 10,000
-//! would have kept more than a core busy telling positions (4.9 ms now). Now a customer told its position less
-//! than [`EVERY`] ago is told the latest one when that second is up, and the positions
-//! in between, which it could not have read anyway, are skipped: at most one frame a
-//! second per waiting customer, however fast the queue moves. A position that changes
-//! after a quiet second is told at once, as before, and so is the current one on a resume.
-//! A customer assigned, closed or gone before its turn is not told at all.
+//! would have kept more than a core busy telling positions (4.9 ms now). Now a customer
+//! told its position less than [`EVERY_MS`] ago is told the latest one when that second
+//! is up, and the positions in between, which it could not have read anyway, are
+//! skipped: at most one frame a second per waiting customer, however fast the queue
+//! moves. A position that changes after a quiet second is told at once, as before, and so
+//! is the current one on a resume. A customer assigned (which drops the position due,
+//! `Hub::apply`), closed or gone before its turn is not told at all.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +48,10 @@ impl ConvInner {
 }
 
 impl Hub {
-    /// The engine moved a waiting conversation to `position` (called with the engine
-    /// locked, from [`Hub::apply`]): told now, or at the end of the second since the last.
-    pub(super) fn position_changed(&self, conv: &Arc<Conversation>, queue: String, position: usize) {
-        let now = self.clock.now_ms();
+    /// The engine moved a waiting conversation to `position` at `now` (called with the
+    /// engine locked, from [`Hub::apply`]): told now, or at the end of the second since
+    /// the last.
+    pub(super) fn position_changed(&self, conv: &Arc<Conversation>, queue: String, position: usize, now: u64) {
         let mut inner = conv.inner.lock();
         if inner.customer.is_none() {
             return; // a resume tells the current one
@@ -80,7 +81,7 @@ impl Hub {
             if inner.position_due.is_none() {
                 continue;
             }
-            if inner.closed || inner.holder.is_some() || inner.customer.is_none() {
+            if inner.closed || inner.customer.is_none() {
                 inner.position_due = None;
             } else if now >= inner.position_told_ms + EVERY_MS {
                 if let Some((queue, position)) = inner.position_due.take() {
