@@ -120,19 +120,17 @@ impl Hub {
         self.member_of_kind(&engine, name, true)?;
         let fx = engine.set_disabled(name, true)?;
         self.apply(&mut engine, fx);
-        self.batched(&mut engine, |engine| {
-            for conv_id in engine.held_by(name) {
-                let Some(conv) = self.conversation(&conv_id) else { continue };
-                self.notice(
-                    &conv,
-                    &format!("The virtual assistant {name} was disconnected; handing you over to an agent."),
-                );
-                match engine.failover(&conv_id, now) {
-                    Ok(fx) => self.apply(engine, fx),
-                    Err(e) => tracing::error!(conversation.id = %conv_id, "failover: {e}"),
-                }
+        for conv_id in engine.held_by(name) {
+            let Some(conv) = self.conversation(&conv_id) else { continue };
+            self.notice(
+                &conv,
+                &format!("The virtual assistant {name} was disconnected; handing you over to an agent."),
+            );
+            match engine.failover(&conv_id, now) {
+                Ok(fx) => self.apply(&mut engine, fx),
+                Err(e) => tracing::error!(conversation.id = %conv_id, "failover: {e}"),
             }
-        });
+        }
         drop(engine);
         if let Some(conn) = self.members.get(name).map(|c| c.value().outbox.clone()) {
             conn.close(outbox::Reason::Policy, "this bot was disconnected by an administrator");
@@ -174,16 +172,14 @@ impl Hub {
         // Offline first, so the re-queued conversations cannot come straight back to it.
         let fx = engine.set_online(agent, false, now)?;
         self.apply(&mut engine, fx);
-        self.batched(&mut engine, |engine| {
-            for conv_id in engine.held_by(agent) {
-                let Some(conv) = self.conversation(&conv_id) else { continue };
-                self.notice(&conv, "Your agent was signed out; you are back at the front of the queue.");
-                match engine.requeue_front(&conv_id, now) {
-                    Ok(fx) => self.apply(engine, fx),
-                    Err(e) => tracing::error!(conversation.id = %conv_id, "requeue: {e}"),
-                }
+        for conv_id in engine.held_by(agent) {
+            let Some(conv) = self.conversation(&conv_id) else { continue };
+            self.notice(&conv, "Your agent was signed out; you are back at the front of the queue.");
+            match engine.requeue_front(&conv_id, now) {
+                Ok(fx) => self.apply(&mut engine, fx),
+                Err(e) => tracing::error!(conversation.id = %conv_id, "requeue: {e}"),
             }
-        });
+        }
         drop(engine);
         if let Some(o) = conn {
             o.close(outbox::Reason::Ended, "signed out by an administrator");

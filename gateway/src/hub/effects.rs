@@ -9,21 +9,9 @@ use crate::protocol::{self, Party};
 use crate::routing::{ConvId, Effect, Engine, MemberKind, Trigger};
 
 impl Hub {
-    /// Runs `f`'s engine events, under one hold of the lock, with the queue positions
-    /// they change worked out and told once, at the end ([`Engine::defer_positions`]):
-    /// each event otherwise walks its queue behind the place it changed, and a batch
-    /// putting thousands back at the front of a queue of thousands walked it thousands of
-    /// times with the lock held (the sweeper's pass when an agent floor's grace ran out).
-    pub(super) fn batched<R>(&self, engine: &mut Engine, f: impl FnOnce(&mut Engine) -> R) -> R {
-        engine.defer_positions();
-        let r = f(engine);
-        let fx = engine.flush_positions();
-        self.apply(engine, fx);
-        r
-    }
-
     /// Carries out the engine's effects, in order, then saves every conversation they
-    /// touched. Called with the engine locked.
+    /// touched, and wakes the positions' task if a queue moved. Called with the engine
+    /// locked, after every event.
     pub(super) fn apply(&self, engine: &mut Engine, fx: Vec<Effect>) {
         let mut touched: BTreeSet<ConvId> = BTreeSet::new();
         // Read once for a batch's positions: an assignment from a long queue moves thousands.
@@ -121,6 +109,10 @@ impl Hub {
             if let Some(c) = self.conversation(&id) {
                 self.persist(engine, &c);
             }
+        }
+        // A queue moved: its positions are worked out and told by the positions' task.
+        if engine.positions_pending() {
+            self.positions.wake();
         }
     }
 

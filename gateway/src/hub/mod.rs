@@ -187,22 +187,35 @@ impl Hub {
         })
     }
 
-    /// Runs `f` every `period` on the hub's tasks until shutdown; `f` is given the instant
-    /// the tick was due (for lateness). `missed` says what a stalled timer does.
+    /// Runs `f` every `period` on the hub's tasks until shutdown. `f` is given the instant
+    /// the tick was due (for lateness) and says whether it has more to do; `missed` says
+    /// what a stalled timer does. With a `wake`, the task starts asleep and sleeps again
+    /// whenever `f` has nothing more to do, until `wake` is told (its next tick is then at
+    /// once): an idle gateway does not wake for it. Without, it ticks for the gateway's life.
     pub(crate) fn spawn_every(
         self: &Arc<Self>,
         period: std::time::Duration,
         missed: tokio::time::MissedTickBehavior,
-        mut f: impl FnMut(&Hub, tokio::time::Instant) + Send + 'static,
+        wake: Option<Arc<tokio::sync::Notify>>,
+        mut f: impl FnMut(&Hub, tokio::time::Instant) -> bool + Send + 'static,
     ) {
         let hub = self.clone();
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(missed);
+            let mut busy = false;
             loop {
+                if !busy && let Some(wake) = &wake {
+                    tokio::select! {
+                        _ = hub.shutdown.cancelled() => break,
+                        _ = wake.notified() => {}
+                    }
+                    // Time asleep is not time behind.
+                    tick.reset_immediately();
+                }
                 tokio::select! {
                     _ = hub.shutdown.cancelled() => break,
-                    due = tick.tick() => f(&hub, due),
+                    due = tick.tick() => busy = f(&hub, due),
                 }
             }
         });

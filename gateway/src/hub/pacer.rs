@@ -77,7 +77,7 @@ struct Shard {
     late: Lateness,
     /// Told when a call is added: a shard with no calls sleeps until then rather than
     /// ticking 250 times a second for nothing.
-    added: tokio::sync::Notify,
+    added: Arc<tokio::sync::Notify>,
 }
 
 impl Shard {
@@ -126,11 +126,7 @@ impl Pacer {
         Pacer {
             shards: (0..shards.max(1))
                 .map(|_| {
-                    Arc::new(Shard {
-                        phases: Default::default(),
-                        late: Lateness::default(),
-                        added: tokio::sync::Notify::new(),
-                    })
+                    Arc::new(Shard { phases: Default::default(), late: Lateness::default(), added: Default::default() })
                 })
                 .collect(),
         }
@@ -160,35 +156,20 @@ impl Hub {
     /// without calls sleeps until one is added, so an idle gateway does not wake.
     pub fn spawn_pacer(self: &Arc<Self>) {
         for shard in &self.pacer.shards {
-            let (hub, shard) = (self.clone(), shard.clone());
-            self.tasks.spawn(async move {
-                let every = FRAME / PHASES as u32;
-                let mut tick = tokio::time::interval(every);
-                // A stalled shard catches up rather than skipping: each call's audio keeps
-                // its pace on average, and a gap is as short as the stall.
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut ticks = 0usize;
-                loop {
-                    let phase = ticks % PHASES;
-                    if phase == 0 && shard.is_empty() {
-                        tokio::select! {
-                            _ = hub.shutdown.cancelled() => break,
-                            _ = shard.added.notified() => {}
-                        }
-                        // Time asleep is not time behind: the first tick is now.
-                        tick.reset_immediately();
-                    }
-                    tokio::select! {
-                        _ = hub.shutdown.cancelled() => break,
-                        due = tick.tick() => {
-                            ticks = ticks.wrapping_add(1);
-                            if phase == 0 {
-                                shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
-                            }
-                            hub.pace(&shard.phases[phase]);
-                        }
-                    }
+            let shard = shard.clone();
+            let mut ticks = 0usize;
+            // A stalled shard catches up rather than skipping (`Burst`): each call's audio
+            // keeps its pace on average, and a gap is as short as the stall.
+            let burst = tokio::time::MissedTickBehavior::Burst;
+            self.spawn_every(FRAME / PHASES as u32, burst, Some(shard.added.clone()), move |hub, due| {
+                let phase = ticks % PHASES;
+                ticks = ticks.wrapping_add(1);
+                if phase == 0 {
+                    shard.late.record(tokio::time::Instant::now().saturating_duration_since(due));
                 }
+                hub.pace(&shard.phases[phase]);
+                // It sleeps only at the end of a round, when it has no calls left.
+                !(ticks.is_multiple_of(PHASES) && shard.is_empty())
             });
         }
     }

@@ -1,18 +1,23 @@
-//! Telling waiting customers their queue position (`queue.position`), at most once a
-//! second each.
+//! Telling waiting customers their queue position (`queue.position`): within [`TICK`] of
+//! a change, and at most once a second each.
 //!
-//! Every conversation taken from the front of a queue moves everyone behind it, so with
-//! thousands waiting, each assignment changed thousands of positions, and each change was
-//! a frame to its customer at once: 4,000 frames per assignment with 4,000 waiting, 50 ms
-//! of the gateway's CPU (`bench/backlog.py`; the frames built with the routing engine
-//! locked), so an agent floor taking ten conversations a second from a backlog of 10,000
-//! would have kept more than a core busy telling positions (4.9 ms now). Now a customer
-//! told its position less than [`EVERY_MS`] ago is told the latest one when that second
-//! is up, and the positions in between, which it could not have read anyway, are
-//! skipped: at most one frame a second per waiting customer, however fast the queue
-//! moves. A position that changes after a quiet second is told at once, as before, and so
-//! is the current one on a resume. A customer assigned (which drops the position due,
-//! `Hub::apply`), closed or gone before its turn is not told at all.
+//! Every conversation taken from the front of a queue moves everyone behind it. Worked
+//! out and told by every event, with thousands waiting each assignment was thousands of
+//! positions and frames with the routing engine locked: 4,000 frames and 50 ms of the
+//! gateway's CPU per assignment with 4,000 waiting (`bench/backlog.py`). So:
+//!
+//! - **Worked out once a tick.** Events only mark the queues they move; this task, woken
+//!   by the first, asks the engine for the positions that changed
+//!   ([`Engine::flush_positions`](crate::routing::Engine::flush_positions)) at once, then
+//!   every [`TICK`] while queues keep moving: one walk per queue per tick, however many
+//!   assignments came meanwhile.
+//! - **Told at most once a second.** A customer told its position less than [`EVERY_MS`]
+//!   ago is told the latest one when that second is up; the positions in between, which
+//!   it could not have read anyway, are skipped. After a quiet second a change is told at
+//!   the tick that finds it, and the current position on a resume at once.
+//!
+//! A customer assigned (which drops the position due, `Hub::apply`), closed or gone before
+//! its turn is not told at all. The task sleeps while no queue moves and nothing is due.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +30,22 @@ use crate::protocol;
 /// A customer hears its position at most once in this time.
 pub const EVERY_MS: u64 = 1000;
 
-/// How often the deferred positions are looked at while there are any.
+/// How often positions are worked out and told while queues move.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Conversations with a position to tell when their second is up.
+/// Conversations with a position to tell when their second is up, and the task's wake-up.
 #[derive(Debug, Default)]
 pub(super) struct Due {
     convs: parking_lot::Mutex<Vec<Arc<Conversation>>>,
-    /// Told when the list gains its first conversation: the task waits on it otherwise.
-    added: tokio::sync::Notify,
+    /// Told when a queue moves: the task sleeps on it while it has nothing to do.
+    moved: Arc<tokio::sync::Notify>,
+}
+
+impl Due {
+    /// A queue moved (kept as a permit if the task is busy: it cannot sleep past it).
+    pub(super) fn wake(&self) {
+        self.moved.notify_one();
+    }
 }
 
 impl ConvInner {
@@ -49,8 +61,8 @@ impl ConvInner {
 
 impl Hub {
     /// The engine moved a waiting conversation to `position` at `now` (called with the
-    /// engine locked, from [`Hub::apply`]): told now, or at the end of the second since
-    /// the last.
+    /// engine locked, from [`Hub::apply`] of a flush): told now, or at the end of the
+    /// second since the last.
     pub(super) fn position_changed(&self, conv: &Arc<Conversation>, queue: String, position: usize, now: u64) {
         let mut inner = conv.inner.lock();
         if inner.customer.is_none() {
@@ -63,12 +75,25 @@ impl Hub {
         inner.position_due = Some((queue, position));
         drop(inner);
         if first {
-            let mut due = self.positions.convs.lock();
-            if due.is_empty() {
-                self.positions.added.notify_one();
-            }
-            due.push(conv.clone());
+            self.positions.convs.lock().push(conv.clone());
         }
+    }
+
+    /// One tick: the positions changed since the last, then the deferred ones whose
+    /// second is up. Whether to tick again: while queues move, or positions wait for
+    /// their second (woken for every event that moves a queue, the task would cost a
+    /// wake-up and a hold of the engine's lock per assignment).
+    fn tell_positions(&self) -> bool {
+        let moved = {
+            let mut engine = self.engine.lock();
+            let moved = engine.positions_pending();
+            if moved {
+                let fx = engine.flush_positions();
+                self.apply(&mut engine, fx);
+            }
+            moved
+        };
+        self.tell_due_positions() || moved
     }
 
     /// Tells the deferred positions whose second is up; whether any are left.
@@ -97,26 +122,9 @@ impl Hub {
         !due.is_empty()
     }
 
-    /// Starts the task that tells deferred positions (with the sweeper). It sleeps while
-    /// there are none.
+    /// Starts the task that works out and tells positions (with the sweeper).
     pub fn spawn_positions(self: &Arc<Self>) {
-        let hub = self.clone();
-        self.tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = hub.shutdown.cancelled() => return,
-                    _ = hub.positions.added.notified() => {}
-                }
-                loop {
-                    tokio::select! {
-                        _ = hub.shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(TICK) => {}
-                    }
-                    if !hub.tell_due_positions() {
-                        break;
-                    }
-                }
-            }
-        });
+        let wake = Some(self.positions.moved.clone());
+        self.spawn_every(TICK, tokio::time::MissedTickBehavior::Delay, wake, |hub, _| hub.tell_positions());
     }
 }

@@ -29,7 +29,10 @@ enum Action {
 impl Hub {
     /// Starts the once-a-second sweeper.
     pub fn spawn_sweeper(self: &Arc<Self>) {
-        self.spawn_every(Duration::from_secs(1), tokio::time::MissedTickBehavior::Delay, |hub, _| hub.sweep());
+        self.spawn_every(Duration::from_secs(1), tokio::time::MissedTickBehavior::Delay, None, |hub, _| {
+            hub.sweep();
+            true
+        });
     }
 
     fn due(&self, c: &Conversation, now: u64) -> Option<Action> {
@@ -87,48 +90,46 @@ impl Hub {
             return;
         }
         let mut engine = self.engine.lock();
-        // Positions once for the whole pass (a requeue or a close moves the queue behind it).
-        self.batched(&mut engine, |engine| {
-            for (conv, action) in work {
-                match action {
-                    Action::Forget => {
-                        let id: ConvId = conv.id.clone();
-                        engine.forget(&id);
-                        self.convs.remove(&id);
+        let engine: &mut crate::routing::Engine = &mut engine;
+        for (conv, action) in work {
+            match action {
+                Action::Forget => {
+                    let id: ConvId = conv.id.clone();
+                    engine.forget(&id);
+                    self.convs.remove(&id);
+                }
+                Action::Close(why) => {
+                    tracing::info!(conversation.id = %conv.id, "{why}");
+                    self.end_notice(&conv, &why);
+                    self.close_locked(engine, &conv);
+                }
+                Action::Failover(member, why, _) | Action::Requeue(member, why)
+                    if engine.holder(&conv.id) != Some(&*member) =>
+                {
+                    let _ = why; // Someone else holds it by now.
+                }
+                Action::Failover(_, why, timeout) => {
+                    tracing::warn!(conversation.id = %conv.id, "{why}");
+                    crate::metrics::inc(if timeout {
+                        &crate::metrics::BOT_TIMEOUTS
+                    } else {
+                        &crate::metrics::BOT_FAILURES
+                    });
+                    self.notice(&conv, &why);
+                    match engine.failover(&conv.id, now) {
+                        Ok(fx) => self.apply(engine, fx),
+                        Err(e) => tracing::error!(conversation.id = %conv.id, "failover: {e}"),
                     }
-                    Action::Close(why) => {
-                        tracing::info!(conversation.id = %conv.id, "{why}");
-                        self.end_notice(&conv, &why);
-                        self.close_locked(engine, &conv);
-                    }
-                    Action::Failover(member, why, _) | Action::Requeue(member, why)
-                        if engine.holder(&conv.id) != Some(&*member) =>
-                    {
-                        let _ = why; // Someone else holds it by now.
-                    }
-                    Action::Failover(_, why, timeout) => {
-                        tracing::warn!(conversation.id = %conv.id, "{why}");
-                        crate::metrics::inc(if timeout {
-                            &crate::metrics::BOT_TIMEOUTS
-                        } else {
-                            &crate::metrics::BOT_FAILURES
-                        });
-                        self.notice(&conv, &why);
-                        match engine.failover(&conv.id, now) {
-                            Ok(fx) => self.apply(engine, fx),
-                            Err(e) => tracing::error!(conversation.id = %conv.id, "failover: {e}"),
-                        }
-                    }
-                    Action::Requeue(_, why) => {
-                        tracing::warn!(conversation.id = %conv.id, "{why}");
-                        self.notice(&conv, &why);
-                        match engine.requeue_front(&conv.id, now) {
-                            Ok(fx) => self.apply(engine, fx),
-                            Err(e) => tracing::error!(conversation.id = %conv.id, "requeue: {e}"),
-                        }
+                }
+                Action::Requeue(_, why) => {
+                    tracing::warn!(conversation.id = %conv.id, "{why}");
+                    self.notice(&conv, &why);
+                    match engine.requeue_front(&conv.id, now) {
+                        Ok(fx) => self.apply(engine, fx),
+                        Err(e) => tracing::error!(conversation.id = %conv.id, "requeue: {e}"),
                     }
                 }
             }
-        });
+        }
     }
 }

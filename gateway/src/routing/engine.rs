@@ -210,9 +210,6 @@ pub struct Engine {
     pub(super) tick: u64,
     pub(super) next_stamp: i64,
     pub(super) front_stamp: i64,
-    /// Set by [`Engine::defer_positions`]: queue positions are worked out once, by
-    /// [`Engine::flush_positions`], instead of after every event.
-    pub(super) positions_deferred: bool,
 }
 
 impl fmt::Debug for Engine {
@@ -278,27 +275,38 @@ impl Engine {
             tick: 0,
             next_stamp: 0,
             front_stamp: 0,
-            positions_deferred: false,
         }
     }
 
-    /// Until [`Engine::flush_positions`], no event works out the queue positions it
-    /// changed: a run of events under one hold of the lock (the sweeper's pass) changes
-    /// them once, where each event otherwise walks the waiting conversations behind the
-    /// first place it changed. A conversation put back at the front of a queue moves every
-    /// one waiting there, so an agent floor whose grace ran out with thousands waiting was
-    /// thousands of walks over thousands, tens of seconds with the lock held.
-    pub fn defer_positions(&mut self) {
-        self.positions_deferred = true;
+    /// Whether a queue changed since [`Engine::flush_positions`] last ran.
+    pub fn positions_pending(&self) -> bool {
+        self.queues.iter().any(|q| q.dirty_from.is_some())
     }
 
-    /// The positions changed since [`Engine::defer_positions`], each conversation's once,
-    /// as effects; events work them out themselves again from here.
+    /// The positions that changed since the last call, each conversation's once, as
+    /// effects. No event works them out itself: each would walk its queue behind the
+    /// place it changed, and a conversation taken from the front of a queue moves every
+    /// one waiting there, so with thousands waiting each assignment was thousands of
+    /// steps and effects with the lock held (4.9 ms of CPU per assignment with 4,000
+    /// waiting, `bench/backlog.py`). The hub flushes them a few times a second at most
+    /// (`hub/positions.rs`), once for however many events came meanwhile.
     pub fn flush_positions(&mut self) -> Vec<Effect> {
-        self.positions_deferred = false;
         let mut fx = Vec::new();
-        let dirty: Vec<usize> = (0..self.queues.len()).filter(|&q| self.queues[q].dirty_from.is_some()).collect();
-        self.update_positions(&dirty, &mut fx);
+        for queue in &mut self.queues {
+            let Some(from) = queue.dirty_from.take() else { continue };
+            // Counted from the back: what changed is, as a rule, near it (a conversation
+            // joining a queue of thousands costs one step, not a walk over all of them).
+            let before = queue.waiting.len() - queue.waiting.range(from..).count();
+            for (i, conv) in queue.waiting.range(from..).map(|(_, c)| c).enumerate() {
+                let position = before + i + 1;
+                if let Some(c) = self.convs.get_mut(conv)
+                    && c.position != position
+                {
+                    c.position = position;
+                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position });
+                }
+            }
+        }
         fx
     }
 
@@ -551,7 +559,8 @@ impl Engine {
     }
 
     /// Assigns waiting conversations in `queues` to eligible members with free capacity,
-    /// oldest first across the queues, then reports every position that changed.
+    /// oldest first across the queues (the positions that changed are left for
+    /// [`Engine::flush_positions`]).
     ///
     /// It walks the queues' waiting maps in stamp order without copying them, and leaves
     /// a queue as soon as none of its members can take work: an event in a queue where
@@ -594,7 +603,6 @@ impl Engine {
                 self.assign(&conv, q, mi, reason, fx);
             }
         }
-        self.update_positions(&qs, fx);
     }
 
     pub(super) fn eligible(&self, m: usize, conv: &ConvState) -> bool {
@@ -663,29 +671,5 @@ impl Engine {
             kind: ms.kind,
             queue: self.queues[q].name.clone(),
         });
-    }
-
-    /// Reports the new place of every waiting conversation whose place changed: those at
-    /// or after the oldest change in each queue (the ones before it kept theirs).
-    fn update_positions(&mut self, queues: &[usize], fx: &mut Vec<Effect>) {
-        if self.positions_deferred {
-            return; // each queue keeps the first place changed, for `flush_positions`
-        }
-        for &q in queues {
-            let queue = &mut self.queues[q];
-            let Some(from) = queue.dirty_from.take() else { continue };
-            // Counted from the back: what changed is, as a rule, near it (a conversation
-            // joining a queue of thousands costs one step, not a walk over all of them).
-            let before = queue.waiting.len() - queue.waiting.range(from..).count();
-            for (i, conv) in queue.waiting.range(from..).map(|(_, c)| c).enumerate() {
-                let position = before + i + 1;
-                if let Some(c) = self.convs.get_mut(conv)
-                    && c.position != position
-                {
-                    c.position = position;
-                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position });
-                }
-            }
-        }
     }
 }

@@ -155,7 +155,9 @@ impl Engine {
             status: state_name(c.status),
             queue: self.queues[c.queue].name.clone(),
             holder: c.holder.map(|h| self.members[h].name.clone()),
-            position: (c.status == ConvStatus::Waiting).then_some(c.position),
+            // Its place now (what the customer was last told may be a moment older).
+            position: (c.status == ConvStatus::Waiting)
+                .then(|| self.queues[c.queue].waiting.range(..c.stamp).count() + 1),
             waiting_since_ms: (c.status == ConvStatus::Waiting).then_some(c.waiting_since_ms),
             context: c.context.clone(),
             routing: c.history.clone(),
@@ -229,12 +231,14 @@ impl Engine {
             }
         }
         for q in &self.queues {
-            for (i, id) in q.waiting.values().enumerate() {
+            for (i, (&stamp, id)) in q.waiting.iter().enumerate() {
                 let c = self.convs.get(id).ok_or(format!("{}: unknown waiting {id}", q.name))?;
-                if c.status != ConvStatus::Waiting {
+                if c.status != ConvStatus::Waiting || c.stamp != stamp {
                     return Err(format!("{}: {id} listed as waiting but is not", q.name));
                 }
-                if c.position != i + 1 {
+                // Reported positions are right up to the first place changed since the
+                // last flush.
+                if q.dirty_from.is_none_or(|d| stamp < d) && c.position != i + 1 {
                     return Err(format!("{}: {id} has position {} but is number {}", q.name, c.position, i + 1));
                 }
                 if let Some(&m) = q.members.iter().find(|&&m| self.eligible(m, c)) {
