@@ -452,3 +452,21 @@ async fn a_stream_that_stops_reading_is_closed_as_a_slow_consumer_and_resumes_wi
     }
     Ok(())
 }
+
+/// At shutdown the stream sends what is committed and says goodbye with 1001, for its
+/// client to resume from the watermark on the next gateway.
+#[tokio::test]
+async fn the_stream_says_goodbye_with_1001_at_shutdown() -> Result<()> {
+    let server = start_server(Some(&config())).await;
+    let (conv, _, _) = start_conversation(&server).await?;
+    let mut stream = Client::connect(conv["streamUrl"].as_str().context("streamUrl")?, None).await?;
+    stream
+        .until_within(STEP, "the greeting", |v| {
+            v["activities"].as_array().is_some_and(|l| l.iter().any(|a| a["type"] == "message"))
+        })
+        .await?;
+    let stopping = tokio::spawn(server.running.shutdown());
+    assert_eq!(stream.closed().await?.map(u16::from), Some(1001));
+    stopping.await?;
+    Ok(())
+}

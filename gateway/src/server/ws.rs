@@ -419,14 +419,14 @@ pub fn run_inline<S: Speaker>(
 pub const SLOW_CONSUMER: &str = "slow consumer: not reading what is sent";
 
 /// A pinned wait for a cancellation token (a connection's kick, the shutdown).
-type Cancelled<'a, 'b> = std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
+pub(crate) type Cancelled<'a, 'b> = std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
 
 /// Runs one write (frames fed and flushed) toward a peer, whether it succeeded. Most go
 /// out at once; one that cannot races the kick, `stopping` (the shutdown, where the
 /// caller does not watch it itself) and `stall`, and its timer is armed only then. Past
 /// `stall` the peer, which has stopped reading, is kicked as a slow consumer (4008),
 /// however little is queued toward it. Every writer's writes go through here.
-async fn bounded_write<E>(
+pub(crate) async fn bounded_write<E>(
     write: impl Future<Output = Result<(), E>>,
     outbox: &Outbox,
     kicked: Cancelled<'_, '_>,

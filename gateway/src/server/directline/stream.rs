@@ -94,19 +94,17 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, done: CancellationToken) {
-        let kick = self.outbox.kicked().clone();
-        let shutdown = self.hub.shutdown.clone();
+        let (kick, shutdown) = (self.outbox.kicked().clone(), self.hub.shutdown.clone());
+        // Pinned once: the loop's waits and every write race the same two.
+        let (kicked, stopping) = (kick.cancelled(), shutdown.cancelled());
+        tokio::pin!(kicked, stopping);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.keep_alive, self.keep_alive);
-        let mut ok = self.catch_up(&mut sink, Vec::new()).await;
+        let mut ok = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), Some(stopping.as_mut())).await;
         while ok {
             let out = tokio::select! {
                 biased;
-                _ = kick.cancelled() => break,
-                _ = shutdown.cancelled() => {
-                    let _ = self.catch_up(&mut sink, Vec::new()).await;
-                    ws::close_with(&mut sink, Reason::ShuttingDown, "server shutting down").await;
-                    return;
-                }
+                _ = &mut kicked => break,
+                _ = &mut stopping => break,
                 _ = done.cancelled() => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                     return;
@@ -114,8 +112,12 @@ impl Writer {
                 _ = tick.tick() => {
                     // The keep-alive Direct Line sends, and a ping whose pong keeps the reader's
                     // idle timer happy.
-                    ok = self.send(&mut sink, Message::Text("".into())).await
-                        && self.send(&mut sink, Message::Ping(Bytes::new())).await;
+                    let write = async {
+                        sink.feed(Message::Text("".into())).await?;
+                        sink.feed(Message::Ping(Bytes::new())).await?;
+                        sink.flush().await
+                    };
+                    ok = ws::bounded_write(write, &self.outbox, kicked.as_mut(), Some(stopping.as_mut()), SEND_STALL).await;
                     continue;
                 }
                 m = rx.recv() => m,
@@ -137,14 +139,22 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            ok = self.catch_up(&mut sink, live).await;
+            ok = self.catch_up(&mut sink, live, kicked.as_mut(), Some(stopping.as_mut())).await;
             if let Some((reason, detail)) = close {
                 ws::close_with(&mut sink, reason, &detail).await;
                 return;
             }
         }
-        let (reason, detail) =
-            self.outbox.kick_reason().map_or((Reason::Internal, "write failed".to_owned()), |k| (k.reason, k.detail));
+        let (reason, detail) = match self.outbox.kick_reason() {
+            Some(k) => (k.reason, k.detail),
+            None if shutdown.is_cancelled() => {
+                // What is committed goes out before the goodbye, if the client takes it.
+                let flush = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), None);
+                let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+                (Reason::ShuttingDown, "server shutting down".to_owned())
+            }
+            None => (Reason::Internal, "write failed".to_owned()),
+        };
         ws::close_with(&mut sink, reason, &detail).await;
     }
 
@@ -156,8 +166,18 @@ impl Writer {
             .then(|| super::activity::to_bot_framework(&v, &self.conv, &self.base, self.hub.clock.now_ms()))
     }
 
-    /// Sends the committed activities after the cursor, and `live` events, as one set.
-    async fn catch_up(&mut self, sink: &mut Sink, live: Vec<Value>) -> bool {
+    /// Sends the committed activities after the cursor, and `live` events, as one set,
+    /// through [`ws::bounded_write`] as every writer's writes: one that makes no progress
+    /// for [`SEND_STALL`] means the client has stopped reading, a slow consumer (4008,
+    /// resume from the watermark), and a kick (a newer stream took the seat, 4001) or the
+    /// shutdown ends the wait at once.
+    async fn catch_up(
+        &mut self,
+        sink: &mut Sink,
+        live: Vec<Value>,
+        kicked: ws::Cancelled<'_, '_>,
+        stopping: Option<ws::Cancelled<'_, '_>>,
+    ) -> bool {
         let (frames, committed) = committed_after(&self.conv, self.cursor);
         let mut list = translate(&frames, &self.conv, &self.base, self.hub.clock.now_ms());
         list.extend(live);
@@ -166,22 +186,11 @@ impl Writer {
             return true;
         }
         let set = super::activity::activity_set(list, self.cursor);
-        self.send(sink, Message::Text(set.to_string().into())).await
-    }
-
-    /// Sends one message. One that cannot go out within 10 s means the client has stopped
-    /// reading: it is a slow consumer (4008, resume from the watermark), as a native
-    /// customer whose queue overflows is.
-    async fn send(&self, sink: &mut Sink, m: Message) -> bool {
-        match tokio::time::timeout(SEND_STALL, sink.send(m)).await {
-            Ok(r) => r.is_ok(),
-            Err(_) => {
-                self.outbox.kick(Reason::SlowConsumer, ws::SLOW_CONSUMER);
-                false
-            }
-        }
+        let write = sink.send(Message::Text(set.to_string().into()));
+        ws::bounded_write(write, &self.outbox, kicked, stopping, SEND_STALL).await
     }
 }
 
-/// How long one write to the stream may stall before its client counts as a slow consumer.
+/// How long one write to the stream may stall before its client counts as a slow consumer
+/// (Direct Line clients resume from their watermark, so a short bound loses nothing).
 const SEND_STALL: Duration = Duration::from_secs(10);
