@@ -7,7 +7,9 @@ capacity 1) and the durable store in a temporary directory, opens N customers th
 then signs the agent in, who takes and ends K conversations one after another. Every
 assignment moves everyone behind it in the queue. Reported: the wall time per assignment,
 the `queue.position` frames the waiting customers received during the K assignments (and
-per assignment), and the gateway's CPU time over them (from /proc, Linux only).
+per assignment), the gateway's CPU time over them (from /proc, Linux only), and how long
+the routing engine's lock, which every routing event waits for, was held meanwhile (from
+`/metrics`).
 
     python3 bench/backlog.py                          # 4,000 waiting, 100 assignments
     python3 bench/backlog.py --waiting 2000 --assignments 50 --gateway path/to/switchboard
@@ -44,6 +46,15 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def lock_held_seconds(port):
+    """The routing engine's lock held in all, from the gateway's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    for line in text.splitlines():
+        if line.startswith("switchboard_engine_lock_held_seconds_total "):
+            return float(line.split()[1])
+    sys.exit("no switchboard_engine_lock_held_seconds_total in /metrics")
 
 
 async def wait_listening(port, proc):
@@ -115,7 +126,7 @@ async def run(o, url, port, pid):
     # Let the customers' own first positions arrive before counting.
     await asyncio.sleep(1)
     counting = True
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    cpu0, held0, t0 = cpu_seconds(pid), lock_held_seconds(port), time.monotonic()
     agent = await websockets.connect(
         url + "/v1/agent", additional_headers={"Authorization": "Bearer " + token}, max_queue=None
     )
@@ -132,10 +143,12 @@ async def run(o, url, port, pid):
     # The last positions told at the end of their second, then the CPU they cost.
     await asyncio.sleep(1.5)
     cpu = cpu_seconds(pid) - cpu0
+    held = lock_held_seconds(port) - held0
     n = o.assignments
     print(f"{n} assignments with {o.waiting} waiting: {wall:.2f} s ({1000 * wall / n:.1f} ms each)")
     print(f"queue.position frames to the waiting customers: {positions} ({positions / n:.1f} per assignment)")
     print(f"gateway CPU: {cpu:.2f} s ({1000 * cpu / n:.2f} ms per assignment)")
+    print(f"routing engine's lock held: {held:.3f} s ({1000 * held / n:.2f} ms per assignment)")
     for t in tasks:
         t.cancel()
 
