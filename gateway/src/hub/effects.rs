@@ -14,8 +14,6 @@ impl Hub {
     /// locked, after every event.
     pub(super) fn apply(&self, engine: &mut Engine, fx: Vec<Effect>) {
         let mut touched: BTreeSet<ConvId> = BTreeSet::new();
-        // Read once for a batch's positions: an assignment from a long queue moves thousands.
-        let mut positions_at = None;
         for e in fx {
             match e {
                 Effect::Routed { conv, rule, queue, trigger } => {
@@ -97,12 +95,8 @@ impl Hub {
                     tracing::debug!(conversation.id = %conv, member, queue, "assigned");
                     touched.insert(conv);
                 }
-                Effect::Position { conv, queue, position } => {
-                    if let Some(c) = self.conversation(&conv) {
-                        let now = *positions_at.get_or_insert_with(|| self.clock.now_ms());
-                        self.position_changed(&c, queue, position, now);
-                    }
-                }
+                // Only a flush reports positions, and the positions' task tells them.
+                Effect::Position { .. } => {}
             }
         }
         for id in touched {
