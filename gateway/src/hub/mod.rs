@@ -265,3 +265,51 @@ impl Hub {
         self.engine.lock().status(conv).is_some_and(|s| s != ConvStatus::Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Ticks of a task given `wake`, whose work has two ticks to do each time it is told.
+    async fn ticks_after(wake: Option<Arc<tokio::sync::Notify>>, tell: usize) -> usize {
+        let hub = Hub::new(Config::builtin_default(), Arc::new(crate::store::MemoryStore), Signer::random());
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = ticks.clone();
+        let mut left = 0;
+        let told = wake.clone();
+        hub.spawn_every(Duration::from_millis(10), tokio::time::MissedTickBehavior::Delay, wake, move |_, _| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            if left == 0 {
+                left = 2;
+            }
+            left -= 1;
+            left > 0
+        });
+        for _ in 0..tell {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(w) = &told {
+                w.notify_one();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hub.shutdown.cancel();
+        ticks.load(Ordering::Relaxed)
+    }
+
+    /// With a wake-up, the hub's ticking task starts asleep, ticks at once when told and
+    /// for as long as its work says it has more, then sleeps again: an idle gateway's
+    /// timers do not wake it (the pacer's shards and the positions' task are built so).
+    #[tokio::test(start_paused = true)]
+    async fn a_ticking_task_with_a_wake_up_sleeps_while_it_has_nothing_to_do() {
+        let wake = Some(Arc::new(tokio::sync::Notify::new()));
+        assert_eq!(ticks_after(wake.clone(), 0).await, 0, "asleep from the start");
+        assert_eq!(ticks_after(wake.clone(), 1).await, 2, "two ticks of work, then asleep");
+        assert_eq!(ticks_after(wake, 3).await, 6, "two each time it is told");
+        // Without one, it ticks every 10 ms for the gateway's life, whatever the work says.
+        let always = ticks_after(None, 0).await;
+        assert!((100..=102).contains(&always), "{always} ticks in 1 s");
+    }
+}
