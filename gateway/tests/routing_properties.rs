@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use switchboard::context::{Context, Value};
-use switchboard::routing::{ConvId, Effect, Engine, MemberKind, Presence};
+use switchboard::routing::{ConvId, Effect, Engine, MemberKind, Moved, Presence};
 
 const CONFIG: &str = r#"
 [[workstreams]]
@@ -110,9 +110,8 @@ struct Model {
 }
 
 impl Model {
-    /// Takes in `fx`; with `check`, compares every waiting conversation's place with the
-    /// last position reported (after a flush).
-    fn apply(&mut self, engine: &Engine, fx: &[Effect], front: Option<&ConvId>, check: bool) -> Result<(), String> {
+    /// Takes in an event's effects.
+    fn apply(&mut self, fx: &[Effect], front: Option<&ConvId>) -> Result<(), String> {
         for e in fx {
             match e {
                 Effect::Routed { conv, queue, .. } => {
@@ -140,14 +139,21 @@ impl Model {
                     q.remove(at);
                     self.position.remove(conv);
                 }
-                Effect::Position { conv, position, .. } => {
-                    self.position.insert(conv.clone(), *position);
-                }
                 Effect::Released { .. } => {}
             }
         }
-        if !check {
-            return Ok(());
+        Ok(())
+    }
+
+    /// Takes in a flush's positions, each conversation's once, then compares every waiting
+    /// conversation's place with the last position reported.
+    fn moved(&mut self, engine: &Engine, moved: &[Moved]) -> Result<(), String> {
+        let mut seen = HashSet::new();
+        for m in moved {
+            if !seen.insert(m.conv.clone()) {
+                return Err(format!("the flush reported {} twice", m.conv));
+            }
+            self.position.insert(m.conv.clone(), m.position);
         }
         for q in self.order.values() {
             for c in q {
@@ -222,10 +228,7 @@ fn run(ops: Vec<Op>, batch: usize) -> Result<(), TestCaseError> {
                 engine.set_presence(MEMBERS[member], p).unwrap()
             }
         };
-        if fx.iter().any(|e| matches!(e, Effect::Position { .. })) {
-            return Err(TestCaseError::fail(format!("{op:?} reported a position itself: {fx:?}")));
-        }
-        model.apply(&engine, &fx, front.as_ref(), false).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+        model.apply(&fx, front.as_ref()).map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
         engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after {op:?}: {e}")))?;
         if (now as usize + 1).is_multiple_of(batch) {
             flush(&mut engine, &mut model)?;
@@ -237,15 +240,8 @@ fn run(ops: Vec<Op>, batch: usize) -> Result<(), TestCaseError> {
 /// The end of a run of events: each changed position reported once, and then every
 /// waiting conversation's last reported position is its place.
 fn flush(engine: &mut Engine, model: &mut Model) -> Result<(), TestCaseError> {
-    let fx = engine.flush_positions();
-    let mut seen = HashSet::new();
-    for e in &fx {
-        match e {
-            Effect::Position { conv, .. } if seen.insert(conv.clone()) => {}
-            other => return Err(TestCaseError::fail(format!("the flush reported {other:?} twice or out of place"))),
-        }
-    }
-    model.apply(engine, &fx, None, true).map_err(|e| TestCaseError::fail(format!("after the flush: {e}")))?;
+    let moved = engine.flush_positions();
+    model.moved(engine, &moved).map_err(|e| TestCaseError::fail(format!("after the flush: {e}")))?;
     engine.check_invariants().map_err(|e| TestCaseError::fail(format!("after the flush: {e}")))
 }
 

@@ -95,8 +95,6 @@ impl Hub {
                     tracing::debug!(conversation.id = %conv, member, queue, "assigned");
                     touched.insert(conv);
                 }
-                // Only a flush reports positions, and the positions' task tells them.
-                Effect::Position { .. } => {}
             }
         }
         for id in touched {

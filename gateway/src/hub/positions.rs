@@ -28,7 +28,7 @@ use serde_json::json;
 
 use super::{ConvInner, Conversation, Hub};
 use crate::protocol;
-use crate::routing::Effect;
+use crate::routing::Moved;
 
 /// A customer hears its position at most once in this time.
 pub const EVERY_MS: u64 = 1000;
@@ -96,16 +96,14 @@ impl Hub {
     /// go, so a routing event waits for at most one walk over the queues that moved, not
     /// for thousands of customers' locks and frames.
     fn tell_positions(&self) -> bool {
-        let (moved, fx) = {
+        let (moved, changes) = {
             let mut engine = self.engine.lock();
             let moved = engine.positions_pending();
             (moved, if moved { engine.flush_positions() } else { Vec::new() })
         };
         let now = self.clock.now_ms();
-        for e in fx {
-            if let Effect::Position { conv, queue, position } = e
-                && let Some(c) = self.conversation(&conv)
-            {
+        for Moved { conv, queue, position } in changes {
+            if let Some(c) = self.conversation(&conv) {
                 self.position_changed(&c, queue, position, now);
             }
         }

@@ -49,9 +49,15 @@ pub enum Effect {
     Released { conv: ConvId, member: String },
     /// `member` now holds the conversation.
     Assigned { conv: ConvId, member: String, kind: MemberKind, queue: String },
-    /// The conversation's place in its queue changed (1 is next); only
-    /// [`Engine::flush_positions`] reports it.
-    Position { conv: ConvId, queue: String, position: usize },
+}
+
+/// A waiting conversation's new place in its queue (1 is next), as
+/// [`Engine::flush_positions`] reports it: no event does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moved {
+    pub conv: ConvId,
+    pub queue: String,
+    pub position: usize,
 }
 
 /// Why routing ran.
@@ -284,16 +290,16 @@ impl Engine {
         self.queues.iter().any(|q| q.dirty_from.is_some())
     }
 
-    /// The positions that changed since the last call, each conversation's once, as
-    /// effects. No event works them out itself: each would walk its queue behind the
+    /// The positions that changed since the last call, each conversation's once. No
+    /// event works them out itself: each would walk its queue behind the
     /// place it changed, and a conversation taken from the front of a queue moves every
     /// one waiting there, so with thousands waiting each assignment was thousands of
     /// steps and effects with the lock held (`bench/backlog.py`, 4,000 waiting: 2.7–4.0 ms
     /// of the gateway's CPU per assignment, against 1.2–1.6 ms flushed once a tick). The
     /// hub flushes them ten times a second at most (`hub/positions.rs`), once for however
     /// many events came meanwhile.
-    pub fn flush_positions(&mut self) -> Vec<Effect> {
-        let mut fx = Vec::new();
+    pub fn flush_positions(&mut self) -> Vec<Moved> {
+        let mut moved = Vec::new();
         for queue in &mut self.queues {
             let Some(from) = queue.dirty_from.take() else { continue };
             // Counted from the back: what changed is, as a rule, near it (a conversation
@@ -305,11 +311,11 @@ impl Engine {
                     && c.position != position
                 {
                     c.position = position;
-                    fx.push(Effect::Position { conv: conv.clone(), queue: queue.name.clone(), position });
+                    moved.push(Moved { conv: conv.clone(), queue: queue.name.clone(), position });
                 }
             }
         }
-        fx
+        moved
     }
 
     /// Runs a workstream's rules without touching any state (the `route` dry run).

@@ -14,7 +14,7 @@ mod reconfigure;
 mod snapshot;
 mod views;
 
-pub use engine::{ConvStatus, Effect, Engine, EngineError, MemberKind, Presence, RoutingRecord, Trigger};
+pub use engine::{ConvStatus, Effect, Engine, EngineError, MemberKind, Moved, Presence, RoutingRecord, Trigger};
 pub use reconfigure::Reconfigured;
 pub use snapshot::{ConvSnapshot, SnapshotRef};
 pub use views::{ConvView, MemberView, QueueView, WaitingView};
