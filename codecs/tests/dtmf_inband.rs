@@ -181,3 +181,25 @@ fn detects_in_moderate_noise() {
 fn rejects_unsupported_rates() {
     assert!(Detector::new(11025).is_err());
 }
+
+/// Quiet digits (−34 dBFS a tone, 6 dB over the minimum) between stretches of quieter
+/// noise: the noise's blocks skip the filters (no hit is possible in them), and nothing
+/// else changes.
+#[test]
+fn quiet_digits_between_quieter_noise_are_detected() {
+    let mut seed = 0x9e37_79b9u32;
+    let mut quiet = |len: usize, s: &mut Vec<i16>| {
+        for _ in 0..len {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            s.push((((seed >> 16) as i32 - 32768) / 512) as i16); // about −63 dBFS RMS
+        }
+    };
+    let mut s = Vec::new();
+    quiet(ms(45.0), &mut s);
+    for c in "159".chars() {
+        let (low, high) = digit(c).frequencies();
+        s.extend(pair(low, high, 0.02, 0.02, ms(60.0)));
+        quiet(ms(60.0), &mut s);
+    }
+    assert_eq!(detect(&s), "159");
+}

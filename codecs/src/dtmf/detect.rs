@@ -123,8 +123,11 @@ struct Block {
 pub struct Detector {
     rate: u32,
     block_len: usize,
+    /// The filters at rest (each block runs a copy).
     filters: Goertzel,
-    energy: f32,
+    /// A block whose samples all stay under this in magnitude cannot hold a hit: it skips
+    /// the filters ([`Detector::end_block`]).
+    silent_below: i32,
     in_block: usize,
     /// The last `CONFIRM_BLOCKS` blocks of samples, oldest first once `history_pos` wraps.
     history: Vec<i16>,
@@ -152,7 +155,8 @@ impl Detector {
             rate: sample_rate,
             block_len,
             filters: Goertzel::new(FREQS, sample_rate),
-            energy: 0.0,
+            // A peak whose square is a quarter of one tone's minimum power: 115, −49 dBFS.
+            silent_below: (f64::from(MIN_AMPLITUDE) / 8f64.sqrt() * 32768.0) as i32,
             in_block: 0,
             history: vec![0; span],
             history_pos: 0,
@@ -176,14 +180,8 @@ impl Detector {
         let mut rest = samples;
         while !rest.is_empty() {
             let (now, later) = rest.split_at((self.block_len - self.in_block).min(rest.len()));
-            // The filters and the energy in a loop of their own (two independent dependency
-            // chains); the samples as they are into the history ring, read only when a
-            // candidate is confirmed. Blocks tile the ring, so a block's piece never wraps.
-            for &s in now {
-                let x = f32::from(s) / 32768.0;
-                self.filters.push(x);
-                self.energy += x * x;
-            }
+            // Into the history ring, which the block's end reads (and a candidate's
+            // confirmation). Blocks tile the ring, so a block's piece never wraps.
             let pos = self.history_pos;
             self.history[pos..pos + now.len()].copy_from_slice(now);
             self.history_pos = (pos + now.len()) % self.history.len();
@@ -200,14 +198,37 @@ impl Detector {
         *self = Detector::new(self.rate).expect("the rate was valid before");
     }
 
+    /// The block just completed (the history ring's last `block_len` samples).
+    ///
+    /// A quiet block skips the filters: one bin's power estimate is at most twice the
+    /// block's mean power (Cauchy–Schwarz), which is at most its peak squared, so a block
+    /// whose peak squared is under a quarter of one tone's minimum power cannot be a hit,
+    /// and it counts as a miss at once (with a factor of two to spare, far more than the
+    /// filters' rounding). Silence and quiet noise, much of a call, then cost a look at the
+    /// block's largest and smallest sample (eight lanes at a time) instead of eight
+    /// filters' serial recurrences. Every other block runs them with the same results as
+    /// when they ran sample by sample in [`Detector::process`], now over the whole block
+    /// at once on a copy of the filters kept in registers: a third less time on continuous
+    /// audio (`cargo bench --bench codecs -- dtmf`: 31 µs → 21 µs for its 8 kHz clip).
     fn end_block(&mut self, digits: &mut Vec<Digit>) {
         let n = self.block_len as f32;
-        let dft = self.filters.take();
+        let start = if self.history_pos == 0 { self.history.len() } else { self.history_pos } - self.block_len;
+        let block = &self.history[start..start + self.block_len];
+        let (dft, mean_power) = if peak(block) < self.silent_below {
+            ([(0.0, 0.0); 8], 0.0)
+        } else {
+            // The filters and the energy in one loop (two independent dependency chains).
+            let (mut filters, mut energy) = (self.filters, 0.0f32);
+            for &s in block {
+                let x = f32::from(s) / 32768.0;
+                filters.push(x);
+                energy += x * x;
+            }
+            (filters.take(), energy / n)
+        };
         // Tone power (A²/2) estimated from each DFT bin.
         let power = |(re, im): (f32, f32)| 2.0 * (re * re + im * im) / (n * n);
         let powers: [f32; 8] = std::array::from_fn(|i| power(dft[i]));
-        let mean_power = self.energy / n;
-        self.energy = 0.0;
         self.in_block = 0;
 
         let row = argmax(&powers[..4]);
@@ -328,6 +349,13 @@ impl Detector {
         }
         re * re + im * im
     }
+}
+
+/// The largest magnitude in `block` (a max and a min, which vectorise on SSE2).
+fn peak(block: &[i16]) -> i32 {
+    let max = block.iter().copied().max().unwrap_or(0);
+    let min = block.iter().copied().min().unwrap_or(0);
+    i32::from(max).max(-i32::from(min))
 }
 
 fn argmax(v: &[f32]) -> usize {
