@@ -139,7 +139,7 @@ impl Hub {
         let conv =
             self.conversation(conv_id).ok_or_else(|| HubError::Unknown(Thing::Conversation, conv_id.to_owned()))?;
         let engine = self.engine.lock();
-        let position = engine.conversation(conv_id).and_then(|v| v.position.map(|p| (v.queue, p)));
+        let position = engine.position(conv_id);
         let mut inner = conv.inner.lock();
         // A token resumes once: each resume issues the next generation, so a copied or
         // replayed token cannot take the conversation over after the rightful client came
@@ -180,7 +180,7 @@ impl Hub {
         if let Some((queue, p)) = position
             && !inner.closed
         {
-            inner.tell_position(conv_id, &queue, p, self.clock.now_ms());
+            inner.tell_position(conv_id, queue, p, now);
         }
         drop(inner);
         self.persist(&engine, &conv);
@@ -192,14 +192,14 @@ impl Hub {
     /// come to `outbox` from now on (the current position at once), and nothing is replayed.
     pub fn attach_customer(&self, conv: &Conversation, outbox: &Outbox) {
         let engine = self.engine.lock();
-        let position = engine.conversation(&conv.id).and_then(|v| v.position.map(|p| (v.queue, p)));
+        let position = engine.position(&conv.id);
         let mut inner = conv.inner.lock();
         take_seat(&mut inner, outbox);
         inner.customer_sent = inner.committed;
         if let Some((queue, p)) = position
             && !inner.closed
         {
-            inner.tell_position(&conv.id, &queue, p, self.clock.now_ms());
+            inner.tell_position(&conv.id, queue, p, self.clock.now_ms());
         }
     }
 

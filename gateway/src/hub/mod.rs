@@ -75,8 +75,8 @@ pub struct Hub {
     calls: DashMap<u32, Arc<call::Call>>,
     /// Paces every call's audio toward its caller (one task per runtime worker).
     pacer: pacer::Pacer,
-    /// Customers whose queue position changed within a second of the last they were told
-    /// (`hub/positions.rs`).
+    /// Queue positions: the positions' task's wake-up, and the customers whose position
+    /// changed within a second of the last they were told (`hub/positions.rs`).
     positions: positions::Due,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,

@@ -147,6 +147,14 @@ impl Engine {
         Some((&self.queues[c.queue].name, c.channel, &c.context))
     }
 
+    /// A waiting conversation's queue and its place there now (1 is next), counted when
+    /// asked: what the customer was last told may be a moment older.
+    pub fn position(&self, conv: &str) -> Option<(&str, usize)> {
+        let c = self.convs.get(conv).filter(|c| c.status == ConvStatus::Waiting)?;
+        let queue = &self.queues[c.queue];
+        Some((&queue.name, queue.waiting.range(..c.stamp).count() + 1))
+    }
+
     pub fn conversation(&self, conv: &str) -> Option<ConvView> {
         let c = self.convs.get(conv)?;
         Some(ConvView {
@@ -155,9 +163,7 @@ impl Engine {
             status: state_name(c.status),
             queue: self.queues[c.queue].name.clone(),
             holder: c.holder.map(|h| self.members[h].name.clone()),
-            // Its place now (what the customer was last told may be a moment older).
-            position: (c.status == ConvStatus::Waiting)
-                .then(|| self.queues[c.queue].waiting.range(..c.stamp).count() + 1),
+            position: self.position(conv).map(|(_, p)| p),
             waiting_since_ms: (c.status == ConvStatus::Waiting).then_some(c.waiting_since_ms),
             context: c.context.clone(),
             routing: c.history.clone(),
