@@ -107,12 +107,11 @@ impl Hub {
                 self.position_changed(&c, queue, position, now);
             }
         }
-        self.tell_due_positions() || moved
+        self.tell_due_positions(now) || moved
     }
 
-    /// Tells the deferred positions whose second is up; whether any are left.
-    fn tell_due_positions(&self) -> bool {
-        let now = self.clock.now_ms();
+    /// Tells the deferred positions whose second is up at `now`; whether any are left.
+    fn tell_due_positions(&self, now: u64) -> bool {
         let due = std::mem::take(&mut *self.positions.convs.lock());
         let mut later = Vec::new();
         for conv in due {
