@@ -5,38 +5,54 @@
 //! every `M`th sample; in practice only the taps that meet non-zero input are evaluated
 //! (polyphase), so each output sample costs one dot product of `K` taps.
 //!
-//! The low-pass is a Kaiser-windowed sinc (the classic design of Kaiser, 1974; see also
-//! Oppenheim & Schafer, *Discrete-Time Signal Processing*, §7.6) with:
-//! - passband to 0.9 × the lower Nyquist frequency, flat within a few hundredths of a dB;
-//! - stopband from the lower Nyquist frequency on, attenuated by at least 60 dB, so that no
-//!   image (upsampling) or alias (downsampling) reaches the output above −60 dB;
+//! The low-pass is an equiripple FIR designed by the Parks–McClellan (Remez exchange)
+//! algorithm (the `pm-remez` crate; see Oppenheim & Schafer, *Discrete-Time Signal
+//! Processing*, §7.7) with:
+//! - passband to 0.9 × the lower Nyquist frequency, flat within about ±0.1 dB (±0.5 dB asked);
+//! - stopband from the lower Nyquist frequency on, attenuated by at least 62 dB once its taps
+//!   are quantised (60 dB asked), so that no image (upsampling) or alias (downsampling)
+//!   reaches the output above −60 dB;
 //! - linear phase, so the **group delay** is the same at every frequency: exactly
-//!   [`Resampler::delay`] output samples: about 44 samples at the lower of the two rates,
-//!   i.e. 5.1–5.5 ms when one side is 8 kHz, 2.6–2.7 ms for 16 ↔ 24/48 kHz and 1.7–1.8 ms
-//!   for 24 ↔ 48 kHz (the transition band, and so the filter, scale with the lower rate).
+//!   [`Resampler::delay`] output samples: 3.6–4.0 ms when one side is 8 kHz, 1.9–2.0 ms for
+//!   16 ↔ 24/48 kHz and 1.2–1.3 ms for 24 ↔ 48 kHz (the transition band, and so the filter,
+//!   scale with the lower rate).
 //!
-//! Taps are fixed point (14 to 17 fractional bits, as many as each design allows) and the dot
-//! product runs on `i16 × i16 → i32` with SSE2's `pmaddwd` on baseline x86-64 (NEON on
+//! For the same mask an equiripple filter needs about a quarter fewer taps than the
+//! Kaiser-windowed sinc this module used before (64 against 88 per phase at 8 → 16 kHz),
+//! and so a quarter less delay. A design takes milliseconds, so each pair's is made once per
+//! process, on first use, and shared.
+//!
+//! Taps are fixed point (15 or 16 fractional bits, as many as each design allows) and the
+//! dot product runs on `i16 × i16 → i32` with SSE2's `pmaddwd` on baseline x86-64 (NEON on
 //! AArch64), through the `wide` crate's safe SIMD types, or, where the CPU has AVX2 (asked at
 //! run time: the binary is built for the baseline), with its 256-bit `vpmaddwd` (module
 //! `avx2`, the same samples); integer upsamplers compute two phases per pass over the input
-//! window. Quantising the taps costs nothing measurable against a
-//! 60 dB stopband. Each phase is normalised to exactly unity DC gain.
+//! window.
 //!
 //! State (the last `K − 1` input samples and the output phase) is carried across calls, so a
 //! stream cut into 20 ms frames, or into any other pieces, resamples to exactly the same
 //! samples as the whole stream at once: there is nothing at frame edges to click.
 
+use std::sync::{Arc, OnceLock};
+
+use pm_remez::{BandSetting, constant, pm_parameters, pm_remez};
 use wide::{i16x8, i32x4};
 
 use crate::CodecError;
 
-/// Attenuation the Kaiser formulas are asked for: 7 dB above the 60 dB requirement, which
-/// covers the formulas' approximation and tap quantisation with at least 4.9 dB to spare for
-/// every pair (65 dB left the long downsampling filters just short of 60 dB after
-/// quantisation; 67 dB costs the upsamplers nothing, as their phases are padded to 88 taps
-/// anyway).
-const DESIGN_ATTENUATION_DB: f64 = 67.0;
+/// Stopband attenuation asked of every pair: no image (upsampling) or alias (downsampling)
+/// reaches the output above −60 dB.
+const REQUIRED_ATTENUATION_DB: f64 = 60.0;
+/// What the quantised taps must have to spare on top of it.
+const QUANTISED_MARGIN_DB: f64 = 2.0;
+/// Attenuation the length estimate starts from: 6 dB above the requirement, which the taps'
+/// quantisation mostly takes (it adds noise as loud as the equiripple stopband itself to
+/// the long 48 kHz filters).
+const DESIGN_ATTENUATION_DB: f64 = 66.0;
+/// Weight of the stopband's error against the passband's: the passband may ripple ten times
+/// as much as the stopband leaks (±0.05 dB at 66 dB, still ten times flatter than the
+/// ±0.5 dB asked), which saves taps.
+const STOPBAND_WEIGHT: f64 = 10.0;
 /// Passband edge as a fraction of the lower Nyquist frequency.
 const PASSBAND_EDGE: f64 = 0.9;
 /// Stopband edge as a fraction of the lower Nyquist frequency.
@@ -59,8 +75,8 @@ pub struct Resampler {
     /// Taps per phase.
     k: usize,
     /// `l` phases of `k` fixed-point taps each, each phase reversed so it lines up with input
-    /// order.
-    taps: Vec<i16>,
+    /// order; shared by every resampler of the pair.
+    taps: Arc<[i16]>,
     /// Fractional bits of the taps.
     frac_bits: u32,
     /// The last `k - 1` input samples, then input not yet consumed.
@@ -102,7 +118,7 @@ impl Resampler {
                 l,
                 m,
                 k: 1,
-                taps: vec![1],
+                taps: Arc::new([1]),
                 frac_bits: 0,
                 buf: Vec::new(),
                 pos: 0,
@@ -110,14 +126,14 @@ impl Resampler {
                 avx2: false,
             });
         }
-        let design = Design::new(from, to, l, m);
+        let design = Design::get(from, to, l, m);
         let mut r = Resampler {
             from,
             to,
             l,
             m,
             k: design.k,
-            taps: design.taps,
+            taps: Arc::clone(&design.taps),
             frac_bits: design.frac_bits,
             buf: Vec::new(),
             pos: 0,
@@ -140,8 +156,8 @@ impl Resampler {
 
     /// Group delay in output samples (the filter is linear-phase, so this holds at every
     /// frequency): the output at index `n + delay()` corresponds to input time `n / to_rate`.
-    /// For example 87 samples (5.44 ms) for 8 → 16 kHz, 41 samples (5.1 ms) for 16 → 8 kHz,
-    /// 65 samples (2.7 ms) for 16 → 24 kHz; never more than 5.5 ms.
+    /// For example 63 samples (3.9 ms) for 8 → 16 kHz, 29 samples (3.6 ms) for 16 → 8 kHz,
+    /// 47 samples (2.0 ms) for 16 → 24 kHz; never more than 4 ms.
     pub fn delay(&self) -> usize {
         self.delay
     }
@@ -193,25 +209,28 @@ impl Resampler {
             avx2::process(self, out);
             return;
         }
-        self.filter(out, dot, dot2);
+        let frac_bits = self.frac_bits;
+        self.filter(out, dot, dot2, |sum, out| out.push(to_sample(sum, frac_bits)));
     }
 
     /// Produces every output the buffered input allows, with the dot products given, and
-    /// keeps the `k - 1` samples the next call needs. Inlined into each kernel, so the
-    /// AVX2 one's dot products are inlined too.
+    /// keeps the `k - 1` samples the next call needs. `emit` turns each dot product's sum,
+    /// in output order, into a sample appended to `out` (the AVX2 kernel holds them and
+    /// appends four at a time). Inlined into each kernel, so the AVX2 one's dot products
+    /// are inlined too.
     #[inline(always)]
-    fn filter(
+    fn filter<S: Copy>(
         &mut self,
         out: &mut Vec<i16>,
-        dot: impl Fn(&[i16], &[i16]) -> i64,
-        dot2: impl Fn(&[i16], &[i16], &[i16]) -> (i64, i64),
+        dot: impl Fn(&[i16], &[i16]) -> S,
+        dot2: impl Fn(&[i16], &[i16], &[i16]) -> (S, S),
+        mut emit: impl FnMut(S, &mut Vec<i16>),
     ) {
         let (l, m, k) = (self.l, self.m, self.k);
         let end = self.buf.len() * l;
         if self.pos < end {
             out.reserve((end - self.pos).div_ceil(m));
         }
-        let frac_bits = self.frac_bits;
         let taps = &self.taps[..];
         let buf = &self.buf[..];
         let mut newest = self.pos / l;
@@ -225,12 +244,12 @@ impl Resampler {
                 let mut p = 0;
                 while p + 1 < l {
                     let (a, b) = dot2(&taps[p * k..(p + 1) * k], &taps[(p + 1) * k..(p + 2) * k], window);
-                    out.push(to_sample(a, frac_bits));
-                    out.push(to_sample(b, frac_bits));
+                    emit(a, out);
+                    emit(b, out);
                     p += 2;
                 }
                 if p < l {
-                    out.push(to_sample(dot(&taps[p * k..(p + 1) * k], window), frac_bits));
+                    emit(dot(&taps[p * k..(p + 1) * k], window), out);
                 }
                 newest += 1;
             }
@@ -239,7 +258,7 @@ impl Resampler {
             // as much as a quarter of the dot product.
             while newest < buf.len() {
                 let window = &buf[newest + 1 - k..=newest];
-                out.push(to_sample(dot(&taps[phase * k..(phase + 1) * k], window), frac_bits));
+                emit(dot(&taps[phase * k..(phase + 1) * k], window), out);
                 phase += m;
                 while phase >= l {
                     phase -= l;
@@ -314,10 +333,16 @@ fn has_avx2() -> bool {
 /// The dot products on AVX2's `vpmaddwd`: sixteen `i16` products summed pairwise into eight
 /// `i32` lanes per instruction, twice the baseline's width. Phases are padded to a multiple
 /// of [`LANES`] (8), so a phase is whole 16-tap chunks and at most one 8-tap chunk, done on
-/// the 128-bit form. Each accumulator lane sums a subset of the taps one lane of [`dot`]
-/// sums (the positions `2j, 2j + 1` of every sixteen, or of the last eight), so the bound
-/// that keeps those from overflowing (checked in `accumulator_cannot_overflow`) holds here
-/// too, and the result is exactly the baseline's.
+/// the 128-bit form.
+///
+/// Lane `j` and lane `j + 4` of the accumulator, and lane `j` of the 8-tap chunk's, sum the
+/// taps lane `j` of the baseline's [`dot`] sums (positions `2j, 2j + 1` of every eight), so
+/// adding them in `i32` cannot overflow either (the bound checked in
+/// `accumulator_cannot_overflow`). That leaves each dot product as four `i32` sums, the
+/// baseline's own lanes. The four are added in `i64`, rounded and saturated to a sample four
+/// dot products at a time, all in vector registers: done one at a time through scalar
+/// registers, that reduction took more time than the products themselves. The samples are
+/// exactly the baseline's.
 ///
 /// Calling `filter` is `unsafe` because it is compiled for AVX2; `process` calls it only for a
 /// resampler whose `avx2` flag `is_x86_feature_detected!("avx2")` set (the one `unsafe` in
@@ -326,8 +351,10 @@ fn has_avx2() -> bool {
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm_add_epi32, _mm_madd_epi16, _mm256_add_epi32, _mm256_add_epi64, _mm256_castsi256_si128,
-        _mm256_cvtepi32_epi64, _mm256_extracti128_si256, _mm256_madd_epi16,
+        __m128i, __m256i, _mm_add_epi32, _mm_cvtsi32_si128, _mm_madd_epi16, _mm_packs_epi32, _mm256_add_epi32,
+        _mm256_add_epi64, _mm256_castsi256_si128, _mm256_cvtepi32_epi64, _mm256_extracti128_si256, _mm256_madd_epi16,
+        _mm256_permute2x128_si256, _mm256_permutevar8x32_epi32, _mm256_set1_epi64x, _mm256_setr_epi32,
+        _mm256_srl_epi64, _mm256_unpackhi_epi64, _mm256_unpacklo_epi64,
     };
 
     use super::{LANES, Resampler};
@@ -344,7 +371,76 @@ mod avx2 {
     /// and everything is inlined into this one function).
     #[target_feature(enable = "avx2")]
     fn filter(r: &mut Resampler, out: &mut Vec<i16>) {
-        r.filter(out, |a, b| dot(a, b), |a0, a1, b| dot2(a0, a1, b));
+        let mut held = Held::new(r.frac_bits);
+        r.filter(out, |a, b| dot(a, b), |a0, a1, b| dot2(a0, a1, b), |sum, out| held.push(sum, out));
+        held.flush(out);
+    }
+
+    /// Up to four dot products' lanes waiting to be made samples together.
+    struct Held {
+        sums: [__m128i; 4],
+        len: usize,
+        /// Half of one in the taps' fixed point, added before the shift so it rounds.
+        half: __m256i,
+        /// The shift, as `_mm256_srl_epi64` takes it.
+        shift: __m128i,
+    }
+
+    impl Held {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn new(frac_bits: u32) -> Held {
+            // The shifted sums' low halves are the samples (below) only for shifts of 1 to 32.
+            assert!((1..=32).contains(&frac_bits), "taps have 1 to 32 fractional bits");
+            let zero: __m128i = bytemuck::cast([0i32; 4]);
+            Held {
+                sums: [zero; 4],
+                len: 0,
+                half: _mm256_set1_epi64x(1 << (frac_bits - 1)),
+                shift: _mm_cvtsi32_si128(frac_bits as i32),
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn push(&mut self, sum: __m128i, out: &mut Vec<i16>) {
+            self.sums[self.len] = sum;
+            self.len += 1;
+            if self.len == 4 {
+                out.extend_from_slice(&self.samples()[..4]);
+                self.len = 0;
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn flush(&mut self, out: &mut Vec<i16>) {
+            if self.len > 0 {
+                let samples = self.samples();
+                out.extend_from_slice(&samples[..self.len]);
+                self.len = 0;
+            }
+        }
+
+        /// The held sums' samples, in order (those past `len` are of stale sums), each
+        /// `(Σ + half) >> frac_bits` saturated to `i16`, as [`super::to_sample`] does.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        fn samples(&self) -> [i16; 8] {
+            let [a, b, c, d] = self.sums.map(|s| _mm256_cvtepi32_epi64(s));
+            // [a0 + a1, b0 + b1, a2 + a3, b2 + b3], the same for c and d.
+            let ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+            let cd = _mm256_add_epi64(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d));
+            // [Σa, Σb, Σc, Σd] in i64.
+            let total =
+                _mm256_add_epi64(_mm256_permute2x128_si256::<0x20>(ab, cd), _mm256_permute2x128_si256::<0x31>(ab, cd));
+            // A logical shift: its low 32 bits are the arithmetic shift's for shifts up to 32,
+            // and the shifted sums fit an i32 (four i32 lanes shifted by at least one).
+            let shifted = _mm256_srl_epi64(_mm256_add_epi64(total, self.half), self.shift);
+            let low =
+                _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(shifted, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+            bytemuck::cast(_mm_packs_epi32(low, low))
+        }
     }
 
     #[inline]
@@ -361,21 +457,17 @@ mod avx2 {
         bytemuck::cast(a)
     }
 
+    /// The baseline's four lanes: the two halves of the 16-tap chunks' lanes and the 8-tap
+    /// chunk's.
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn sum(wide: __m256i, tail: __m128i) -> i64 {
-        // Widened to i64 four lanes at a time, then four scalar adds. (A loop over the lanes
-        // compiled to a scalar state machine that took more time than the dot product.)
-        let low = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(wide));
-        let high = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(wide));
-        let rest = _mm256_cvtepi32_epi64(tail);
-        let v: [i64; 4] = bytemuck::cast(_mm256_add_epi64(_mm256_add_epi64(low, high), rest));
-        v[0] + v[1] + v[2] + v[3]
+    fn lanes(wide: __m256i, tail: __m128i) -> __m128i {
+        _mm_add_epi32(_mm_add_epi32(_mm256_castsi256_si128(wide), _mm256_extracti128_si256::<1>(wide)), tail)
     }
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn dot(a: &[i16], b: &[i16]) -> i64 {
+    fn dot(a: &[i16], b: &[i16]) -> __m128i {
         let mut acc: __m256i = bytemuck::cast([0i32; 8]);
         let mut tail: __m128i = bytemuck::cast([0i32; 4]);
         let (a16, a8) = a.split_at(a.len() / (2 * LANES) * (2 * LANES));
@@ -386,12 +478,12 @@ mod avx2 {
         if !a8.is_empty() {
             tail = _mm_madd_epi16(load8(a8), load8(b8));
         }
-        sum(acc, tail)
+        lanes(acc, tail)
     }
 
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn dot2(a0: &[i16], a1: &[i16], b: &[i16]) -> (i64, i64) {
+    fn dot2(a0: &[i16], a1: &[i16], b: &[i16]) -> (__m128i, __m128i) {
         let zero: __m256i = bytemuck::cast([0i32; 8]);
         let (mut s0, mut s1) = (zero, zero);
         let (mut t0, mut t1): (__m128i, __m128i) = (bytemuck::cast([0i32; 4]), bytemuck::cast([0i32; 4]));
@@ -407,10 +499,10 @@ mod avx2 {
         }
         if whole < a0.len() {
             let cb = load8(&b[whole..]);
-            t0 = _mm_add_epi32(t0, _mm_madd_epi16(load8(&a0[whole..]), cb));
-            t1 = _mm_add_epi32(t1, _mm_madd_epi16(load8(&a1[whole..]), cb));
+            t0 = _mm_madd_epi16(load8(&a0[whole..]), cb);
+            t1 = _mm_madd_epi16(load8(&a1[whole..]), cb);
         }
-        (sum(s0, t0), sum(s1, t1))
+        (lanes(s0, t0), lanes(s1, t1))
     }
 }
 
@@ -421,88 +513,119 @@ fn gcd(mut a: u32, mut b: u32) -> u32 {
     a
 }
 
-/// The filter for one rate pair.
+/// The filter for one rate pair, designed once per process and shared by every resampler of
+/// that pair.
 struct Design {
     k: usize,
-    taps: Vec<i16>,
+    taps: Arc<[i16]>,
     frac_bits: u32,
     delay: usize,
 }
 
+/// Every pair's design, indexed by the two rates' places in [`RATES`].
+static DESIGNS: [OnceLock<Design>; RATES.len() * RATES.len()] = [const { OnceLock::new() }; RATES.len() * RATES.len()];
+
 impl Design {
+    /// The design for `from → to`, made on first use. A design takes 10–50 ms (longer for the
+    /// longer 48 kHz filters), once per pair per process.
+    fn get(from: u32, to: u32, l: usize, m: usize) -> &'static Design {
+        let place = |rate| RATES.iter().position(|&r| r == rate).expect("a supported rate");
+        DESIGNS[place(from) * RATES.len() + place(to)].get_or_init(|| Design::new(from, to, l, m))
+    }
+
     fn new(from: u32, to: u32, l: usize, m: usize) -> Design {
         let high_rate = f64::from(from) * l as f64;
         let nyquist = f64::from(from.min(to)) / 2.0;
-        let (pass, stop) = (PASSBAND_EDGE * nyquist, STOPBAND_EDGE * nyquist);
-        // Kaiser's formulas for the window shape and the length.
-        let a = DESIGN_ATTENUATION_DB;
-        let beta = 0.1102 * (a - 8.7);
-        let transition = 2.0 * std::f64::consts::PI * (stop - pass) / high_rate;
-        let n_min = ((a - 7.95) / (2.285 * transition)).ceil() as usize + 1;
-        let k = n_min.div_ceil(l).div_ceil(LANES) * LANES;
-        // Use all the length the padding gives, but keep the length odd and the centre on an
-        // output sample, so the delay is a whole number of output samples.
-        let mut n = l * k;
-        while n.is_multiple_of(2) || !((n - 1) / 2).is_multiple_of(m) {
-            n -= 1;
+        // Band edges in cycles per high-rate sample.
+        let (pass, stop) = (PASSBAND_EDGE * nyquist / high_rate, STOPBAND_EDGE * nyquist / high_rate);
+        let bands = [
+            BandSetting::new(0.0, pass, constant(1.0)).expect("a valid passband"),
+            BandSetting::with_weight(stop, 0.5, constant(0.0), constant(STOPBAND_WEIGHT)).expect("a valid stopband"),
+        ];
+        // Kaiser's estimate of an equiripple filter's length for the attenuation asked, then
+        // longer, a lane at a time, until the quantised taps meet it.
+        let stop_ripple = 10f64.powf(-DESIGN_ATTENUATION_DB / 20.0);
+        let pass_ripple = stop_ripple * STOPBAND_WEIGHT;
+        let n_est = (-10.0 * (pass_ripple * stop_ripple).log10() - 13.0) / (14.6 * (stop - pass)) + 1.0;
+        let mut k = (n_est.ceil() as usize).div_ceil(l).div_ceil(LANES) * LANES;
+        loop {
+            // Use all the length the padding gives, but keep the length odd and the centre on
+            // an output sample, so the delay is a whole number of output samples.
+            let mut n = l * k;
+            while n.is_multiple_of(2) || !((n - 1) / 2).is_multiple_of(m) {
+                n -= 1;
+            }
+            let parameters = pm_parameters(n, &bands).expect("valid filter parameters");
+            let h = pm_remez(&parameters).expect("the exchange converges for every supported pair").impulse_response;
+            let (taps, frac_bits) = quantise(&h, l, k);
+            let design = Design { k, taps: taps.into(), frac_bits, delay: (n - 1) / 2 / m };
+            let worst = (0..)
+                .map(|i| stop + i as f64 / (16 * n) as f64)
+                .take_while(|&f| f <= 0.5)
+                .map(|f| design.response_db(l, f))
+                .fold(f64::NEG_INFINITY, f64::max);
+            if worst <= -REQUIRED_ATTENUATION_DB - QUANTISED_MARGIN_DB {
+                return design;
+            }
+            k += LANES;
         }
-        let centre = (n - 1) as f64 / 2.0;
-        let cutoff = (pass + stop) / 2.0 / high_rate; // cycles per high-rate sample
-        let i0_beta = bessel_i0(beta);
-        let h: Vec<f64> = (0..n)
-            .map(|i| {
-                let t = i as f64 - centre;
-                let x = 2.0 * cutoff * t;
-                let sinc = if t == 0.0 { 1.0 } else { (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x) };
-                let r = t / centre;
-                let window = bessel_i0(beta * (1.0 - r * r).max(0.0).sqrt()) / i0_beta;
-                2.0 * cutoff * sinc * window
-            })
-            .collect();
+    }
 
-        // Each phase, normalised to unity DC gain; phase p holds h[p], h[p + l], ...
-        let phases: Vec<Vec<f64>> = (0..l)
-            .map(|phase| {
-                let coeffs: Vec<f64> = (0..k).map(|j| h.get(phase + j * l).copied().unwrap_or(0.0)).collect();
-                let sum: f64 = coeffs.iter().sum();
-                coeffs.iter().map(|c| c / sum).collect()
-            })
-            .collect();
-        // As many fractional bits as fit: the largest tap must fit an i16, and no lane of the
-        // dot product may overflow i32 with full-scale input of the worst sign pattern. Long
-        // downsampling filters have small taps, so they get more bits; that is what keeps their
-        // quantisation noise under the stopband.
-        let frac_bits = (0..=24u32)
-            .rev()
-            .find(|&bits| {
-                let scale = f64::from(1u32 << bits);
-                phases.iter().all(|p| {
-                    let peak = p.iter().fold(0.0f64, |m, c| m.max(c.abs()));
-                    // One count of rounding per tap on top of the exact values.
-                    peak * scale < 32000.0
-                        && (0..LANES / 2).all(|lane| {
-                            let (sum, n) =
-                                lane_taps(p.len(), lane).fold((0.0, 0.0), |(s, n), j| (s + p[j].abs(), n + 1.0));
-                            (sum * scale + n) * 32768.0 < 2147483647.0
-                        })
-                })
-            })
-            .unwrap_or(0);
-        let one = 1i64 << frac_bits;
-        let mut taps = vec![0i16; l * k];
-        for (phase, coeffs) in phases.iter().enumerate() {
-            let mut q: Vec<i64> = coeffs.iter().map(|c| (c * one as f64).round() as i64).collect();
-            // Put the rounding error on the largest tap so each phase passes DC exactly.
-            let err = one - q.iter().sum::<i64>();
-            let biggest = (0..k).max_by_key(|&j| q[j].abs()).unwrap_or(0);
-            q[biggest] += err;
-            for (j, &c) in q.iter().enumerate() {
-                // Reversed, so taps line up with the input window oldest-first.
-                taps[phase * k + (k - 1 - j)] = c.clamp(i64::from(i16::MIN), i64::from(i16::MAX)) as i16;
+    /// The response, relative to DC, at `f` cycles per high-rate sample of the prototype
+    /// filter the `l` quantised phases make up, in dB.
+    fn response_db(&self, l: usize, f: f64) -> f64 {
+        let w = 2.0 * std::f64::consts::PI * f;
+        let (mut re, mut im) = (0.0, 0.0);
+        for phase in 0..l {
+            for j in 0..self.k {
+                let c = f64::from(self.taps[phase * self.k + (self.k - 1 - j)]);
+                let (sin, cos) = (w * (phase + j * l) as f64).sin_cos();
+                re += c * cos;
+                im -= c * sin;
             }
         }
-        Design { k, taps, frac_bits, delay: (n - 1) / 2 / m }
+        let dc = f64::from(1u32 << self.frac_bits) * l as f64;
+        20.0 * ((re * re + im * im).sqrt() / dc).log10()
     }
+}
+
+/// The prototype `h` as `l` phases of `k` fixed-point taps each, phase `p` holding
+/// `h[p], h[p + l], ...` reversed (so taps line up with the input window oldest-first), with
+/// as many fractional bits as fit; returns the taps and their fractional bits.
+///
+/// The whole is scaled so the phases' DC gains average one. Each phase keeps its own gain,
+/// within the stopband's ripple of one: scaling each to exactly one would move the passband's
+/// ripple into the images.
+fn quantise(h: &[f64], l: usize, k: usize) -> (Vec<i16>, u32) {
+    let scale = l as f64 / h.iter().sum::<f64>();
+    let phases: Vec<Vec<f64>> =
+        (0..l).map(|phase| (0..k).map(|j| h.get(phase + j * l).map_or(0.0, |c| c * scale)).collect()).collect();
+    // The largest tap must fit an i16, and no lane of the dot product may overflow i32 with
+    // full-scale input of the worst sign pattern. Long downsampling filters have small taps,
+    // so they get more bits; that is what keeps their quantisation noise under the stopband.
+    let frac_bits = (0..=24u32)
+        .rev()
+        .find(|&bits| {
+            let scale = f64::from(1u32 << bits);
+            phases.iter().all(|p| {
+                let peak = p.iter().fold(0.0f64, |m, c| m.max(c.abs()));
+                // One count of rounding per tap on top of the exact values.
+                peak * scale < 32000.0
+                    && (0..LANES / 2).all(|lane| {
+                        let (sum, n) = lane_taps(p.len(), lane).fold((0.0, 0.0), |(s, n), j| (s + p[j].abs(), n + 1.0));
+                        (sum * scale + n) * 32768.0 < 2147483647.0
+                    })
+            })
+        })
+        .unwrap_or(0);
+    let one = f64::from(1u32 << frac_bits);
+    let mut taps = vec![0i16; l * k];
+    for (phase, coeffs) in phases.iter().enumerate() {
+        for (j, &c) in coeffs.iter().enumerate() {
+            taps[phase * k + (k - 1 - j)] = (c * one).round().clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16;
+        }
+    }
+    (taps, frac_bits)
 }
 
 /// Indices (in a phase's tap order; the reversal maps lanes onto lanes) of the taps that one
@@ -537,20 +660,8 @@ mod tests {
 
     /// Frequency response of the quantised prototype at `f` Hz, relative to DC, in dB.
     fn response_db(r: &Resampler, f: f64) -> f64 {
-        let high_rate = f64::from(r.from) * r.l as f64;
-        let w = 2.0 * std::f64::consts::PI * f / high_rate;
-        // Reassemble the prototype h[p + j·l] from the reversed phases.
-        let (mut re, mut im) = (0.0, 0.0);
-        for phase in 0..r.l {
-            for j in 0..r.k {
-                let c = f64::from(r.taps[phase * r.k + (r.k - 1 - j)]);
-                let n = (phase + j * r.l) as f64;
-                re += c * (w * n).cos();
-                im -= c * (w * n).sin();
-            }
-        }
-        let dc = f64::from(1u32 << r.frac_bits) * r.l as f64;
-        20.0 * ((re * re + im * im).sqrt() / dc).log10()
+        let design = Design { k: r.k, taps: Arc::clone(&r.taps), frac_bits: r.frac_bits, delay: r.delay };
+        design.response_db(r.l, f / (f64::from(r.from) * r.l as f64))
     }
 
     #[test]

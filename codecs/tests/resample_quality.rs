@@ -132,7 +132,7 @@ fn group_delay_is_as_stated() {
         let peak = (0..out.len()).max_by_key(|&i| out[i]).unwrap();
         assert_eq!(peak, r.delay(), "{from}->{to}");
         let ms = r.delay() as f64 * 1000.0 / f64::from(to);
-        assert!(ms <= 5.5, "{from}->{to}: {ms} ms");
+        assert!(ms <= 4.0, "{from}->{to}: {ms} ms");
     }
 }
 
