@@ -369,11 +369,53 @@ mod avx2 {
 
     /// [`Resampler::filter`] with AVX2 dot products (the closures inherit the target feature,
     /// and everything is inlined into this one function).
+    ///
+    /// Downsamplers and 2× upsamplers (8 ↔ 16 kHz, the default bot's) first make whole
+    /// blocks of four outputs whose dot products share their loads: a downsampler's four
+    /// windows one tap chunk, a 2× upsampler's two phases two windows. That halved their
+    /// time again. The rest (what is left after the last block, and the other ratios) goes
+    /// through `Resampler::filter`.
     #[target_feature(enable = "avx2")]
     fn filter(r: &mut Resampler, out: &mut Vec<i16>) {
         let mut held = Held::new(r.frac_bits);
+        if r.l == 1 {
+            down_blocks(r, &held, out);
+        } else if r.l == 2 && r.m == 1 {
+            up2_blocks(r, &held, out);
+        }
         r.filter(out, |a, b| dot(a, b), |a0, a1, b| dot2(a0, a1, b), |sum, out| held.push(sum, out));
         held.flush(out);
+    }
+
+    /// Outputs of a downsampler (`l == 1`: one phase) four at a time: windows `m` input
+    /// samples apart against the same taps. Leaves `r.pos` at the first output not made.
+    #[target_feature(enable = "avx2")]
+    fn down_blocks(r: &mut Resampler, held: &Held, out: &mut Vec<i16>) {
+        let (k, m) = (r.k, r.m);
+        let (taps, buf) = (&r.taps[..k], &r.buf[..]);
+        let mut newest = r.pos;
+        while newest + 3 * m < buf.len() {
+            let w = |i: usize| &buf[newest + i * m + 1 - k..=newest + i * m];
+            out.extend_from_slice(&held.samples(dot4(taps, [w(0), w(1), w(2), w(3)]))[..4]);
+            newest += 4 * m;
+        }
+        r.pos = newest;
+    }
+
+    /// Outputs of a 2× upsampler (`l == 2`, `m == 1`) four at a time: both phases of two
+    /// consecutive input samples. Leaves `r.pos` at the first output not made.
+    #[target_feature(enable = "avx2")]
+    fn up2_blocks(r: &mut Resampler, held: &Held, out: &mut Vec<i16>) {
+        let k = r.k;
+        let (p0, p1) = r.taps[..2 * k].split_at(k);
+        let buf = &r.buf[..];
+        let mut newest = r.pos / 2;
+        while newest + 1 < buf.len() {
+            let window = &buf[newest + 1 - k..=newest + 1];
+            out.extend_from_slice(&held.samples(dot2x2(p0, p1, window))[..4]);
+            newest += 2;
+        }
+        r.pos = newest * 2;
     }
 
     /// Up to four dot products' lanes waiting to be made samples together.
@@ -407,7 +449,7 @@ mod avx2 {
             self.sums[self.len] = sum;
             self.len += 1;
             if self.len == 4 {
-                out.extend_from_slice(&self.samples()[..4]);
+                out.extend_from_slice(&self.samples(self.sums)[..4]);
                 self.len = 0;
             }
         }
@@ -416,18 +458,18 @@ mod avx2 {
         #[target_feature(enable = "avx2")]
         fn flush(&mut self, out: &mut Vec<i16>) {
             if self.len > 0 {
-                let samples = self.samples();
+                let samples = self.samples(self.sums);
                 out.extend_from_slice(&samples[..self.len]);
                 self.len = 0;
             }
         }
 
-        /// The held sums' samples, in order (those past `len` are of stale sums), each
-        /// `(Σ + half) >> frac_bits` saturated to `i16`, as [`super::to_sample`] does.
+        /// The samples of four dot products' lanes, in order, each `(Σ + half) >> frac_bits`
+        /// saturated to `i16`, as [`super::to_sample`] does (the last four are copies).
         #[inline]
         #[target_feature(enable = "avx2")]
-        fn samples(&self) -> [i16; 8] {
-            let [a, b, c, d] = self.sums.map(|s| _mm256_cvtepi32_epi64(s));
+        fn samples(&self, sums: [__m128i; 4]) -> [i16; 8] {
+            let [a, b, c, d] = sums.map(|s| _mm256_cvtepi32_epi64(s));
             // [a0 + a1, b0 + b1, a2 + a3, b2 + b3], the same for c and d.
             let ab = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
             let cd = _mm256_add_epi64(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d));
@@ -479,6 +521,61 @@ mod avx2 {
             tail = _mm_madd_epi16(load8(a8), load8(b8));
         }
         lanes(acc, tail)
+    }
+
+    /// Four dot products of the same taps, `taps · windows[i]`, each a whole number of chunks
+    /// as in [`dot`]; the taps are loaded once for all four.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dot4(taps: &[i16], windows: [&[i16]; 4]) -> [__m128i; 4] {
+        let k = taps.len();
+        let whole = k / (2 * LANES) * (2 * LANES);
+        let zero: __m256i = bytemuck::cast([0i32; 8]);
+        let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
+        let [w0, w1, w2, w3] = windows.map(|w| w[..whole].chunks_exact(2 * LANES));
+        for ((((t, w0), w1), w2), w3) in taps[..whole].chunks_exact(2 * LANES).zip(w0).zip(w1).zip(w2).zip(w3) {
+            let t = load16(t);
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(t, load16(w0)));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(t, load16(w1)));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(t, load16(w2)));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(t, load16(w3)));
+        }
+        let tail = |i: usize| -> __m128i {
+            if whole < k {
+                _mm_madd_epi16(load8(&taps[whole..]), load8(&windows[i][whole..k]))
+            } else {
+                bytemuck::cast([0i32; 4])
+            }
+        };
+        [lanes(s0, tail(0)), lanes(s1, tail(1)), lanes(s2, tail(2)), lanes(s3, tail(3))]
+    }
+
+    /// Two phases' taps against two windows one sample apart (`window` holds both: `k + 1`
+    /// samples), in output order: `a0·w0, a1·w0, a0·w1, a1·w1`; each tap chunk is loaded once.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dot2x2(a0: &[i16], a1: &[i16], window: &[i16]) -> [__m128i; 4] {
+        let k = a0.len();
+        let whole = k / (2 * LANES) * (2 * LANES);
+        let zero: __m256i = bytemuck::cast([0i32; 8]);
+        let (mut s0, mut s1, mut s2, mut s3) = (zero, zero, zero, zero);
+        let (w0, w1) = (&window[..k], &window[1..=k]);
+        for (((c0, c1), x0), x1) in a0[..whole]
+            .chunks_exact(2 * LANES)
+            .zip(a1[..whole].chunks_exact(2 * LANES))
+            .zip(w0[..whole].chunks_exact(2 * LANES))
+            .zip(w1[..whole].chunks_exact(2 * LANES))
+        {
+            let (c0, c1, x0, x1) = (load16(c0), load16(c1), load16(x0), load16(x1));
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(c0, x0));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(c1, x0));
+            s2 = _mm256_add_epi32(s2, _mm256_madd_epi16(c0, x1));
+            s3 = _mm256_add_epi32(s3, _mm256_madd_epi16(c1, x1));
+        }
+        let tail = |a: &[i16], w: &[i16]| -> __m128i {
+            if whole < k { _mm_madd_epi16(load8(&a[whole..]), load8(&w[whole..])) } else { bytemuck::cast([0i32; 4]) }
+        };
+        [lanes(s0, tail(a0, w0)), lanes(s1, tail(a1, w0)), lanes(s2, tail(a0, w1)), lanes(s3, tail(a1, w1))]
     }
 
     #[inline]
