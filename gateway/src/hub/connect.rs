@@ -98,7 +98,7 @@ impl Hub {
         }
         // A caller cannot wait out a grace period in silence: a call whose holder is gone
         // is re-routed at once (a bot's to people, never back to that bot).
-        if !self.shutdown.is_cancelled() {
+        if !self.is_shutting_down() {
             for conv in calls {
                 self.holder_lost(&mut engine, &conv, member, now);
             }

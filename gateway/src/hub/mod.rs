@@ -80,8 +80,12 @@ pub struct Hub {
     positions: positions::Due,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
-    /// Cancelled on SIGTERM/SIGINT: every connection says goodbye and ends.
+    /// Cancelled on SIGTERM/SIGINT, by [`Hub::shut_down`]: every connection says goodbye
+    /// and ends.
     pub shutdown: CancellationToken,
+    /// Set by [`Hub::shut_down`] before it cancels `shutdown`, for asking often:
+    /// `CancellationToken::is_cancelled` takes a lock.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Woken when an administrator connects a bot again (the built-in bots wait on it).
@@ -180,11 +184,23 @@ impl Hub {
             next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
             shutdown: CancellationToken::new(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
             bot_enabled: tokio::sync::Notify::new(),
             cluster: parking_lot::RwLock::new(None),
             connections,
         })
+    }
+
+    /// Starts the shutdown: every connection says goodbye and ends.
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::Release);
+        self.shutdown.cancel();
+    }
+
+    /// Whether the shutdown has started: an atomic load.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Runs `f` every `period` on the hub's tasks until shutdown. `f` is given the instant
@@ -295,7 +311,7 @@ mod tests {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        hub.shutdown.cancel();
+        hub.shut_down();
         ticks.load(Ordering::Relaxed)
     }
 

@@ -9,7 +9,7 @@
 //! reconnect (bots, agents).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,9 +117,18 @@ pub struct Outbox {
     id: u64,
     tx: mpsc::Sender<Box<Outgoing>>,
     kick: CancellationToken,
-    kick_reason: Arc<parking_lot::Mutex<Option<Kick>>>,
+    shared: Arc<Shared>,
+}
+
+/// What every handle on one connection's outbox shares.
+#[derive(Debug, Default)]
+struct Shared {
+    kick_reason: parking_lot::Mutex<Option<Kick>>,
+    /// Set before `kick` is cancelled: tokio-util's `CancellationToken::is_cancelled` takes
+    /// a lock, and a connection's loop asks on every wake-up.
+    kicked: AtomicBool,
     /// Media frames this connection lost to a full queue.
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
 }
 
 impl Outbox {
@@ -127,10 +136,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> (Outbox, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        (
-            Outbox { id, tx, kick: CancellationToken::new(), kick_reason: Arc::default(), dropped: Arc::default() },
-            Inbox(rx),
-        )
+        (Outbox { id, tx, kick: CancellationToken::new(), shared: Arc::default() }, Inbox(rx))
     }
 
     /// Identifies the connection, so a stale connection's teardown cannot detach a newer one.
@@ -147,7 +153,7 @@ impl Outbox {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.kick.is_cancelled() {
+                if !self.is_kicked() {
                     tracing::warn!(conn = self.id, "slow consumer: outbound queue full, disconnecting");
                 }
                 self.kick(Reason::SlowConsumer, "slow consumer: reconnect and resume from your watermark");
@@ -184,7 +190,7 @@ impl Outbox {
     /// a full queue.
     pub fn media_dropped_now(&self) {
         MEDIA_DROPPED.fetch_add(1, Ordering::Relaxed);
-        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 500 == 1 {
             tracing::warn!(conn = self.id, dropped = n, "media frames dropped: the outbound queue is full");
         }
@@ -192,7 +198,7 @@ impl Outbox {
 
     /// Media frames this connection lost to a full queue.
     pub fn media_dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues many frames as one item (see [`Outgoing::Batch`]).
@@ -207,7 +213,7 @@ impl Outbox {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.kick.is_cancelled() {
+                if !self.is_kicked() {
                     tracing::warn!(conn = self.id, "slow consumer: a replay does not fit, disconnecting");
                 }
                 self.kick(Reason::SlowConsumer, "slow consumer: reconnect and resume from your watermark");
@@ -238,20 +244,27 @@ impl Outbox {
 
     /// Closes the connection at once, dropping what is queued.
     pub fn kick(&self, reason: Reason, detail: &str) {
-        self.kick_reason.lock().get_or_insert(Kick { reason, detail: detail.to_owned() });
+        self.shared.kick_reason.lock().get_or_insert(Kick { reason, detail: detail.to_owned() });
+        self.shared.kicked.store(true, Ordering::Release);
         self.kick.cancel();
     }
 
+    /// Cancelled when the connection is kicked: for awaiting it.
     pub fn kicked(&self) -> &CancellationToken {
         &self.kick
     }
 
+    /// Whether the connection was kicked: an atomic load, for asking often.
+    pub fn is_kicked(&self) -> bool {
+        self.shared.kicked.load(Ordering::Acquire)
+    }
+
     pub fn kick_reason(&self) -> Option<Kick> {
-        self.kick_reason.lock().clone()
+        self.shared.kick_reason.lock().clone()
     }
 
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed() || self.kick.is_cancelled()
+        self.tx.is_closed() || self.is_kicked()
     }
 
     /// Items queued and not yet taken by the writer.

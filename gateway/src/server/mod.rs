@@ -55,11 +55,7 @@ pub fn router(hub: Arc<Hub>, connector: &Arc<botconnector::Connector>) -> Router
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> impl IntoResponse {
-    if hub.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else {
-        (StatusCode::OK, "ok\n")
-    }
+    if hub.is_shutting_down() { (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n") } else { (StatusCode::OK, "ok\n") }
 }
 
 /// A gateway running in this process.
@@ -131,7 +127,7 @@ impl Running {
     /// finish (idle HTTP connections close), waits for connections to end and flushes the
     /// store.
     pub async fn shutdown(self) {
-        self.hub.shutdown.cancel();
+        self.hub.shut_down();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.hub.tasks.close();
         if tokio::time::timeout(Duration::from_secs(10), self.hub.tasks.wait()).await.is_err() {

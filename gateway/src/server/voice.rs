@@ -165,7 +165,7 @@ impl Session for VoiceSession {
     /// The caller's side is gone: that is a hang-up, everywhere.
     fn on_close(&mut self) {
         if let Some(c) = &self.leg.conv
-            && !self.hub.shutdown.is_cancelled()
+            && !self.hub.is_shutting_down()
             && !c.inner.lock().closed
         {
             self.hub.hang_up(c, &self.outbox);

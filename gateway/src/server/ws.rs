@@ -326,10 +326,10 @@ pub fn run_inline<S: Speaker>(
             let mut out: Vec<Message> = Vec::new();
             let mut close: Option<(Reason, String)> = None;
             'run: loop {
-                // The cheap checks (an atomic load each): the select below reaches the
-                // tokens' futures, which take a lock when polled, only when nothing else is
-                // ready.
-                if outbox.kicked().is_cancelled() || stop.is_cancelled() {
+                // The cheap checks (an atomic load each; the tokens' own `is_cancelled`
+                // takes a lock): the select below reaches the tokens' futures only when
+                // nothing else is ready, so a peer that keeps sending would never reach them.
+                if outbox.is_kicked() || hub.is_shutting_down() {
                     break;
                 }
                 let mut read = false;
@@ -383,7 +383,7 @@ pub fn run_inline<S: Speaker>(
             reader.session.on_close();
             let close = match outbox.kick_reason() {
                 Some(k) => Some((k.reason, k.detail)),
-                None if hub.shutdown.is_cancelled() => Some((Reason::ShuttingDown, "server shutting down".to_owned())),
+                None if hub.is_shutting_down() => Some((Reason::ShuttingDown, "server shutting down".to_owned())),
                 None => close,
             };
             match close {
@@ -396,7 +396,7 @@ pub fn run_inline<S: Speaker>(
                             }
                         }
                     }
-                    if !outbox.kicked().is_cancelled() {
+                    if !outbox.is_kicked() {
                         for m in out.drain(..) {
                             if tokio::time::timeout(Duration::from_secs(1), ws.feed(m)).await.is_err() {
                                 break;
