@@ -645,8 +645,13 @@ impl Design {
         let stop_ripple = 10f64.powf(-DESIGN_ATTENUATION_DB / 20.0);
         let pass_ripple = stop_ripple * STOPBAND_WEIGHT;
         let n_est = (-10.0 * (pass_ripple * stop_ripple).log10() - 13.0) / (14.6 * (stop - pass)) + 1.0;
-        let mut k = (n_est.ceil() as usize).div_ceil(l).div_ceil(LANES) * LANES;
+        let first = (n_est.ceil() as usize).div_ceil(l).div_ceil(LANES) * LANES;
+        let mut k = first;
         loop {
+            // Every supported pair meets it at the estimate's length (the mask test designs
+            // them all). Past twice that, the quantisation's own noise, not the length, would
+            // be what stops it: a change to the constants above that a test must catch.
+            assert!(k <= 2 * first, "{from} -> {to} Hz: no design meets the stopband by {k} taps a phase");
             // Use all the length the padding gives, but keep the length odd and the centre on
             // an output sample, so the delay is a whole number of output samples.
             let mut n = l * k;
