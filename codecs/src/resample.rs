@@ -738,21 +738,6 @@ fn lane_taps(len: usize, lane: usize) -> impl Iterator<Item = usize> {
     (0..len).filter(move |j| (j % LANES) / 2 == lane)
 }
 
-/// The modified Bessel function of the first kind, order 0, by its power series.
-pub(crate) fn bessel_i0(x: f64) -> f64 {
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    let half = x / 2.0;
-    for i in 1..50 {
-        term *= (half / i as f64) * (half / i as f64);
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    sum
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
