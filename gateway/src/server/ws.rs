@@ -234,7 +234,7 @@ pub fn run_with<S: Session>(
         async move {
             // One timer for the handshake and then the idle timeout, re-armed only when it fires:
             // no timer is registered per frame.
-            let timer = tokio::time::sleep_until(reader.first_deadline());
+            let timer = tokio::time::sleep_until(reader.next_deadline());
             tokio::pin!(timer);
             // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
             // and dropped from, the token's waiter list every time (several % of a chat-relay
@@ -243,6 +243,8 @@ pub fn run_with<S: Session>(
             // Only the shutdown cancels `done` while the reader runs.
             let stopping = done.cancelled();
             tokio::pin!(kicked, stopping);
+            let mut kicked = Armed::new(kicked.as_mut(), || outbox.is_kicked());
+            let mut stopping = Armed::new(stopping.as_mut(), || hub.is_shutting_down());
             loop {
                 tokio::select! {
                     _ = &mut kicked => break,
@@ -318,17 +320,21 @@ pub fn run_inline<S: Speaker>(
     let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
     tracing::Instrument::instrument(
         async move {
-            let timer = tokio::time::sleep_until(reader.first_deadline());
-            let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+            // One timer for the handshake or idle deadline and the next ping, whichever
+            // comes first.
+            let mut next_ping = tokio::time::Instant::now() + ping_every;
+            let timer = tokio::time::sleep_until(reader.next_deadline().min(next_ping));
             let kicked = outbox.kicked().cancelled();
             let stopping = stop.cancelled();
             tokio::pin!(timer, kicked, stopping);
+            let mut kicked = Armed::new(kicked.as_mut(), || outbox.is_kicked());
+            let mut stopping = Armed::new(stopping.as_mut(), || hub.is_shutting_down());
             let mut out: Vec<Message> = Vec::new();
             let mut close: Option<(Reason, String)> = None;
             'run: loop {
-                // The cheap checks (an atomic load each; the tokens' own `is_cancelled`
-                // takes a lock): the select below reaches the tokens' futures only when
-                // nothing else is ready, so a peer that keeps sending would never reach them.
+                // The cheap checks (atomic loads): the select below reaches the waits for
+                // the kick and the shutdown only when nothing else is ready, so a peer that
+                // keeps sending would never reach them.
                 if outbox.is_kicked() || hub.is_shutting_down() {
                     break;
                 }
@@ -349,11 +355,17 @@ pub fn run_inline<S: Speaker>(
                         },
                         None => break,
                     },
-                    _ = &mut timer => match reader.deadline() {
-                        ControlFlow::Continue(due) => timer.as_mut().reset(due),
-                        ControlFlow::Break(()) => break,
-                    },
-                    _ = ping.tick() => out.push(Message::Ping(Bytes::new())),
+                    _ = &mut timer => {
+                        let now = tokio::time::Instant::now();
+                        if now >= next_ping {
+                            out.push(Message::Ping(Bytes::new()));
+                            next_ping = now + ping_every;
+                        }
+                        if now >= reader.next_deadline() && reader.deadline().is_break() {
+                            break;
+                        }
+                        timer.as_mut().reset(reader.next_deadline().min(next_ping));
+                    }
                     _ = &mut kicked => break,
                     _ = &mut stopping => break,
                 }
@@ -375,7 +387,9 @@ pub fn run_inline<S: Speaker>(
                         }
                         ws.flush().await
                     };
-                    if !bounded_write(write, &outbox, kicked.as_mut(), Some(stopping.as_mut()), reader.idle).await {
+                    if !bounded_write(write, &outbox, kicked.wait.as_mut(), Some(stopping.wait.as_mut()), reader.idle)
+                        .await
+                    {
                         break;
                     }
                 }
@@ -420,6 +434,41 @@ pub const SLOW_CONSUMER: &str = "slow consumer: not reading what is sent";
 
 /// A pinned wait for a cancellation token (a connection's kick, the shutdown).
 pub(crate) type Cancelled<'a, 'b> = std::pin::Pin<&'a mut tokio_util::sync::WaitForCancellationFuture<'b>>;
+
+/// A pinned cancellation wait that is cheap to poll again. tokio-util 0.7's wait takes two
+/// locks on every poll (the token's, then its waiters'), and [`run_inline`]'s loop polls
+/// its two on every wake-up of every call leg and customer. Once the wait has registered
+/// the task's waker it stays registered until the token is cancelled, so a later poll only
+/// asks `fired` (an atomic flag set before the token is cancelled: [`Outbox::is_kicked`],
+/// [`Hub::is_shutting_down`]) and reaches the wait again only when that says yes or the
+/// waker is another.
+pub(crate) struct Armed<'a, 'b, F> {
+    pub wait: Cancelled<'a, 'b>,
+    fired: F,
+    registered: Option<std::task::Waker>,
+}
+
+impl<'a, 'b, F: Fn() -> bool> Armed<'a, 'b, F> {
+    pub fn new(wait: Cancelled<'a, 'b>, fired: F) -> Self {
+        Armed { wait, fired, registered: None }
+    }
+}
+
+impl<F: Fn() -> bool + Unpin> Future for Armed<'_, '_, F> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        if !(this.fired)() && this.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return std::task::Poll::Pending;
+        }
+        let polled = this.wait.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.registered = Some(cx.waker().clone());
+        }
+        polled
+    }
+}
 
 /// Runs one write (frames fed and flushed) toward a peer, whether it succeeded. Most go
 /// out at once; one that cannot races the kick, `stopping` (the shutdown, where the
@@ -491,8 +540,9 @@ impl<S: Session> Reader<S> {
         }
     }
 
-    /// When the timer first fires: the handshake's deadline, else the idle timeout's.
-    fn first_deadline(&self) -> tokio::time::Instant {
+    /// When the timer fires next: the handshake's deadline while the first text frame is
+    /// awaited, else the idle timeout's.
+    fn next_deadline(&self) -> tokio::time::Instant {
         self.last_frame + self.handshake.unwrap_or(self.idle)
     }
 
