@@ -42,6 +42,13 @@ impl Hub {
                         MemberKind::Agent => "agent",
                     };
                     let mut inner = c.inner.lock();
+                    // The member's connection, and its name as that connection holds it: the
+                    // route shares the allocation, so a call's audio from its holder is
+                    // recognised by the pointer (`Call::holder_audio`), and the activity's
+                    // author, the route and the holder share one name.
+                    let conn = self.members.get(member.as_str()).map(|e| (e.key().clone(), e.value().clone()));
+                    let name: Arc<str> = conn.as_ref().map_or_else(|| Arc::from(member.as_str()), |(k, _)| k.clone());
+                    let conn = conn.map(|(_, c)| c);
                     // The notice of its arrival is for everyone else: the new holder gets
                     // its own `conversation.assigned`, the work item, below (one per
                     // assignment). Authored by it for delivery, so it is not sent to it.
@@ -54,18 +61,16 @@ impl Hub {
                         self.store.as_ref(),
                         NewActivity {
                             from: &Party::system(),
-                            author: Author::Member(Arc::from(member.as_str())),
+                            author: Author::Member(name.clone()),
                             body: Body::event_ref("conversation.assigned", value),
                             client_key: None,
                             ack: None,
                         },
                     );
-                    let conn = self.members.get(member.as_str()).map(|o| o.value().clone());
                     let outbox = conn.as_ref().map(|c| c.outbox.clone());
                     if let Some(call) = &c.call {
                         let fmt = conn.as_ref().map(|c| c.audio).unwrap_or_default();
-                        let route =
-                            super::call::Route::new(Arc::from(member.as_str()), outbox.clone(), fmt, call.caller);
+                        let route = super::call::Route::new(name.clone(), outbox.clone(), fmt, call.caller);
                         call.set_route(Some(route));
                     }
                     if matches!(kind, MemberKind::Agent)
@@ -79,13 +84,8 @@ impl Hub {
                     // Its work item carries everything committed; a cursor left from an
                     // earlier release would repeat part of it.
                     inner.departing.retain(|d| *d.member != *member);
-                    inner.holder = Some(Holder {
-                        member: Arc::from(member.as_str()),
-                        party,
-                        outbox: outbox.clone(),
-                        gone_since_ms: gone,
-                        work: None,
-                    });
+                    inner.holder =
+                        Some(Holder { member: name, party, outbox: outbox.clone(), gone_since_ms: gone, work: None });
                     if outbox.is_some() {
                         let head = self.assigned_head(engine, &c, &inner, false);
                         inner.give_work(head, self.server.transcript_page_bytes);
