@@ -99,6 +99,15 @@ struct Args {
     voice_warmup: f64,
     #[arg(long, default_value_t = 4.0)]
     voice_duration: f64,
+    /// voice: the call count at which the server CPU is held to its target (≤ 1.3× the
+    /// echo's).
+    #[arg(long, default_value_t = 500)]
+    voice_cpu_calls: usize,
+    /// voice: alternating gateway/echo pairs run at --voice-cpu-calls after each sweep, on
+    /// top of the sweep's own: the CPU ratio is their median, as one 4 s pair on a shared
+    /// machine moves by a tenth between runs. 0: the sweep's pair alone.
+    #[arg(long, default_value_t = 2)]
+    voice_cpu_repeats: usize,
     /// recovery: open conversations in the store when the gateway is killed.
     #[arg(long, default_value_t = 100_000)]
     recovery_conversations: usize,
@@ -172,6 +181,8 @@ fn main() -> ExitCode {
         voice_max_calls: args.voice_max_calls,
         voice_warmup: Duration::from_secs_f64(args.voice_warmup),
         voice_duration: Duration::from_secs_f64(args.voice_duration),
+        voice_cpu_calls: args.voice_cpu_calls,
+        voice_cpu_repeats: args.voice_cpu_repeats,
         recovery_conversations: args.recovery_conversations,
         recovery_messages: args.recovery_messages,
         recovery_sample: args.recovery_sample,

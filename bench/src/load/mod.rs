@@ -151,6 +151,11 @@ pub struct Options {
     pub voice_max_calls: usize,
     pub voice_warmup: Duration,
     pub voice_duration: Duration,
+    /// `voice`: the call count of the CPU target (500), and how many more alternating
+    /// gateway/echo pairs run there after each sweep: the target's ratio is the median of
+    /// the sweep's pair and these.
+    pub voice_cpu_calls: usize,
+    pub voice_cpu_repeats: usize,
     /// `recovery`: open conversations in the store at the crash, customer messages in each,
     /// and customers that resume afterwards to check their transcripts.
     pub recovery_conversations: usize,
@@ -226,6 +231,9 @@ pub struct Results {
     pub voice: Option<Vec<Pair<voice::VoicePoint>>>,
     /// The same with callers speaking Twilio's Media Streams.
     pub voice_twilio: Option<Vec<Pair<voice::VoicePoint>>>,
+    /// More pairs at the CPU target's call count, after each sweep (`--voice-cpu-repeats`).
+    pub voice_cpu: Option<Vec<Pair<voice::VoicePoint>>>,
+    pub voice_twilio_cpu: Option<Vec<Pair<voice::VoicePoint>>>,
     /// The gateway alone (no baseline).
     pub recovery: Option<recovery::Recovery>,
     /// Why `recovery` has no figures, when it failed.
@@ -282,6 +290,8 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         handoff_steady: None,
         voice: None,
         voice_twilio: None,
+        voice_cpu: None,
+        voice_twilio_cpu: None,
         recovery: None,
         recovery_error: None,
         cluster: None,
@@ -373,10 +383,11 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
     }
     if want(Scenario::Voice) {
         for &dialect in &o.voice_dialects {
-            let sweep = Some(voice::sweep(&run, dialect).await);
+            let sweep = voice::sweep(&run, dialect).await;
+            let repeats = Some(voice::cpu_repeats(&run, dialect, &sweep).await);
             match dialect {
-                voice::Dialect::Native => results.voice = sweep,
-                voice::Dialect::Twilio => results.voice_twilio = sweep,
+                voice::Dialect::Native => (results.voice, results.voice_cpu) = (Some(sweep), repeats),
+                voice::Dialect::Twilio => (results.voice_twilio, results.voice_twilio_cpu) = (Some(sweep), repeats),
             }
         }
     }

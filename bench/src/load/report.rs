@@ -186,8 +186,10 @@ fn rows(r: &Results) -> Vec<Row> {
     if let Some(p) = &r.handoff_steady {
         handoff_rows(&mut row, p, p.gateway.as_ref().and_then(|g| g.rate));
     }
-    for sweep in [&r.voice, &r.voice_twilio].into_iter().flatten() {
-        voice_rows(&mut row, sweep);
+    for (sweep, repeats) in [(&r.voice, &r.voice_cpu), (&r.voice_twilio, &r.voice_twilio_cpu)] {
+        if let Some(sweep) = sweep {
+            voice_rows(&mut row, sweep, repeats.as_deref().unwrap_or_default(), r.options.voice_cpu_calls);
+        }
     }
     if let Some(x) = &r.recovery {
         recovery_rows(&mut row, x);
@@ -506,7 +508,7 @@ fn voice_errors(sweep: &[Pair<VoicePoint>]) -> Vec<String> {
     out
 }
 
-fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
+fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>], repeats: &[Pair<VoicePoint>], cpu_calls: usize) {
     let title = sweep_title(sweep);
     let gateway: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.gateway.as_ref()).collect();
     let echo: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.echo.as_ref()).collect();
@@ -553,6 +555,20 @@ fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>]) {
             "gateway ≤ 25 ms",
             verdict(false),
         ),
+    }
+    // The CPU target: the median of alternating pairs at its count.
+    let (pairs, median) = super::voice::cpu_pairs(cpu_calls, sweep, repeats);
+    if !pairs.is_empty() {
+        let list = |f: fn(&(f64, f64)) -> f64| pairs.iter().map(|p| num(f(p), 2)).collect::<Vec<_>>().join(" / ");
+        row(
+            &format!("{title}, {} calls, {} alternating pairs", num(cpu_calls as f64, 0), pairs.len()),
+            "server CPU (cores); ratio: the median of the pairs'",
+            list(|p| p.0),
+            list(|p| p.1),
+            median.map_or_else(String::new, |m| format!("{m:.2}×")),
+            "gateway ≤ 1.3× echo",
+            verdict(median.is_some_and(|m| m <= super::voice::CPU_RATIO_TARGET)),
+        );
     }
     // The largest count measured on both servers.
     let Some((g, e)) = sweep.iter().rev().find_map(|p| p.both()) else { return };

@@ -75,9 +75,30 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
+/// The median of some figures (the mean of the middle two for an even count), ignoring
+/// any that is not finite; `None` when none is.
+pub fn median(figures: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = figures.into_iter().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median([1.5, 1.25, 1.375]), Some(1.375));
+        assert_eq!(median([1.5, 1.25]), Some(1.375));
+        assert_eq!(median([f64::NAN, 2.0, f64::INFINITY]), Some(2.0));
+        assert_eq!(median([]), None);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

@@ -225,6 +225,43 @@ pub async fn sweep(run: &Run, dialect: Dialect) -> Vec<Pair<VoicePoint>> {
     points
 }
 
+/// More alternating gateway/echo pairs at the CPU target's call count, after a sweep that
+/// measured it (none otherwise: the count was left out, or `--voice-cpu-repeats 0`).
+pub async fn cpu_repeats(run: &Run, dialect: Dialect, sweep: &[Pair<VoicePoint>]) -> Vec<Pair<VoicePoint>> {
+    let (n, repeats) = (run.opts.voice_cpu_calls, run.opts.voice_cpu_repeats);
+    if !sweep.iter().any(|p| p.gateway.as_ref().is_some_and(|g| g.calls == n)) {
+        return Vec::new();
+    }
+    let mut pairs = Vec::with_capacity(repeats);
+    for k in 0..repeats {
+        say(&format!("{} CPU at {n} calls: pair {} of {repeats} more", dialect.title(), k + 1));
+        let label = format!("{}, {n} calls, CPU pair {}", dialect.title(), k + 2);
+        pairs.push(both(&label, &SERVERS, |t| voice(run, t, dialect, n)).await);
+    }
+    pairs
+}
+
+/// The CPU target's figure: each pair's gateway and echo cores at `calls`, the sweep's
+/// first and the repeats after, and the median of their ratios.
+pub fn cpu_pairs(
+    calls: usize,
+    sweep: &[Pair<VoicePoint>],
+    repeats: &[Pair<VoicePoint>],
+) -> (Vec<(f64, f64)>, Option<f64>) {
+    let pairs: Vec<(f64, f64)> = sweep
+        .iter()
+        .chain(repeats)
+        .filter_map(|p| p.both())
+        .filter(|(g, _)| g.calls == calls)
+        .map(|(g, e)| (g.server_cores, e.server_cores))
+        .collect();
+    let median = super::stats::median(pairs.iter().map(|(g, e)| g / e));
+    (pairs, median)
+}
+
+/// The CPU target: the gateway's cores per call against the echo's.
+pub const CPU_RATIO_TARGET: f64 = 1.3;
+
 // ---------------------------------------------------------------------------------------
 // Payloads and their sequence marks.
 
