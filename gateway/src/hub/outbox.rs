@@ -209,7 +209,7 @@ impl Outbox {
         let n = frames.len() as u64;
         match self.tx.try_send(Box::new(Outgoing::Batch(frames))) {
             Ok(()) => {
-                crate::metrics::ACTIVITIES_OUT.fetch_add(n, Ordering::Relaxed);
+                crate::metrics::ACTIVITIES_OUT.add(n);
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {

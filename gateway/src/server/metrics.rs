@@ -97,7 +97,7 @@ pub fn registry(hub: &Hub) -> Registry {
         "Times the routing engine's lock was taken (every routing event takes it once or more)",
         m::get(&m::ENGINE_LOCKS),
     );
-    let seconds = |ns: &std::sync::atomic::AtomicU64| ConstCounter::new(m::get(ns) as f64 / 1e9);
+    let seconds = |ns: &m::Count| ConstCounter::new(m::get(ns) as f64 / 1e9);
     r.register(
         "engine_lock_held_seconds",
         "Time the routing engine's lock was held: its rate is the share of one core the routing core keeps busy",
