@@ -56,11 +56,11 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
         hub.member_connected(&name, &outbox, PROMPT_FORMAT);
         loop {
             tokio::select! {
-                _ = hub.shutdown.cancelled() => {
+                _ = hub.stopping() => {
                     hub.member_disconnected(&name, &outbox);
                     return;
                 }
-                _ = outbox.kicked().cancelled() => break,
+                _ = outbox.kicked() => break,
                 m = rx.recv() => match m {
                     Some(Outgoing::Text(f)) => {
                         if let Ok(v) = serde_json::from_str::<Value>(f.as_str()) {
@@ -94,7 +94,7 @@ async fn run(hub: Arc<Hub>, name: Arc<str>, script: Arc<Script>) {
                 break;
             }
             tokio::select! {
-                _ = hub.shutdown.cancelled() => return,
+                _ = hub.stopping() => return,
                 _ = enabled => {}
             }
         }

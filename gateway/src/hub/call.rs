@@ -200,7 +200,7 @@ impl Call {
     /// The holder's connection changed (reconnected or gone).
     pub fn set_holder_outbox(&self, member: &str, outbox: Option<Outbox>, format: Option<Format>) {
         let mut st = self.state.lock();
-        if let Some(r) = st.route.as_mut().filter(|r| &*r.member == member) {
+        if let Some(r) = st.route.as_mut().filter(|r| same_name(&r.member, member)) {
             match format {
                 Some(f) if f != r.format => *r = Route::new(r.member.clone(), outbox, f, self.caller),
                 _ => r.outbox = outbox,
@@ -249,7 +249,7 @@ impl Call {
     /// A mark from the holder: reported once the audio queued before it has been played.
     pub fn mark(&self, member: &str, name: String) -> Result<(), CallError> {
         let mut st = self.state.lock();
-        if st.route.as_ref().is_none_or(|r| &*r.member != member) {
+        if st.route.as_ref().is_none_or(|r| !same_name(&r.member, member)) {
             return Err(CallError::NotHolder);
         }
         // Audio still in the framer (under 20 ms) goes out first, padded with silence.

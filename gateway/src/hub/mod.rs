@@ -80,9 +80,10 @@ pub struct Hub {
     positions: positions::Due,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
-    /// Cancelled on SIGTERM/SIGINT, by [`Hub::shut_down`]: every connection says goodbye
-    /// and ends.
-    pub shutdown: CancellationToken,
+    /// Cancelled on SIGTERM/SIGINT, by [`Hub::shut_down`] alone (it sets `shutting_down`
+    /// first, which `server::ws::Armed` relies on): every connection says goodbye and ends.
+    /// Others wait for it through [`Hub::stopping`] or a child ([`Hub::shutdown_child`]).
+    shutdown: CancellationToken,
     /// Set by [`Hub::shut_down`] before it cancels `shutdown`, for asking often:
     /// `CancellationToken::is_cancelled` takes a lock.
     shutting_down: std::sync::atomic::AtomicBool,
@@ -203,6 +204,17 @@ impl Hub {
         self.shutting_down.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Completes when the shutdown starts.
+    pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    /// A token of the caller's own, cancelled when the shutdown starts (and by the caller,
+    /// for its own end, without touching anyone else's).
+    pub fn shutdown_child(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
     /// Runs `f` every `period` on the hub's tasks until shutdown. `f` is given the instant
     /// the tick was due (for lateness) and says whether it has more to do; `missed` says
     /// what a stalled timer does. With a `wake`, the task starts asleep and sleeps again
@@ -223,14 +235,14 @@ impl Hub {
             loop {
                 if !busy && let Some(wake) = &wake {
                     tokio::select! {
-                        _ = hub.shutdown.cancelled() => break,
+                        _ = hub.stopping() => break,
                         _ = wake.notified() => {}
                     }
                     // Time asleep is not time behind.
                     tick.reset_immediately();
                 }
                 tokio::select! {
-                    _ = hub.shutdown.cancelled() => break,
+                    _ = hub.stopping() => break,
                     due = tick.tick() => busy = f(&hub, due),
                 }
             }

@@ -249,9 +249,11 @@ impl Outbox {
         self.kick.cancel();
     }
 
-    /// Cancelled when the connection is kicked: for awaiting it.
-    pub fn kicked(&self) -> &CancellationToken {
-        &self.kick
+    /// Completes when the connection is kicked. Only [`Outbox::kick`] cancels the token,
+    /// after it has set the flag [`Outbox::is_kicked`] reads (`server::ws::Armed` relies
+    /// on that order).
+    pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.kick.cancelled()
     }
 
     /// Whether the connection was kicked: an atomic load, for asking often.

@@ -61,7 +61,7 @@ pub enum Socket {
     Tunnel(tokio::io::DuplexStream),
 }
 
-/// Accepts until `hub.shutdown`, serving `app` on each connection. Connections run on
+/// Accepts until the hub's shutdown, serving `app` on each connection. Connections run on
 /// `hub.tasks`, so shutdown waits for them; at shutdown each is told to finish its request
 /// in flight and close (an idle one closes at once).
 pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Result<()> {
@@ -73,7 +73,7 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
     // hyper arms this timer whenever it waits for a request head: on a new connection and
     // between requests on a kept-alive one.
     http.timer(TokioTimer::new()).header_read_timeout(head_timeout);
-    let stop = hub.shutdown.clone();
+    let stop = hub.shutdown_child();
     let mut refused = Tally::default();
     let mut exhausted = Tally::default();
     let mut failed = Tally::default();

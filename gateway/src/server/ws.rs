@@ -204,7 +204,7 @@ pub fn run<S: Session>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let stall = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
-    let shutdown = hub.shutdown.clone();
+    let shutdown = hub.shutdown_child();
     let writer: Writer = Box::new(move |sink, rx, outbox, done| {
         Box::pin(write_loop(sink, rx, outbox, shutdown, done, Timing { ping_every, stall }))
     });
@@ -226,7 +226,7 @@ pub fn run_with<S: Session>(
     // Cancelled when the reader ends, and with the hub's shutdown (it is its child): the
     // connection's loops poll this token of their own, not the one every connection shares
     // (its locks were taken on every wake-up of every connection, on both cores).
-    let done = hub.shutdown.child_token();
+    let done = hub.shutdown_child();
     let writer = tokio::spawn(writer(sink, rx, outbox.clone(), done.clone()));
     let span = span(&outbox, &session);
     let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
@@ -239,7 +239,7 @@ pub fn run_with<S: Session>(
             // Made once and kept pinned: a fresh `cancelled()` future per frame registered with,
             // and dropped from, the token's waiter list every time (several % of a chat-relay
             // profile).
-            let kicked = outbox.kicked().cancelled();
+            let kicked = outbox.kicked();
             // Only the shutdown cancels `done` while the reader runs.
             let stopping = done.cancelled();
             tokio::pin!(kicked, stopping);
@@ -314,7 +314,7 @@ pub fn run_inline<S: Speaker>(
     session: S,
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let stop = hub.shutdown.child_token();
+    let stop = hub.shutdown_child();
     let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let span = span(&outbox, &session);
     let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
@@ -324,7 +324,7 @@ pub fn run_inline<S: Speaker>(
             // comes first.
             let mut next_ping = tokio::time::Instant::now() + ping_every;
             let timer = tokio::time::sleep_until(reader.next_deadline().min(next_ping));
-            let kicked = outbox.kicked().cancelled();
+            let kicked = outbox.kicked();
             let stopping = stop.cancelled();
             tokio::pin!(timer, kicked, stopping);
             let mut kicked = Armed::new(kicked.as_mut(), || outbox.is_kicked());
@@ -697,12 +697,11 @@ async fn write_loop(
     timing: Timing,
 ) {
     let Timing { ping_every, stall } = timing;
-    let kick_token = outbox.kicked().clone();
     // Pings keep healthy idle clients (and NATs) alive; their pongs reset our idle timer.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     // Pinned once, as in `run`. `done` also fires at shutdown (it is the shutdown's child),
     // which `shutdown` then tells apart from the reader's end.
-    let kicked = kick_token.cancelled();
+    let kicked = outbox.kicked();
     let finished = done.cancelled();
     tokio::pin!(kicked, finished);
     let mut last_write: Option<tokio::time::Instant> = None;

@@ -116,11 +116,11 @@ async fn run(bc: Arc<Connector>, bot: Arc<BotInfo>) {
         hub.member_connected(&bot.name, &outbox, switchboard_codecs::Format::default());
         loop {
             tokio::select! {
-                _ = hub.shutdown.cancelled() => {
+                _ = hub.stopping() => {
                     hub.member_disconnected(&bot.name, &outbox);
                     return;
                 }
-                _ = outbox.kicked().cancelled() => break,
+                _ = outbox.kicked() => break,
                 m = rx.recv() => match m {
                     Some(Outgoing::Text(f)) => take(&bc, &bot, &mut lanes, &f),
                     Some(Outgoing::Batch(fs)) => fs.iter().for_each(|f| take(&bc, &bot, &mut lanes, f)),
@@ -237,7 +237,7 @@ fn push(bc: &Connector, bot: &BotInfo, conv: &str, tx: &mpsc::Sender<Value>, a: 
 async fn lane(bc: Arc<Connector>, bot: Arc<BotInfo>, conv: String, mut rx: mpsc::Receiver<Value>) {
     loop {
         let a = tokio::select! {
-            _ = bc.hub.shutdown.cancelled() => return,
+            _ = bc.hub.stopping() => return,
             a = rx.recv() => match a { Some(a) => a, None => return },
         };
         if let Err(why) = deliver(&bc, &bot, &a).await {
@@ -267,7 +267,7 @@ async fn deliver(bc: &Connector, bot: &BotInfo, a: &Value) -> Result<(), String>
         if attempt < ATTEMPTS {
             tracing::debug!(bot = %bot.name, attempt, "retrying after: {last}");
             tokio::select! {
-                _ = bc.hub.shutdown.cancelled() => return Err("shutting down".into()),
+                _ = bc.hub.stopping() => return Err("shutting down".into()),
                 _ = tokio::time::sleep(pause) => {}
             }
             pause *= 2;

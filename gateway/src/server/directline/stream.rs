@@ -94,9 +94,9 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, done: CancellationToken) {
-        let (kick, shutdown) = (self.outbox.kicked().clone(), self.hub.shutdown.clone());
+        let (outbox, shutdown) = (self.outbox.clone(), self.hub.shutdown_child());
         // Pinned once: the loop's waits and every write race the same two.
-        let (kicked, stopping) = (kick.cancelled(), shutdown.cancelled());
+        let (kicked, stopping) = (outbox.kicked(), shutdown.cancelled());
         tokio::pin!(kicked, stopping);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.keep_alive, self.keep_alive);
         let mut ok = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), Some(stopping.as_mut())).await;
