@@ -36,6 +36,7 @@ mod persist;
 mod positions;
 mod reconfigure;
 mod recovery;
+pub mod signal;
 mod sweep;
 mod tokens;
 mod voice;
@@ -80,13 +81,9 @@ pub struct Hub {
     positions: positions::Due,
     next_stream: std::sync::atomic::AtomicU32,
     store: Arc<dyn Store>,
-    /// Cancelled on SIGTERM/SIGINT, by [`Hub::shut_down`] alone (it sets `shutting_down`
-    /// first, which `server::ws::Armed` relies on): every connection says goodbye and ends.
-    /// Others wait for it through [`Hub::stopping`] or a child ([`Hub::shutdown_child`]).
-    shutdown: CancellationToken,
-    /// Set by [`Hub::shut_down`] before it cancels `shutdown`, for asking often:
-    /// `CancellationToken::is_cancelled` takes a lock.
-    shutting_down: std::sync::atomic::AtomicBool,
+    /// Fired on SIGTERM/SIGINT ([`Hub::shut_down`]): every connection says goodbye and
+    /// ends. Others wait for it through [`Hub::stopping`] or a child ([`Hub::shutdown_child`]).
+    shutdown: signal::Signal,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     /// Woken when an administrator connects a bot again (the built-in bots wait on it).
@@ -184,8 +181,7 @@ impl Hub {
             positions: positions::Due::default(),
             next_stream: std::sync::atomic::AtomicU32::new(1),
             store,
-            shutdown: CancellationToken::new(),
-            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            shutdown: signal::Signal::default(),
             tasks: TaskTracker::new(),
             bot_enabled: tokio::sync::Notify::new(),
             cluster: parking_lot::RwLock::new(None),
@@ -195,24 +191,23 @@ impl Hub {
 
     /// Starts the shutdown: every connection says goodbye and ends.
     pub fn shut_down(&self) {
-        self.shutting_down.store(true, std::sync::atomic::Ordering::Release);
-        self.shutdown.cancel();
+        self.shutdown.fire();
     }
 
     /// Whether the shutdown has started: an atomic load.
     pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(std::sync::atomic::Ordering::Acquire)
+        self.shutdown.is_fired()
     }
 
     /// Completes when the shutdown starts.
     pub fn stopping(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.shutdown.cancelled()
+        self.shutdown.fired()
     }
 
     /// A token of the caller's own, cancelled when the shutdown starts (and by the caller,
     /// for its own end, without touching anyone else's).
     pub fn shutdown_child(&self) -> CancellationToken {
-        self.shutdown.child_token()
+        self.shutdown.child()
     }
 
     /// Runs `f` every `period` on the hub's tasks until shutdown. `f` is given the instant

@@ -9,10 +9,10 @@
 //! reconnect (bots, agents).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::signal::Signal;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Frame;
 use crate::routing::ConvId;
@@ -116,7 +116,6 @@ impl Inbox {
 pub struct Outbox {
     id: u64,
     tx: mpsc::Sender<Box<Outgoing>>,
-    kick: CancellationToken,
     shared: Arc<Shared>,
 }
 
@@ -124,9 +123,8 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct Shared {
     kick_reason: parking_lot::Mutex<Option<Kick>>,
-    /// Set before `kick` is cancelled: tokio-util's `CancellationToken::is_cancelled` takes
-    /// a lock, and a connection's loop asks on every wake-up.
-    kicked: AtomicBool,
+    /// Fired by [`Outbox::kick`]; a connection's loop asks on every wake-up.
+    kick: Signal,
     /// Media frames this connection lost to a full queue.
     dropped: AtomicU64,
 }
@@ -136,7 +134,7 @@ impl Outbox {
     pub fn new(capacity: usize) -> (Outbox, Inbox) {
         let (tx, rx) = mpsc::channel(capacity);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        (Outbox { id, tx, kick: CancellationToken::new(), shared: Arc::default() }, Inbox(rx))
+        (Outbox { id, tx, shared: Arc::default() }, Inbox(rx))
     }
 
     /// Identifies the connection, so a stale connection's teardown cannot detach a newer one.
@@ -245,20 +243,17 @@ impl Outbox {
     /// Closes the connection at once, dropping what is queued.
     pub fn kick(&self, reason: Reason, detail: &str) {
         self.shared.kick_reason.lock().get_or_insert(Kick { reason, detail: detail.to_owned() });
-        self.shared.kicked.store(true, Ordering::Release);
-        self.kick.cancel();
+        self.shared.kick.fire();
     }
 
-    /// Completes when the connection is kicked. Only [`Outbox::kick`] cancels the token,
-    /// after it has set the flag [`Outbox::is_kicked`] reads (`server::ws::Armed` relies
-    /// on that order).
+    /// Completes when the connection is kicked.
     pub fn kicked(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.kick.cancelled()
+        self.shared.kick.fired()
     }
 
     /// Whether the connection was kicked: an atomic load, for asking often.
     pub fn is_kicked(&self) -> bool {
-        self.shared.kicked.load(Ordering::Acquire)
+        self.shared.kick.is_fired()
     }
 
     pub fn kick_reason(&self) -> Option<Kick> {

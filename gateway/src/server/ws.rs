@@ -442,8 +442,8 @@ pub(crate) type Cancelled<'a, 'b> = std::pin::Pin<&'a mut tokio_util::sync::Wait
 /// locks on every poll (the token's, then its waiters'), and [`run_inline`]'s loop polls
 /// its two on every wake-up of every call leg and customer. Once the wait has registered
 /// the task's waker it stays registered until the token is cancelled, so a later poll only
-/// asks `fired` (an atomic flag set before the token is cancelled: [`Outbox::is_kicked`],
-/// [`Hub::is_shutting_down`]) and reaches the wait again only when that says yes or the
+/// asks `fired` (the flag of a `hub::signal::Signal`, set before its token is cancelled:
+/// [`Outbox::is_kicked`], [`Hub::is_shutting_down`]) and reaches the wait again only when that says yes or the
 /// waker is another.
 pub(crate) struct Armed<'a, 'b, F> {
     pub wait: Cancelled<'a, 'b>,
