@@ -291,3 +291,49 @@ async fn a_second_gateway_on_the_same_data_directory_is_refused() {
         .unwrap();
     assert!(ws.next().await.unwrap().unwrap().to_text().unwrap().contains("session.started"));
 }
+
+/// With `RUST_LOG` unset the gateway logs at `info`, and a connection's log lines carry
+/// its span (the log filter is a `Targets` one then, not an `EnvFilter`: both must enter
+/// the span on every poll of the connection's task).
+#[tokio::test]
+async fn serve_logs_at_info_by_default_with_each_connections_span() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG");
+    let mut gw = common::Proc::spawn_with(cmd, true);
+    let line = gw.expect("listening on http://");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["level"], "INFO", "{line}");
+    let addr = line[line.find("listening on http://").unwrap() + "listening on http://".len()..]
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .to_owned();
+
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let body = "grant_type=client_credentials&client_id=alice&client_secret=alice-demo-secret";
+    write!(
+        s,
+        "POST /v1/token HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let token: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let token = token["access_token"].as_str().expect("a token");
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/v1/agent").into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    gw.expect("member connected");
+    ws.close(None).await.unwrap();
+    // Logged by the connection's reader as it ends, inside the connection's span.
+    let line = gw.expect("member disconnected");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(v["span"]["name"], "connection", "{line}");
+    assert_eq!(v["span"]["peer.role"], "agent", "{line}");
+    assert_eq!(v["span"]["peer.id"], "alice", "{line}");
+    assert!(gw.seen.iter().all(|l| !l.contains("\"DEBUG\"")), "nothing below info: {:?}", gw.seen);
+}

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
+use base64_simd::STANDARD as B64;
 use serde_json::Value;
 use switchboard_codecs::{Encoding, Format};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -263,7 +262,7 @@ fn twilio_text(hub: &Hub, outbox: &Outbox, leg: &mut Leg, workstream: &str, text
         }
         return AUDIO.with_borrow_mut(|audio| {
             audio.clear();
-            B64.decode_vec(m.media.payload.as_bytes(), audio)
+            B64.decode_append(m.media.payload.as_bytes(), audio)
                 .map_err(|_| HubError::invalid("media payload is not base64"))?;
             hub.caller_audio(c, outbox, audio);
             Ok(true)
@@ -407,15 +406,16 @@ fn twilio_mark(sid: Option<&str>, mark: &str) -> Message {
     Message::text(format!(r#"{{"event":"mark","streamSid":{},"mark":{mark}}}"#, sid.unwrap_or("null")))
 }
 
-/// A Twilio `media` message carrying `audio` (µ-law) to the caller, written directly: one
-/// goes out every 20 ms per call.
+/// A Twilio `media` message carrying `audio` (µ-law) to the caller, written directly (the
+/// payload encoded in place, not through an intermediate buffer): one goes out every 20 ms
+/// per call.
 fn twilio_media(sid: Option<&str>, audio: &[u8]) -> Message {
     let sid = sid.unwrap_or("null");
     let mut s = String::with_capacity(64 + sid.len() + audio.len().div_ceil(3) * 4);
     s.push_str("{\"event\":\"media\",\"streamSid\":");
     s.push_str(sid);
     s.push_str(",\"media\":{\"payload\":\"");
-    B64.encode_string(audio, &mut s);
+    B64.encode_append(audio, &mut s);
     s.push_str("\"}}");
     Message::text(s)
 }
