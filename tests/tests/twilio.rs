@@ -207,3 +207,40 @@ async fn a_refused_twilio_stream_is_closed_at_once() -> Result<()> {
     assert_eq!(lost.closed().await?.map(u16::from), Some(1008));
     Ok(())
 }
+
+/// A `media` message whose payload is not base64 is refused (Twilio's protocol has no
+/// error event: it is logged) and the call goes on: the caller's next frame reaches the bot
+/// as it was sent, and nothing of the refused ones does.
+#[tokio::test]
+async fn a_media_payload_that_is_not_base64_is_refused_and_the_call_goes_on() -> Result<()> {
+    use base64::Engine as _;
+    let s = start_server(Some(&config())).await;
+    let token = s.token("voice-app", "voice-secret").await?;
+    // µ-law toward the bot as the caller sends it: what the bot hears is the caller's bytes.
+    let mut bot = Client::connect(&format!("{}?audio=pcmu/8000", s.ws_url("/v1/bot")), Some(&token)).await?;
+    let mut caller = Client::connect(&s.ws_url("/v1/voice/twilio/VoiceWorkStream"), None).await?;
+    caller.send(json!({"event":"connected","protocol":"Call","version":"1.0.0"})).await?;
+    caller
+        .send(json!({"event":"start","sequenceNumber":"1","streamSid":"MZ1","start":{
+            "streamSid":"MZ1","accountSid":"AC1","callSid":"CA1","tracks":["inbound"],
+            "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},"customParameters":{}}}))
+        .await?;
+    let item = bot.until("the work item", |v| v["name"] == "conversation.assigned" && v["seq"].is_null()).await?;
+    let stream = item["value"]["media"]["stream"].as_u64().context("a media stream")? as u32;
+    let media =
+        |payload: &str| json!({"event":"media","streamSid":"MZ1","media":{"track":"inbound","payload":payload}});
+    for bad in ["@@@@", "AAA", "AAAA=AAA", "AAAA AAAA", "ü"] {
+        caller.send(media(bad)).await?;
+    }
+    let good = [0x55u8; 160];
+    caller.send(media(&base64::engine::general_purpose::STANDARD.encode(good))).await?;
+    let heard = loop {
+        match bot.frame().await? {
+            Frame::Binary(b) => break b,
+            Frame::Text(_) => continue,
+        }
+    };
+    assert_eq!(heard[..4], stream.to_be_bytes(), "the call's stream");
+    assert_eq!(heard[4..], good, "the good frame, and nothing of the refused ones");
+    Ok(())
+}
