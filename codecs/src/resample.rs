@@ -604,6 +604,21 @@ mod avx2 {
     }
 }
 
+/// Designs every pair's filter now, the telephone's 8 ↔ 16 kHz first (the default bot's),
+/// so that no call waits for one. A design is made on first use otherwise: 3–33 ms of the
+/// runtime worker that starts the first call of its pair (8 → 48 kHz the longest), and of
+/// any other worker whose call needs the same pair meanwhile (it waits for the first).
+/// All twelve take about 120 ms of one core; the gateway runs this on a thread of its own
+/// as it starts.
+pub fn design_all() {
+    let mut pairs: Vec<(u32, u32)> =
+        RATES.iter().flat_map(|&from| RATES.iter().map(move |&to| (from, to))).filter(|(f, t)| f != t).collect();
+    pairs.sort_by_key(|&(from, to)| from.max(to));
+    for (from, to) in pairs {
+        let _ = Resampler::new(from, to);
+    }
+}
+
 fn gcd(mut a: u32, mut b: u32) -> u32 {
     while b != 0 {
         (a, b) = (b, a % b);
@@ -750,6 +765,17 @@ mod tests {
     fn response_db(r: &Resampler, f: f64) -> f64 {
         let design = Design { k: r.k, taps: Arc::clone(&r.taps), frac_bits: r.frac_bits, delay: r.delay };
         design.response_db(r.l, f / (f64::from(r.from) * r.l as f64))
+    }
+
+    #[test]
+    fn design_all_designs_every_pair() {
+        super::design_all();
+        for (i, from) in RATES.iter().enumerate() {
+            for (j, to) in RATES.iter().enumerate() {
+                let designed = DESIGNS[i * RATES.len() + j].get().is_some();
+                assert_eq!(designed, from != to, "{from} → {to}");
+            }
+        }
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn start_on(
     store: Arc<dyn Store>,
     recovered: Recovered,
 ) -> std::io::Result<Running> {
+    design_filters();
     let signer = recovered.signing_key.map_or_else(Signer::random, Signer::new);
     let public_url = cfg.server.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let hub = Hub::new(cfg, store, signer);
@@ -120,6 +121,21 @@ pub async fn start_on(
     let app = router(hub.clone(), &connector);
     let server = tokio::spawn(listen::serve(source, app, hub.clone()));
     Ok(Running { addr, hub, server })
+}
+
+/// Designs the resampler's filters on a thread of their own as the process's first gateway
+/// starts ([`switchboard_codecs::resample::design_all`]; about 120 ms of one core), so that
+/// the first call of a rate pair does not design its filter on a runtime worker, stalling
+/// that worker's other connections (3–33 ms), and any other worker whose call needs the same
+/// pair meanwhile.
+fn design_filters() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let designs = std::thread::Builder::new().name("codec-designs".into());
+        if let Err(e) = designs.spawn(switchboard_codecs::resample::design_all) {
+            tracing::warn!("resampler: its filters will be designed by the first calls: {e}");
+        }
+    });
 }
 
 impl Running {
