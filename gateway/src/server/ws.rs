@@ -204,9 +204,9 @@ pub fn run<S: Session>(
 ) -> impl Future<Output = ()> + Send + 'static {
     let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let stall = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
-    let shutdown = hub.shutdown_child();
+    let shut_down = hub.clone();
     let writer: Writer = Box::new(move |sink, rx, outbox, done| {
-        Box::pin(write_loop(sink, rx, outbox, shutdown, done, Timing { ping_every, stall }))
+        Box::pin(write_loop(sink, rx, outbox, shut_down, done, Timing { ping_every, stall }))
     });
     run_with(hub, ws, outbox, rx, session, handshake, writer)
 }
@@ -314,7 +314,6 @@ pub fn run_inline<S: Speaker>(
     session: S,
     handshake: Option<Duration>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let stop = hub.shutdown_child();
     let ping_every = Duration::from_secs((hub.server.idle_timeout_secs / 3).max(1));
     let span = span(&outbox, &session);
     let mut reader = Reader::new(&hub, session, outbox.clone(), handshake);
@@ -324,8 +323,10 @@ pub fn run_inline<S: Speaker>(
             // comes first.
             let mut next_ping = tokio::time::Instant::now() + ping_every;
             let timer = tokio::time::sleep_until(reader.next_deadline().min(next_ping));
+            // The hub's own shutdown wait, not a child token per connection: armed, it is
+            // polled once, to register the task.
             let kicked = outbox.kicked();
-            let stopping = stop.cancelled();
+            let stopping = hub.stopping();
             tokio::pin!(timer, kicked, stopping);
             let mut kicked = Armed::new(kicked.as_mut(), || outbox.is_kicked());
             let mut stopping = Armed::new(stopping.as_mut(), || hub.is_shutting_down());
@@ -692,7 +693,7 @@ async fn write_loop(
     mut sink: Sink,
     mut rx: crate::hub::outbox::Inbox,
     outbox: Outbox,
-    shutdown: CancellationToken,
+    hub: Arc<Hub>,
     done: CancellationToken,
     timing: Timing,
 ) {
@@ -700,7 +701,7 @@ async fn write_loop(
     // Pings keep healthy idle clients (and NATs) alive; their pongs reset our idle timer.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     // Pinned once, as in `run`. `done` also fires at shutdown (it is the shutdown's child),
-    // which `shutdown` then tells apart from the reader's end.
+    // which the hub's flag then tells apart from the reader's end.
     let kicked = outbox.kicked();
     let finished = done.cancelled();
     tokio::pin!(kicked, finished);
@@ -710,7 +711,7 @@ async fn write_loop(
             biased;
             _ = &mut kicked => break,
             _ = &mut finished => {
-                if !shutdown.is_cancelled() {
+                if !hub.is_shutting_down() {
                     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
                     return;
                 }

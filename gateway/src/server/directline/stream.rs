@@ -94,9 +94,9 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, mut sink: Sink, mut rx: crate::hub::outbox::Inbox, done: CancellationToken) {
-        let (outbox, shutdown) = (self.outbox.clone(), self.hub.shutdown_child());
+        let (outbox, hub) = (self.outbox.clone(), self.hub.clone());
         // Pinned once: the loop's waits and every write race the same two.
-        let (kicked, stopping) = (outbox.kicked(), shutdown.cancelled());
+        let (kicked, stopping) = (outbox.kicked(), hub.stopping());
         tokio::pin!(kicked, stopping);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + self.keep_alive, self.keep_alive);
         let mut ok = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), Some(stopping.as_mut())).await;
@@ -147,7 +147,7 @@ impl Writer {
         }
         let (reason, detail) = match self.outbox.kick_reason() {
             Some(k) => (k.reason, k.detail),
-            None if shutdown.is_cancelled() => {
+            None if hub.is_shutting_down() => {
                 // What is committed goes out before the goodbye, if the client takes it.
                 let flush = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), None);
                 let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
