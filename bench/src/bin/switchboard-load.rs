@@ -34,7 +34,7 @@ struct Args {
     nats: PathBuf,
     /// The NATS peer's clients ask for an acknowledgement (`+OK`) of every message they
     /// publish (`verbose`), as the gateway acknowledges every activity; off by default, as
-    /// NATS clients run in production.
+    /// NATS clients run in production (chat-relay then runs the peer once more with it on).
     #[arg(long)]
     nats_verbose: bool,
     /// Gateway configuration (default: the bench configuration built into this binary).

@@ -203,9 +203,14 @@ async fn tear_down(setup: Setup) -> Vec<String> {
 /// `chat-relay`: `n` customers, each waiting for the echo of its message before sending
 /// the next; round trips per second and their latency.
 pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
+    chat_relay_as(run, target, "chat-relay").await
+}
+
+/// [`chat_relay`], its servers' logs and directories named after `label`.
+pub async fn chat_relay_as(run: &Run, target: Target, label: &str) -> Result<ClosedLoop> {
     let o: &Options = &run.opts;
     let n = o.conversations;
-    let Setup { server, bot, talkers } = set_up(run, target, "chat-relay", n).await?;
+    let Setup { server, bot, talkers } = set_up(run, target, label, n).await?;
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let done = Arc::new(AtomicU64::new(0));
     let mut set = JoinSet::new();
@@ -213,7 +218,7 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
         set.spawn(closed_loop(t, phase.clone(), done.clone()));
     }
     let total = o.warmup + o.duration;
-    let progress = Progress::start(format!("chat-relay {target}: {n} conv"), Some(total), done.clone(), "round trips");
+    let progress = Progress::start(format!("{label} {target}: {n} conv"), Some(total), done.clone(), "round trips");
     tokio::time::sleep(o.warmup).await;
     let (s0, c0) = (server.cpu_secs()?, own_cpu_secs()?);
     let t0 = Instant::now();
@@ -252,7 +257,7 @@ pub async fn chat_relay(run: &Run, target: Target) -> Result<ClosedLoop> {
         errors,
     };
     say(&format!(
-        "  chat-relay {target}: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms (server {:.2} cores, client {:.2})",
+        "  {label} {target}: {:.0} round trips/s, p50 {:.2} ms, p99 {:.2} ms (server {:.2} cores, client {:.2})",
         r.round_trips_per_sec, r.latency.p50_ms, r.latency.p99_ms, r.server_cores, r.client_cores
     ));
     Ok(r)

@@ -222,6 +222,11 @@ pub struct Results {
     pub chat_relay: Option<Pair<chat::ClosedLoop>>,
     /// `chat-relay` with `store = "memory"`; its `echo` is the same run as `chat_relay`'s.
     pub chat_relay_memory: Option<Pair<chat::ClosedLoop>>,
+    /// `chat-relay` against the NATS peer once more, its clients asking nats-server to
+    /// acknowledge every message (`verbose`, its `+OK`), as the gateway acknowledges every
+    /// activity: the same frames per hop as the gateway's. In its `nats`; not run when
+    /// `--nats-verbose` makes every NATS run so, or without the in-memory run.
+    pub chat_relay_nats_acked: Option<Pair<chat::ClosedLoop>>,
     pub open_loop: Option<OpenLoop>,
     pub idle: Option<Pair<idle::Idle>>,
     pub handoff: Option<Pair<handoff::Handoff>>,
@@ -269,6 +274,16 @@ where
     pair
 }
 
+/// `chat-relay` against the NATS peer with acknowledgements on, under a label of its own
+/// (`chat-relay-acked-nats.log`).
+async fn nats_acked(run: &Run) -> Pair<chat::ClosedLoop> {
+    nats::set_verbose(true);
+    let pair =
+        both("chat-relay, acknowledged", &[Target::Nats], |t| chat::chat_relay_as(run, t, "chat-relay-acked")).await;
+    nats::set_verbose(false);
+    pair
+}
+
 /// Runs the chosen scenarios and writes `results.json`, `throughput.md` and
 /// `latency.svg` to the output directory.
 pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results> {
@@ -284,6 +299,7 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         unix_time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         chat_relay: None,
         chat_relay_memory: None,
+        chat_relay_nats_acked: None,
         open_loop: None,
         idle: None,
         handoff: None,
@@ -315,6 +331,9 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
                 Err(e) => Pair { gateway: None, echo, nats, errors: vec![format!("{e:#}")] },
             };
             results.chat_relay_memory = Some(memory);
+            if !nats::verbose() {
+                results.chat_relay_nats_acked = Some(nats_acked(&run).await);
+            }
         }
         results.chat_relay = Some(durable);
     }

@@ -163,11 +163,16 @@ pub fn set_verbose(on: bool) {
     VERBOSE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether [`set_verbose`] is on.
+pub fn verbose() -> bool {
+    VERBOSE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `CONNECT` with strict checks off and, as clients run in production, the server's
 /// acknowledgements (`+OK`) off too, unless [`set_verbose`].
 pub fn connect(name: &str) -> String {
     let name = serde_json::Value::from(name);
-    let verbose = VERBOSE.load(std::sync::atomic::Ordering::Relaxed);
+    let verbose = verbose();
     format!(
         "CONNECT {{\"verbose\":{verbose},\"pedantic\":false,\"tls_required\":false,\"name\":{name},\
          \"lang\":\"rust\",\"version\":\"{}\",\"protocol\":1}}\r\n",

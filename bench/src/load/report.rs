@@ -87,6 +87,9 @@ fn rows(r: &Results) -> Vec<Row> {
     if let Some(p) = &r.chat_relay {
         nats_chat_rows(&mut row, p, r.chat_relay_memory.as_ref());
     }
+    if let (Some(acked), Some(echo)) = (&r.chat_relay_nats_acked, r.chat_relay.as_ref().and_then(|p| p.echo.as_ref())) {
+        nats_acked_rows(&mut row, acked, echo, r.chat_relay_memory.as_ref().and_then(|p| p.gateway.as_ref()));
+    }
     if let Some(ol) = &r.open_loop {
         let half = ol.loads.iter().position(|&f| (f - 0.5).abs() < 1e-9);
         match (ol.points.both(), half) {
@@ -459,6 +462,35 @@ fn nats_chat_rows(row: &mut RowFn<'_>, durable: &Pair<ClosedLoop>, memory: Optio
         let per_trip = |c: &ClosedLoop| c.server_cores / c.round_trips_per_sec * 1e6;
         figure(row, &s, "server CPU per round trip (µs), baseline: NATS", per_trip(g), per_trip(n), 1);
     }
+}
+
+const NATS_ACKED: &str = "NATS peer acknowledging every message (verbose)";
+
+/// The NATS peer asked to acknowledge every message, as the gateway does: against the echo
+/// (its figures in the gateway's column), then the in-memory gateway against it.
+fn nats_acked_rows(row: &mut RowFn<'_>, acked: &Pair<ClosedLoop>, echo: &ClosedLoop, memory: Option<&ClosedLoop>) {
+    let Some(n) = &acked.nats else {
+        row(
+            &format!("chat-relay, {NATS_ACKED}"),
+            "round trips / s",
+            missing(acked),
+            String::new(),
+            String::new(),
+            "",
+            String::new(),
+        );
+        return;
+    };
+    let peer = Pair { gateway: Some(n.clone()), echo: Some(echo.clone()), nats: None, errors: Vec::new() };
+    chat_rows(row, &peer, NATS_ACKED, "");
+    let Some(g) = memory else { return };
+    let s = format!(
+        "chat-relay, {} conversations, in-memory store against the {NATS_ACKED}",
+        num(g.conversations as f64, 0)
+    );
+    rate_row(row, &s, "round trips / s, baseline: NATS acknowledging", (g, n), "", 1.0);
+    let per_trip = |c: &ClosedLoop| c.server_cores / c.round_trips_per_sec * 1e6;
+    figure(row, &s, "server CPU per round trip (µs), baseline: NATS acknowledging", per_trip(g), per_trip(n), 1);
 }
 
 fn calls_or_none(n: Option<usize>) -> String {
@@ -934,6 +966,9 @@ pub fn markdown(r: &Results) -> String {
     .flatten()
     .flat_map(|(a, b)| a.into_iter().chain(b.unwrap_or_default()))
     .chain(r.chat_relay.iter().flat_map(|p| p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats: {e}")))))
+    .chain(r.chat_relay_nats_acked.iter().flat_map(|p| {
+        p.errors.iter().cloned().chain(p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats acked: {e}"))))
+    }))
     .chain(r.voice.iter().chain(&r.voice_twilio).flat_map(|sweep| voice_errors(sweep)))
     .collect();
     let errors: Vec<String> = errors
