@@ -72,6 +72,16 @@ impl Count {
         self.stripes[stripe()].0.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// One more.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `d` to a counter of nanoseconds.
+    pub fn add_nanos(&self, d: std::time::Duration) {
+        self.add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
     pub fn get(&self) -> u64 {
         self.stripes.iter().fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
     }
@@ -90,20 +100,6 @@ fn stripe() -> usize {
         static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
     }
     STRIPE.with(|s| *s)
-}
-
-/// Adds `d` to a counter of nanoseconds.
-pub fn add_nanos(counter: &Count, d: std::time::Duration) {
-    counter.add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-}
-
-/// One more of `counter`.
-pub fn inc(counter: &Count) {
-    counter.add(1);
-}
-
-pub fn get(counter: &Count) -> u64 {
-    counter.get()
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

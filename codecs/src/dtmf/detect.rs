@@ -102,10 +102,9 @@ impl Goertzel {
     }
 
     /// The block's DFT at each frequency, times a phase factor that is the same every block.
-    fn take(&mut self) -> [(f32, f32); 8] {
+    /// The filters run on a copy of the detector's, which stay at rest, so nothing is reset.
+    fn dft(self) -> [(f32, f32); 8] {
         let (s1, s2) = (self.s1.to_array(), self.s2.to_array());
-        self.s1 = f32x8::ZERO;
-        self.s2 = f32x8::ZERO;
         std::array::from_fn(|i| (s1[i] - self.cos[i] * s2[i], self.sin[i] * s2[i]))
     }
 }
@@ -273,7 +272,7 @@ impl Detector {
                 *e += x * x;
             }
         }
-        std::array::from_fn(|b| Analysis { dft: filters[b].take(), mean_power: energy[b] / n as f32 })
+        std::array::from_fn(|b| Analysis { dft: filters[b].dft(), mean_power: energy[b] / n as f32 })
     }
 
     /// The decisions at the end of the block just completed, from its analysis.
@@ -436,7 +435,8 @@ mod tests {
     #[test]
     fn the_lanes_compute_what_scalar_filters_compute() {
         for rate in [8000, 16000] {
-            let mut bank = Goertzel::new(FREQS, rate);
+            let rest = Goertzel::new(FREQS, rate);
+            let mut bank = rest;
             let consts = FREQS.map(|f| {
                 let w = 2.0 * PI * f / f64::from(rate);
                 ((2.0 * w.cos()) as f32, w.cos() as f32, w.sin() as f32)
@@ -459,7 +459,8 @@ mod tests {
                         *s1 = s;
                     }
                 }
-                let lanes = bank.take();
+                let lanes = bank.dft();
+                bank = rest;
                 for i in 0..8 {
                     let (s1, s2) = scalar[i];
                     let want = (s1 - consts[i].1 * s2, consts[i].2 * s2);

@@ -78,7 +78,7 @@ impl Hub {
             self.store.as_ref(),
             NewActivity { from, author, body, client_key: key.clone(), ack: Some(ack) },
         );
-        crate::metrics::inc(&crate::metrics::ACTIVITIES_IN);
+        crate::metrics::ACTIVITIES_IN.inc();
         if let Some(k) = key {
             inner.seen.insert(k, appended.seq);
         }

@@ -150,7 +150,7 @@ impl Call {
     /// Caller audio in any length: re-framed to 20 ms, checked for in-band DTMF, and sent
     /// to the holder in its format. Returns the digits detected.
     pub fn caller_audio(&self, data: &[u8]) -> Vec<char> {
-        crate::metrics::inc(&crate::metrics::MEDIA_IN);
+        crate::metrics::MEDIA_IN.inc();
         let mut digits = Vec::new();
         let mut st = self.state.lock();
         let State { inbound, detector, linear, route, .. } = &mut *st;
@@ -215,7 +215,7 @@ impl Call {
 
     /// Audio from the holder, in its format: converted and queued for playout.
     pub fn holder_audio(&self, member: &str, data: &[u8]) -> Result<(), CallError> {
-        crate::metrics::inc(&crate::metrics::MEDIA_IN);
+        crate::metrics::MEDIA_IN.inc();
         let mut st = self.state.lock();
         let st = &mut *st;
         let Some(route) = st.route.as_ref().filter(|r| same_name(&r.member, member)) else {

@@ -96,7 +96,7 @@ impl Hub {
             && let Some(max) = self.server.max_calls
             && self.calls.len() >= max
         {
-            crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
+            crate::metrics::VOICE_REFUSED.inc();
             return Err(HubError::Retry(
                 format!("the gateway is carrying its max_calls ({max}) calls; try again shortly").into(),
             ));

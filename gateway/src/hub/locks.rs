@@ -83,7 +83,7 @@ impl<T> EngineLock<T> {
                  take the engine's first"
             );
         }
-        crate::metrics::inc(&crate::metrics::ENGINE_LOCKS);
+        crate::metrics::ENGINE_LOCKS.inc();
         // Uncontended (nearly always), the lock is taken at once and only its hold is timed.
         if let Some(guard) = self.0.try_lock() {
             return EngineGuard { guard, since: Instant::now() };
@@ -91,7 +91,7 @@ impl<T> EngineLock<T> {
         let asked = Instant::now();
         let guard = self.0.lock();
         let since = Instant::now();
-        crate::metrics::add_nanos(&crate::metrics::ENGINE_WAIT_NS, since - asked);
+        crate::metrics::ENGINE_WAIT_NS.add_nanos(since - asked);
         EngineGuard { guard, since }
     }
 }
@@ -105,7 +105,7 @@ pub struct EngineGuard<'a, T> {
 
 impl<T> Drop for EngineGuard<'_, T> {
     fn drop(&mut self) {
-        crate::metrics::add_nanos(&crate::metrics::ENGINE_HELD_NS, self.since.elapsed());
+        crate::metrics::ENGINE_HELD_NS.add_nanos(self.since.elapsed());
     }
 }
 

@@ -147,7 +147,7 @@ impl Outbox {
     pub fn send(&self, frame: Frame) -> bool {
         match self.tx.try_send(Box::new(Outgoing::Text(frame))) {
             Ok(()) => {
-                crate::metrics::inc(&crate::metrics::ACTIVITIES_OUT);
+                crate::metrics::ACTIVITIES_OUT.inc();
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -167,7 +167,7 @@ impl Outbox {
     pub fn send_binary(&self, data: bytes::Bytes) -> bool {
         match self.tx.try_send(Box::new(Outgoing::Binary(data))) {
             Ok(()) => {
-                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                crate::metrics::MEDIA_OUT.inc();
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {

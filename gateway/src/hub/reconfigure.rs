@@ -82,7 +82,7 @@ impl Hub {
             }
             tracing::info!(member = %m, "config: removed");
         }
-        crate::metrics::inc(&crate::metrics::CONFIG_RELOADS);
+        crate::metrics::CONFIG_RELOADS.inc();
         tracing::info!(moved = r.moved.len(), removed = removed.len(), "config: new configuration applied");
         Ok(r.moved)
     }

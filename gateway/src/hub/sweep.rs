@@ -110,11 +110,7 @@ impl Hub {
                 }
                 Action::Failover(_, why, timeout) => {
                     tracing::warn!(conversation.id = %conv.id, "{why}");
-                    crate::metrics::inc(if timeout {
-                        &crate::metrics::BOT_TIMEOUTS
-                    } else {
-                        &crate::metrics::BOT_FAILURES
-                    });
+                    if timeout { &crate::metrics::BOT_TIMEOUTS } else { &crate::metrics::BOT_FAILURES }.inc();
                     self.notice(&conv, &why);
                     match engine.failover(&conv.id, now) {
                         Ok(fx) => self.apply(engine, fx),

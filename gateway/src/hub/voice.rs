@@ -35,7 +35,7 @@ impl Hub {
         }
         // `[server] max_calls` is checked where the call is added, under the engine lock.
         if self.pacer.overloaded() {
-            crate::metrics::inc(&crate::metrics::VOICE_REFUSED);
+            crate::metrics::VOICE_REFUSED.inc();
             return Err(HubError::Retry(
                 "the gateway is carrying all the calls it can without gaps in their audio; try again shortly".into(),
             ));
@@ -47,7 +47,7 @@ impl Hub {
         };
         let id = super::new_conversation_id();
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::inc(&crate::metrics::VOICE_CALLS);
+        crate::metrics::VOICE_CALLS.inc();
         let call = Arc::new(Call::new(stream, id.clone(), caller, leg.inband_dtmf(), hold));
         let conv = self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))?;
         self.pacer.add(conv.clone(), outbox.clone(), leg.marks());

@@ -61,43 +61,33 @@ pub fn registry(hub: &Hub) -> Registry {
     let tunnelled = Gauge::<i64>::default();
     tunnelled.set(cluster["tunnelledConnections"].as_i64().unwrap_or(0));
     r.register("cluster_tunnelled_connections", "Connections other nodes carry to this one, the leader", tunnelled);
-    counter(&mut r, "voice_calls", "Voice calls started", m::get(&m::VOICE_CALLS));
+    counter(&mut r, "voice_calls", "Voice calls started", m::VOICE_CALLS.get());
     counter(
         &mut r,
         "voice_calls_refused",
         "Voice calls refused because the pacer was falling behind (the gateway was carrying all it could)",
-        m::get(&m::VOICE_REFUSED),
+        m::VOICE_REFUSED.get(),
     );
-    counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::get(&m::ACTIVITIES_IN));
-    counter(&mut r, "activities_out", "Text frames queued toward connections", m::get(&m::ACTIVITIES_OUT));
-    counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::get(&m::MEDIA_IN));
-    counter(&mut r, "media_frames_out", "Audio frames queued toward holders", m::get(&m::MEDIA_OUT));
+    counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::ACTIVITIES_IN.get());
+    counter(&mut r, "activities_out", "Text frames queued toward connections", m::ACTIVITIES_OUT.get());
+    counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::MEDIA_IN.get());
+    counter(&mut r, "media_frames_out", "Audio frames queued toward holders", m::MEDIA_OUT.get());
     counter(
         &mut r,
         "media_frames_dropped",
         "Audio frames dropped at a full outbound queue",
         crate::hub::outbox::MEDIA_DROPPED.load(std::sync::atomic::Ordering::Relaxed),
     );
-    counter(
-        &mut r,
-        "bot_failures",
-        "Bots whose connection stayed away past the grace period",
-        m::get(&m::BOT_FAILURES),
-    );
-    counter(
-        &mut r,
-        "bot_timeouts",
-        "Bots that left a customer's message unanswered too long",
-        m::get(&m::BOT_TIMEOUTS),
-    );
-    counter(&mut r, "config_reloads", "Configurations applied while running", m::get(&m::CONFIG_RELOADS));
+    counter(&mut r, "bot_failures", "Bots whose connection stayed away past the grace period", m::BOT_FAILURES.get());
+    counter(&mut r, "bot_timeouts", "Bots that left a customer's message unanswered too long", m::BOT_TIMEOUTS.get());
+    counter(&mut r, "config_reloads", "Configurations applied while running", m::CONFIG_RELOADS.get());
     counter(
         &mut r,
         "engine_lock_acquisitions",
         "Times the routing engine's lock was taken (every routing event takes it once or more)",
-        m::get(&m::ENGINE_LOCKS),
+        m::ENGINE_LOCKS.get(),
     );
-    let seconds = |ns: &m::Count| ConstCounter::new(m::get(ns) as f64 / 1e9);
+    let seconds = |ns: &m::Count| ConstCounter::new(ns.get() as f64 / 1e9);
     r.register(
         "engine_lock_held_seconds",
         "Time the routing engine's lock was held: its rate is the share of one core the routing core keeps busy",

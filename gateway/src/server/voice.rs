@@ -384,7 +384,7 @@ impl VoiceSession {
         let sid = self.leg.stream_sid.as_deref();
         self.hub.play(conv, call.tick(), self.dialect.kind().marks(), |m| match m {
             ToCaller::Audio(audio) => {
-                crate::metrics::inc(&crate::metrics::MEDIA_OUT);
+                crate::metrics::MEDIA_OUT.inc();
                 out.push(audio_message(&self.dialect, sid, audio));
             }
             ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
