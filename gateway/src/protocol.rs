@@ -27,6 +27,11 @@ impl Frame {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The text's bytes, without checking them again (the store binds them as text).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

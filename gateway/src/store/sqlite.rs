@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, atomic::AtomicBool, atomic::Ordering};
 
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Commit, Done, Record, Recovered, RecoveredConversation, Store, StoreError};
@@ -321,7 +322,10 @@ fn write_batch(conn: &mut Connection, batch: &[Op], open: &mut OpenSet) -> Resul
                     open.mark(id, *now_open);
                 }
                 Op::Record(Record::Activity { conversation, seq, frame, client_key }, _) => {
-                    act.execute(params![&**conversation, *seq as i64, frame.as_str(), client_key]).map_err(err)?;
+                    // Bound as text from its bytes: a `Frame` is UTF-8 by construction, and
+                    // `as_str` would check each activity again on this one thread.
+                    let text = ToSqlOutput::Borrowed(ValueRef::Text(frame.as_bytes()));
+                    act.execute(params![&**conversation, *seq as i64, text, client_key]).map_err(err)?;
                 }
                 Op::Record(Record::ChannelKey(der), _) => {
                     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('channel_key', ?1)", params![der])
