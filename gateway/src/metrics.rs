@@ -128,6 +128,11 @@ pub static ASSIGNMENT_LATENCY: LazyLock<Histogram> =
 /// Seconds one store transaction took to commit (including its fsync).
 pub static STORE_COMMIT: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
 
+/// Seconds one checkpoint of the store's write-ahead log into its database took (SQLite;
+/// commits wait while it runs). A cluster's JetStream store has none.
+pub static STORE_CHECKPOINT: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.0001, 2.0, 16)));
+
 /// Records in one store transaction (group commit).
 pub static STORE_BATCH: LazyLock<Histogram> = LazyLock::new(|| Histogram::new(exponential_buckets(1.0, 2.0, 13)));
 

@@ -428,6 +428,7 @@ async fn metrics_count_connections_conversations_activities_and_routing() -> Res
         "switchboard_assignment_latency_seconds_count",
         "switchboard_store_commit_seconds_count",
         "switchboard_store_batch_records_count",
+        "switchboard_store_checkpoint_seconds_count",
         "switchboard_engine_lock_acquisitions_total",
         "switchboard_engine_lock_held_seconds_total",
         "switchboard_engine_lock_wait_seconds_total",

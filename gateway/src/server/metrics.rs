@@ -107,6 +107,11 @@ pub fn registry(hub: &Hub) -> Registry {
     );
     r.register("store_commit_seconds", "Time one store transaction took to commit", m::STORE_COMMIT.clone());
     r.register("store_batch_records", "Records in one store transaction", m::STORE_BATCH.clone());
+    r.register(
+        "store_checkpoint_seconds",
+        "Time one checkpoint of the store's log into its database took (commits wait meanwhile)",
+        m::STORE_CHECKPOINT.clone(),
+    );
     r
 }
 

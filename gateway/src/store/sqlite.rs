@@ -440,6 +440,7 @@ fn writer(
                 tracing::warn!("store checkpoint: {e}");
             }
             let took = checkpointed.elapsed();
+            crate::metrics::STORE_CHECKPOINT.observe(took.as_secs_f64());
             if took > SLOW_COMMIT {
                 tracing::debug!("slow store checkpoint: {took:?}");
             }
