@@ -24,7 +24,7 @@ use super::Run;
 use super::peers::{self, Agent, Counter, EchoBot, EchoReceipts, Member, Peer};
 use super::progress::{Progress, say};
 use super::stats::{Samples, Summary};
-use super::target::{Server, Target, own_cpu_secs};
+use super::target::{MachineCpu, Server, Target, own_cpu_secs};
 use super::wire::{self, Sources};
 
 #[derive(Debug, Clone, Serialize)]
@@ -50,6 +50,13 @@ pub struct Handoff {
     /// The gateway's routing-engine lock over the same span (`/metrics`); `None` for the
     /// echo, and for a cluster (each node has its own).
     pub engine_lock: Option<wire::EngineLock>,
+    /// Each run's store commits and checkpoints, and those slower than 3.2 ms (`/metrics`),
+    /// in order; empty for the echo and a cluster. A commit waits for a checkpoint, and an
+    /// escalation's assignment for its commit: where a run's tail comes from.
+    pub run_store: Vec<wire::StoreStalls>,
+    /// Each run's share of the machine's CPU time the hypervisor gave to other guests
+    /// (`steal` in `/proc/stat`, 0 to 1), in order.
+    pub run_stolen: Vec<f64>,
     pub errors: Vec<String>,
 }
 
@@ -81,7 +88,7 @@ async fn handoff_once(run: &Run, target: Target, rate: Option<f64>) -> Result<(H
     let label = format!("{name} {target}");
     let done = Arc::new(Counter::default());
     let sources = Sources::for_connections(n);
-    let (sent, received, errors, (server_cpu_secs, client_cpu_secs, engine_lock)) = match target {
+    let (sent, received, errors, span) = match target {
         Target::Gateway => {
             let alice = peers::sign_in(server.member_addr(Member::Alice), Member::Alice, agent(&done)).await?;
             let bob = peers::sign_in(server.member_addr(Member::Bob), Member::Bob, agent(&done)).await?;
@@ -140,9 +147,11 @@ async fn handoff_once(run: &Run, target: Target, rate: Option<f64>) -> Result<(H
         },
         errors,
         rate,
-        server_cpu_secs,
-        client_cpu_secs,
-        engine_lock,
+        server_cpu_secs: span.server_cpu_secs,
+        client_cpu_secs: span.client_cpu_secs,
+        engine_lock: span.engine_lock,
+        run_store: span.store.into_iter().collect(),
+        run_stolen: vec![span.stolen],
     };
     say(&format!(
         "  {name} {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, in {:.3} s",
@@ -166,6 +175,8 @@ impl Handoff {
         self.server_cpu_secs += r.server_cpu_secs;
         self.client_cpu_secs += r.client_cpu_secs;
         self.engine_lock = self.engine_lock.zip(r.engine_lock).map(|(a, b)| a.plus(b));
+        self.run_store.extend(r.run_store);
+        self.run_stolen.extend(r.run_stolen);
         self.errors.extend(r.errors);
     }
 
@@ -193,9 +204,19 @@ fn agent(done: &Arc<Counter>) -> Agent {
     Agent { assigned: done.clone(), log: Vec::new(), errors: Vec::new() }
 }
 
+/// What a run's span of time cost, and what else happened in it.
+struct Span {
+    server_cpu_secs: f64,
+    client_cpu_secs: f64,
+    engine_lock: Option<wire::EngineLock>,
+    store: Option<wire::StoreStalls>,
+    stolen: f64,
+}
+
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
 /// 60 s after the last) for every one to land; the CPU seconds the server and the generator
-/// used meanwhile, and with `engine` what the gateway's routing-engine lock did.
+/// used meanwhile, the machine's CPU time stolen, and with `engine` what the gateway's
+/// routing-engine lock and its store did.
 async fn burst<H: peers::Handler>(
     label: &str,
     server: &Server,
@@ -204,8 +225,10 @@ async fn burst<H: peers::Handler>(
     done: &Arc<Counter>,
     rate: Option<f64>,
     engine: bool,
-) -> Result<(f64, f64, Option<wire::EngineLock>)> {
+) -> Result<Span> {
     let lock = if engine { Some(wire::EngineLock::read(server.addr).await?) } else { None };
+    let store = if engine { Some(wire::StoreStalls::read(server.addr).await?) } else { None };
+    let machine = MachineCpu::read()?;
     let (cpu, own) = (server.cpu_secs()?, own_cpu_secs()?);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
@@ -228,13 +251,18 @@ async fn burst<H: peers::Handler>(
     let _ = done.wait_for(ids.len(), Duration::from_secs(60)).await;
     let used = server.cpu_secs().map(|now| now - cpu)?;
     let used_here = own_cpu_secs()? - own;
-    let lock = match lock {
+    let stolen = MachineCpu::read()?.stolen_since(machine);
+    let engine_lock = match lock {
         Some(before) => Some(wire::EngineLock::read(server.addr).await?.since(before)),
+        None => None,
+    };
+    let store = match store {
+        Some(before) => Some(wire::StoreStalls::read(server.addr).await?.since(before)),
         None => None,
     };
     watcher.abort();
     progress.finish();
-    Ok((used, used_here, lock))
+    Ok(Span { server_cpu_secs: used, client_cpu_secs: used_here, engine_lock, store, stolen })
 }
 
 fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {

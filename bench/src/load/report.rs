@@ -12,6 +12,7 @@ use super::cluster::{Cluster, Clustered, nodes};
 use super::handoff::Handoff;
 use super::recovery::Recovery;
 use super::voice::{Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
+use super::wire::StoreStalls;
 use super::{Pair, Results};
 
 struct Row {
@@ -345,6 +346,7 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
             let each = |h: &Handoff| h.run_p99_ms.iter().map(|&v| num(v, 2)).collect::<Vec<_>>().join(" / ");
             row(&s, "p99 of each run (ms)", each(g), each(e), String::new(), "", String::new());
         }
+        handoff_stalls(row, &s, g, e);
     } else {
         figure(row, &s, "p99 escalation → assignment (ms)", gl.p99_ms, el.p99_ms, 2);
     }
@@ -389,6 +391,48 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
             String::new(),
         );
     }
+}
+
+/// What each steady run's tail may come from: the gateway's store commits and checkpoints
+/// slower than 3.2 ms (commits wait for a checkpoint, assignments for their commit), and the
+/// machine's CPU time stolen by other guests (both servers').
+fn handoff_stalls(row: &mut RowFn<'_>, s: &str, g: &Handoff, e: &Handoff) {
+    let slow = StoreStalls::SLOW_MS;
+    let each = |v: &[f64], digits: usize| v.iter().map(|&x| num(x, digits)).collect::<Vec<_>>().join(" / ");
+    if !g.run_store.is_empty() {
+        let commits: Vec<f64> = g.run_store.iter().map(|st| st.slow_commits).collect();
+        let checkpoints: Vec<f64> = g.run_store.iter().map(|st| st.slow_checkpoints).collect();
+        let (all_commits, all_checkpoints) =
+            g.run_store.iter().fold((0.0, 0.0), |(c, k), st| (c + st.commits, k + st.checkpoints));
+        row(
+            s,
+            &format!("store commits over {slow} ms, each run (of {} in all)", num(all_commits, 0)),
+            each(&commits, 0),
+            String::new(),
+            String::new(),
+            "",
+            String::new(),
+        );
+        row(
+            s,
+            &format!("store checkpoints over {slow} ms, each run (of {} in all)", num(all_checkpoints, 0)),
+            each(&checkpoints, 0),
+            String::new(),
+            String::new(),
+            "",
+            String::new(),
+        );
+    }
+    let stolen = |h: &Handoff| h.run_stolen.iter().map(|x| x * 100.0).collect::<Vec<_>>();
+    row(
+        s,
+        "machine's CPU stolen by other guests, each run (%)",
+        each(&stolen(g), 1),
+        each(&stolen(e), 1),
+        String::new(),
+        "",
+        String::new(),
+    );
 }
 
 fn figure(row: &mut RowFn<'_>, scenario: &str, measure: &str, gateway: f64, echo: f64, digits: usize) {

@@ -438,6 +438,36 @@ pub fn own_cpu_secs() -> Result<f64> {
     proc_cpu_secs("/proc/self/stat")
 }
 
+/// The machine's CPU time so far, in clock ticks (`/proc/stat`'s `cpu` line): what the
+/// hypervisor gave to other guests while this one wanted it (`steal`), and all of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MachineCpu {
+    pub stolen: u64,
+    pub total: u64,
+}
+
+impl MachineCpu {
+    pub fn read() -> Result<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+        let line = stat.lines().find(|l| l.starts_with("cpu ")).context("/proc/stat has no cpu line")?;
+        parse_cpu_line(line)
+    }
+
+    /// The share of the machine's CPU time stolen since `earlier` (0 to 1).
+    pub fn stolen_since(self, earlier: MachineCpu) -> f64 {
+        let total = self.total.saturating_sub(earlier.total);
+        if total == 0 { 0.0 } else { self.stolen.saturating_sub(earlier.stolen) as f64 / total as f64 }
+    }
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is
+/// already counted in user and nice, so the total is the first eight.
+fn parse_cpu_line(line: &str) -> Result<MachineCpu> {
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+    ensure!(ticks.len() >= 8, "a cpu line of {} fields: {line}", ticks.len());
+    Ok(MachineCpu { stolen: ticks[7], total: ticks[..8].iter().sum() })
+}
+
 /// The soft limit on open files of this process (`/proc/self/limits`).
 pub fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -549,6 +579,15 @@ pub fn write_default_config(run_dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_stolen_share() {
+        let before = parse_cpu_line("cpu  100 0 50 800 10 0 5 35 0 0").unwrap();
+        assert_eq!((before.stolen, before.total), (35, 1000));
+        let after = parse_cpu_line("cpu  150 0 70 900 10 0 5 65 20 0").unwrap();
+        assert!((after.stolen_since(before) - 30.0 / 200.0).abs() < 1e-12);
+        assert!(parse_cpu_line("cpu  1 2 3").is_err());
+    }
 
     #[test]
     fn reads_the_listening_line() {

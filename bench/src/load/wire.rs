@@ -163,6 +163,55 @@ impl EngineLock {
     }
 }
 
+/// A store's commits and checkpoints so far (`GET /metrics`), and how many of each took
+/// longer than [`StoreStalls::SLOW_MS`].
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StoreStalls {
+    pub commits: f64,
+    pub slow_commits: f64,
+    pub checkpoints: f64,
+    pub slow_checkpoints: f64,
+}
+
+impl StoreStalls {
+    /// The slow threshold: the histograms' bucket bound nearest under the steady handoff's
+    /// 5 ms target (0.1 ms × 2⁵), so one such wait and a commit after it pass the target.
+    pub const SLOW_MS: f64 = 3.2;
+
+    pub async fn read(server: SocketAddr) -> Result<StoreStalls> {
+        let text = metrics(server).await?;
+        let (commits, slow_commits) = over(&text, "switchboard_store_commit_seconds", Self::SLOW_MS / 1e3)?;
+        let (checkpoints, slow_checkpoints) = over(&text, "switchboard_store_checkpoint_seconds", Self::SLOW_MS / 1e3)?;
+        Ok(StoreStalls { commits, slow_commits, checkpoints, slow_checkpoints })
+    }
+
+    /// What happened between `earlier` and this reading.
+    pub fn since(self, earlier: StoreStalls) -> StoreStalls {
+        StoreStalls {
+            commits: self.commits - earlier.commits,
+            slow_commits: self.slow_commits - earlier.slow_commits,
+            checkpoints: self.checkpoints - earlier.checkpoints,
+            slow_checkpoints: self.slow_checkpoints - earlier.slow_checkpoints,
+        }
+    }
+}
+
+/// A histogram's count, and how many of its observations were over `bound` (a bucket's
+/// `le`, matched within a rounding).
+fn over(text: &str, name: &str, bound: f64) -> Result<(f64, f64)> {
+    let count = metric_f64(text, &format!("{name}_count")).with_context(|| format!("/metrics has no {name}"))?;
+    let prefix = format!("{name}_bucket{{le=\"");
+    let within = text
+        .lines()
+        .find_map(|l| {
+            let (le, value) = l.strip_prefix(&prefix)?.split_once("\"}")?;
+            let le: f64 = le.parse().ok()?;
+            ((le - bound).abs() < bound * 1e-6).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .with_context(|| format!("/metrics has no {name} bucket at {bound} s"))?;
+    Ok((count, count - within))
+}
+
 /// A counter's value in Prometheus text (`name` or `name_total`, without labels).
 fn metric(text: &str, name: &str) -> Option<usize> {
     metric_f64(text, name).map(|v| v as usize)
@@ -319,6 +368,19 @@ pub fn synthetic_conversation_id(i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_a_histogram_over_a_bound() {
+        let text = "# TYPE switchboard_store_commit_seconds histogram\n\
+                    switchboard_store_commit_seconds_sum 0.5\n\
+                    switchboard_store_commit_seconds_count 120\n\
+                    switchboard_store_commit_seconds_bucket{le=\"0.0016\"} 100\n\
+                    switchboard_store_commit_seconds_bucket{le=\"0.0032\"} 114\n\
+                    switchboard_store_commit_seconds_bucket{le=\"+Inf\"} 120\n";
+        assert_eq!(over(text, "switchboard_store_commit_seconds", 0.0001 * 32.0).unwrap(), (120.0, 6.0));
+        assert!(over(text, "switchboard_store_commit_seconds", 0.005).is_err());
+        assert!(over(text, "switchboard_store_checkpoint_seconds", 0.0032).is_err());
+    }
 
     #[test]
     fn frames_parse_back() {
