@@ -108,6 +108,11 @@ struct Args {
     /// machine moves by a tenth between runs. 0: the sweep's pair alone.
     #[arg(long, default_value_t = 2)]
     voice_cpu_repeats: usize,
+    /// voice: alternating gateway/echo pairs run again at a call count where the sweep's
+    /// pair had one server hold and the other not: each server then holds there if it did
+    /// in most of the pairs. 0: the sweep's pair alone decides.
+    #[arg(long, default_value_t = 2)]
+    voice_hold_repeats: usize,
     /// recovery: open conversations in the store when the gateway is killed.
     #[arg(long, default_value_t = 100_000)]
     recovery_conversations: usize,
@@ -183,6 +188,7 @@ fn main() -> ExitCode {
         voice_duration: Duration::from_secs_f64(args.voice_duration),
         voice_cpu_calls: args.voice_cpu_calls,
         voice_cpu_repeats: args.voice_cpu_repeats,
+        voice_hold_repeats: args.voice_hold_repeats,
         recovery_conversations: args.recovery_conversations,
         recovery_messages: args.recovery_messages,
         recovery_sample: args.recovery_sample,

@@ -156,6 +156,9 @@ pub struct Options {
     /// the sweep's pair and these.
     pub voice_cpu_calls: usize,
     pub voice_cpu_repeats: usize,
+    /// `voice`: more alternating pairs at a count where the sweep's pair had one server
+    /// hold and the other not; each server holds there if it did in most of its pairs.
+    pub voice_hold_repeats: usize,
     /// `recovery`: open conversations in the store at the crash, customer messages in each,
     /// and customers that resume afterwards to check their transcripts.
     pub recovery_conversations: usize,
@@ -239,6 +242,10 @@ pub struct Results {
     /// More pairs at the CPU target's call count, after each sweep (`--voice-cpu-repeats`).
     pub voice_cpu: Option<Vec<Pair<voice::VoicePoint>>>,
     pub voice_twilio_cpu: Option<Vec<Pair<voice::VoicePoint>>>,
+    /// More pairs at the counts where a sweep's pair had one server hold and the other not
+    /// (`--voice-hold-repeats`).
+    pub voice_hold: Option<Vec<Pair<voice::VoicePoint>>>,
+    pub voice_twilio_hold: Option<Vec<Pair<voice::VoicePoint>>>,
     /// The gateway alone (no baseline).
     pub recovery: Option<recovery::Recovery>,
     /// Why `recovery` has no figures, when it failed.
@@ -308,6 +315,8 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
         voice_twilio: None,
         voice_cpu: None,
         voice_twilio_cpu: None,
+        voice_hold: None,
+        voice_twilio_hold: None,
         recovery: None,
         recovery_error: None,
         cluster: None,
@@ -402,11 +411,16 @@ pub async fn run(opts: Options, launch: Launch, out: PathBuf) -> Result<Results>
     }
     if want(Scenario::Voice) {
         for &dialect in &o.voice_dialects {
-            let sweep = voice::sweep(&run, dialect).await;
+            let (sweep, hold) = voice::sweep(&run, dialect).await;
             let repeats = Some(voice::cpu_repeats(&run, dialect, &sweep).await);
+            let (sweep, hold) = (Some(sweep), Some(hold));
             match dialect {
-                voice::Dialect::Native => (results.voice, results.voice_cpu) = (Some(sweep), repeats),
-                voice::Dialect::Twilio => (results.voice_twilio, results.voice_twilio_cpu) = (Some(sweep), repeats),
+                voice::Dialect::Native => {
+                    (results.voice, results.voice_cpu, results.voice_hold) = (sweep, repeats, hold)
+                }
+                voice::Dialect::Twilio => {
+                    (results.voice_twilio, results.voice_twilio_cpu, results.voice_twilio_hold) = (sweep, repeats, hold)
+                }
             }
         }
     }

@@ -190,9 +190,12 @@ fn rows(r: &Results) -> Vec<Row> {
     if let Some(p) = &r.handoff_steady {
         handoff_rows(&mut row, p, p.gateway.as_ref().and_then(|g| g.rate));
     }
-    for (sweep, repeats) in [(&r.voice, &r.voice_cpu), (&r.voice_twilio, &r.voice_twilio_cpu)] {
+    let sweeps =
+        [(&r.voice, &r.voice_cpu, &r.voice_hold), (&r.voice_twilio, &r.voice_twilio_cpu, &r.voice_twilio_hold)];
+    for (sweep, repeats, hold) in sweeps {
         if let Some(sweep) = sweep {
-            voice_rows(&mut row, sweep, repeats.as_deref().unwrap_or_default(), r.options.voice_cpu_calls);
+            let (repeats, hold) = (repeats.as_deref().unwrap_or_default(), hold.as_deref().unwrap_or_default());
+            voice_rows(&mut row, sweep, hold, repeats, r.options.voice_cpu_calls);
         }
     }
     if let Some(x) = &r.recovery {
@@ -537,6 +540,39 @@ fn nats_acked_rows(row: &mut RowFn<'_>, acked: &Pair<ClosedLoop>, echo: &ClosedL
     figure(row, &s, "server CPU per round trip (µs), baseline: NATS acknowledging", per_trip(g), per_trip(n), 1);
 }
 
+/// For each count whose first pair split (one server held, the other not), every pair's
+/// verdict and p99 caller → bot, for each server.
+fn hold_rows(row: &mut RowFn<'_>, title: &str, sweep: &[Pair<VoicePoint>], hold: &[Pair<VoicePoint>]) {
+    let mut counts: Vec<usize> =
+        hold.iter().filter_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map(|p| p.calls).collect();
+    counts.dedup();
+    for n in counts {
+        let at_n: Vec<&Pair<VoicePoint>> = sweep
+            .iter()
+            .chain(hold)
+            .filter(|p| p.gateway.as_ref().or(p.echo.as_ref()).is_some_and(|v| v.calls == n))
+            .collect();
+        let each = |pick: fn(&Pair<VoicePoint>) -> Option<&VoicePoint>| {
+            at_n.iter()
+                .map(|p| match pick(p) {
+                    Some(v) => format!("{} ({})", if v.holds() { "holds" } else { "no" }, num(v.up.latency.p99_ms, 2)),
+                    None => "failed".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        row(
+            &format!("{title}, {} calls, {} alternating pairs (the first split)", num(n as f64, 0), at_n.len()),
+            "each pair: holds or not (p99 caller → bot, ms); most decide",
+            each(|p| p.gateway.as_ref()),
+            each(|p| p.echo.as_ref()),
+            String::new(),
+            "",
+            String::new(),
+        );
+    }
+}
+
 fn calls_or_none(n: Option<usize>) -> String {
     n.map_or_else(|| "none".to_owned(), |n| num(n as f64, 0))
 }
@@ -584,10 +620,19 @@ fn voice_errors(sweep: &[Pair<VoicePoint>]) -> Vec<String> {
     out
 }
 
-fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>], repeats: &[Pair<VoicePoint>], cpu_calls: usize) {
+/// A sweep's rows: the largest count holding (where a count's first pair split, most of
+/// the `hold` pairs there decide, and they are listed), the pacing at it, the CPU target's
+/// pairs (`repeats`), and the largest count's figures.
+fn voice_rows(
+    row: &mut RowFn<'_>,
+    sweep: &[Pair<VoicePoint>],
+    hold: &[Pair<VoicePoint>],
+    repeats: &[Pair<VoicePoint>],
+    cpu_calls: usize,
+) {
     let title = sweep_title(sweep);
-    let gateway: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.gateway.as_ref()).collect();
-    let echo: Vec<&VoicePoint> = sweep.iter().filter_map(|p| p.echo.as_ref()).collect();
+    let gateway: Vec<&VoicePoint> = sweep.iter().chain(hold).filter_map(|p| p.gateway.as_ref()).collect();
+    let echo: Vec<&VoicePoint> = sweep.iter().chain(hold).filter_map(|p| p.echo.as_ref()).collect();
     let counts: Vec<String> =
         sweep.iter().filter_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map(|p| num(p.calls as f64, 0)).collect();
     let top_wanted = sweep.iter().filter_map(|p| p.gateway.as_ref().or(p.echo.as_ref())).map(|p| p.calls).max();
@@ -606,9 +651,12 @@ fn voice_rows(row: &mut RowFn<'_>, sweep: &[Pair<VoicePoint>], repeats: &[Pair<V
         "gateway ≥ the echo's count",
         verdict(g_best.is_some_and(|n| e_best.is_none_or(|e| n >= e))),
     );
+    hold_rows(row, &title, sweep, hold);
     // The pacing target, at the gateway's largest holding count (against the
-    // echo's gaps at the same count: the callers' own 20 ms schedule, echoed).
-    let at_best = g_best.and_then(|n| sweep.iter().find(|p| p.gateway.as_ref().is_some_and(|g| g.calls == n)));
+    // echo's gaps at the same count: the callers' own 20 ms schedule, echoed), from a pair
+    // where it held.
+    let at_best = g_best
+        .and_then(|n| sweep.iter().chain(hold).find(|p| p.gateway.as_ref().is_some_and(|g| g.calls == n && g.holds())));
     match at_best.and_then(|p| Some((p.gateway.as_ref()?, p.echo.as_ref()))) {
         Some((g, e)) => {
             let eg = e.map_or(f64::NAN, |e| e.caller_gap.p99_ms);
@@ -1014,6 +1062,7 @@ pub fn markdown(r: &Results) -> String {
         p.errors.iter().cloned().chain(p.nats.iter().flat_map(|n| n.errors.iter().map(|e| format!("nats acked: {e}"))))
     }))
     .chain(r.voice.iter().chain(&r.voice_twilio).flat_map(|sweep| voice_errors(sweep)))
+    .chain(r.voice_hold.iter().chain(&r.voice_twilio_hold).flat_map(|pairs| voice_errors(pairs)))
     .collect();
     let errors: Vec<String> = errors
         .into_iter()
@@ -1037,6 +1086,32 @@ pub fn markdown(r: &Results) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_count_lists_every_pair_and_most_decide() {
+        let point = crate::load::voice::test_point;
+        let pair = |g: f64, e: f64| Pair {
+            gateway: Some(point(1000, g)),
+            echo: Some(point(1000, e)),
+            nats: None,
+            errors: Vec::new(),
+        };
+        let low = Pair { gateway: Some(point(500, 2.0)), echo: Some(point(500, 1.0)), nats: None, errors: Vec::new() };
+        let sweep = [low, pair(6.0, 3.0)];
+        let hold = [pair(4.0, 3.5), pair(4.5, 5.5)];
+        let mut rows = Vec::new();
+        let mut row = |s: &str, m: &str, g: String, e: String, _: String, _: &str, met: String| {
+            rows.push((s.to_owned(), m.to_owned(), g, e, met));
+        };
+        voice_rows(&mut row, &sweep, &hold, &[], 500);
+        let largest = rows.iter().find(|r| r.1.starts_with("largest count")).unwrap();
+        assert_eq!((largest.2.as_str(), largest.3.as_str(), largest.4.as_str()), ("1,000", "1,000", "yes"));
+        let split = rows.iter().find(|r| r.0.contains("3 alternating pairs (the first split)")).unwrap();
+        assert_eq!(split.2, "no (6.00) / holds (4.00) / holds (4.50)");
+        assert_eq!(split.3, "holds (3.00) / holds (3.50) / no (5.50)");
+        // The gap is taken from a pair where the gateway held.
+        assert!(rows.iter().any(|r| r.0.contains("1,000 calls (the largest holding)")));
+    }
 
     #[test]
     fn numbers_are_grouped() {

@@ -152,6 +152,21 @@ mod tests {
     }
 
     #[test]
+    fn most_pairs_at_a_count_decide_whether_it_holds() {
+        let point = super::super::test_point;
+        // One point a count: it alone decides.
+        assert_eq!(largest_holding(&[point(500, 2.0), point(1000, 6.0)]), Some(500));
+        // Three at 1,000: two of them hold.
+        let three = [point(500, 2.0), point(1000, 6.0), point(1000, 4.0), point(1000, 4.5)];
+        assert_eq!(largest_holding(&three), Some(1000));
+        // One of three is not most.
+        let one = [point(500, 2.0), point(1000, 4.0), point(1000, 6.0), point(1000, 7.0)];
+        assert_eq!(largest_holding(&one), Some(500));
+        // Half is not most either.
+        assert_eq!(largest_holding(&[point(1000, 4.0), point(1000, 6.0)]), None);
+    }
+
+    #[test]
     fn sweeps_double_up_to_the_bound() {
         assert_eq!(next_count(1000, 4000), Some(2000));
         assert_eq!(next_count(3000, 4000), Some(4000));

@@ -161,14 +161,44 @@ impl VoicePoint {
     }
 }
 
+/// A point at `calls` whose p99 caller → bot is `p99` ms, nothing lost (for tests).
+#[cfg(test)]
+pub(crate) fn test_point(calls: usize, p99: f64) -> VoicePoint {
+    let summary = super::stats::Samples::with_capacity(1).summary();
+    let latency = Summary { p99_ms: p99, ..summary };
+    let direction = Direction { sent: 1, received: 1, lost: 0, extra: 0, out_of_sequence: 0, latency };
+    VoicePoint {
+        dialect: Dialect::Native,
+        bot_audio: Format::L16_16K,
+        calls,
+        refused: 0,
+        seconds: 1.0,
+        up: direction.clone(),
+        down: direction,
+        caller_gap: summary,
+        send_lag: summary,
+        server_cores: 0.0,
+        client_cores: 0.0,
+        errors: Vec::new(),
+    }
+}
+
 /// A value as its `Display` text (a bot's [`Format`] as `l16/16000`).
 pub fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-/// The largest call count that holds (`None`: none did).
+/// The largest call count that holds (`None`: none did). Where one server has several
+/// points at a count (the sweep's pair and the repeats of a split verdict), it holds there
+/// if most of them do.
 pub fn largest_holding<'a>(points: impl IntoIterator<Item = &'a VoicePoint>) -> Option<usize> {
-    points.into_iter().filter(|p| p.holds()).map(|p| p.calls).max()
+    let mut by_count = std::collections::BTreeMap::<usize, (usize, usize)>::new();
+    for p in points {
+        let (held, all) = by_count.entry(p.calls).or_default();
+        *held += usize::from(p.holds());
+        *all += 1;
+    }
+    by_count.into_iter().filter(|(_, (held, all))| 2 * held > *all).map(|(n, _)| n).max()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -181,12 +211,16 @@ pub fn next_count(last: usize, max: usize) -> Option<usize> {
 }
 
 /// One dialect's sweep: the listed call counts against both servers, then doubling while
-/// the echo baseline holds at the last count, up to `voice_max_calls`.
-pub async fn sweep(run: &Run, dialect: Dialect) -> Vec<Pair<VoicePoint>> {
+/// the echo baseline holds at the last count, up to `voice_max_calls`. Where one server
+/// holds a count and the other does not, `voice_hold_repeats` more alternating pairs run
+/// there at once (the second list), and each server holds it if most of its pairs did: on
+/// a shared machine a 4 s pair near the limit can go either way.
+pub async fn sweep(run: &Run, dialect: Dialect) -> (Vec<Pair<VoicePoint>>, Vec<Pair<VoicePoint>>) {
     let o = &run.opts;
     let began = Instant::now();
     let mut counts = o.voice_calls.clone();
     let mut points = Vec::new();
+    let mut repeats = Vec::new();
     let mut i = 0;
     while let Some(&n) = counts.get(i) {
         let extended = i >= o.voice_calls.len();
@@ -204,8 +238,23 @@ pub async fn sweep(run: &Run, dialect: Dialect) -> Vec<Pair<VoicePoint>> {
             began.elapsed().as_secs_f64()
         ));
         let p = both(&format!("{}, {n} calls", dialect.title()), &SERVERS, |t| voice(run, t, dialect, n)).await;
-        let echo_holds = p.echo.as_ref().is_some_and(VoicePoint::holds);
+        let split = p.both().is_some_and(|(g, e)| g.holds() != e.holds());
+        let mut echo_points: Vec<VoicePoint> = p.echo.iter().cloned().collect();
         points.push(p);
+        if split {
+            for k in 0..o.voice_hold_repeats {
+                say(&format!(
+                    "  one server held {n} calls and the other did not: pair {} of {} more",
+                    k + 1,
+                    o.voice_hold_repeats
+                ));
+                let label = format!("{}, {n} calls, pair {}", dialect.title(), k + 2);
+                let again = both(&label, &SERVERS, |t| voice(run, t, dialect, n)).await;
+                echo_points.extend(again.echo.iter().cloned());
+                repeats.push(again);
+            }
+        }
+        let echo_holds = largest_holding(&echo_points) == Some(n);
         i += 1;
         if i == counts.len() {
             match next_count(n, o.voice_max_calls) {
@@ -222,7 +271,7 @@ pub async fn sweep(run: &Run, dialect: Dialect) -> Vec<Pair<VoicePoint>> {
         }
     }
     say(&format!("{} sweep: {} points in {:.0} s", dialect.title(), points.len(), began.elapsed().as_secs_f64()));
-    points
+    (points, repeats)
 }
 
 /// More alternating gateway/echo pairs at the CPU target's call count, after a sweep that
