@@ -110,7 +110,8 @@ impl Hub {
                 }
                 Action::Failover(_, why, timeout) => {
                     tracing::warn!(conversation.id = %conv.id, "{why}");
-                    if timeout { &crate::metrics::BOT_TIMEOUTS } else { &crate::metrics::BOT_FAILURES }.inc();
+                    let counter = if timeout { &crate::metrics::BOT_TIMEOUTS } else { &crate::metrics::BOT_FAILURES };
+                    counter.inc();
                     self.notice(&conv, &why);
                     match engine.failover(&conv.id, now) {
                         Ok(fx) => self.apply(engine, fx),
