@@ -47,6 +47,13 @@ pub struct ClosedLoop {
     pub errors: Vec<String>,
 }
 
+impl ClosedLoop {
+    /// The server's CPU per round trip, in µs.
+    pub fn cpu_per_trip_us(&self) -> f64 {
+        self.server_cores / self.round_trips_per_sec * 1e6
+    }
+}
+
 /// One offered rate of an open-loop run.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenPoint {

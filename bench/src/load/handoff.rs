@@ -226,8 +226,7 @@ async fn burst<H: peers::Handler>(
     rate: Option<f64>,
     engine: bool,
 ) -> Result<Span> {
-    let lock = if engine { Some(wire::EngineLock::read(server.addr).await?) } else { None };
-    let store = if engine { Some(wire::StoreStalls::read(server.addr).await?) } else { None };
+    let internals = if engine { Some(wire::engine_and_store(server.addr).await?) } else { None };
     let machine = MachineCpu::read()?;
     let (cpu, own) = (server.cpu_secs()?, own_cpu_secs()?);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -252,13 +251,12 @@ async fn burst<H: peers::Handler>(
     let used = server.cpu_secs().map(|now| now - cpu)?;
     let used_here = own_cpu_secs()? - own;
     let stolen = MachineCpu::read()?.stolen_since(machine);
-    let engine_lock = match lock {
-        Some(before) => Some(wire::EngineLock::read(server.addr).await?.since(before)),
-        None => None,
-    };
-    let store = match store {
-        Some(before) => Some(wire::StoreStalls::read(server.addr).await?.since(before)),
-        None => None,
+    let (engine_lock, store) = match internals {
+        Some((lock, store)) => {
+            let (lock_now, store_now) = wire::engine_and_store(server.addr).await?;
+            (Some(lock_now.since(lock)), Some(store_now.since(store)))
+        }
+        None => (None, None),
     };
     watcher.abort();
     progress.finish();

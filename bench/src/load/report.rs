@@ -402,29 +402,22 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
 fn handoff_stalls(row: &mut RowFn<'_>, s: &str, g: &Handoff, e: &Handoff) {
     let slow = StoreStalls::SLOW_MS;
     let each = |v: &[f64], digits: usize| v.iter().map(|&x| num(x, digits)).collect::<Vec<_>>().join(" / ");
-    if !g.run_store.is_empty() {
-        let commits: Vec<f64> = g.run_store.iter().map(|st| st.slow_commits).collect();
-        let checkpoints: Vec<f64> = g.run_store.iter().map(|st| st.slow_checkpoints).collect();
-        let (all_commits, all_checkpoints) =
-            g.run_store.iter().fold((0.0, 0.0), |(c, k), st| (c + st.commits, k + st.checkpoints));
-        row(
-            s,
-            &format!("store commits over {slow} ms, each run (of {} in all)", num(all_commits, 0)),
-            each(&commits, 0),
-            String::new(),
-            String::new(),
-            "",
-            String::new(),
-        );
-        row(
-            s,
-            &format!("store checkpoints over {slow} ms, each run (of {} in all)", num(all_checkpoints, 0)),
-            each(&checkpoints, 0),
-            String::new(),
-            String::new(),
-            "",
-            String::new(),
-        );
+    // Only the gateway alone has the store's figures (not the echo, nor a cluster).
+    let runs = &g.run_store;
+    if let Some(first) = runs.first() {
+        for (i, (kind, _, _)) in first.by_kind().into_iter().enumerate() {
+            let slow_each: Vec<f64> = runs.iter().map(|st| st.by_kind()[i].1).collect();
+            let all: f64 = runs.iter().map(|st| st.by_kind()[i].2).sum();
+            row(
+                s,
+                &format!("store {kind} over {slow} ms, each run (of {} in all)", num(all, 0)),
+                each(&slow_each, 0),
+                String::new(),
+                String::new(),
+                "",
+                String::new(),
+            );
+        }
     }
     let stolen = |h: &Handoff| h.run_stolen.iter().map(|x| x * 100.0).collect::<Vec<_>>();
     row(
@@ -461,15 +454,7 @@ fn chat_rows(row: &mut RowFn<'_>, p: &Pair<ClosedLoop>, store: &str, target: &st
     figure(row, &s, "p50 round trip (ms)", l.0.p50_ms, l.1.p50_ms, 2);
     figure(row, &s, "p99 round trip (ms)", l.0.p99_ms, l.1.p99_ms, 2);
     figure(row, &s, "server CPU (cores)", g.server_cores, e.server_cores, 2);
-    row(
-        &s,
-        "server CPU per round trip (µs)",
-        num(g.server_cores / g.round_trips_per_sec * 1e6, 1),
-        num(e.server_cores / e.round_trips_per_sec * 1e6, 1),
-        ratio(g.server_cores / g.round_trips_per_sec, e.server_cores / e.round_trips_per_sec),
-        "",
-        String::new(),
-    );
+    figure(row, &s, "server CPU per round trip (µs)", g.cpu_per_trip_us(), e.cpu_per_trip_us(), 1);
 }
 
 /// Round trips per second of a run against a baseline's; with a target, met at `least` × the
@@ -481,63 +466,68 @@ fn rate_row(row: &mut RowFn<'_>, s: &str, measure: &str, (g, b): (&ClosedLoop, &
     row(s, measure, num(gr, 0), num(br, 0), ratio(gr, br), target, met);
 }
 
-/// The NATS peer against the echo, as the gateway is (its figures in the gateway's column),
-/// then each gateway run against NATS (NATS in the baseline column). The target:
-/// the gateway with the in-memory store at least as fast as NATS in the same run.
-fn nats_chat_rows(row: &mut RowFn<'_>, durable: &Pair<ClosedLoop>, memory: Option<&Pair<ClosedLoop>>) {
-    let Some(n) = &durable.nats else {
-        if let Some(f) = nats_failure(durable) {
-            row(
-                &format!("chat-relay, {NATS_PEER}"),
-                "round trips / s",
-                f,
-                String::new(),
-                String::new(),
-                "",
-                String::new(),
-            );
+/// How the report names a peer run: in the gateway's place against the echo, as the
+/// scenario a gateway run is measured against, and as that run's baseline.
+struct PeerNames<'a> {
+    place: &'a str,
+    against: &'a str,
+    baseline: &'a str,
+}
+
+/// A peer's run against the echo, as the gateway is (its figures in the gateway's column),
+/// then each gateway run against the peer (the peer in the baseline column); without the
+/// peer's figures, its `failure` (if any) in one row.
+fn peer_rows(
+    row: &mut RowFn<'_>,
+    names: PeerNames<'_>,
+    peer: Result<&ClosedLoop, Option<String>>,
+    echo: Option<&ClosedLoop>,
+    runs: &[(Option<&ClosedLoop>, &str, &str)],
+) {
+    let n = match peer {
+        Ok(n) => n,
+        Err(failure) => {
+            if let Some(f) = failure {
+                let s = format!("chat-relay, {}", names.place);
+                row(&s, "round trips / s", f, String::new(), String::new(), "", String::new());
+            }
+            return;
         }
-        return;
     };
-    let peer = Pair { gateway: Some(n.clone()), echo: durable.echo.clone(), nats: None, errors: Vec::new() };
-    chat_rows(row, &peer, NATS_PEER, "");
-    let runs = [(Some(durable), "durable store", ""), (memory, "in-memory store", "in-memory ≥ 1.00× NATS")];
-    for (pair, store, target) in runs {
-        let Some(g) = pair.and_then(|p| p.gateway.as_ref()) else { continue };
-        let s = format!("chat-relay, {} conversations, {store} against the NATS peer", num(g.conversations as f64, 0));
-        rate_row(row, &s, "round trips / s, baseline: NATS", (g, n), target, 1.0);
-        let per_trip = |c: &ClosedLoop| c.server_cores / c.round_trips_per_sec * 1e6;
-        figure(row, &s, "server CPU per round trip (µs), baseline: NATS", per_trip(g), per_trip(n), 1);
+    let against_echo = Pair { gateway: Some(n.clone()), echo: echo.cloned(), nats: None, errors: Vec::new() };
+    chat_rows(row, &against_echo, names.place, "");
+    for &(g, store, target) in runs {
+        let Some(g) = g else { continue };
+        let s = format!(
+            "chat-relay, {} conversations, {store} against the {}",
+            num(g.conversations as f64, 0),
+            names.against
+        );
+        rate_row(row, &s, &format!("round trips / s, baseline: {}", names.baseline), (g, n), target, 1.0);
+        let measure = format!("server CPU per round trip (µs), baseline: {}", names.baseline);
+        figure(row, &s, &measure, g.cpu_per_trip_us(), n.cpu_per_trip_us(), 1);
     }
+}
+
+/// The NATS peer, and both gateway runs against it. The target: the gateway with
+/// the in-memory store at least as fast as NATS in the same run.
+fn nats_chat_rows(row: &mut RowFn<'_>, durable: &Pair<ClosedLoop>, memory: Option<&Pair<ClosedLoop>>) {
+    let names = PeerNames { place: NATS_PEER, against: "NATS peer", baseline: "NATS" };
+    let runs = [
+        (durable.gateway.as_ref(), "durable store", ""),
+        (memory.and_then(|p| p.gateway.as_ref()), "in-memory store", "in-memory ≥ 1.00× NATS"),
+    ];
+    peer_rows(row, names, durable.nats.as_ref().ok_or_else(|| nats_failure(durable)), durable.echo.as_ref(), &runs);
 }
 
 const NATS_ACKED: &str = "NATS peer acknowledging every message (verbose)";
 
-/// The NATS peer asked to acknowledge every message, as the gateway does: against the echo
-/// (its figures in the gateway's column), then the in-memory gateway against it.
+/// The NATS peer asked to acknowledge every message, as the gateway does, and the
+/// in-memory gateway against it.
 fn nats_acked_rows(row: &mut RowFn<'_>, acked: &Pair<ClosedLoop>, echo: &ClosedLoop, memory: Option<&ClosedLoop>) {
-    let Some(n) = &acked.nats else {
-        row(
-            &format!("chat-relay, {NATS_ACKED}"),
-            "round trips / s",
-            missing(acked),
-            String::new(),
-            String::new(),
-            "",
-            String::new(),
-        );
-        return;
-    };
-    let peer = Pair { gateway: Some(n.clone()), echo: Some(echo.clone()), nats: None, errors: Vec::new() };
-    chat_rows(row, &peer, NATS_ACKED, "");
-    let Some(g) = memory else { return };
-    let s = format!(
-        "chat-relay, {} conversations, in-memory store against the {NATS_ACKED}",
-        num(g.conversations as f64, 0)
-    );
-    rate_row(row, &s, "round trips / s, baseline: NATS acknowledging", (g, n), "", 1.0);
-    let per_trip = |c: &ClosedLoop| c.server_cores / c.round_trips_per_sec * 1e6;
-    figure(row, &s, "server CPU per round trip (µs), baseline: NATS acknowledging", per_trip(g), per_trip(n), 1);
+    let names = PeerNames { place: NATS_ACKED, against: NATS_ACKED, baseline: "NATS acknowledging" };
+    let peer = acked.nats.as_ref().ok_or_else(|| Some(missing(acked)));
+    peer_rows(row, names, peer, Some(echo), &[(memory, "in-memory store", "")]);
 }
 
 /// For each count whose first pair split (one server held, the other not), every pair's
@@ -847,7 +837,7 @@ const CHAT_MEASURES: &[Measure<ClosedLoop>] = &[
     ("p50 round trip (ms)", |c| c.latency.p50_ms, 2, true),
     ("p99 round trip (ms)", |c| c.latency.p99_ms, 2, true),
     ("server CPU (cores)", |c| c.server_cores, 2, true),
-    ("server CPU per round trip (µs)", |c| c.server_cores / c.round_trips_per_sec * 1e6, 1, true),
+    ("server CPU per round trip (µs)", |c| c.cpu_per_trip_us(), 1, true),
     ("server RSS at the end (MiB)", |c| c.server_rss_kib as f64 / 1024.0, 1, true),
 ];
 

@@ -134,9 +134,8 @@ pub struct EngineLock {
 }
 
 impl EngineLock {
-    pub async fn read(server: SocketAddr) -> Result<EngineLock> {
-        let text = metrics(server).await?;
-        let get = |name: &str| metric_f64(&text, name).with_context(|| format!("/metrics has no {name}"));
+    fn parse(text: &str) -> Result<EngineLock> {
+        let get = |name: &str| metric_f64(text, name).with_context(|| format!("/metrics has no {name}"));
         Ok(EngineLock {
             taken: get("switchboard_engine_lock_acquisitions")?,
             held_secs: get("switchboard_engine_lock_held_seconds")?,
@@ -163,6 +162,12 @@ impl EngineLock {
     }
 }
 
+/// The gateway's routing-engine lock and its store so far, from one `GET /metrics`.
+pub async fn engine_and_store(server: SocketAddr) -> Result<(EngineLock, StoreStalls)> {
+    let text = metrics(server).await?;
+    Ok((EngineLock::parse(&text)?, StoreStalls::parse(&text)?))
+}
+
 /// A store's commits and checkpoints so far (`GET /metrics`), and how many of each took
 /// longer than [`StoreStalls::SLOW_MS`].
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -178,11 +183,15 @@ impl StoreStalls {
     /// 5 ms target (0.1 ms × 2⁵), so one such wait and a commit after it pass the target.
     pub const SLOW_MS: f64 = 3.2;
 
-    pub async fn read(server: SocketAddr) -> Result<StoreStalls> {
-        let text = metrics(server).await?;
-        let (commits, slow_commits) = over(&text, "switchboard_store_commit_seconds", Self::SLOW_MS / 1e3)?;
-        let (checkpoints, slow_checkpoints) = over(&text, "switchboard_store_checkpoint_seconds", Self::SLOW_MS / 1e3)?;
+    fn parse(text: &str) -> Result<StoreStalls> {
+        let (commits, slow_commits) = over(text, "switchboard_store_commit_seconds", Self::SLOW_MS / 1e3)?;
+        let (checkpoints, slow_checkpoints) = over(text, "switchboard_store_checkpoint_seconds", Self::SLOW_MS / 1e3)?;
         Ok(StoreStalls { commits, slow_commits, checkpoints, slow_checkpoints })
+    }
+
+    /// Each kind's name, its count over [`StoreStalls::SLOW_MS`], and its whole count.
+    pub fn by_kind(&self) -> [(&'static str, f64, f64); 2] {
+        [("commits", self.slow_commits, self.commits), ("checkpoints", self.slow_checkpoints, self.checkpoints)]
     }
 
     /// What happened between `earlier` and this reading.
