@@ -239,7 +239,7 @@ pub async fn sweep(run: &Run, dialect: Dialect) -> (Vec<Pair<VoicePoint>>, Vec<P
         ));
         let p = both(&format!("{}, {n} calls", dialect.title()), &SERVERS, |t| voice(run, t, dialect, n)).await;
         let split = p.both().is_some_and(|(g, e)| g.holds() != e.holds());
-        let mut echo_points: Vec<VoicePoint> = p.echo.iter().cloned().collect();
+        let first_repeat = repeats.len();
         points.push(p);
         if split {
             for k in 0..o.voice_hold_repeats {
@@ -249,12 +249,12 @@ pub async fn sweep(run: &Run, dialect: Dialect) -> (Vec<Pair<VoicePoint>>, Vec<P
                     o.voice_hold_repeats
                 ));
                 let label = format!("{}, {n} calls, pair {}", dialect.title(), k + 2);
-                let again = both(&label, &SERVERS, |t| voice(run, t, dialect, n)).await;
-                echo_points.extend(again.echo.iter().cloned());
-                repeats.push(again);
+                repeats.push(both(&label, &SERVERS, |t| voice(run, t, dialect, n)).await);
             }
         }
-        let echo_holds = largest_holding(&echo_points) == Some(n);
+        // The echo's pairs at this count: the sweep's, and the repeats just run.
+        let at_n = points.last().into_iter().chain(&repeats[first_repeat..]);
+        let echo_holds = largest_holding(at_n.filter_map(|p| p.echo.as_ref())) == Some(n);
         i += 1;
         if i == counts.len() {
             match next_count(n, o.voice_max_calls) {
