@@ -24,7 +24,7 @@ use super::Run;
 use super::peers::{self, Agent, Counter, EchoBot, EchoReceipts, Member, Peer};
 use super::progress::{Progress, say};
 use super::stats::{Samples, Summary};
-use super::target::{MachineCpu, Server, Target, own_cpu_secs};
+use super::target::{CpuWait, MachineCpu, Server, Target, own_cpu_secs};
 use super::wire::{self, Sources};
 
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +57,21 @@ pub struct Handoff {
     /// Each run's share of the machine's CPU time the hypervisor gave to other guests
     /// (`steal` in `/proc/stat`, 0 to 1), in order.
     pub run_stolen: Vec<f64>,
+    /// Each run's time its threads were ready to run but waited for a CPU (`schedstat`), in
+    /// order: the server's, the generator's; for the echo as for the gateway, not a cluster.
+    pub run_cpu_wait: Vec<RunCpuWait>,
     pub errors: Vec<String>,
+}
+
+/// How long a run's threads waited for a CPU while ready to run, in ms.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RunCpuWait {
+    /// The server's threads together.
+    pub server_ms: f64,
+    /// The gateway's store writer among them, on which each commit runs (0 for the echo).
+    pub store_ms: f64,
+    /// The generator's threads together.
+    pub generator_ms: f64,
 }
 
 /// Runs of the steady variant, pooled. One run sends each of its 10,000 escalations once, so
@@ -152,6 +166,7 @@ async fn handoff_once(run: &Run, target: Target, rate: Option<f64>) -> Result<(H
         engine_lock: span.engine_lock,
         run_store: span.store.into_iter().collect(),
         run_stolen: vec![span.stolen],
+        run_cpu_wait: span.cpu_wait.into_iter().collect(),
     };
     say(&format!(
         "  {name} {target}: {} of {n} assigned, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, in {:.3} s",
@@ -177,6 +192,7 @@ impl Handoff {
         self.engine_lock = self.engine_lock.zip(r.engine_lock).map(|(a, b)| a.plus(b));
         self.run_store.extend(r.run_store);
         self.run_stolen.extend(r.run_stolen);
+        self.run_cpu_wait.extend(r.run_cpu_wait);
         self.errors.extend(r.errors);
     }
 
@@ -211,6 +227,7 @@ struct Span {
     engine_lock: Option<wire::EngineLock>,
     store: Option<wire::StoreStalls>,
     stolen: f64,
+    cpu_wait: Option<RunCpuWait>,
 }
 
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
@@ -228,6 +245,12 @@ async fn burst<H: peers::Handler>(
 ) -> Result<Span> {
     let internals = if engine { Some(wire::engine_and_store(server.addr).await?) } else { None };
     let machine = MachineCpu::read()?;
+    // A cluster's processes are several; its runs say nothing of their waits.
+    let waits = if server.is_lone() {
+        Some((server.pid, CpuWait::read(Some(server.pid))?, CpuWait::read(None)?))
+    } else {
+        None
+    };
     let (cpu, own) = (server.cpu_secs()?, own_cpu_secs()?);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
@@ -251,6 +274,14 @@ async fn burst<H: peers::Handler>(
     let used = server.cpu_secs().map(|now| now - cpu)?;
     let used_here = own_cpu_secs()? - own;
     let stolen = MachineCpu::read()?.stolen_since(machine);
+    let cpu_wait = match waits {
+        Some((pid, server_then, own_then)) => {
+            let (server_ms, store_ms) = CpuWait::read(Some(pid))?.ms_since(server_then);
+            let (generator_ms, _) = CpuWait::read(None)?.ms_since(own_then);
+            Some(RunCpuWait { server_ms, store_ms, generator_ms })
+        }
+        None => None,
+    };
     let (engine_lock, store) = match internals {
         Some((lock, store)) => {
             let (lock_now, store_now) = wire::engine_and_store(server.addr).await?;
@@ -260,7 +291,7 @@ async fn burst<H: peers::Handler>(
     };
     watcher.abort();
     progress.finish();
-    Ok(Span { server_cpu_secs: used, client_cpu_secs: used_here, engine_lock, store, stolen })
+    Ok(Span { server_cpu_secs: used, client_cpu_secs: used_here, engine_lock, store, stolen, cpu_wait })
 }
 
 fn by_conversation(ids: &[String], sent: &[(u32, Instant)]) -> HashMap<String, Instant> {

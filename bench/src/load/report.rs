@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::chat::{ClosedLoop, OpenPoint};
 use super::cluster::{Cluster, Clustered, nodes};
-use super::handoff::Handoff;
+use super::handoff::{Handoff, RunCpuWait};
 use super::recovery::Recovery;
 use super::voice::{Dialect, Direction, GAP_P99_TARGET_MS, P99_TARGET_MS, VoicePoint, largest_holding};
 use super::wire::StoreStalls;
@@ -397,8 +397,9 @@ fn handoff_rows(row: &mut RowFn<'_>, p: &Pair<Handoff>, rate: Option<f64>) {
 }
 
 /// What each steady run's tail may come from: the gateway's store commits and checkpoints
-/// slower than 3.2 ms (commits wait for a checkpoint, assignments for their commit), and the
-/// machine's CPU time stolen by other guests (both servers').
+/// slower than 3.2 ms (commits wait for a checkpoint, assignments for their commit), the
+/// machine's CPU time stolen by other guests, and how long the servers' and the generator's
+/// threads were ready to run but had no core (both servers').
 fn handoff_stalls(row: &mut RowFn<'_>, s: &str, g: &Handoff, e: &Handoff) {
     let slow = StoreStalls::SLOW_MS;
     let each = |v: &[f64], digits: usize| v.iter().map(|&x| num(x, digits)).collect::<Vec<_>>().join(" / ");
@@ -425,6 +426,24 @@ fn handoff_stalls(row: &mut RowFn<'_>, s: &str, g: &Handoff, e: &Handoff) {
         "machine's CPU stolen by other guests, each run (%)",
         each(&stolen(g), 1),
         each(&stolen(e), 1),
+        String::new(),
+        "",
+        String::new(),
+    );
+    // The gateway's store writer is apart: a commit, and every assignment behind it, waits
+    // for it to get a core.
+    let waited = |h: &Handoff, store: bool| {
+        let run = |w: &RunCpuWait| {
+            let writer = if store { format!(" ({})", num(w.store_ms, 1)) } else { String::new() };
+            format!("{}{writer} + {}", num(w.server_ms, 1), num(w.generator_ms, 1))
+        };
+        h.run_cpu_wait.iter().map(run).collect::<Vec<_>>().join(" / ")
+    };
+    row(
+        s,
+        "ready to run but waiting for a CPU, each run (ms): server (gateway's store writer) + generator",
+        waited(g, true),
+        waited(e, false),
         String::new(),
         "",
         String::new(),

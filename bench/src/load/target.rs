@@ -290,6 +290,11 @@ impl Server {
         std::iter::once(self.pid).chain(self.cluster.iter().flat_map(|c| c.others.iter().map(|(pid, _)| *pid)))
     }
 
+    /// One process, not a cluster.
+    pub fn is_lone(&self) -> bool {
+        self.cluster.is_none()
+    }
+
     /// Resident memory, in KiB (`VmRSS` of `/proc/PID/status`; a cluster's summed over its
     /// processes).
     pub fn rss_kib(&self) -> Result<u64> {
@@ -460,6 +465,55 @@ impl MachineCpu {
     }
 }
 
+/// How long a process's threads were ready to run but waited for a CPU, so far: the second
+/// field of each `/proc/PID/task/TID/schedstat` (ns), summed, and that of the gateway's store
+/// writer (`switchboard-store`, the thread a commit runs on) alone. A thread that ended
+/// between two readings takes its time with it, so a difference is at most this low.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuWait {
+    pub all_ns: u64,
+    pub store_ns: u64,
+}
+
+impl CpuWait {
+    /// The server's threads' (`Some(pid)`) or the generator's (`None`).
+    pub fn read(pid: Option<u32>) -> Result<CpuWait> {
+        let dir = pid.map_or_else(|| "/proc/self/task".to_owned(), |p| format!("/proc/{p}/task"));
+        let mut wait = CpuWait::default();
+        for task in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+            let path = task?.path();
+            // A thread may end between the listing and the reading.
+            let (Ok(stat), Ok(comm)) =
+                (std::fs::read_to_string(path.join("schedstat")), std::fs::read_to_string(path.join("comm")))
+            else {
+                continue;
+            };
+            let ns = parse_schedstat(&stat)?;
+            wait.all_ns += ns;
+            if comm.trim_end() == STORE_THREAD {
+                wait.store_ns += ns;
+            }
+        }
+        Ok(wait)
+    }
+
+    /// The waits since `earlier`, in ms: all threads', and the store writer's.
+    pub fn ms_since(self, earlier: CpuWait) -> (f64, f64) {
+        let ms = |now: u64, then: u64| now.saturating_sub(then) as f64 / 1e6;
+        (ms(self.all_ns, earlier.all_ns), ms(self.store_ns, earlier.store_ns))
+    }
+}
+
+/// The store writer's thread name as `comm` has it: cut to 15 bytes.
+const STORE_THREAD: &str = "switchboard-sto";
+
+/// `schedstat`: the time on a CPU, the time waiting on a run queue (both ns), and the number
+/// of times the thread ran; the second.
+fn parse_schedstat(line: &str) -> Result<u64> {
+    let wait = line.split_whitespace().nth(1).with_context(|| format!("a schedstat of one field: {line}"))?;
+    Ok(wait.parse()?)
+}
+
 /// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is
 /// already counted in user and nice, so the total is the first eight.
 fn parse_cpu_line(line: &str) -> Result<MachineCpu> {
@@ -579,6 +633,23 @@ pub fn write_default_config(run_dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_run_queue_wait() {
+        assert_eq!(parse_schedstat("769381799 852459954 209\n").unwrap(), 852_459_954);
+        assert!(parse_schedstat("769381799").is_err());
+        let before = CpuWait { all_ns: 1_000_000, store_ns: 500_000 };
+        let after = CpuWait { all_ns: 4_500_000, store_ns: 1_500_000 };
+        assert_eq!(after.ms_since(before), (3.5, 1.0));
+        // A thread gone since: never below nothing.
+        assert_eq!(before.ms_since(after), (0.0, 0.0));
+    }
+
+    #[test]
+    fn reads_this_process_run_queue_wait() {
+        let wait = CpuWait::read(None).unwrap();
+        assert_eq!(wait.store_ns, 0, "the generator has no store writer");
+    }
 
     #[test]
     fn reads_the_stolen_share() {
