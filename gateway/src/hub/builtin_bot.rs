@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::outbox::Outgoing;
-use super::{Hub, Outbox};
+use super::{Hub, HubError, Outbox};
 use crate::bot::{Action, Dialog, Script};
 use crate::context::Value as CtxValue;
 use crate::protocol::{Inbound, Kind};
@@ -171,8 +171,14 @@ fn handle(
                 hub.member_end(name, outbox, &e)
             }
         };
-        if let Err(e) = result {
-            tracing::warn!(bot = %name, conversation.id = conv, "built-in bot action failed: {e}");
+        match result {
+            Ok(()) => {}
+            // The conversation moved on while the bot answered (the customer ended it, or it
+            // went to people): nothing is wrong, and a customer could make a log of warnings.
+            Err(e @ (HubError::NotHolder(_) | HubError::Ended)) => {
+                tracing::debug!(bot = %name, conversation.id = conv, "built-in bot action dropped: {e}");
+            }
+            Err(e) => tracing::warn!(bot = %name, conversation.id = conv, "built-in bot action failed: {e}"),
         }
         if dialogs.get(conv).is_some_and(|c| c.dialog.is_done()) {
             dialogs.remove(conv);
