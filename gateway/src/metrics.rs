@@ -32,6 +32,8 @@ pub static MEDIA_OUT: Count = Count::new();
 pub static VOICE_CALLS: Count = Count::new();
 /// Voice calls refused at `session.start` because the pacer was falling behind.
 pub static VOICE_REFUSED: Count = Count::new();
+/// Chats refused at `session.start` because their address held `chat_conversations_per_address`.
+pub static CHATS_REFUSED: Count = Count::new();
 /// Bots whose connection went away and stayed away for the grace period.
 pub static BOT_FAILURES: Count = Count::new();
 /// Bots that left a customer's message unanswered for `bot_reply_timeout_secs`.

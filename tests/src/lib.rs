@@ -214,10 +214,25 @@ impl Client {
     /// the window it offers stays that small): one that stops reading fills the gateway's
     /// side in kilobytes, not megabytes.
     pub async fn connect_with_receive_buffer(url: &str, bearer: Option<&str>, bytes: u32) -> Result<Client> {
+        Client::connect_socket(url, bearer, |socket| socket.set_recv_buffer_size(bytes)).await
+    }
+
+    /// A client connecting from the source address `local`: any of 127.0.0.0/8 reaches a
+    /// server on 127.0.0.1, so a test can play a customer at another address.
+    pub async fn connect_from(url: &str, local: std::net::IpAddr) -> Result<Client> {
+        Client::connect_socket(url, None, |socket| socket.bind(SocketAddr::new(local, 0))).await
+    }
+
+    /// A client over an IPv4 socket `set_up` prepared before it connects.
+    async fn connect_socket(
+        url: &str,
+        bearer: Option<&str>,
+        set_up: impl FnOnce(&tokio::net::TcpSocket) -> std::io::Result<()>,
+    ) -> Result<Client> {
         let req = request(url, bearer)?;
         let host = req.uri().authority().context("a host in the URL")?.as_str().to_owned();
         let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.set_recv_buffer_size(bytes)?;
+        set_up(&socket)?;
         let tcp = socket.connect(tokio::net::lookup_host(&host).await?.next().context("an address")?).await?;
         let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp)).await?;
         Ok(Client { ws, seen: Vec::new() })

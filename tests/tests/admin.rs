@@ -420,6 +420,7 @@ async fn metrics_count_connections_conversations_activities_and_routing() -> Res
         "switchboard_bot_failures_total",
         "switchboard_bot_timeouts_total",
         "switchboard_voice_calls_total",
+        "switchboard_chats_refused_total",
         "switchboard_voice_calls_active",
         "switchboard_cluster_nodes",
         "switchboard_media_frames_in_total",

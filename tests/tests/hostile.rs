@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, start_server};
+use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, start_default, start_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -249,5 +249,51 @@ async fn a_long_transcript_is_bounded_and_reaches_agents_in_pages() -> Result<()
     let mut bob = s.agent("bob").await?;
     bob.send(json!({"type":"event","name":"transcript.request","conversation":{"id":conv},"value":{}})).await?;
     assert_eq!(bob.event("error").await?["value"]["code"], "forbidden");
+    Ok(())
+}
+
+/// One address opening chat after chat (and dropping them: a dropped customer's conversation
+/// is kept for resuming) would take every seat of the bot and then of the agents, and every
+/// other customer would wait. On the built-in default, an address holds at most 100 open
+/// chats (`chat_conversations_per_address`); the next `session.start` from it is refused
+/// with `rate_limited` and the connection stays, a customer at another address is served at
+/// once, and once one of the 100 ends the refused customer may start.
+#[tokio::test]
+async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
+    const PER_ADDRESS: usize = 100;
+    let s = start_default().await;
+    let mut flood = Vec::with_capacity(PER_ADDRESS);
+    for i in 0..PER_ADDRESS {
+        flood.push(s.start_chat("ChatWorkStream", &format!("Flood {i}"), json!({})).await?);
+    }
+    let start = |name: &str| json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":name}}});
+    let mut refused = s.customer().await?;
+    refused.send(start("One more")).await?;
+    let e = refused.event("error").await?;
+    assert_eq!(e["value"]["code"], "rate_limited", "{e}");
+    let msg = e["value"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("chat_conversations_per_address"), "the error names the setting: {msg}");
+    let (status, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
+    assert_eq!(status, 200);
+    assert!(metrics.lines().any(|l| l == "switchboard_chats_refused_total 1"), "the refusal is counted");
+
+    // A customer at another address starts, and the built-in bot greets it.
+    let mut other = Client::connect_from(&s.ws_url("/v1/chat"), "127.0.0.2".parse()?).await?;
+    other.send(start("Elsewhere")).await?;
+    other.event("session.started").await?;
+    let greeting = other.until("the bot's greeting", |v| v["type"] == "message").await?;
+    assert_eq!(greeting["from"]["role"], "bot", "{greeting}");
+
+    // One of the flood ends its chat (acknowledged once the conversation is closed): the
+    // refused customer, on the same connection, now starts.
+    let first = &mut flood[0];
+    first.send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
+    first.until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    refused.send(start("One more")).await?;
+    refused.event("session.started").await?;
+    // And that took the freed place: the address is at its limit again.
+    let mut again = s.customer().await?;
+    again.send(start("Yet another")).await?;
+    assert_eq!(again.event("error").await?["value"]["code"], "rate_limited");
     Ok(())
 }

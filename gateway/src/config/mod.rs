@@ -182,6 +182,10 @@ pub struct ServerConfig {
     pub token_failures: u32,
     /// The same from one source address (an IPv6 address counts by its /64).
     pub token_address_failures: u32,
+    /// Open conversations started over `/v1/chat` from one source address (an IPv6
+    /// address counts by its /64) at once; one more `session.start` is refused with
+    /// `rate_limited`. 0: no limit.
+    pub chat_conversations_per_address: u32,
     /// The window failures are counted in, and how long a lockout lasts.
     pub token_lockout_secs: u64,
     /// The gateway's address as Bot Framework bots reach it (`http://host:port`, no path):
@@ -243,6 +247,7 @@ impl Default for ServerConfig {
             max_sockets: 262_144,
             token_failures: 5,
             token_address_failures: 20,
+            chat_conversations_per_address: 100,
             token_lockout_secs: 60,
         }
     }

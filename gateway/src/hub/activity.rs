@@ -127,6 +127,9 @@ impl Hub {
     pub(super) fn close_locked(&self, engine: &mut Engine, conv: &Arc<Conversation>) {
         {
             let mut inner = conv.inner.lock();
+            if let Some(addr) = inner.origin.take() {
+                self.give_back_origin(addr);
+            }
             inner.closed = true;
             inner.closed_at_ms = Some(self.clock.now_ms());
             inner.bot_deadline_ms = None;

@@ -183,6 +183,10 @@ pub struct ConvInner {
     /// (`hub/positions.rs`).
     pub position_told_ms: u64,
     pub position_due: Option<(String, usize)>,
+    /// The address a `/v1/chat` customer started it from, as `chat_conversations_per_address`
+    /// counts it; given back when it closes (`None` once given back, and for every other
+    /// channel and for a conversation recovered after a restart).
+    pub origin: Option<std::net::IpAddr>,
 }
 
 /// What a new activity carries besides its sender.

@@ -17,6 +17,13 @@ use crate::routing::ConvId;
 /// resume, or from recovery after a restart.
 pub(super) const PREVIOUS_TOKEN_GRACE_MS: u64 = 60_000;
 
+/// What a conversation opens for: a chat (with the address it counts against, for a
+/// `/v1/chat` customer under `chat_conversations_per_address`), or a call.
+pub(super) enum Opening {
+    Chat { origin: Option<std::net::IpAddr> },
+    Call(Arc<super::call::Call>),
+}
+
 impl Hub {
     /// Checks a customer's `session.start` context against the workstream's declarations.
     pub fn customer_context(&self, workstream: &str, raw: &Value) -> Result<Context, HubError> {
@@ -45,7 +52,9 @@ impl Hub {
     /// A customer starts a conversation: `session.started` goes out first, then the engine
     /// routes it and its effects (position, assignment) follow. `id` is a fresh random one,
     /// unless one was chosen beforehand (a Direct Line token names its conversation before
-    /// the conversation starts).
+    /// the conversation starts). `origin`: the address a `/v1/chat` customer connected
+    /// from (an IPv6 address by its /64), which may hold at most
+    /// `chat_conversations_per_address` open conversations.
     pub fn start_conversation(
         &self,
         id: Option<ConvId>,
@@ -53,12 +62,51 @@ impl Hub {
         user_name: &str,
         context: Context,
         outbox: &Outbox,
+        origin: Option<std::net::IpAddr>,
     ) -> Result<Arc<Conversation>, HubError> {
         let id = id.unwrap_or_else(super::new_conversation_id);
         if self.convs.contains_key(&id) {
             return Err(HubError::invalid("this conversation has already started"));
         }
-        self.open_conversation(id, workstream, user_name, context, outbox, None)
+        let origin = origin.filter(|_| self.server.chat_conversations_per_address > 0);
+        if let Some(addr) = origin {
+            self.take_origin(addr)?;
+        }
+        let opened = self.open_conversation(id, workstream, user_name, context, outbox, Opening::Chat { origin });
+        if let (Err(_), Some(addr)) = (&opened, origin) {
+            self.give_back_origin(addr);
+        }
+        opened
+    }
+
+    /// Counts one more open conversation from `addr`, or refuses it: one address may not
+    /// take every seat of the bots and agents, however many chats it opens and drops (a
+    /// dropped customer's conversation is kept for `customer_resume_secs`).
+    fn take_origin(&self, addr: std::net::IpAddr) -> Result<(), HubError> {
+        let max = self.server.chat_conversations_per_address;
+        let mut open = self.origins.entry(addr).or_insert(0);
+        if *open >= max {
+            crate::metrics::CHATS_REFUSED.inc();
+            return Err(HubError::TooMany(
+                format!(
+                    "{max} conversations from your address are open already (chat_conversations_per_address); \
+                     end one, or try again when one has ended"
+                )
+                .into(),
+            ));
+        }
+        *open += 1;
+        Ok(())
+    }
+
+    /// A conversation counted against `addr` has closed (or never opened).
+    pub(super) fn give_back_origin(&self, addr: std::net::IpAddr) {
+        if let dashmap::Entry::Occupied(mut open) = self.origins.entry(addr) {
+            *open.get_mut() -= 1;
+            if *open.get() == 0 {
+                open.remove();
+            }
+        }
     }
 
     pub(super) fn open_conversation(
@@ -68,8 +116,12 @@ impl Hub {
         user_name: &str,
         context: Context,
         outbox: &Outbox,
-        call: Option<Arc<super::call::Call>>,
+        opening: Opening,
     ) -> Result<Arc<Conversation>, HubError> {
+        let (call, origin) = match opening {
+            Opening::Chat { origin } => (None, origin),
+            Opening::Call(call) => (Some(call), None),
+        };
         let now = self.clock.now_ms();
         let channel = if call.is_some() { "voice" } else { "chat" };
         let token = self.customer_token(&id, 1);
@@ -81,6 +133,7 @@ impl Hub {
                 customer: Some(outbox.clone()),
                 last_activity_ms: now,
                 token_gen: 1,
+                origin,
                 ..ConvInner::default()
             }),
             call: call.clone(),

@@ -57,6 +57,10 @@ pub enum HubError {
     /// administrator disconnected).
     #[error("{0}")]
     NotAllowed(Cow<'static, str>),
+    /// The sender already has as many of something as it may hold at once (open chats from
+    /// one address); it may have another once one ends.
+    #[error("{0}")]
+    TooMany(Cow<'static, str>),
     /// The conversation's transcript reached `max_conversation_bytes`.
     #[error("this conversation has reached its limit of {0} bytes; it can only be ended")]
     ConversationFull(usize),
@@ -106,7 +110,7 @@ impl HubError {
     /// Whether the same request may succeed later without the sender changing it.
     pub fn retry_helps(&self) -> bool {
         match self {
-            HubError::Store(_) | HubError::Retry(_) => true,
+            HubError::Store(_) | HubError::Retry(_) | HubError::TooMany(_) => true,
             HubError::Protocol(p) => p.code.retry_helps(),
             _ => false,
         }

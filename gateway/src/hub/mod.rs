@@ -74,6 +74,9 @@ pub struct Hub {
     parties: parking_lot::RwLock<Arc<Parties>>,
     /// Voice calls by stream number (the prefix of every binary media frame).
     calls: DashMap<u32, Arc<call::Call>>,
+    /// Open `/v1/chat` conversations by the address they were started from
+    /// (`chat_conversations_per_address`); an address with none has no entry.
+    origins: DashMap<std::net::IpAddr, u32>,
     /// Paces every call's audio toward its caller (one task per runtime worker).
     pacer: pacer::Pacer,
     /// Queue positions: the positions' task's wake-up, and the customers whose position
@@ -177,6 +180,7 @@ impl Hub {
             members: DashMap::new(),
             parties,
             calls: DashMap::new(),
+            origins: DashMap::new(),
             pacer: pacer::Pacer::new(tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())),
             positions: positions::Due::default(),
             next_stream: std::sync::atomic::AtomicU32::new(1),

@@ -49,7 +49,8 @@ impl Hub {
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
         crate::metrics::VOICE_CALLS.inc();
         let call = Arc::new(Call::new(stream, id.clone(), caller, leg.inband_dtmf(), hold));
-        let conv = self.open_conversation(id, workstream, "Caller", context, outbox, Some(call))?;
+        let conv =
+            self.open_conversation(id, workstream, "Caller", context, outbox, super::customer::Opening::Call(call))?;
         self.pacer.add(conv.clone(), outbox.clone(), leg.marks());
         Ok(conv)
     }

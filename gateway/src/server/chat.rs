@@ -5,13 +5,15 @@
 //! `survey.response`. Every problem is answered with an `error` event and the connection
 //! stays open.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use serde_json::Value;
 
+use super::throttle::addr_key;
 use super::ws::{self, Session, WsStream};
 use crate::config::Channel;
 use crate::hub::{Conversation, Hub, HubError, Outbox, Sender, Thing};
@@ -19,13 +21,14 @@ use crate::protocol::{Inbound, Kind};
 
 pub async fn upgrade(State(hub): State<Arc<Hub>>, req: Request) -> Response {
     let h = hub.clone();
-    ws::upgrade(&hub, req, ws::CUSTOMER, move |ws| run(h, ws))
+    let origin = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| addr_key(peer.ip()));
+    ws::upgrade(&hub, req, ws::CUSTOMER, move |ws| run(h, ws, origin))
 }
 
 /// Not an `async fn`: see [`ws::run`].
-fn run(hub: Arc<Hub>, ws: WsStream) -> impl Future<Output = ()> + Send + 'static {
+fn run(hub: Arc<Hub>, ws: WsStream, origin: Option<IpAddr>) -> impl Future<Output = ()> + Send + 'static {
     let (outbox, rx) = Outbox::new(hub.server.outbound_queue);
-    let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None };
+    let session = ChatSession { hub: hub.clone(), outbox: outbox.clone(), conv: None, origin };
     let handshake = Duration::from_secs(hub.server.handshake_timeout_secs);
     // One task: the `ack` of a message goes out in the wake-up that read it.
     ws::run_inline(hub, ws, outbox, rx, session, Some(handshake))
@@ -37,6 +40,8 @@ struct ChatSession {
     hub: Arc<Hub>,
     outbox: Outbox,
     conv: Option<Arc<Conversation>>,
+    /// The address the customer connected from, as `chat_conversations_per_address` counts it.
+    origin: Option<IpAddr>,
 }
 
 impl Session for ChatSession {
@@ -115,7 +120,7 @@ impl ChatSession {
                     )));
                 }
                 let ctx = self.hub.customer_context(ws_name, a.value.get("context").unwrap_or(&Value::Null))?;
-                self.conv = Some(self.hub.start_conversation(None, ws_name, name, ctx, &self.outbox)?);
+                self.conv = Some(self.hub.start_conversation(None, ws_name, name, ctx, &self.outbox, self.origin)?);
                 Ok(())
             }
             Some("session.resume") => {

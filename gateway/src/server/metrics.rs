@@ -68,6 +68,12 @@ pub fn registry(hub: &Hub) -> Registry {
         "Voice calls refused because the pacer was falling behind (the gateway was carrying all it could)",
         m::VOICE_REFUSED.get(),
     );
+    counter(
+        &mut r,
+        "chats_refused",
+        "Chats refused at session.start: their address held chat_conversations_per_address open already",
+        m::CHATS_REFUSED.get(),
+    );
     counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::ACTIVITIES_IN.get());
     counter(&mut r, "activities_out", "Text frames queued toward connections", m::ACTIVITIES_OUT.get());
     counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::MEDIA_IN.get());

@@ -22,6 +22,7 @@ pub fn code(e: &HubError) -> ErrorCode {
         HubError::NotHolder(_) | HubError::NotAllowed(_) => ErrorCode::Forbidden,
         HubError::Credentials(_) => ErrorCode::Unauthorized,
         HubError::ConversationFull(_) => ErrorCode::TooLarge,
+        HubError::TooMany(_) => ErrorCode::RateLimited,
         HubError::Store(_) | HubError::Retry(_) => ErrorCode::Unavailable,
         HubError::Engine(e) => match e {
             EngineError::UnknownWorkstream(_)
@@ -178,6 +179,7 @@ mod tests {
             (HubError::credentials("expired"), ErrorCode::Unauthorized, Fault::Client, false),
             (HubError::not_allowed("disconnected"), ErrorCode::Forbidden, Fault::Client, false),
             (HubError::ConversationFull(10), ErrorCode::TooLarge, Fault::Client, false),
+            (HubError::TooMany("open chats".into()), ErrorCode::RateLimited, Fault::Client, true),
             (HubError::Store("disk full".into()), ErrorCode::Unavailable, Fault::Store, true),
             (HubError::Retry("collision".into()), ErrorCode::Unavailable, Fault::Internal, true),
             (HubError::Engine(EngineError::UnknownMember("x".into())), ErrorCode::NotFound, Fault::Client, false),

@@ -89,9 +89,9 @@ impl TokenThrottle {
     }
 }
 
-/// The address failures are counted under: IPv4 as is (an IPv4-mapped IPv6 address too),
-/// IPv6 by its /64.
-fn addr_key(a: IpAddr) -> IpAddr {
+/// The address a per-address limit counts under (failures here, open chats in the hub):
+/// IPv4 as is (an IPv4-mapped IPv6 address too), IPv6 by its /64.
+pub(crate) fn addr_key(a: IpAddr) -> IpAddr {
     match a {
         IpAddr::V4(_) => a,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

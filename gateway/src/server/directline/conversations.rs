@@ -69,7 +69,7 @@ pub(super) async fn start(State(hub): State<Arc<Hub>>, headers: HeaderMap, body:
     // transcript later (or, for the queue position, sent on the stream once it opens).
     let (outbox, rx) = Outbox::new(1);
     drop(rx);
-    let conv = hub.start_conversation(id, &workstream, &name, Context::new(), &outbox)?;
+    let conv = hub.start_conversation(id, &workstream, &name, Context::new(), &outbox, None)?;
     hub.customer_seen(&conv);
     Ok((StatusCode::CREATED, axum::Json(conversation_answer(&hub, &base, &conv.id, 0))).into_response())
 }
