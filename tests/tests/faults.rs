@@ -155,7 +155,9 @@ async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -
 #[tokio::test]
 async fn a_bot_returning_to_hundreds_of_conversations_gets_each_back_before_anything_new() -> Result<()> {
     const N: usize = 300;
-    let s = start_server(None).await;
+    // Its 300 customers all connect from 127.0.0.1, over the default 100 open chats an
+    // address may hold.
+    let s = start_server(Some(&config("chat_conversations_per_address = 300"))).await;
     let mut bot = s.bot().await?;
     let mut customers = Vec::with_capacity(N);
     for i in 0..N {
