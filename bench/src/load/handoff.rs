@@ -232,7 +232,8 @@ struct Span {
 
 /// Sends one frame per conversation, at once or at `rate` a second, and waits (up to
 /// 60 s after the last) for every one to land; the CPU seconds the server and the generator
-/// used meanwhile, the machine's CPU time stolen, and with `engine` what the gateway's
+/// used meanwhile, the machine's CPU time stolen, how long the server's and the generator's
+/// threads waited for a core (a lone server's), and with `engine` what the gateway's
 /// routing-engine lock and its store did.
 async fn burst<H: peers::Handler>(
     label: &str,
@@ -246,11 +247,7 @@ async fn burst<H: peers::Handler>(
     let internals = if engine { Some(wire::engine_and_store(server.addr).await?) } else { None };
     let machine = MachineCpu::read()?;
     // A cluster's processes are several; its runs say nothing of their waits.
-    let waits = if server.is_lone() {
-        Some((server.pid, CpuWait::read(Some(server.pid))?, CpuWait::read(None)?))
-    } else {
-        None
-    };
+    let waits = if server.is_lone() { Some((CpuWait::read(Some(server.pid))?, CpuWait::read(None)?)) } else { None };
     let (cpu, own) = (server.cpu_secs()?, own_cpu_secs()?);
     let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let progress = Progress::start(format!("{label}: burst of {}", ids.len()), None, count.clone(), "landed");
@@ -275,8 +272,8 @@ async fn burst<H: peers::Handler>(
     let used_here = own_cpu_secs()? - own;
     let stolen = MachineCpu::read()?.stolen_since(machine);
     let cpu_wait = match waits {
-        Some((pid, server_then, own_then)) => {
-            let (server_ms, store_ms) = CpuWait::read(Some(pid))?.ms_since(server_then);
+        Some((server_then, own_then)) => {
+            let (server_ms, store_ms) = CpuWait::read(Some(server.pid))?.ms_since(server_then);
             let (generator_ms, _) = CpuWait::read(None)?.ms_since(own_then);
             Some(RunCpuWait { server_ms, store_ms, generator_ms })
         }
