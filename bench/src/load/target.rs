@@ -466,9 +466,10 @@ impl MachineCpu {
 }
 
 /// How long a process's threads were ready to run but waited for a CPU, so far: the second
-/// field of each `/proc/PID/task/TID/schedstat` (ns), summed, and that of the gateway's store
-/// writer (`switchboard-store`, the thread a commit runs on) alone. A thread that ended
-/// between two readings takes its time with it, so a difference is at most this low.
+/// field of each `/proc/PID/task/TID/schedstat` (ns), summed, and that of the gateway's
+/// store writer alone (`switchboard::store::WRITER_THREAD`, the thread a commit runs on).
+/// A thread that ended between two readings takes its time with it: a difference may
+/// come out short, never long.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuWait {
     pub all_ns: u64,
@@ -490,7 +491,7 @@ impl CpuWait {
             };
             let ns = parse_schedstat(&stat)?;
             wait.all_ns += ns;
-            if comm.trim_end() == STORE_THREAD {
+            if is_store_writer(comm.trim_end()) {
                 wait.store_ns += ns;
             }
         }
@@ -504,8 +505,12 @@ impl CpuWait {
     }
 }
 
-/// The store writer's thread name as `comm` has it: cut to 15 bytes.
-const STORE_THREAD: &str = "switchboard-sto";
+/// Whether a thread's `comm` is the gateway's store writer: its name, which `comm` cuts to
+/// 15 bytes.
+fn is_store_writer(comm: &str) -> bool {
+    let name = switchboard::store::WRITER_THREAD;
+    comm == &name[..name.len().min(15)]
+}
 
 /// `schedstat`: the time on a CPU, the time waiting on a run queue (both ns), and the number
 /// of times the thread ran; the second.
@@ -643,6 +648,13 @@ mod tests {
         assert_eq!(after.ms_since(before), (3.5, 1.0));
         // A thread gone since: never below nothing.
         assert_eq!(before.ms_since(after), (0.0, 0.0));
+    }
+
+    #[test]
+    fn knows_the_store_writer_by_its_cut_name() {
+        assert!(is_store_writer("switchboard-sto"));
+        assert!(!is_store_writer("tokio-rt-worker"));
+        assert!(!is_store_writer(""));
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, WRITER_THREAD};
 
 use crate::protocol::Frame;
 use crate::routing::ConvId;

@@ -146,7 +146,7 @@ impl SqliteStore {
         let f = failed.clone();
         let completer = spawn_completer();
         std::thread::Builder::new()
-            .name("switchboard-store".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || writer(conn, rx, f, completer, open))
             .map_err(|e| StoreError(format!("cannot start the store writer: {e}")))?;
         Ok((SqliteStore { tx, failed, path }, recovered))
@@ -156,6 +156,10 @@ impl SqliteStore {
         &self.path
     }
 }
+
+/// The name of the writer's thread, on which every commit runs (the benchmark measures its
+/// waits for a core by it).
+pub const WRITER_THREAD: &str = "switchboard-store";
 
 /// When the writer checkpoints the WAL into the database, between two transactions: once
 /// [`CHECKPOINT_RECORDS`] records were written since the last one (but not within
