@@ -337,3 +337,45 @@ async fn serve_logs_at_info_by_default_with_each_connections_span() {
     assert_eq!(v["span"]["peer.id"], "alice", "{line}");
     assert!(gw.seen.iter().all(|l| !l.contains("\"DEBUG\"")), "nothing below info: {:?}", gw.seen);
 }
+
+/// Twilio has no error event, so a Twilio caller's refused messages are logged, not sent.
+/// A caller sending nothing but bad ones (up to 60 a second, each up to the frame limit)
+/// costs the log one warning for its call, cut short, and one count when the call ends:
+/// not a line per message quoting what it sent.
+#[tokio::test]
+async fn a_twilio_caller_sending_bad_messages_costs_the_log_one_warning_per_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut gw = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
+    let line = gw.expect("listening on http://");
+    let addr = line[line.find("listening on http://").unwrap() + "listening on http://".len()..].trim().to_owned();
+
+    let url = format!("ws://{addr}/v1/voice/twilio/VoiceWorkStream");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let sid = "MZ00000000000000000000000000000001";
+    ws.send(Message::text(r#"{"event":"connected","protocol":"Call","version":"1.0.0"}"#)).await.unwrap();
+    let start = serde_json::json!({"event": "start", "streamSid": sid,
+        "start": {"streamSid": sid, "callSid": "CA1", "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}});
+    ws.send(Message::text(start.to_string())).await.unwrap();
+    gw.expect("conversation started");
+
+    // 100 refusals, within the leg's burst of messages (so none is refused for its rate):
+    // unknown events named by 20,000 characters, malformed JSON, media that is not base64.
+    let long = "x".repeat(20_000);
+    for i in 0..100 {
+        let bad = match i % 3 {
+            0 => serde_json::json!({"event": long, "streamSid": sid}).to_string(),
+            1 => format!("{{\"event\":\"{long}"),
+            _ => serde_json::json!({"event": "media", "streamSid": sid, "media": {"payload": "!!!"}}).to_string(),
+        };
+        ws.send(Message::text(bad)).await.unwrap();
+    }
+    ws.send(Message::text(serde_json::json!({"event": "stop", "streamSid": sid}).to_string())).await.unwrap();
+
+    let total = gw.expect("were refused in all");
+    assert!(total.contains(" 100 of the caller's messages"), "{total}");
+    let refused: Vec<&String> = gw.seen.iter().filter(|l| l.contains("message refused")).collect();
+    assert_eq!(refused.len(), 1, "one warning for the call: {refused:?}");
+    assert!(refused[0].contains("WARN") && refused[0].contains("unknown event \"xxx"), "{}", refused[0]);
+    assert!(gw.seen.iter().all(|l| l.len() < 1_000), "no line quotes a whole message");
+}

@@ -66,6 +66,7 @@ fn run(hub: Arc<Hub>, socket: WsStream, dialect: Dialect) -> impl Future<Output 
         dialect,
         hung_up: false,
         played: 0,
+        refused: 0,
     };
     ws::run_inline(hub, socket, outbox, rx, session, Some(handshake))
 }
@@ -89,6 +90,11 @@ struct VoiceSession {
     hung_up: bool,
     /// How many of the caller's 20 ms frames have been answered with the playout's next.
     played: u32,
+    /// The caller's frames refused so far. Twilio has no error event, so a refusal on a
+    /// Twilio leg is logged instead of sent; only the first of a leg at warn, and the count
+    /// when the leg ends: a client sending nothing but bad frames (60 a second, each up to
+    /// the frame limit) must not be able to fill the gateway's log.
+    refused: u32,
 }
 
 impl Session for VoiceSession {
@@ -106,14 +112,17 @@ impl Session for VoiceSession {
                 // Twilio has no error event: a stream whose start is refused would stream
                 // on, unheard, until the handshake timeout. It is closed at once instead:
                 // 1011 (try again later) when a retry can help, as when the gateway is
-                // carrying all the calls it can, else 1008.
-                if conv.is_none() && matches!(self.dialect, Dialect::Twilio { .. }) {
-                    let reason = if e.retry_helps() { Reason::Internal } else { Reason::Policy };
-                    tracing::info!("twilio stream refused: {e}");
-                    outbox.close(reason, &e.to_string());
-                    return;
+                // carrying all the calls it can, else 1008. A message refused once the
+                // call is on is logged (`twilio_refused`).
+                match (&self.dialect, conv) {
+                    (Dialect::Twilio { .. }, None) => {
+                        let reason = if e.retry_helps() { Reason::Internal } else { Reason::Policy };
+                        tracing::info!("twilio stream refused: {}", clipped(&e.to_string(), 200));
+                        outbox.close(reason, &e.to_string());
+                    }
+                    (Dialect::Twilio { .. }, Some(_)) => self.twilio_refused(&e),
+                    (Dialect::Native, conv) => outbox.send_error(e, conv.as_deref(), None),
                 }
-                outbox.send_error(e, conv.as_deref(), None);
             }
         }
     }
@@ -163,6 +172,9 @@ impl Session for VoiceSession {
 
     /// The caller's side is gone: that is a hang-up, everywhere.
     fn on_close(&mut self) {
+        if self.refused > 1 {
+            tracing::warn!("twilio call leg: {} of the caller's messages were refused in all", self.refused);
+        }
         if let Some(c) = &self.leg.conv
             && !self.hub.is_shutting_down()
             && !c.inner.lock().closed
@@ -338,7 +350,13 @@ impl ws::Speaker for VoiceSession {
         let frames = match item {
             Outgoing::Text(f) => vec![f],
             Outgoing::Batch(fs) => fs,
-            Outgoing::Error(e) => vec![super::respond::error_out(&e)],
+            Outgoing::Error(e) => match self.dialect {
+                Dialect::Native => vec![super::respond::error_out(&e)],
+                Dialect::Twilio { .. } => {
+                    self.twilio_refused(&e.error);
+                    return None;
+                }
+            },
             Outgoing::Binary(audio) => {
                 out.push(audio_message(&self.dialect, sid, audio));
                 return None;
@@ -375,6 +393,20 @@ impl ws::Speaker for VoiceSession {
 }
 
 impl VoiceSession {
+    /// A Twilio caller's message refused: logged, since Twilio has no error event to send
+    /// it in. The first of a leg at warn, the rest at debug (see `refused`), each cut to
+    /// its first 200 characters, since a refusal may quote what the caller sent.
+    fn twilio_refused(&mut self, e: &HubError) {
+        self.refused += 1;
+        let message = e.to_string();
+        let message = clipped(&message, 200);
+        if self.refused == 1 {
+            tracing::warn!("twilio call leg: message refused: {message} (more on this leg: at debug)");
+        } else {
+            tracing::debug!("twilio call leg: message refused: {message}");
+        }
+    }
+
     /// The call's next 20 ms (and the marks reached before it), for the caller. The leg is
     /// the only one that takes from the call's playout (the pacer asks it to, with
     /// [`Outgoing::Play`]), so the caller hears it in order.
@@ -389,6 +421,15 @@ impl VoiceSession {
             }
             ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
         });
+    }
+}
+
+/// At most the first `max` characters of `s` (a refusal that may quote what a caller
+/// sent), with `…` when cut: for a log line.
+fn clipped(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]).into(),
+        None => s.into(),
     }
 }
 
@@ -458,10 +499,6 @@ fn translate(dialect: &Dialect, raw: crate::protocol::Frame, sid: Option<&str>) 
             // A holder's mark the pacer reached: Twilio answers it once the audio before it
             // has been played.
             Some("mark") => (Some(twilio_mark(Some(sid), v.value.map_or("null", |r| r.get()))), false),
-            Some("error") => {
-                tracing::warn!("twilio call leg: {}", v.value.map_or("", |r| r.get()));
-                (None, false)
-            }
             _ => (None, ended),
         },
     }
