@@ -197,11 +197,56 @@ struct ChannelData {
     client_activity_id: Option<String>,
 }
 
+/// How deep a client's activity may nest objects and arrays, itself counted. What it
+/// carries through untouched (`value`, `channelData`, `attachments`) reaches bots, agents
+/// and the admin API inside what the gateway wraps around it (a work item's transcript:
+/// three levels more), and must stay readable there: .NET's JSON readers, the Bot
+/// Framework's, stop at 64 levels by default, and serde_json's at 128. An Adaptive Card
+/// nests a few levels per container; 48 leaves room for a deep one.
+pub const MAX_DEPTH: usize = 48;
+
+/// How deeply `json` nests objects and arrays (0 for a scalar). `json` is JSON serde_json
+/// has read already, so only strings need skipping.
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 impl Inbound {
     /// Parses a text frame, naming what is wrong when it cannot.
     pub fn parse(text: &str) -> Result<Inbound, ProtocolError> {
         let mut a: Inbound = serde_json::from_str(text)
             .map_err(|e| ProtocolError::bad_request(format!("malformed JSON activity: {e}")))?;
+        // serde_json bounds what it parses into a tree (128 levels), not what it keeps as
+        // written: the fields carried through are measured here.
+        for (field, raw) in [("value", &a.value_raw), ("channelData", &a.channel_data), ("attachments", &a.attachments)]
+        {
+            if raw.as_ref().is_some_and(|r| 1 + nesting(r.get()) > MAX_DEPTH) {
+                return Err(ProtocolError::bad_request(format!(
+                    "{field} nests deeper than an activity may ({MAX_DEPTH} levels of objects and arrays)"
+                )));
+            }
+        }
         let kind = match a.kind_raw.as_deref() {
             Some("message") => Kind::Message,
             Some("typing") => Kind::Typing,
@@ -506,6 +551,31 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_counts_objects_and_arrays_but_not_brackets_in_strings() {
+        assert_eq!(nesting("1"), 0);
+        assert_eq!(nesting(r#""[{""#), 0);
+        assert_eq!(nesting(r#"{"a":[1,{"b":"]}\"{["}],"c":{}}"#), 3);
+        assert_eq!(nesting("[[],[[]],[]]"), 3);
+    }
+
+    #[test]
+    fn an_activity_may_nest_48_levels_and_no_more() {
+        let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        for field in ["value", "attachments"] {
+            // The activity is one level, the field's array the rest.
+            let at_limit = format!(r#"{{"type":"message","{field}":{}}}"#, nested(MAX_DEPTH - 1));
+            assert!(Inbound::parse(&at_limit).is_ok(), "{field} at the limit");
+            let over = format!(r#"{{"type":"message","{field}":{}}}"#, nested(MAX_DEPTH));
+            let e = Inbound::parse(&over).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.starts_with(&format!("{field} nests deeper")), "{}", e.message);
+        }
+        // Far beyond serde_json's own limit of 128, where only the raw text was kept.
+        let deep = format!(r#"{{"type":"message","channelData":{{"x":{}}}}}"#, nested(5_000));
+        assert!(Inbound::parse(&deep).unwrap_err().message.starts_with("channelData nests deeper"));
+    }
 
     #[test]
     fn parse_errors_name_the_problem() {

@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, start_default, start_server};
+use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, http_with, start_default, start_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -295,5 +295,37 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
     let mut again = s.customer().await?;
     again.send(start("Yet another")).await?;
     assert_eq!(again.event("error").await?["value"]["code"], "rate_limited");
+    Ok(())
+}
+
+/// A customer cannot send what a bot's or an agent's JSON reader would choke on: what an
+/// activity carries through untouched (`value`, `channelData`, `attachments`) may nest 48
+/// levels, the activity counted, so that with what the gateway wraps around it .NET's
+/// readers (64 levels) and serde_json's (128) still take it. Deeper is refused by name and
+/// the conversation goes on; the admin API shows the transcript, the deepest allowed
+/// activity in it.
+#[tokio::test]
+async fn json_nested_deeper_than_bots_and_agents_read_is_refused() -> Result<()> {
+    let s = start_default().await;
+    let mut c = s.start_chat("ChatWorkStream", "Ann", json!({})).await?;
+    let nested = |levels: usize| (0..levels).fold(json!(1), |v, _| json!([v]));
+    c.send(json!({"type":"message","text":"too deep","channelData":{"clientActivityId":"d1","x":nested(300)}})).await?;
+    let e = c.event("error").await?;
+    assert_eq!(e["value"]["code"], "bad_request", "{e}");
+    assert!(e["value"]["message"].as_str().unwrap_or("").starts_with("channelData nests deeper"), "{e}");
+
+    // The activity, channelData's object and 46 arrays: 48 levels.
+    let deepest =
+        json!({"type":"message","text":"deepest allowed","channelData":{"clientActivityId":"d2","x":nested(46)}});
+    c.send(deepest).await?;
+    assert_eq!(c.event("ack").await?["value"]["clientActivityId"], "d2");
+
+    let path = format!("/v1/admin/conversations/{}", c.conversation);
+    let (status, body) = http_with(s.addr, "GET", &path, &[("authorization", "Bearer admin-demo-token")], "").await?;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body)?;
+    let transcript = v["transcript"].as_array().context("the transcript, as a list")?;
+    assert!(transcript.iter().any(|a| a["text"] == "deepest allowed" && a["channelData"]["x"] == nested(46)));
+    assert!(!transcript.iter().any(|a| a["text"] == "too deep"), "the refused one is not stored");
     Ok(())
 }

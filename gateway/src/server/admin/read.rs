@@ -7,7 +7,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::hub::Hub;
@@ -80,10 +79,9 @@ pub async fn conversation(State(hub): State<Arc<Hub>>, Path(id): Path<String>) -
     v["customer"] = json!({"id": d.customer.id, "name": d.customer.name});
     v["context"] = json!(d.view.context);
     v["summary"] = json!(d.summary);
-    // The transcript's frames are JSON already: carried as they are, not parsed.
-    let frames: Vec<Box<RawValue>> =
-        d.transcript.iter().filter_map(|f| RawValue::from_string(f.as_str().to_owned()).ok()).collect();
-    v["transcript"] = serde_json::to_value(frames).unwrap_or(Value::Null);
+    // Each activity on its own: one that cannot be read (stored before activities'
+    // nesting was bounded, say) is a null in its place, not the whole transcript lost.
+    v["transcript"] = d.transcript.iter().map(|f| serde_json::from_str(f.as_str()).unwrap_or(Value::Null)).collect();
     v["routing"] = d
         .view
         .routing
