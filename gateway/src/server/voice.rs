@@ -90,10 +90,11 @@ struct VoiceSession {
     hung_up: bool,
     /// How many of the caller's 20 ms frames have been answered with the playout's next.
     played: u32,
-    /// The caller's frames refused so far. Twilio has no error event, so a refusal on a
-    /// Twilio leg is logged instead of sent; only the first of a leg at warn, and the count
-    /// when the leg ends: a client sending nothing but bad frames (60 a second, each up to
-    /// the frame limit) must not be able to fill the gateway's log.
+    /// On a Twilio leg, the caller's messages refused so far. Twilio has no error event,
+    /// so a refusal there is logged instead of sent (a native leg gets an `error` event):
+    /// only the first of a leg at warn, and the count when the leg ends, so a client
+    /// sending nothing but bad messages (60 a second, each up to the frame limit) cannot
+    /// fill the gateway's log.
     refused: u32,
 }
 
