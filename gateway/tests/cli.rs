@@ -277,8 +277,7 @@ async fn a_second_gateway_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let mut first = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
-    let line = first.expect("listening on http://");
-    let addr = line[line.find("listening on http://").unwrap() + "listening on http://".len()..].trim().to_owned();
+    let addr = first.listening_address();
 
     let mut second = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
     let code = second.wait_exit();
@@ -347,8 +346,7 @@ async fn a_twilio_caller_sending_bad_messages_costs_the_log_one_warning_per_call
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let mut gw = common::Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data], true);
-    let line = gw.expect("listening on http://");
-    let addr = line[line.find("listening on http://").unwrap() + "listening on http://".len()..].trim().to_owned();
+    let addr = gw.listening_address();
 
     let url = format!("ws://{addr}/v1/voice/twilio/VoiceWorkStream");
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();

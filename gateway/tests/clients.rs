@@ -14,8 +14,7 @@ fn serve() -> (Proc, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut server =
         Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap()], true);
-    let line = server.expect("listening on http://");
-    let url = line[line.find("http://").unwrap()..].trim().to_owned();
+    let url = format!("http://{}", server.listening_address());
     (server, url, dir)
 }
 

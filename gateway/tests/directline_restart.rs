@@ -26,8 +26,7 @@ fn interop_dir() -> PathBuf {
 fn serve(config: &Path, dir: &Path, listen: &str) -> (Proc, String) {
     let (config, dir) = (config.to_string_lossy(), dir.to_string_lossy());
     let mut server = Proc::spawn(&["serve", "--config", &config, "--listen", listen, "--data-dir", &dir], true);
-    let line = server.expect("listening on http://");
-    let addr = line[line.find("http://").unwrap() + "http://".len()..].trim().to_owned();
+    let addr = server.listening_address();
     (server, addr)
 }
 

@@ -82,8 +82,7 @@ fn the_clients_reach_a_gateway_behind_a_tls_terminator() {
     let dir = temp_dir("main");
     let mut server =
         Proc::spawn(&["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.join("data").to_string_lossy()], true);
-    let line = server.expect("listening on http://");
-    let upstream = line[line.find("http://").unwrap() + "http://".len()..].trim().to_owned();
+    let upstream = server.listening_address();
 
     let (ca_pem, cert, key) = certificates("Switchboard test CA");
     let ca_file = dir.join("ca.pem");

@@ -64,6 +64,13 @@ impl Proc {
         }
     }
 
+    /// Waits for the gateway's `listening on http://HOST:PORT` line; returns `HOST:PORT`.
+    pub fn listening_address(&mut self) -> String {
+        const READY: &str = "listening on http://";
+        let line = self.expect(READY);
+        line[line.find(READY).unwrap() + READY.len()..].trim().to_owned()
+    }
+
     pub fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
