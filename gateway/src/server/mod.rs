@@ -154,3 +154,21 @@ impl Running {
         }
     }
 }
+
+/// At most the first `max` characters of `s`, for a log line that quotes what a client sent
+/// (a client id, a refusal naming its input): a client cannot make one line as long as its
+/// request.
+pub(crate) fn clipped(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(at, _)| &s[..at])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clipped_cuts_on_a_character_boundary() {
+        assert_eq!(super::clipped("abc", 5), "abc");
+        assert_eq!(super::clipped("abc", 3), "abc");
+        assert_eq!(super::clipped("héllo👋x", 6), "héllo👋");
+        assert_eq!(super::clipped("👋👋", 1), "👋");
+    }
+}

@@ -68,7 +68,7 @@ pub async fn token(
     let (Some(id), Some(secret)) = (req.client_id, req.client_secret) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required");
     };
-    let shown: String = id.chars().take(LOGGED_ID_CHARS).collect();
+    let shown = super::clipped(&id, LOGGED_ID_CHARS);
     let from = peer.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string());
     if let Some(wait) = throttle.refused(&id, addr) {
         tracing::debug!("token: refused client_id {shown:?} from {from}: locked out after failed attempts");

@@ -20,6 +20,7 @@ use serde_json::Value;
 use switchboard_codecs::{Encoding, Format};
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
+use super::clipped;
 use super::ws::{self, Session, WsStream};
 use crate::context::{Context, Value as CtxValue};
 use crate::hub::call::LegKind;
@@ -396,15 +397,18 @@ impl ws::Speaker for VoiceSession {
 impl VoiceSession {
     /// A Twilio caller's message refused: logged, since Twilio has no error event to send
     /// it in. The first of a leg at warn, the rest at debug (see `refused`), each cut to
-    /// its first 200 characters, since a refusal may quote what the caller sent.
+    /// its first 200 characters ([`clipped`]), since a refusal may quote what the caller
+    /// sent.
     fn twilio_refused(&mut self, e: &HubError) {
         self.refused += 1;
-        let message = e.to_string();
-        let message = clipped(&message, 200);
+        // Formatted inside the macros: only when the line is logged.
         if self.refused == 1 {
-            tracing::warn!("twilio call leg: message refused: {message} (more on this leg: at debug)");
+            tracing::warn!(
+                "twilio call leg: message refused: {} (more on this leg: at debug)",
+                clipped(&e.to_string(), 200)
+            );
         } else {
-            tracing::debug!("twilio call leg: message refused: {message}");
+            tracing::debug!("twilio call leg: message refused: {}", clipped(&e.to_string(), 200));
         }
     }
 
@@ -422,15 +426,6 @@ impl VoiceSession {
             }
             ToCaller::Mark(name) => out.push(twilio_mark(sid, &serde_json::json!({ "name": name }).to_string())),
         });
-    }
-}
-
-/// At most the first `max` characters of `s` (a refusal that may quote what a caller
-/// sent), with `…` when cut: for a log line.
-fn clipped(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &s[..at]).into(),
-        None => s.into(),
     }
 }
 
