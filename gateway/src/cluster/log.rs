@@ -14,10 +14,14 @@
 //!
 //! **Fencing.** Every message is published with `Nats-Expected-Last-Sequence`: JetStream
 //! stores it only if the stream's last message is the one this leader expects, i.e. no
-//! one else has written since. A new leader reads the log, then writes its term marker
-//! expecting the last sequence it read; from then on a deposed leader's writes (it may not
+//! one else has written since. A new leader first writes its term marker expecting the
+//! stream's last sequence ([`fence`]); from then on a deposed leader's writes (it may not
 //! know yet that its lease ran out) are refused, so it can never acknowledge an activity
-//! the new leader does not have.
+//! the new leader does not have. Then it reads the log up to its marker ([`read`]): a
+//! message that is there, so the read ends on it. (The stream's own counts cannot say
+//! where the log ends: its last sequence may have been purged with a closed conversation,
+//! and nats-server 2.9 counts a consumer's pending messages too high once whole blocks of
+//! the stream have been purged, so a reader waiting for "none pending" waits forever.)
 //!
 //! An activity is acknowledged to its sender only after JetStream's publish
 //! acknowledgement (the `Done` callback), as with SQLite's commit. Any failure (a refused
@@ -63,13 +67,6 @@ pub fn stream_config(name: &str, replicas: usize) -> stream::Config {
     }
 }
 
-/// What a leader read from the log before it starts.
-pub struct Read {
-    pub recovered: Recovered,
-    /// The stream's last sequence when it was read: the term marker expects it.
-    pub last: u64,
-}
-
 #[derive(Default)]
 struct Conv {
     first: u64,
@@ -86,40 +83,45 @@ fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("JetStream: {what}: {e}"))
 }
 
-/// Reads the whole log (what is left of it: closed conversations are purged).
-pub async fn read(js: &jetstream::Context, name: &str) -> Result<Read, StoreError> {
+/// A new leader's first write: its term marker (header `Sb-Node`), expecting the stream's
+/// last sequence. Returns the marker's sequence, where the log to read ends. Fails if
+/// anyone wrote in between (a deposed leader's last words): fence again.
+pub async fn fence(js: &jetstream::Context, name: &str, node: &str) -> Result<u64, StoreError> {
     let mut s = js.get_stream(name).await.map_err(|e| err("stream", e))?;
-    let info = s.info().await.map_err(|e| err("stream info", e))?.state.clone();
-    let last = info.last_sequence;
+    let last = s.info().await.map_err(|e| err("stream info", e))?.state.last_sequence;
+    let mut h = HeaderMap::new();
+    h.insert("Sb-Node", node);
+    fenced(js, format!("{name}.log.term"), h, Bytes::new(), last, "term marker").await
+}
+
+/// Reads the log (what is left of it: closed conversations are purged) up to the sequence
+/// `to`, the reader's own term marker ([`fence`]).
+pub async fn read(js: &jetstream::Context, name: &str, to: u64) -> Result<Recovered, StoreError> {
+    let s = js.get_stream_no_info(name).await.map_err(|e| err("stream", e))?;
     let mut convs: HashMap<String, Conv> = HashMap::new();
     let mut recovered = Recovered::default();
-    if info.messages > 0 {
-        let c = s
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err("reader", e))?;
-        let mut msgs = c.messages().await.map_err(|e| err("reader", e))?;
-        let prefix = format!("{name}.log.");
-        loop {
-            let m = match tokio::time::timeout(ACK_TIMEOUT, msgs.next()).await {
-                Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(e))) => return Err(err("reading", e)),
-                Ok(None) => break,
-                Err(_) => return Err(StoreError("JetStream: reading the log timed out".into())),
-            };
-            let info = m.info().map_err(|e| err("reading", e))?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
-            let subject = m.subject.as_str().strip_prefix(&prefix).unwrap_or_default();
-            apply(&mut convs, &mut recovered, subject, m.headers.as_ref(), &m.payload, seq);
-            // Done at the last message there is (the stream's last sequence may have been
-            // purged with a closed conversation, so it is not waited for).
-            if pending == 0 || seq >= last {
-                break;
-            }
+    let c = s
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err("reader", e))?;
+    let mut msgs = c.messages().await.map_err(|e| err("reader", e))?;
+    let prefix = format!("{name}.log.");
+    loop {
+        let m = match tokio::time::timeout(ACK_TIMEOUT, msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(err("reading", e)),
+            Ok(None) => return Err(StoreError("JetStream: the log ended before its term marker".into())),
+            Err(_) => return Err(StoreError("JetStream: reading the log timed out".into())),
+        };
+        let seq = m.info().map_err(|e| err("reading", e))?.stream_sequence;
+        if seq >= to {
+            break;
         }
+        let subject = m.subject.as_str().strip_prefix(&prefix).unwrap_or_default();
+        apply(&mut convs, &mut recovered, subject, m.headers.as_ref(), &m.payload, seq);
     }
     let mut open: Vec<(String, Conv)> = convs.into_iter().filter(|(_, c)| c.open && c.state.is_some()).collect();
     open.sort_by_key(|(_, c)| c.first);
@@ -127,7 +129,7 @@ pub async fn read(js: &jetstream::Context, name: &str) -> Result<Read, StoreErro
         .into_iter()
         .map(|(id, c)| RecoveredConversation { id, state: c.state.unwrap_or_default(), activities: c.activities })
         .collect();
-    Ok(Read { recovered, last })
+    Ok(recovered)
 }
 
 fn apply(
@@ -211,18 +213,15 @@ impl std::fmt::Debug for JetStreamStore {
 }
 
 impl JetStreamStore {
-    /// Writes the term marker expecting `last` (what the new leader read), then starts the
-    /// writer. Fails if anyone wrote after `last`: read the log again.
+    /// Starts the writer after the new leader's term marker (`fence`, its sequence), writing
+    /// a token signing key first if the log had none.
     pub async fn start(
         js: jetstream::Context,
         name: &str,
-        node: &str,
-        last: u64,
+        fence: u64,
         signing_key: Option<[u8; 32]>,
     ) -> Result<(JetStreamStore, [u8; 32]), StoreError> {
-        let mut h = HeaderMap::new();
-        h.insert("Sb-Node", node);
-        let mut expected = fenced(&js, format!("{name}.log.term"), h, Bytes::new(), last, "term marker").await?;
+        let mut expected = fence;
         let key = match signing_key {
             Some(k) => k,
             None => {

@@ -358,31 +358,15 @@ impl Node {
         stop: &CancellationToken,
     ) {
         let started = Instant::now();
-        let (store, recovered) = loop {
-            let read = match log::read(&self.js, &self.cfg.stream).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!("cluster: cannot read the log: {e}");
-                    return self.release(rev).await;
-                }
-            };
-            let mut recovered = read.recovered;
-            match log::JetStreamStore::start(
-                self.js.clone(),
-                &self.cfg.stream,
-                &self.name,
-                read.last,
-                recovered.signing_key,
-            )
-            .await
-            {
-                Ok((store, key)) => {
-                    recovered.signing_key = Some(key);
-                    break (store, recovered);
-                }
-                // Someone wrote after we read: a deposed leader's last words. Read again.
+        // Fence the log first (a deposed leader can write nothing after the marker), then
+        // read it up to the marker.
+        let fence = loop {
+            match log::fence(&self.js, &self.cfg.stream, &self.name).await {
+                Ok(seq) => break seq,
+                // Someone wrote between our look at the stream and the marker: a deposed
+                // leader's last words. Fence again.
                 Err(e) if started.elapsed() < Duration::from_secs(self.cfg.lease_secs) => {
-                    tracing::warn!("cluster: {e}: reading the log again");
+                    tracing::warn!("cluster: {e}: fencing the log again");
                 }
                 Err(e) => {
                     tracing::error!("cluster: {e}");
@@ -390,6 +374,24 @@ impl Node {
                 }
             }
         };
+        let mut recovered = match log::read(&self.js, &self.cfg.stream, fence).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("cluster: cannot read the log: {e}");
+                return self.release(rev).await;
+            }
+        };
+        let store =
+            match log::JetStreamStore::start(self.js.clone(), &self.cfg.stream, fence, recovered.signing_key).await {
+                Ok((store, key)) => {
+                    recovered.signing_key = Some(key);
+                    store
+                }
+                Err(e) => {
+                    tracing::error!("cluster: {e}");
+                    return self.release(rev).await;
+                }
+            };
         tracing::info!(
             "cluster: log read: {} open conversation(s) in {} ms",
             recovered.conversations.len(),
