@@ -762,6 +762,22 @@ capacity = 3
     }
 
     #[test]
+    fn a_configuration_without_workstreams_is_valid_with_a_warning() {
+        for text in ["", "[server]\nlisten = \"127.0.0.1:9\"\n"] {
+            let c = check_text(text).unwrap();
+            assert_eq!(
+                c.warnings,
+                vec![
+                    "no workstreams: every conversation is refused (a chat's session.start, a call and Direct Line each name one)"
+                        .to_owned()
+                ]
+            );
+            assert!(c.summary().starts_with("ok: 0 workstream(s)"), "{}", c.summary());
+        }
+        assert!(!check(BASE).unwrap().warnings.iter().any(|w| w.starts_with("no workstreams")));
+    }
+
+    #[test]
     fn hold_audio_is_decoded_at_load_and_its_problems_named() {
         let dir = tempfile::tempdir().unwrap();
         let wav = dir.path().join("hold.wav");

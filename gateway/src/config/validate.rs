@@ -92,6 +92,12 @@ pub(super) fn validate(raw: RawConfig, resolve: &dyn Resolve) -> Result<Checked,
     let mut ws_names = HashSet::new();
     let workstreams: Vec<Workstream> =
         raw.workstreams.iter().map(|w| c.workstream(&raw, w, &queue_names, &mut ws_names)).collect();
+    if raw.workstreams.is_empty() {
+        c.warnings.push(
+            "no workstreams: every conversation is refused (a chat's session.start, a call and Direct Line each name one)"
+                .to_owned(),
+        );
+    }
     let directline = raw.directline.as_ref().and_then(|d| c.directline(d, &workstreams));
     if let Some(cl) = &raw.cluster {
         c.cluster(cl);
