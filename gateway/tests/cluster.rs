@@ -14,7 +14,8 @@
 //! - a flood through a node that does not lead hurts no other customer there;
 //! - a phone call through a node that does not lead: audio both ways, a key press;
 //! - the log keeps only what is open and a new leader reads it to its last message, also
-//!   after whole blocks of the stream were purged (nats-server 2.9 then miscounts pending);
+//!   after whole blocks of the stream were purged (nats-server 2.9 then miscounts pending),
+//!   and a conversation purged while it is read does not come back open;
 //! - a process that finds another under its node name stops, saying why.
 
 #[allow(dead_code)]
@@ -761,6 +762,49 @@ async fn a_new_leader_reads_the_log_to_its_end_after_whole_blocks_were_purged() 
     let ids: Vec<&str> = read.conversations.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, ["c_open"]);
     assert_eq!(read.conversations[0].activities.len(), 1);
+}
+
+/// A deposed leader may still be purging a conversation it closed when the new leader
+/// reads: read across that purge, the conversation would come back open (its closing gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_purged_while_the_log_is_read_does_not_come_back_open() {
+    use switchboard::store::Store;
+    let tmp = tempfile::tempdir().unwrap();
+    let (_nats, js, store) = log_store(tmp.path()).await;
+    store.record(conv_state("c_gone", true), None);
+    store.record(conv_activity("c_gone", 1, "bye".into()), None);
+    store.record(conv_state("c_open", true), None);
+    for seq in 1..=30_000 {
+        store.record(conv_activity("c_open", seq, "x".into()), None);
+    }
+    store.flush().wait().await.unwrap();
+    // c_gone's closing, the last message, as the deposed leader wrote it; its purge comes
+    // below, while the new leader reads.
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Rollup", "sub");
+    js.publish_with_headers("t.log.conv.c_gone.state", h, r#"{"open":false,"state":"{}"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // How long a read takes, so the purge can land in the middle of the next one.
+    let started = tokio::time::Instant::now();
+    let read = read_as_new_leader(&js).await;
+    assert_eq!(read.conversations.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c_open"]);
+    let took = started.elapsed();
+    let purge = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(took / 2).await;
+            let s = js.get_stream_no_info("t").await.unwrap();
+            s.purge().filter("t.log.conv.c_gone.>").await.unwrap();
+        })
+    };
+    let read = read_as_new_leader(&js).await;
+    purge.await.unwrap();
+    let ids: Vec<&str> = read.conversations.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c_open"], "c_gone came back open");
+    assert_eq!(read.conversations[0].activities.len(), 30_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

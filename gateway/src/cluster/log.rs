@@ -96,8 +96,35 @@ pub async fn fence(js: &jetstream::Context, name: &str, node: &str) -> Result<u6
 
 /// Reads the log (what is left of it: closed conversations are purged) up to the sequence
 /// `to`, the reader's own term marker ([`fence`]).
+///
+/// Nothing is written after the marker until this leader starts its writer, but a deposed
+/// leader may still be purging a conversation it closed before the fence. A purge while
+/// the log is read spoils the read: nats-server 2.9 moves every reader to the end of the
+/// stream (past the marker, so the read stalls), and a server without that flaw would
+/// show the conversation open, its closing gone. So a read that stalls, or that ends,
+/// checks whether the stream has lost messages since it began, and if so reads again (a
+/// deposed leader has only so many closings left to purge).
 pub async fn read(js: &jetstream::Context, name: &str, to: u64) -> Result<Recovered, StoreError> {
     let s = js.get_stream_no_info(name).await.map_err(|e| err("stream", e))?;
+    for _ in 0..READS {
+        if let Some(recovered) = read_once(&s, name, to).await? {
+            return Ok(recovered);
+        }
+        tracing::info!("cluster: messages were purged while the log was read: reading it again");
+    }
+    Err(StoreError(format!("JetStream: purged while read, {READS} times in a row")))
+}
+
+/// Reads of the log a new leader tries while purges spoil them.
+const READS: usize = 5;
+/// How long a read waits for its next message before it looks for a purge.
+const STALL: Duration = Duration::from_millis(500);
+
+/// One pass of [`read`]: what it recovered, or None if a purge spoiled it.
+async fn read_once(s: &stream::Stream<()>, name: &str, to: u64) -> Result<Option<Recovered>, StoreError> {
+    let messages =
+        async || Ok::<u64, StoreError>(s.get_info().await.map_err(|e| err("stream info", e))?.state.messages);
+    let before = messages().await?;
     let mut convs: HashMap<String, Conv> = HashMap::new();
     let mut recovered = Recovered::default();
     let c = s
@@ -109,13 +136,22 @@ pub async fn read(js: &jetstream::Context, name: &str, to: u64) -> Result<Recove
         .map_err(|e| err("reader", e))?;
     let mut msgs = c.messages().await.map_err(|e| err("reader", e))?;
     let prefix = format!("{name}.log.");
+    let mut waited = Duration::ZERO;
     loop {
-        let m = match tokio::time::timeout(ACK_TIMEOUT, msgs.next()).await {
+        let m = match tokio::time::timeout(STALL, msgs.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(Some(Err(e))) => return Err(err("reading", e)),
             Ok(None) => return Err(StoreError("JetStream: the log ended before its term marker".into())),
-            Err(_) => return Err(StoreError("JetStream: reading the log timed out".into())),
+            Err(_) if messages().await? < before => return Ok(None),
+            Err(_) if waited + STALL >= ACK_TIMEOUT => {
+                return Err(StoreError("JetStream: reading the log timed out".into()));
+            }
+            Err(_) => {
+                waited += STALL;
+                continue;
+            }
         };
+        waited = Duration::ZERO;
         let seq = m.info().map_err(|e| err("reading", e))?.stream_sequence;
         if seq >= to {
             break;
@@ -123,13 +159,16 @@ pub async fn read(js: &jetstream::Context, name: &str, to: u64) -> Result<Recove
         let subject = m.subject.as_str().strip_prefix(&prefix).unwrap_or_default();
         apply(&mut convs, &mut recovered, subject, m.headers.as_ref(), &m.payload, seq);
     }
+    if messages().await? < before {
+        return Ok(None);
+    }
     let mut open: Vec<(String, Conv)> = convs.into_iter().filter(|(_, c)| c.open && c.state.is_some()).collect();
     open.sort_by_key(|(_, c)| c.first);
     recovered.conversations = open
         .into_iter()
         .map(|(id, c)| RecoveredConversation { id, state: c.state.unwrap_or_default(), activities: c.activities })
         .collect();
-    Ok(recovered)
+    Ok(Some(recovered))
 }
 
 fn apply(
