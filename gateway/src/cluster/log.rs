@@ -87,8 +87,8 @@ fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// last sequence. Returns the marker's sequence, where the log to read ends. Fails if
 /// anyone wrote in between (a deposed leader's last words): fence again.
 pub async fn fence(js: &jetstream::Context, name: &str, node: &str) -> Result<u64, StoreError> {
-    let mut s = js.get_stream(name).await.map_err(|e| err("stream", e))?;
-    let last = s.info().await.map_err(|e| err("stream info", e))?.state.last_sequence;
+    let s = js.get_stream_no_info(name).await.map_err(|e| err("stream", e))?;
+    let last = s.get_info().await.map_err(|e| err("stream info", e))?.state.last_sequence;
     let mut h = HeaderMap::new();
     h.insert("Sb-Node", node);
     fenced(js, format!("{name}.log.term"), h, Bytes::new(), last, "term marker").await
