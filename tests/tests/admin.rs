@@ -341,10 +341,16 @@ async fn a_bad_config_is_refused_and_a_good_one_applied_keeping_conversations() 
         .replace("[[queues]]\nname = \"CreditCardQueue\"\nmembers = [\"alice\", \"bob\"]\n", "")
         .replace("queue = \"CreditCardQueue\"", "queue = \"GeneralQueue\"")
         .replace("members = [\"alice\", \"bob\", \"carol\"]", "members = [\"alice\", \"bob\", \"carol\", \"dave\"]")
-        + "\n[[agents]]\nid = \"dave\"\nname = \"Dave\"\nsecret = \"dave-demo-secret\"\ncapacity = 2\n";
+        + "\n[[agents]]\nid = \"dave\"\nname = \"Dave\"\nsecret = \"dave-demo-secret\"\ncapacity = 2\n"
+        + "\n[[queues]]\nname = \"SpareQueue\"\nmembers = []\n";
     switchboard::load::config_text(&good).expect("the new config is good");
     let (s, v) = admin.call("PUT", t, t, &good).await?;
     ensure!(s == 200 && v["applied"] == true, "{v}");
+    // Its warnings come back, as check-config prints them.
+    ensure!(
+        v["warnings"] == json!([r#"queue "SpareQueue": has no members; conversations routed here will wait"#]),
+        "{v}"
+    );
     ensure!(
         v["moved"].as_array().is_some_and(|m| m.iter().any(|l| l.as_str().is_some_and(|l| l.contains(&conv)))),
         "{v}"

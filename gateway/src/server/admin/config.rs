@@ -44,13 +44,23 @@ pub async fn get_config(State(hub): State<Arc<Hub>>) -> Response {
     Json(json!({"config": redacted(&hub)})).into_response()
 }
 
-/// Checks `text` like `check-config` and applies it; the answer lists what moved.
-pub fn apply_text(hub: &Hub, text: &str) -> Result<Vec<String>, HubError> {
+/// What applying a configuration did: the conversations it moved, one line each, and
+/// its warnings (as `check-config` prints them).
+pub struct Applied {
+    pub moved: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks `text` like `check-config` and applies it. Its warnings are logged once it is
+/// applied (a refused configuration changes nothing, so they would not apply).
+pub fn apply_text(hub: &Hub, text: &str) -> Result<Applied, HubError> {
     let checked = crate::load::config_text(text).map_err(|e| HubError::Config(e.0))?;
-    for w in &checked.warnings {
+    let warnings = checked.warnings.clone();
+    let moved = hub.reconfigure(checked)?;
+    for w in &warnings {
         tracing::warn!("config: {w}");
     }
-    hub.reconfigure(checked)
+    Ok(Applied { moved, warnings })
 }
 
 pub async fn put_config(State(hub): State<Arc<Hub>>, body: super::Body) -> Response {
@@ -62,7 +72,7 @@ pub async fn put_config(State(hub): State<Arc<Hub>>, body: super::Body) -> Respo
         return respond::refuse(HubError::Config(vec!["the configuration is not UTF-8 text".to_owned()]));
     };
     match apply_text(&hub, text) {
-        Ok(moved) => Json(json!({"applied": true, "moved": moved})).into_response(),
+        Ok(a) => Json(json!({"applied": true, "moved": a.moved, "warnings": a.warnings})).into_response(),
         Err(e) => {
             tracing::warn!("config: refused: {}", e.to_string().replace('\n', "; "));
             respond::refuse(e)
