@@ -256,7 +256,9 @@ async fn a_bot_never_gets_back_a_conversation_it_escalated() -> Result<()> {
     assert_eq!(p["value"], json!({"queue":"BotQueue","position":1}));
     bot.quiet_for(Duration::from_millis(300), no_assignment).await?;
 
-    // An agent transferring back to BotQueue: the bot that escalated is not offered it.
+    // An agent transferring back to BotQueue, whose only member is the bot that escalated:
+    // "the chat cannot be transferred to the same bot", so the transfer is refused (the
+    // customer would wait there for ever) and alice keeps the conversation.
     let mut ben = s.start_chat("ChatWorkStream", "Ben", json!({})).await?;
     bot.until("assignment for Ben", |v| {
         v["name"] == "conversation.assigned" && v["conversation"]["id"] == ben.conversation.as_str()
@@ -265,11 +267,20 @@ async fn a_bot_never_gets_back_a_conversation_it_escalated() -> Result<()> {
     escalate(&mut bot, &ben.conversation, json!("CreditCard"), "card").await?;
     alice.event("conversation.assigned").await?;
     alice.send(json!({"type":"event","name":"transfer","conversation":{"id":ben.conversation},"value":{"queue":"BotQueue"}})).await?;
-    let p = ben.event("queue.position").await?;
-    assert_eq!(p["value"], json!({"queue":"BotQueue","position":2}));
+    let e = alice.event("error").await?;
+    assert_eq!(e["value"]["code"], "bad_request", "{e}");
+    assert!(
+        e["value"]["message"].as_str().is_some_and(|m| m.contains("queue \"BotQueue\": none of its members")),
+        "{e}"
+    );
     bot.quiet_for(Duration::from_millis(300), no_assignment).await?;
-    alice.say(&ben.conversation, "are you there?").await?;
-    assert_eq!(alice.event("error").await?["value"]["code"], "forbidden");
+    alice.say(&ben.conversation, "still here").await?;
+    alice.event("ack").await?;
+    let m = ben.message().await?;
+    assert_eq!(m["text"], "still here");
+    let held = s.running.hub.conversation(&ben.conversation).unwrap();
+    let stored = held.inner.lock().transcript.iter().any(|e| e.frame.as_str().contains("\"name\":\"transfer\""));
+    assert!(!stored, "the refused transfer was stored");
 
     // Transfer without a queue re-runs the rules: Ann's topic is still empty, so BotQueue.
     Ok(())

@@ -149,6 +149,8 @@ impl Hub {
         }
         let mut engine = self.engine.lock();
         self.held(&engine, &conv.id, member)?;
+        // Refused before it is stored: a refused transfer leaves no trace in the transcript.
+        engine.check_transfer(&conv.id, queue.as_deref())?;
         self.post(&conv, &Sender::Member(member.clone()), reply, a, |_| Ok(()))?;
         let fx = engine.transfer(&conv.id, queue.as_deref(), self.clock.now_ms())?;
         self.apply(&mut engine, fx);

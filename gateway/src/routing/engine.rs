@@ -100,6 +100,10 @@ pub enum EngineError {
     NotActive(String),
     #[error("unknown member {0:?}")]
     UnknownMember(String),
+    #[error(
+        "queue {0:?}: none of its members can ever take this conversation (a bot never gets a conversation it has handled, and only voice-enabled bots get calls)"
+    )]
+    NoMemberCanTake(String),
 }
 
 /// Where a (re-)routed conversation goes.
@@ -386,14 +390,36 @@ impl Engine {
         Ok(fx)
     }
 
-    /// The holder transfers the conversation to a named queue, or (with `None`) back through
-    /// the rules.
-    pub fn transfer(&mut self, conv: &ConvId, queue: Option<&str>, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
+    /// Whether the holder may transfer the conversation to `queue` (`None`: back through the
+    /// rules). A named queue whose members are all bots that may never take it ("the chat
+    /// cannot be transferred to the same bot") is refused: the customer would wait there
+    /// for ever. A queue with agents, or with no members yet, is not.
+    pub fn check_transfer(&self, conv: &ConvId, queue: Option<&str>) -> Result<Option<usize>, EngineError> {
         let target = match queue {
             Some(q) => Some(*self.queue_ix.get(q).ok_or_else(|| EngineError::UnknownQueue(q.to_owned()))?),
             None => None,
         };
-        self.active(conv)?;
+        let c = self.convs.get(conv).ok_or_else(|| EngineError::UnknownConversation(conv.to_string()))?;
+        if c.status != ConvStatus::Active {
+            return Err(EngineError::NotActive(conv.to_string()));
+        }
+        if let Some(q) = target {
+            let members = &self.queues[q].members;
+            let never = |m: &usize| match self.members[*m].kind {
+                MemberKind::Agent => false,
+                MemberKind::Bot { voice } => c.handled_bots.contains(m) || (!voice && c.channel == Channel::Voice),
+            };
+            if !members.is_empty() && members.iter().all(never) {
+                return Err(EngineError::NoMemberCanTake(self.queues[q].name.clone()));
+            }
+        }
+        Ok(target)
+    }
+
+    /// The holder transfers the conversation to a named queue, or (with `None`) back through
+    /// the rules.
+    pub fn transfer(&mut self, conv: &ConvId, queue: Option<&str>, now_ms: u64) -> Result<Vec<Effect>, EngineError> {
+        let target = self.check_transfer(conv, queue)?;
         let mut fx = Vec::new();
         let freed = self.release(conv, &mut fx);
         let place = target.map_or(Place::ByRules, Place::Back);

@@ -29,7 +29,9 @@ pub fn code(e: &HubError) -> ErrorCode {
             | EngineError::UnknownQueue(_)
             | EngineError::UnknownMember(_)
             | EngineError::UnknownConversation(_) => ErrorCode::NotFound,
-            EngineError::Duplicate(_) | EngineError::NotActive(_) => ErrorCode::BadRequest,
+            EngineError::Duplicate(_) | EngineError::NotActive(_) | EngineError::NoMemberCanTake(_) => {
+                ErrorCode::BadRequest
+            }
         },
         HubError::Call(CallError::NotHolder) => ErrorCode::Forbidden,
         HubError::Call(CallError::BadAudio(_) | CallError::PlayoutFull) => ErrorCode::BadRequest,
