@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use switchboard::store::Store;
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -672,16 +673,31 @@ async fn hear(call: &mut Ws, n: usize) {
     }
 }
 
-/// A JetStream stream `t` on a fresh nats-server and a leader's store writing to it.
-async fn log_store(dir: &Path) -> (Nats, async_nats::jetstream::Context, switchboard::cluster::log::JetStreamStore) {
-    use switchboard::cluster::log::{self, JetStreamStore};
-    let nats = Nats::start(&dir.join("nats"), None);
-    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port)).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.create_or_update_stream(log::stream_config("t", 1)).await.unwrap();
-    let fence = log::fence(&js, "t", "n").await.unwrap();
-    let (store, _) = JetStreamStore::start(js.clone(), "t", fence, None).await.unwrap();
-    (nats, js, store)
+/// A JetStream stream `t` on a fresh nats-server, and a leader's store writing to it.
+struct Log {
+    _tmp: tempfile::TempDir,
+    _nats: Nats,
+    js: async_nats::jetstream::Context,
+    store: switchboard::cluster::log::JetStreamStore,
+}
+
+impl Log {
+    async fn start() -> Log {
+        use switchboard::cluster::log::{self, JetStreamStore};
+        let tmp = tempfile::tempdir().unwrap();
+        let nats = Nats::start(&tmp.path().join("nats"), None);
+        let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port)).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.create_or_update_stream(log::stream_config("t", 1)).await.unwrap();
+        let fence = log::fence(&js, "t", "n").await.unwrap();
+        let (store, _) = JetStreamStore::start(js.clone(), "t", fence, None).await.unwrap();
+        Log { _tmp: tmp, _nats: nats, js, store }
+    }
+}
+
+/// The ids of the conversations a read recovered, in order.
+fn ids(r: &switchboard::store::Recovered) -> Vec<&str> {
+    r.conversations.iter().map(|c| c.id.as_str()).collect()
 }
 
 fn conv_state(id: &str, open: bool) -> switchboard::store::Record {
@@ -716,9 +732,7 @@ async fn read_as_new_leader(js: &async_nats::jetstream::Context) -> switchboard:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_keeps_only_what_is_open_and_is_read_to_its_last_message() {
-    use switchboard::store::Store;
-    let tmp = tempfile::tempdir().unwrap();
-    let (_nats, js, store) = log_store(tmp.path()).await;
+    let Log { js, store, .. } = &Log::start().await;
     store.record(conv_state("c_1", true), None);
     store.record(conv_activity("c_1", 1, "hi".into()), None);
     // c_2's state twice: the second replaces the first (a rollup), one message stays.
@@ -727,11 +741,10 @@ async fn the_log_keeps_only_what_is_open_and_is_read_to_its_last_message() {
     // The last write closes c_1: once stored, its subjects are purged, the last message too.
     store.record(conv_state("c_1", false), None);
     store.flush().wait().await.unwrap();
-    purged_to(&js, 3).await;
+    purged_to(js, 3).await;
     // A reader does not wait for the purged last sequence: it stops at its own marker.
-    let read = read_as_new_leader(&js).await;
-    let ids: Vec<&str> = read.conversations.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, ["c_2"]);
+    let read = read_as_new_leader(js).await;
+    assert_eq!(ids(&read), ["c_2"]);
     assert!(read.signing_key.is_some());
 }
 
@@ -740,9 +753,7 @@ async fn the_log_keeps_only_what_is_open_and_is_read_to_its_last_message() {
 /// pending" never finished, and no node could take over as leader after a busy day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_reads_the_log_to_its_end_after_whole_blocks_were_purged() {
-    use switchboard::store::Store;
-    let tmp = tempfile::tempdir().unwrap();
-    let (_nats, js, store) = log_store(tmp.path()).await;
+    let Log { js, store, .. } = &Log::start().await;
     store.record(conv_state("c_open", true), None);
     store.record(conv_activity("c_open", 1, "still here".into()), None);
     // 12 MB of conversations, each closed (and so purged) once stored; the last write too.
@@ -757,10 +768,9 @@ async fn a_new_leader_reads_the_log_to_its_end_after_whole_blocks_were_purged() 
     }
     store.flush().wait().await.unwrap();
     // Left: the term marker, the signing key and c_open's state and activity.
-    purged_to(&js, 4).await;
-    let read = read_as_new_leader(&js).await;
-    let ids: Vec<&str> = read.conversations.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, ["c_open"]);
+    purged_to(js, 4).await;
+    let read = read_as_new_leader(js).await;
+    assert_eq!(ids(&read), ["c_open"]);
     assert_eq!(read.conversations[0].activities.len(), 1);
 }
 
@@ -768,9 +778,7 @@ async fn a_new_leader_reads_the_log_to_its_end_after_whole_blocks_were_purged() 
 /// reads: read across that purge, the conversation would come back open (its closing gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversation_purged_while_the_log_is_read_does_not_come_back_open() {
-    use switchboard::store::Store;
-    let tmp = tempfile::tempdir().unwrap();
-    let (_nats, js, store) = log_store(tmp.path()).await;
+    let Log { js, store, .. } = &Log::start().await;
     store.record(conv_state("c_gone", true), None);
     store.record(conv_activity("c_gone", 1, "bye".into()), None);
     store.record(conv_state("c_open", true), None);
@@ -789,8 +797,8 @@ async fn a_conversation_purged_while_the_log_is_read_does_not_come_back_open() {
         .unwrap();
     // How long a read takes, so the purge can land in the middle of the next one.
     let started = tokio::time::Instant::now();
-    let read = read_as_new_leader(&js).await;
-    assert_eq!(read.conversations.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["c_open"]);
+    let read = read_as_new_leader(js).await;
+    assert_eq!(ids(&read), ["c_open"]);
     let took = started.elapsed();
     let purge = {
         let js = js.clone();
@@ -800,10 +808,9 @@ async fn a_conversation_purged_while_the_log_is_read_does_not_come_back_open() {
             s.purge().filter("t.log.conv.c_gone.>").await.unwrap();
         })
     };
-    let read = read_as_new_leader(&js).await;
+    let read = read_as_new_leader(js).await;
     purge.await.unwrap();
-    let ids: Vec<&str> = read.conversations.iter().map(|c| c.id.as_str()).collect();
-    assert_eq!(ids, ["c_open"], "c_gone came back open");
+    assert_eq!(ids(&read), ["c_open"], "c_gone came back open");
     assert_eq!(read.conversations[0].activities.len(), 30_000);
 }
 
