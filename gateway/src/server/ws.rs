@@ -222,6 +222,7 @@ pub fn run_with<S: Session>(
     handshake: Option<Duration>,
     writer: Writer,
 ) -> impl Future<Output = ()> + Send + 'static {
+    let writer_stall = Duration::from_secs(hub.server.idle_timeout_secs.max(1));
     let (sink, mut stream) = ws.split();
     // Cancelled when the reader ends, and with the hub's shutdown (it is its child): the
     // connection's loops poll this token of their own, not the one every connection shares
@@ -258,7 +259,12 @@ pub fn run_with<S: Session>(
             }
             reader.session.on_close();
             done.cancel();
-            if tokio::time::timeout(Duration::from_secs(5), writer).await.is_ok() {
+            // The writer ends by its own bounds (a kicked one's closing frame may wait for
+            // the peer as long as a stalled write: the idle timeout); this one is a backstop.
+            // Then what the peer still sends is read, so that closing does not reset the
+            // connection and throw away the closing frame it has not read yet.
+            let backstop = Duration::from_secs(writer_stall.as_secs().max(10) + 5);
+            if tokio::time::timeout(backstop, writer).await.is_ok() {
                 drain(&mut stream).await;
             }
         },
@@ -399,10 +405,14 @@ pub fn run_inline<S: Speaker>(
                 }
             }
             reader.session.on_close();
-            let close = match outbox.kick_reason() {
-                Some(k) => Some((k.reason, k.detail)),
+            if outbox.is_kicked() {
+                close_kicked(&mut ws, &hub, &outbox, reader.idle).await;
+                drain(&mut ws).await;
+                return;
+            }
+            let close = match close {
                 None if hub.is_shutting_down() => Some((Reason::ShuttingDown, "server shutting down".to_owned())),
-                None => close,
+                close => close,
             };
             match close {
                 Some((reason, detail)) => {
@@ -414,11 +424,9 @@ pub fn run_inline<S: Speaker>(
                             }
                         }
                     }
-                    if !outbox.is_kicked() {
-                        for m in out.drain(..) {
-                            if tokio::time::timeout(Duration::from_secs(1), ws.feed(m)).await.is_err() {
-                                break;
-                            }
+                    for m in out.drain(..) {
+                        if tokio::time::timeout(Duration::from_secs(1), ws.feed(m)).await.is_err() {
+                            break;
                         }
                     }
                     close_with(&mut ws, reason, &detail).await;
@@ -641,10 +649,39 @@ impl<S: Session> Reader<S> {
 
 pub type Sink = futures_util::stream::SplitSink<WsStream, Message>;
 
-/// Sends the closing frame for `reason`, its code chosen by the error edge.
+/// Sends the closing frame for `reason`, its code chosen by the error edge, if its write
+/// completes within two seconds: the gateway's own goodbyes (the shutdown, a failed write,
+/// a close the hub asked for), to a peer that reads or is gone.
 pub async fn close_with<K: futures_util::Sink<Message> + Unpin>(sink: &mut K, reason: Reason, detail: &str) {
+    close_within(sink, reason, detail, Duration::from_secs(2)).await;
+}
+
+async fn close_within<K: futures_util::Sink<Message> + Unpin>(
+    sink: &mut K,
+    reason: Reason,
+    detail: &str,
+    within: Duration,
+) {
     let frame = CloseFrame { code: respond::close_code(reason).into(), reason: detail.into() };
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(within, sink.send(Message::Close(Some(frame)))).await;
+}
+
+/// Sends the closing frame of a kicked connection (`outbox`'s kick). The frame is behind
+/// everything already written, and a peer cut off as a slow consumer has that backlog to
+/// read first: the frame waits for it as long as a stalled write may (`stall`), or until
+/// the shutdown, so that the peer coming back to read learns why (4008: resume from the
+/// watermark) rather than finding its connection gone without a word.
+pub async fn close_kicked<K: futures_util::Sink<Message> + Unpin>(
+    sink: &mut K,
+    hub: &Hub,
+    outbox: &Outbox,
+    stall: Duration,
+) {
+    let Some(kick) = outbox.kick_reason() else { return };
+    tokio::select! {
+        _ = close_within(sink, kick.reason, &kick.detail, stall) => {}
+        _ = hub.stopping() => {}
+    }
 }
 
 /// After our closing frame: reads (and drops) what the peer still sends until its own
@@ -793,14 +830,12 @@ async fn write_loop(
     // peer's close frame arrived while a batch was going out, and nothing may be sent after
     // it but the reply tungstenite has queued; flush that, so the peer sees its closing
     // handshake completed (the close below is then refused, harmlessly).
-    let (reason, detail) = match outbox.kick_reason() {
-        Some(k) => (k.reason, k.detail),
-        None => {
-            let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
-            (Reason::Internal, "write failed".to_owned())
-        }
-    };
-    close_with(&mut sink, reason, &detail).await;
+    if outbox.is_kicked() {
+        close_kicked(&mut sink, &hub, &outbox, stall).await;
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
+    close_with(&mut sink, Reason::Internal, "write failed").await;
 }
 
 /// A token bucket: `rate` frames per second sustained, `burst` at once.

@@ -145,17 +145,18 @@ impl Writer {
                 return;
             }
         }
-        let (reason, detail) = match self.outbox.kick_reason() {
-            Some(k) => (k.reason, k.detail),
-            None if hub.is_shutting_down() => {
-                // What is committed goes out before the goodbye, if the client takes it.
-                let flush = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), None);
-                let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
-                (Reason::ShuttingDown, "server shutting down".to_owned())
-            }
-            None => (Reason::Internal, "write failed".to_owned()),
-        };
-        ws::close_with(&mut sink, reason, &detail).await;
+        if self.outbox.is_kicked() {
+            ws::close_kicked(&mut sink, &hub, &self.outbox, SEND_STALL).await;
+            return;
+        }
+        if hub.is_shutting_down() {
+            // What is committed goes out before the goodbye, if the client takes it.
+            let flush = self.catch_up(&mut sink, Vec::new(), kicked.as_mut(), None);
+            let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+            ws::close_with(&mut sink, Reason::ShuttingDown, "server shutting down").await;
+        } else {
+            ws::close_with(&mut sink, Reason::Internal, "write failed").await;
+        }
     }
 
     /// A frame the hub sent that is not in the transcript (a `queue.position`), as an
