@@ -223,13 +223,27 @@ impl Client {
         Client::connect_socket(url, None, |socket| socket.bind(SocketAddr::new(local, 0))).await
     }
 
+    /// A customer behind a reverse proxy at `proxy`: the upgrade request comes from that
+    /// address and carries `X-Forwarded-For: forwarded_for`, as the proxy writes it.
+    pub async fn connect_forwarded(url: &str, proxy: std::net::IpAddr, forwarded_for: &str) -> Result<Client> {
+        let mut req = request(url, None)?;
+        req.headers_mut().insert("x-forwarded-for", HeaderValue::from_str(forwarded_for)?);
+        Client::connect_request(req, |socket| socket.bind(SocketAddr::new(proxy, 0))).await
+    }
+
     /// A client over an IPv4 socket `set_up` prepared before it connects.
     async fn connect_socket(
         url: &str,
         bearer: Option<&str>,
         set_up: impl FnOnce(&tokio::net::TcpSocket) -> std::io::Result<()>,
     ) -> Result<Client> {
-        let req = request(url, bearer)?;
+        Client::connect_request(request(url, bearer)?, set_up).await
+    }
+
+    async fn connect_request(
+        req: tokio_tungstenite::tungstenite::handshake::client::Request,
+        set_up: impl FnOnce(&tokio::net::TcpSocket) -> std::io::Result<()>,
+    ) -> Result<Client> {
         let host = req.uri().authority().context("a host in the URL")?.as_str().to_owned();
         let socket = tokio::net::TcpSocket::new_v4()?;
         set_up(&socket)?;

@@ -4,7 +4,9 @@
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
-use switchboard_tests::{Client, TestServer, WAIT, external_bot_with_voice, http_with, start_default, start_server};
+use switchboard_tests::{
+    Client, StoreChoice, TestServer, WAIT, external_bot_with_voice, http_with, start_default, start_on, start_server,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -267,15 +269,21 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
         flood.push(s.start_chat("ChatWorkStream", &format!("Flood {i}"), json!({})).await?);
     }
     let start = |name: &str| json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":name}}});
+    // The counter is the process's: other tests here refuse chats too.
+    let refusals = || async {
+        let (status, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
+        anyhow::ensure!(status == 200, "/metrics answered {status}");
+        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_chats_refused_total "));
+        line.context("switchboard_chats_refused_total")?.parse::<u64>().context("a count")
+    };
+    let before = refusals().await?;
     let mut refused = s.customer().await?;
     refused.send(start("One more")).await?;
     let e = refused.event("error").await?;
     assert_eq!(e["value"]["code"], "rate_limited", "{e}");
     let msg = e["value"]["message"].as_str().unwrap_or("");
     assert!(msg.contains("chat_conversations_per_address"), "the error names the setting: {msg}");
-    let (status, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
-    assert_eq!(status, 200);
-    assert!(metrics.lines().any(|l| l == "switchboard_chats_refused_total 1"), "the refusal is counted");
+    assert!(refusals().await? > before, "the refusal is counted");
 
     // A customer at another address starts, and the built-in bot greets it.
     let mut other = Client::connect_from(&s.ws_url("/v1/chat"), "127.0.0.2".parse()?).await?;
@@ -295,6 +303,42 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
     let mut again = s.customer().await?;
     again.send(start("Yet another")).await?;
     assert_eq!(again.event("error").await?["value"]["code"], "rate_limited");
+    Ok(())
+}
+
+/// Behind a reverse proxy every customer's socket comes from the proxy, and one address's
+/// limit would be everyone's. With the proxy in `trusted_proxies` each customer counts
+/// under the address the proxy forwarded for it (what a client wrote in the header itself,
+/// left of that, is not believed); a client that is no trusted proxy cannot choose the
+/// address it counts under with the header.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_customer_counts_under_its_own_address() -> Result<()> {
+    let mut cfg = switchboard::config::Config::builtin_default();
+    cfg.server.trusted_proxies = vec!["127.0.0.1".into()];
+    cfg.server.chat_conversations_per_address = 2;
+    let s = start_on(cfg, StoreChoice::Sqlite).await;
+    let url = s.ws_url("/v1/chat");
+    let proxy: std::net::IpAddr = "127.0.0.1".parse()?;
+    let mut open = Vec::new();
+    // What session.start answers a customer connecting from `from` with `forwarded`.
+    async fn start(url: &str, from: std::net::IpAddr, forwarded: &str, open: &mut Vec<Client>) -> Result<String> {
+        let mut c = Client::connect_forwarded(url, from, forwarded).await?;
+        let start = json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":"Ann"}}});
+        c.send(start).await?;
+        let v = c.until("the answer", |v| v["name"] == "session.started" || v["name"] == "error").await?;
+        open.push(c);
+        Ok(if v["name"] == "error" { v["value"]["code"].as_str().unwrap_or("").to_owned() } else { "started".into() })
+    }
+    assert_eq!(start(&url, proxy, "203.0.113.7", &mut open).await?, "started");
+    assert_eq!(start(&url, proxy, "203.0.113.7", &mut open).await?, "started");
+    assert_eq!(start(&url, proxy, "203.0.113.7", &mut open).await?, "rate_limited", "its address is at its limit");
+    assert_eq!(start(&url, proxy, "198.51.100.9, 203.0.113.7", &mut open).await?, "rate_limited", "not fooled");
+    assert_eq!(start(&url, proxy, "203.0.113.8", &mut open).await?, "started", "another customer behind the proxy");
+    // 127.0.0.2 is no proxy: whatever it forwards, it counts as itself.
+    let direct: std::net::IpAddr = "127.0.0.2".parse()?;
+    assert_eq!(start(&url, direct, "192.0.2.1", &mut open).await?, "started");
+    assert_eq!(start(&url, direct, "192.0.2.2", &mut open).await?, "started");
+    assert_eq!(start(&url, direct, "192.0.2.3", &mut open).await?, "rate_limited", "the header is not believed");
     Ok(())
 }
 

@@ -192,6 +192,10 @@ pub struct ServerConfig {
     /// the `serviceUrl` of the activities it posts to them and the issuer of its tokens.
     /// Unset: `http://` and the address it listens on.
     pub public_url: Option<String>,
+    /// Reverse proxies (addresses, or ranges in CIDR notation) whose `X-Forwarded-For`
+    /// names the client a request counts under for the per-address limits
+    /// (`server::proxy`). Empty: every request is its socket's peer's.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -249,6 +253,7 @@ impl Default for ServerConfig {
             token_address_failures: 20,
             chat_conversations_per_address: 100,
             token_lockout_secs: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -738,6 +743,19 @@ capacity = 3
         }
         let err = check(&format!("[server]\npublic_url = \"https://gw.example/path\"\n{BASE}")).unwrap_err();
         assert!(err.0.iter().any(|p| p.contains("public_url")), "{:?}", err.0);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = check(&format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n{BASE}")).unwrap();
+        assert_eq!(c.config.server.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let err = check(&format!("[server]\ntrusted_proxies = [\"10.0.0.1\", \"proxy.local\"]\n{BASE}")).unwrap_err();
+        assert_eq!(
+            err.0,
+            [
+                "server: trusted_proxies entry \"proxy.local\" is not an address or a CIDR range (such as 10.0.0.7 or 10.0.0.0/8)"
+            ]
+        );
     }
 
     #[test]

@@ -138,6 +138,14 @@ impl<'a> Check<'_> {
         {
             self.problems.push(format!("server: public_url {u:?} must be http(s)://host[:port], without a path"));
         }
+        for entry in &s.trusted_proxies {
+            if crate::server::proxy::parse(entry).is_none() {
+                self.problems.push(format!(
+                    "server: trusted_proxies entry {:?} is not an address or a CIDR range (such as 10.0.0.7 or 10.0.0.0/8)",
+                    crate::server::clipped(entry, 64)
+                ));
+            }
+        }
         if s.max_frame_bytes < 1024 {
             self.problems.push("server: max_frame_bytes must be at least 1024".into());
         }

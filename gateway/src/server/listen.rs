@@ -40,6 +40,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::proxy::TrustedProxies;
 use crate::hub::Hub;
 
 /// The first pause after an accept failure, doubled on each one that follows.
@@ -69,6 +70,7 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
     let max_sockets = server.max_sockets;
     let head_timeout = Duration::from_secs(server.request_timeout_secs);
     let sockets = Arc::new(Semaphore::new(max_sockets));
+    let proxies = TrustedProxies::new(&server.trusted_proxies);
     let mut http = http1::Builder::new();
     // hyper arms this timer whenever it waits for a request head: on a new connection and
     // between requests on a kept-alive one.
@@ -140,7 +142,7 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
         }
         let send_buffer = SendBuffer::default();
         let io = TokioIo::new(Counted { tcp, _permit: permit, send_buffer: Some(send_buffer.clone()) });
-        let conn = http.serve_connection(io, service(app.clone(), peer, send_buffer)).with_upgrades();
+        let conn = http.serve_connection(io, service(app.clone(), peer, send_buffer, proxies.clone())).with_upgrades();
         let stop = stop.clone();
         hub.tasks.spawn(async move {
             tokio::pin!(conn);
@@ -164,12 +166,14 @@ pub(super) async fn serve(source: Source, app: Router, hub: Arc<Hub>) -> io::Res
     Ok(())
 }
 
-/// The router for one connection: each request carries the peer's address (axum's
-/// `ConnectInfo<SocketAddr>`) and the connection's [`SendBuffer`].
+/// The router for one connection: each request carries the client's address (axum's
+/// `ConnectInfo<SocketAddr>`: the peer's, or behind a trusted proxy the one it forwarded
+/// for that request) and the connection's [`SendBuffer`].
 fn service(
     app: Router,
     peer: SocketAddr,
     send_buffer: SendBuffer,
+    proxies: TrustedProxies,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -178,7 +182,8 @@ fn service(
 > + Send
 + 'static {
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        let client = proxies.client(peer, req.headers());
+        req.extensions_mut().insert(ConnectInfo(client));
         req.extensions_mut().insert(send_buffer.clone());
         // `Router` is always ready (its `poll_ready` returns `Ready`); a clone is an `Arc`.
         tower_service::Service::call(&mut app.clone(), req)

@@ -11,6 +11,7 @@ mod console;
 mod directline;
 pub mod listen;
 mod metrics;
+pub mod proxy;
 pub mod respond;
 mod staff;
 mod throttle;
