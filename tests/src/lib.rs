@@ -132,14 +132,20 @@ impl TestServer {
 
     /// A customer who has started a conversation in `workstream` with `context`.
     pub async fn start_chat(&self, workstream: &str, name: &str, context: Value) -> Result<Customer> {
-        let mut c = self.customer().await?;
-        c.send(json!({"type":"event","name":"session.start","value":{"workstream":workstream,"user":{"name":name},"context":context}})).await?;
-        let started = c.event("session.started").await?;
-        Ok(Customer {
-            conversation: started["value"]["conversationId"].as_str().context("conversationId")?.to_owned(),
-            token: started["value"]["token"].as_str().context("token")?.to_owned(),
-            client: c,
-        })
+        Customer::start(self.customer().await?, workstream, name, context).await
+    }
+
+    /// [`TestServer::start_chat`] for a customer at the address `from` (any of 127.0.0.0/8):
+    /// customers at one address share its limits (`chat_handoffs_per_address`).
+    pub async fn start_chat_from(
+        &self,
+        from: std::net::IpAddr,
+        workstream: &str,
+        name: &str,
+        context: Value,
+    ) -> Result<Customer> {
+        let c = Client::connect_from(&self.ws_url("/v1/chat"), from).await?;
+        Customer::start(c, workstream, name, context).await
     }
 
     pub async fn bot(&self) -> Result<Client> {
@@ -164,6 +170,18 @@ pub struct Customer {
     pub client: Client,
     pub conversation: String,
     pub token: String,
+}
+
+impl Customer {
+    async fn start(mut c: Client, workstream: &str, name: &str, context: Value) -> Result<Customer> {
+        c.send(json!({"type":"event","name":"session.start","value":{"workstream":workstream,"user":{"name":name},"context":context}})).await?;
+        let started = c.event("session.started").await?;
+        Ok(Customer {
+            conversation: started["value"]["conversationId"].as_str().context("conversationId")?.to_owned(),
+            token: started["value"]["token"].as_str().context("token")?.to_owned(),
+            client: c,
+        })
+    }
 }
 
 impl std::ops::Deref for Customer {

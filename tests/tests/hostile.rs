@@ -306,6 +306,100 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
     Ok(())
 }
 
+/// One address asking for a person in chat after chat would take every agent's seat (the
+/// built-in default has nine) and put every other customer behind it. On the built-in
+/// default, bots may have handed at most 3 conversations from one address to people
+/// (`chat_handoffs_per_address`) until they close: the built-in bot keeps the fourth and
+/// tells its customer so; a customer at another address is handed on; once one of the
+/// three has ended, the fourth is handed on when it asks again.
+#[tokio::test]
+async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Result<()> {
+    let s = start_default().await;
+    // What follows "agent" (after the bot's "Let me connect you with an agent."): the wait
+    // for a person, or the bot's word that it keeps the conversation.
+    async fn ask_for_a_person(c: &mut Client) -> Result<Value> {
+        c.send(json!({"type":"message","text":"agent"})).await?;
+        c.until("the bot's answer", |v| v["text"] == "Let me connect you with an agent.").await?;
+        c.until("the outcome", |v| {
+            v["name"] == "queue.position" || (v["type"] == "message" && v["from"]["role"] == "bot")
+        })
+        .await
+    }
+    let waiting = |v: &Value| v["name"] == "queue.position" && v["value"]["queue"] == "GeneralQueue";
+    let refused = |v: &Value| v["text"] == switchboard::hub::builtin_bot::HANDOFF_REFUSED;
+    let mut three = Vec::new();
+    for i in 0..3 {
+        let mut c = s.start_chat("ChatWorkStream", &format!("Flood {i}"), json!({})).await?;
+        let outcome = ask_for_a_person(&mut c).await?;
+        assert!(waiting(&outcome), "handed to people: {outcome}");
+        three.push(c);
+    }
+    // The counter is the process's: read it before and after.
+    let refusals = || async {
+        let (_, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
+        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_handoffs_refused_total "));
+        line.context("switchboard_handoffs_refused_total")?.parse::<u64>().context("a count")
+    };
+    let before = refusals().await?;
+    let mut fourth = s.start_chat("ChatWorkStream", "Flood 3", json!({})).await?;
+    let outcome = ask_for_a_person(&mut fourth).await?;
+    assert!(refused(&outcome), "the bot keeps it: {outcome}");
+    let holder = s.running.hub.with_engine(|e| e.holder(&fourth.conversation).map(str::to_owned));
+    assert_eq!(holder.as_deref(), Some("contoso-bot"));
+    assert!(refusals().await? > before, "the refusal is counted");
+
+    // A customer at another address is handed on.
+    let mut other = Client::connect_from(&s.ws_url("/v1/chat"), "127.0.0.2".parse()?).await?;
+    other.send(json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":"Elsewhere"}}})).await?;
+    other.event("session.started").await?;
+    let outcome = ask_for_a_person(&mut other).await?;
+    assert!(waiting(&outcome), "handed to people: {outcome}");
+
+    // One of the three ends; the fourth asks again and is handed on.
+    three[0].send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
+    three[0].until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    let outcome = ask_for_a_person(&mut fourth).await?;
+    assert!(waiting(&outcome), "handed to people once one ended: {outcome}");
+    Ok(())
+}
+
+/// An external bot whose handoff is refused for its customer's address learns why
+/// (`rate_limited`, and Bot Framework's `handoff.status` `failed`) and keeps the
+/// conversation: it can go on talking with its customer.
+#[tokio::test]
+async fn a_bot_whose_handoff_is_refused_for_the_address_keeps_the_conversation() -> Result<()> {
+    let s = start_server(None).await;
+    let mut bot = s.bot().await?;
+    let mut customers = Vec::new();
+    for i in 0..4 {
+        let c = s.start_chat("ChatWorkStream", &format!("C{i}"), json!({})).await?;
+        let conv = c.conversation.clone();
+        bot.until("assignment", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str())
+            .await?;
+        bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":conv},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
+        let status = bot
+            .until("handoff.status", |v| v["name"] == "handoff.status" && v["conversation"]["id"] == conv.as_str())
+            .await?;
+        customers.push((c, status));
+    }
+    for (c, status) in &customers[..3] {
+        assert_eq!(status["value"]["state"], "accepted", "{}: {status}", c.conversation);
+    }
+    let status = &customers[3].1;
+    assert_eq!(status["value"]["state"], "failed", "{status}");
+    assert!(status["value"]["message"].as_str().unwrap_or("").contains("chat_handoffs_per_address"), "{status}");
+    let e = bot.until("the error", |v| v["name"] == "error").await?;
+    assert_eq!(e["value"]["code"], "rate_limited", "{e}");
+    let mut fourth = customers.swap_remove(3).0;
+    assert_eq!(
+        s.running.hub.with_engine(|e| e.holder(&fourth.conversation).map(str::to_owned)).as_deref(),
+        Some("contoso-bot")
+    );
+    bot.say(&fourth.conversation, "I am still here").await?;
+    assert_eq!(fourth.until("the bot", |v| v["type"] == "message").await?["text"], "I am still here");
+    Ok(())
+}
+
 /// Behind a reverse proxy every customer's socket comes from the proxy, and one address's
 /// limit would be everyone's. With the proxy in `trusted_proxies` each customer counts
 /// under the address the proxy forwarded for it (what a client wrote in the header itself,

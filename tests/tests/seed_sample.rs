@@ -138,8 +138,11 @@ async fn customers_beyond_capacity_wait_with_positions_and_are_assigned_when_cap
     let mut bot = s.bot().await?;
     let mut carol = s.agent("carol").await?; // HomeLoanQueue's only member, capacity 3
     let mut customers = Vec::new();
+    // Five customers at five addresses (one address may have only three conversations
+    // handed to people at once).
     for i in 0..5 {
-        let c = s.start_chat("ChatWorkStream", &format!("C{i}"), json!({})).await?;
+        let from = std::net::IpAddr::from([127, 0, 0, 10 + i]);
+        let c = s.start_chat_from(from, "ChatWorkStream", &format!("C{i}"), json!({})).await?;
         bot.until("assignment", |v| {
             v["name"] == "conversation.assigned" && v["conversation"]["id"] == c.conversation.as_str()
         })

@@ -73,6 +73,15 @@ impl Dialog {
         self.done
     }
 
+    /// The transfer the dialog ended with was refused (the customer's address has as many
+    /// conversations with people as it may): the bot talks on, its answers kept, and a
+    /// later "agent" transfers again.
+    pub fn reopen(&mut self) {
+        self.done = false;
+        self.pending = None;
+        self.misses = 0;
+    }
+
     /// The Greeting topic, when the conversation is assigned to the bot.
     pub fn start(&mut self, script: &Script) -> Vec<Action> {
         let mut out = Vec::new();

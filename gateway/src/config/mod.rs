@@ -186,6 +186,10 @@ pub struct ServerConfig {
     /// address counts by its /64) at once; one more `session.start` is refused with
     /// `rate_limited`. 0: no limit.
     pub chat_conversations_per_address: u32,
+    /// Conversations started over `/v1/chat` from one address that bots may have handed to
+    /// people at once (until they close); one more handoff is refused with `rate_limited`
+    /// and the bot keeps the conversation. 0: no limit.
+    pub chat_handoffs_per_address: u32,
     /// The window failures are counted in, and how long a lockout lasts.
     pub token_lockout_secs: u64,
     /// The gateway's address as Bot Framework bots reach it (`http://host:port`, no path):
@@ -252,6 +256,7 @@ impl Default for ServerConfig {
             token_failures: 5,
             token_address_failures: 20,
             chat_conversations_per_address: 100,
+            chat_handoffs_per_address: 3,
             token_lockout_secs: 60,
             trusted_proxies: Vec::new(),
         }

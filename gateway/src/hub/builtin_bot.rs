@@ -32,6 +32,11 @@ pub fn spawn_all(hub: &Arc<Hub>) {
 /// The built-in bot's audio format on voice calls.
 const PROMPT_FORMAT: switchboard_codecs::Format = switchboard_codecs::Format::L16_8K;
 
+/// What the built-in bot tells a customer whose transfer to people was refused because
+/// the customer's address has `chat_handoffs_per_address` conversations with people.
+pub const HANDOFF_REFUSED: &str = "Our agents cannot take another conversation from your network right now. \
+     Please try again once one of its other conversations has ended; meanwhile I am still here to help.";
+
 /// What the built-in bot "says" on a call: it has no speech synthesis, so each message is
 /// a short two-tone chime (a prompt cue), and its text is in the transcript for the agent.
 fn prompt_audio() -> Vec<u8> {
@@ -163,7 +168,18 @@ fn handle(
                 e.name = Some("handoff.initiate".into());
                 e.value = Value::Object(routable(hub, conv, vars).into_iter().collect());
                 e.text = Some(summary);
-                hub.handoff(name, outbox, &e)
+                let handed = hub.handoff(name, outbox, &e);
+                if let Err(HubError::TooMany(_)) = &handed {
+                    // Its address has as many conversations with people as it may: the
+                    // customer stays with the bot, is told so, and may ask again.
+                    let mut m = Inbound::new(Kind::Message, conv);
+                    m.text = Some(HANDOFF_REFUSED.into());
+                    let _ = hub.member_post(name, outbox, &m);
+                    if let Some(c) = dialogs.get_mut(conv) {
+                        c.dialog.reopen();
+                    }
+                }
+                handed
             }
             Action::End { survey } => {
                 let mut e = Inbound::new(Kind::EndOfConversation, conv);
@@ -174,15 +190,17 @@ fn handle(
         match result {
             Ok(()) => {}
             // The conversation moved on while the bot answered (the customer ended it, or it
-            // went to people): nothing is wrong, and a customer could make a log of warnings.
-            Err(e @ (HubError::NotHolder(_) | HubError::Ended)) => {
+            // went to people), or its handoff was refused (the customer was told, and the
+            // hub logged it): nothing is wrong, and a customer could make a log of warnings.
+            Err(e @ (HubError::NotHolder(_) | HubError::Ended | HubError::TooMany(_))) => {
                 tracing::debug!(bot = %name, conversation.id = conv, "built-in bot action dropped: {e}");
             }
             Err(e) => tracing::warn!(bot = %name, conversation.id = conv, "built-in bot action failed: {e}"),
         }
-        if dialogs.get(conv).is_some_and(|c| c.dialog.is_done()) {
-            dialogs.remove(conv);
-        }
+    }
+    // Once every action is carried out: a refused transfer reopens the dialog.
+    if dialogs.get(conv).is_some_and(|c| c.dialog.is_done()) {
+        dialogs.remove(conv);
     }
 }
 

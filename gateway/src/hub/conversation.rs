@@ -187,6 +187,9 @@ pub struct ConvInner {
     /// counts it; given back when it closes (`None` once given back, and for every other
     /// channel and for a conversation recovered after a restart).
     pub origin: Option<std::net::IpAddr>,
+    /// The same address while this conversation counts against its
+    /// `chat_handoffs_per_address` (a bot handed it to people); given back when it closes.
+    pub handed_origin: Option<std::net::IpAddr>,
 }
 
 /// What a new activity carries besides its sender.

@@ -101,11 +101,40 @@ impl Hub {
 
     /// A conversation counted against `addr` has closed (or never opened).
     pub(super) fn give_back_origin(&self, addr: std::net::IpAddr) {
-        if let dashmap::Entry::Occupied(mut open) = self.origins.entry(addr) {
-            *open.get_mut() -= 1;
-            if *open.get() == 0 {
-                open.remove();
-            }
+        give_back(&self.origins, addr);
+    }
+
+    /// Counts `conv` as handed to people against the address its customer started it
+    /// from, or refuses the handoff: one address may not take every agent's seat by
+    /// asking for a person in chat after chat. A conversation counted already (handed on
+    /// before, or back to a bot since) is not counted again; one from no address (Direct
+    /// Line, calls, recovered after a restart) is not counted. Whether it was counted now.
+    pub(super) fn take_handoff(&self, conv: &Conversation) -> Result<bool, HubError> {
+        let max = self.server.chat_handoffs_per_address;
+        let mut inner = conv.inner.lock();
+        let Some(addr) = inner.origin.filter(|_| max > 0 && inner.handed_origin.is_none()) else { return Ok(false) };
+        let mut handed = self.handoffs.entry(addr).or_insert(0);
+        if *handed >= max {
+            crate::metrics::HANDOFFS_REFUSED.inc();
+            tracing::info!(conversation.id = %conv.id, "handoff refused: {max} conversations from {addr} are with people already");
+            return Err(HubError::TooMany(
+                format!(
+                    "{max} conversations from this customer's address are with people already \
+                     (chat_handoffs_per_address); the bot keeps this one until one of them has ended"
+                )
+                .into(),
+            ));
+        }
+        *handed += 1;
+        inner.handed_origin = Some(addr);
+        Ok(true)
+    }
+
+    /// `conv` no longer counts against its address's handoffs (it closed, or its handoff
+    /// failed after it was counted).
+    pub(super) fn give_back_handoff(&self, inner: &mut ConvInner) {
+        if let Some(addr) = inner.handed_origin.take() {
+            give_back(&self.handoffs, addr);
         }
     }
 
@@ -318,4 +347,14 @@ fn take_seat(inner: &mut ConvInner, outbox: &Outbox) {
         old.close(outbox::Reason::ResumedElsewhere, "resumed on another connection");
     }
     inner.customer_left_ms = None;
+}
+
+/// One less under `addr` in a per-address count; an address at zero has no entry.
+fn give_back(counts: &DashMap<std::net::IpAddr, u32>, addr: std::net::IpAddr) {
+    if let dashmap::Entry::Occupied(mut n) = counts.entry(addr) {
+        *n.get_mut() -= 1;
+        if *n.get() == 0 {
+            n.remove();
+        }
+    }
 }

@@ -40,12 +40,28 @@ impl Hub {
         let conv = self.named_conversation(a)?;
         let _span = conv.span.enter();
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
+        let counted = self.take_handoff(&conv)?;
+        let escalated = self.escalate(member, reply, a, &conv, vars);
+        if counted && escalated.is_err() {
+            self.give_back_handoff(&mut conv.inner.lock());
+        }
+        escalated
+    }
+
+    fn escalate(
+        &self,
+        member: &Arc<str>,
+        reply: &Outbox,
+        a: &Inbound,
+        conv: &Arc<Conversation>,
+        vars: Vec<(String, Option<CtxValue>)>,
+    ) -> Result<(), HubError> {
         // The bot's own activity goes into the transcript under the conversation's lock
         // alone, checked as any of its messages is; the engine's lock, which every routing
         // event of every connection waits for, is taken only for the escalation. Should the
         // conversation move on in between (the customer leaves), the escalation is refused
         // after the activity was stored, as when no rule routes it.
-        self.post(&conv, &Sender::Member(member.clone()), reply, a, |inner| holds(inner, member, &conv.id))?;
+        self.post(conv, &Sender::Member(member.clone()), reply, a, |inner| holds(inner, member, &conv.id))?;
         if let Some(s) = &a.text {
             conv.inner.lock().summary = Some(s.clone());
         }

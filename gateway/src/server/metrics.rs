@@ -74,6 +74,12 @@ pub fn registry(hub: &Hub) -> Registry {
         "Chats refused at session.start: their address held chat_conversations_per_address open already",
         m::CHATS_REFUSED.get(),
     );
+    counter(
+        &mut r,
+        "handoffs_refused",
+        "Bots' handoffs refused: their customer's address had chat_handoffs_per_address conversations with people already",
+        m::HANDOFFS_REFUSED.get(),
+    );
     counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::ACTIVITIES_IN.get());
     counter(&mut r, "activities_out", "Text frames queued toward connections", m::ACTIVITIES_OUT.get());
     counter(&mut r, "media_frames_in", "Audio frames received (callers and holders)", m::MEDIA_IN.get());
