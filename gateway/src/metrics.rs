@@ -34,9 +34,9 @@ pub static VOICE_CALLS: Count = Count::new();
 pub static VOICE_REFUSED: Count = Count::new();
 /// Chats refused at `session.start` because their address held `chat_conversations_per_address`.
 pub static CHATS_REFUSED: Count = Count::new();
-/// Bots' handoffs refused because their customer's address had `chat_handoffs_per_address`
-/// conversations with people already.
-pub static HANDOFFS_REFUSED: Count = Count::new();
+/// Chats refused a way to people (a bot's handoff, or a start routed straight to agents)
+/// because their address had `chat_agent_conversations_per_address` with people already.
+pub static AGENT_CHATS_REFUSED: Count = Count::new();
 /// Bots whose connection went away and stayed away for the grace period.
 pub static BOT_FAILURES: Count = Count::new();
 /// Bots that left a customer's message unanswered for `bot_reply_timeout_secs`.

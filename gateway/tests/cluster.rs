@@ -256,8 +256,26 @@ async fn until(w: &mut Ws, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// A customer at an address of its own (127.0.1.1, 127.0.1.2, …: all of 127.0.0.0/8 is
+/// loopback): the tests' customers are so many people, not one client at one address
+/// (`chat_agent_conversations_per_address` is three).
+async fn customer_ws(addr: &str) -> Option<Ws> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let from = std::net::Ipv4Addr::new(127, 0, 1 + (n / 250 % 250) as u8, 1 + (n % 250) as u8);
+    let req = format!("ws://{addr}/v1/chat").into_client_request().ok()?;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind((from, 0).into()).ok()?;
+    let connect = async {
+        let tcp = socket.connect(addr.parse().ok()?).await.ok()?;
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp);
+        tokio_tungstenite::client_async(req, stream).await.ok().map(|(w, _)| w)
+    };
+    tokio::time::timeout(Duration::from_secs(20), connect).await.ok()?
+}
+
 async fn start_chat(addr: &str, name: &str, context: Value) -> (Ws, String, String) {
-    let mut c = ws(addr, "/v1/chat", None).await.expect("customer connects");
+    let mut c = customer_ws(addr).await.expect("customer connects");
     send(&mut c, json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":name},"context":context}})).await;
     let v = until(&mut c, "session.started", |v| v["name"] == "session.started").await;
     let conv = v["value"]["conversationId"].as_str().unwrap().to_owned();

@@ -136,7 +136,7 @@ impl TestServer {
     }
 
     /// [`TestServer::start_chat`] for a customer at the address `from` (any of 127.0.0.0/8):
-    /// customers at one address share its limits (`chat_handoffs_per_address`).
+    /// customers at one address share its limits (`chat_agent_conversations_per_address`).
     pub async fn start_chat_from(
         &self,
         from: std::net::IpAddr,

@@ -308,10 +308,11 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
 
 /// One address asking for a person in chat after chat would take every agent's seat (the
 /// built-in default has nine) and put every other customer behind it. On the built-in
-/// default, bots may have handed at most 3 conversations from one address to people
-/// (`chat_handoffs_per_address`) until they close: the built-in bot keeps the fourth and
-/// tells its customer so; a customer at another address is handed on; once one of the
-/// three has ended, the fourth is handed on when it asks again.
+/// default, at most 3 conversations from one address may have gone to people
+/// (`chat_agent_conversations_per_address`) until they close: the built-in bot keeps the
+/// fourth and tells its customer so, and a start whose context routes it straight to
+/// agents is refused; a customer at another address is handed on; once one of the three
+/// has ended, the fourth is handed on when it asks again.
 #[tokio::test]
 async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Result<()> {
     let s = start_default().await;
@@ -337,8 +338,8 @@ async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Res
     // The counter is the process's: read it before and after.
     let refusals = || async {
         let (_, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
-        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_handoffs_refused_total "));
-        line.context("switchboard_handoffs_refused_total")?.parse::<u64>().context("a count")
+        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_agent_chats_refused_total "));
+        line.context("switchboard_agent_chats_refused_total")?.parse::<u64>().context("a count")
     };
     let before = refusals().await?;
     let mut fourth = s.start_chat("ChatWorkStream", "Flood 3", json!({})).await?;
@@ -347,6 +348,14 @@ async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Res
     let holder = s.running.hub.with_engine(|e| e.holder(&fourth.conversation).map(str::to_owned));
     assert_eq!(holder.as_deref(), Some("contoso-bot"));
     assert!(refusals().await? > before, "the refusal is counted");
+    // Nor can it go round the bot: a start whose context routes it straight to agents is
+    // refused the same way (the connection stays).
+    let mut direct = s.customer().await?;
+    let straight = json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":"Direct"},"context":{"BotHandoffTopic":"CreditCard"}}});
+    direct.send(straight.clone()).await?;
+    let e = direct.event("error").await?;
+    assert_eq!(e["value"]["code"], "rate_limited", "{e}");
+    assert!(e["value"]["message"].as_str().unwrap_or("").contains("chat_agent_conversations_per_address"), "{e}");
 
     // A customer at another address is handed on.
     let mut other = Client::connect_from(&s.ws_url("/v1/chat"), "127.0.0.2".parse()?).await?;
@@ -360,6 +369,16 @@ async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Res
     three[0].until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
     let outcome = ask_for_a_person(&mut fourth).await?;
     assert!(waiting(&outcome), "handed to people once one ended: {outcome}");
+    // That took the freed place: the direct start is still refused; once another ends,
+    // it starts, straight in the credit card queue.
+    direct.send(straight.clone()).await?;
+    assert_eq!(direct.event("error").await?["value"]["code"], "rate_limited");
+    three[1].send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
+    three[1].until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    direct.send(straight).await?;
+    direct.event("session.started").await?;
+    let position = direct.event("queue.position").await?;
+    assert_eq!(position["value"]["queue"], "CreditCardQueue", "{position}");
     Ok(())
 }
 
@@ -387,7 +406,10 @@ async fn a_bot_whose_handoff_is_refused_for_the_address_keeps_the_conversation()
     }
     let status = &customers[3].1;
     assert_eq!(status["value"]["state"], "failed", "{status}");
-    assert!(status["value"]["message"].as_str().unwrap_or("").contains("chat_handoffs_per_address"), "{status}");
+    assert!(
+        status["value"]["message"].as_str().unwrap_or("").contains("chat_agent_conversations_per_address"),
+        "{status}"
+    );
     let e = bot.until("the error", |v| v["name"] == "error").await?;
     assert_eq!(e["value"]["code"], "rate_limited", "{e}");
     let mut fourth = customers.swap_remove(3).0;

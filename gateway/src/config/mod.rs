@@ -186,10 +186,11 @@ pub struct ServerConfig {
     /// address counts by its /64) at once; one more `session.start` is refused with
     /// `rate_limited`. 0: no limit.
     pub chat_conversations_per_address: u32,
-    /// Conversations started over `/v1/chat` from one address that bots may have handed to
-    /// people at once (until they close); one more handoff is refused with `rate_limited`
-    /// and the bot keeps the conversation. 0: no limit.
-    pub chat_handoffs_per_address: u32,
+    /// Conversations started over `/v1/chat` from one address that may have gone to people
+    /// (a bot handed them on, or their rules sent them straight to agents) until they
+    /// close; one more handoff is refused with `rate_limited` (the bot keeps the
+    /// conversation), one more such start likewise. 0: no limit.
+    pub chat_agent_conversations_per_address: u32,
     /// The window failures are counted in, and how long a lockout lasts.
     pub token_lockout_secs: u64,
     /// The gateway's address as Bot Framework bots reach it (`http://host:port`, no path):
@@ -200,6 +201,13 @@ pub struct ServerConfig {
     /// names the client a request counts under for the per-address limits
     /// (`server::proxy`). Empty: every request is its socket's peer's.
     pub trusted_proxies: Vec<String>,
+}
+
+/// Parses one `[server] trusted_proxies` entry: an address (`10.0.0.7`, `::1`) or a range
+/// in CIDR notation (`10.0.0.0/8`, `fd00::/8`).
+pub fn proxy_range(entry: &str) -> Option<ipnet::IpNet> {
+    let entry = entry.trim();
+    entry.parse::<ipnet::IpNet>().ok().or_else(|| entry.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -256,7 +264,7 @@ impl Default for ServerConfig {
             token_failures: 5,
             token_address_failures: 20,
             chat_conversations_per_address: 100,
-            chat_handoffs_per_address: 3,
+            chat_agent_conversations_per_address: 3,
             token_lockout_secs: 60,
             trusted_proxies: Vec::new(),
         }

@@ -130,7 +130,7 @@ impl Hub {
             if let Some(addr) = inner.origin.take() {
                 self.give_back_origin(addr);
             }
-            self.give_back_handoff(&mut inner);
+            self.give_back_agent_chat(&mut inner);
             inner.closed = true;
             inner.closed_at_ms = Some(self.clock.now_ms());
             inner.bot_deadline_ms = None;

@@ -33,7 +33,7 @@ pub fn spawn_all(hub: &Arc<Hub>) {
 const PROMPT_FORMAT: switchboard_codecs::Format = switchboard_codecs::Format::L16_8K;
 
 /// What the built-in bot tells a customer whose transfer to people was refused because
-/// the customer's address has `chat_handoffs_per_address` conversations with people.
+/// the customer's address has `chat_agent_conversations_per_address` conversations with people.
 pub const HANDOFF_REFUSED: &str = "Our agents cannot take another conversation from your network right now. \
      Please try again once one of its other conversations has ended; meanwhile I am still here to help.";
 

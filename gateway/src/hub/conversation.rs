@@ -188,8 +188,8 @@ pub struct ConvInner {
     /// channel and for a conversation recovered after a restart).
     pub origin: Option<std::net::IpAddr>,
     /// The same address while this conversation counts against its
-    /// `chat_handoffs_per_address` (a bot handed it to people); given back when it closes.
-    pub handed_origin: Option<std::net::IpAddr>,
+    /// `chat_agent_conversations_per_address` (it went to people); given back when it closes.
+    pub agent_origin: Option<std::net::IpAddr>,
 }
 
 /// What a new activity carries besides its sender.

@@ -104,37 +104,38 @@ impl Hub {
         give_back(&self.origins, addr);
     }
 
-    /// Counts `conv` as handed to people against the address its customer started it
-    /// from, or refuses the handoff: one address may not take every agent's seat by
+    /// Counts `conv` as gone to people (a bot's handoff, or rules that send it straight to
+    /// agents) against the address its customer started it from, or refuses: one address
+    /// may not take every agent's seat, or put every other customer behind its own, by
     /// asking for a person in chat after chat. A conversation counted already (handed on
     /// before, or back to a bot since) is not counted again; one from no address (Direct
     /// Line, calls, recovered after a restart) is not counted. Whether it was counted now.
-    pub(super) fn take_handoff(&self, conv: &Conversation) -> Result<bool, HubError> {
-        let max = self.server.chat_handoffs_per_address;
+    pub(super) fn take_agent_chat(&self, conv: &Conversation) -> Result<bool, HubError> {
+        let max = self.server.chat_agent_conversations_per_address;
         let mut inner = conv.inner.lock();
-        let Some(addr) = inner.origin.filter(|_| max > 0 && inner.handed_origin.is_none()) else { return Ok(false) };
-        let mut handed = self.handoffs.entry(addr).or_insert(0);
-        if *handed >= max {
-            crate::metrics::HANDOFFS_REFUSED.inc();
-            tracing::info!(conversation.id = %conv.id, "handoff refused: {max} conversations from {addr} are with people already");
+        let Some(addr) = inner.origin.filter(|_| max > 0 && inner.agent_origin.is_none()) else { return Ok(false) };
+        let mut with_people = self.agent_chats.entry(addr).or_insert(0);
+        if *with_people >= max {
+            crate::metrics::AGENT_CHATS_REFUSED.inc();
+            tracing::info!(conversation.id = %conv.id, "refused a way to people: {max} conversations from {addr} are with people already");
             return Err(HubError::TooMany(
                 format!(
                     "{max} conversations from this customer's address are with people already \
-                     (chat_handoffs_per_address); the bot keeps this one until one of them has ended"
+                     (chat_agent_conversations_per_address); try again once one of them has ended"
                 )
                 .into(),
             ));
         }
-        *handed += 1;
-        inner.handed_origin = Some(addr);
+        *with_people += 1;
+        inner.agent_origin = Some(addr);
         Ok(true)
     }
 
-    /// `conv` no longer counts against its address's handoffs (it closed, or its handoff
-    /// failed after it was counted).
-    pub(super) fn give_back_handoff(&self, inner: &mut ConvInner) {
-        if let Some(addr) = inner.handed_origin.take() {
-            give_back(&self.handoffs, addr);
+    /// `conv` no longer counts against its address's conversations with people (it closed,
+    /// or what counted it failed).
+    pub(super) fn give_back_agent_chat(&self, inner: &mut ConvInner) {
+        if let Some(addr) = inner.agent_origin.take() {
+            give_back(&self.agent_chats, addr);
         }
     }
 
@@ -183,13 +184,23 @@ impl Hub {
                 format!("the gateway is carrying its max_calls ({max}) calls; try again shortly").into(),
             ));
         }
+        // A chat its rules send straight to people (its context may) counts as a bot's
+        // handoff would, and is refused likewise.
+        let to_people = conv.inner.lock().origin.is_some()
+            && self.server.chat_agent_conversations_per_address > 0
+            && engine.routes_to_people(workstream, &context)?;
+        if to_people {
+            self.take_agent_chat(&conv)?;
+        }
         let mut started =
             json!({"conversationId": &*id, "token": token, "user": {"id": conv.customer.id, "name": user_name}});
         if let Some(c) = &call {
             started["stream"] = json!(c.stream);
         }
         outbox.send(protocol::event("session.started", started, Some(&id)));
-        let fx = engine.start(id.clone(), workstream, context, now)?;
+        let fx = engine.start(id.clone(), workstream, context, now).inspect_err(|_| {
+            self.give_back_agent_chat(&mut conv.inner.lock());
+        })?;
         self.convs.insert(id.clone(), conv.clone());
         if let Some(c) = call {
             self.calls.insert(c.stream, c);

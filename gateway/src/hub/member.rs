@@ -40,10 +40,10 @@ impl Hub {
         let conv = self.named_conversation(a)?;
         let _span = conv.span.enter();
         let vars = self.handoff_vars(&conv.workstream, &a.value)?;
-        let counted = self.take_handoff(&conv)?;
+        let counted = self.take_agent_chat(&conv)?;
         let escalated = self.escalate(member, reply, a, &conv, vars);
         if counted && escalated.is_err() {
-            self.give_back_handoff(&mut conv.inner.lock());
+            self.give_back_agent_chat(&mut conv.inner.lock());
         }
         escalated
     }

@@ -77,8 +77,9 @@ pub struct Hub {
     /// Open `/v1/chat` conversations by the address they were started from
     /// (`chat_conversations_per_address`); an address with none has no entry.
     origins: DashMap<std::net::IpAddr, u32>,
-    /// Of those, the ones a bot handed to people, by address (`chat_handoffs_per_address`).
-    handoffs: DashMap<std::net::IpAddr, u32>,
+    /// Of those, the ones gone to people (a bot handed them on, or their rules sent them
+    /// straight to agents), by address (`chat_agent_conversations_per_address`).
+    agent_chats: DashMap<std::net::IpAddr, u32>,
     /// Paces every call's audio toward its caller (one task per runtime worker).
     pacer: pacer::Pacer,
     /// Queue positions: the positions' task's wake-up, and the customers whose position
@@ -183,7 +184,7 @@ impl Hub {
             parties,
             calls: DashMap::new(),
             origins: DashMap::new(),
-            handoffs: DashMap::new(),
+            agent_chats: DashMap::new(),
             pacer: pacer::Pacer::new(tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())),
             positions: positions::Due::default(),
             next_stream: std::sync::atomic::AtomicU32::new(1),

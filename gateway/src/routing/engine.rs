@@ -327,6 +327,16 @@ impl Engine {
         self.workstream(workstream).map(|(_, w)| w.route(ctx))
     }
 
+    /// Whether a new conversation in `workstream` with `ctx` goes straight to people: the
+    /// queue its rules give has members, agents all (a customer's context may route it so,
+    /// and it then counts as a bot's handoff to people does).
+    pub fn routes_to_people(&self, workstream: &str, ctx: &Context) -> Result<bool, EngineError> {
+        let queue = self.route(workstream, ctx)?.queue;
+        let Some(&q) = self.queue_ix.get(queue.as_str()) else { return Ok(false) };
+        let members = &self.queues[q].members;
+        Ok(!members.is_empty() && members.iter().all(|m| self.members[*m].kind == MemberKind::Agent))
+    }
+
     pub(super) fn workstream(&self, name: &str) -> Result<(usize, &Workstream), EngineError> {
         self.workstreams
             .iter()

@@ -76,9 +76,9 @@ pub fn registry(hub: &Hub) -> Registry {
     );
     counter(
         &mut r,
-        "handoffs_refused",
-        "Bots' handoffs refused: their customer's address had chat_handoffs_per_address conversations with people already",
-        m::HANDOFFS_REFUSED.get(),
+        "agent_chats_refused",
+        "Chats refused a way to people (a bot's handoff, or a start routed straight to agents): their address had chat_agent_conversations_per_address conversations with people already",
+        m::AGENT_CHATS_REFUSED.get(),
     );
     counter(&mut r, "activities_in", "Client activities accepted into transcripts", m::ACTIVITIES_IN.get());
     counter(&mut r, "activities_out", "Text frames queued toward connections", m::ACTIVITIES_OUT.get());

@@ -15,13 +15,6 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
-/// Parses one `trusted_proxies` entry: an address (`10.0.0.7`, `::1`) or a range in CIDR
-/// notation (`10.0.0.0/8`, `fd00::/8`).
-pub fn parse(entry: &str) -> Option<IpNet> {
-    let entry = entry.trim();
-    entry.parse::<IpNet>().ok().or_else(|| entry.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
 /// The proxies `[server] trusted_proxies` names (none by default: every request comes
 /// from its socket's peer).
 #[derive(Clone, Debug, Default)]
@@ -31,7 +24,7 @@ impl TrustedProxies {
     /// From the configuration's entries, checked when it was loaded (one that does not
     /// parse is skipped).
     pub fn new(entries: &[String]) -> TrustedProxies {
-        TrustedProxies(entries.iter().filter_map(|e| parse(e)).collect())
+        TrustedProxies(entries.iter().filter_map(|e| crate::config::proxy_range(e)).collect())
     }
 
     fn trusts(&self, a: IpAddr) -> bool {
@@ -93,6 +86,7 @@ mod tests {
 
     #[test]
     fn entries_are_addresses_or_ranges() {
+        use crate::config::proxy_range as parse;
         assert_eq!(parse("10.0.0.0/8"), Some("10.0.0.0/8".parse().unwrap()));
         assert_eq!(parse(" 10.0.0.7 "), Some("10.0.0.7/32".parse().unwrap()));
         assert_eq!(parse("::1"), Some("::1/128".parse().unwrap()));
