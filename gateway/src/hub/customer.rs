@@ -117,7 +117,9 @@ impl Hub {
         let mut with_people = self.agent_chats.entry(addr).or_insert(0);
         if *with_people >= max {
             crate::metrics::AGENT_CHATS_REFUSED.inc();
-            tracing::info!(conversation.id = %conv.id, "refused a way to people: {max} conversations from {addr} are with people already");
+            // At debug: a client asking again and again would otherwise write the log (the
+            // metric counts every refusal).
+            tracing::debug!(conversation.id = %conv.id, "refused a way to people: {max} conversations from {addr} are with people already");
             return Err(HubError::TooMany(
                 format!(
                     "{max} conversations from this customer's address are with people already \
