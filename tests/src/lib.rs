@@ -148,6 +148,14 @@ impl TestServer {
         Customer::start(c, workstream, name, context).await
     }
 
+    /// A customer in a new `ChatWorkStream` chat that `bot` was given (the bot users' queue
+    /// is where the built-in default and the samples send a new chat first).
+    pub async fn chat_with_bot(&self, bot: &mut Client, name: &str) -> Result<Customer> {
+        let c = self.start_chat("ChatWorkStream", name, json!({})).await?;
+        bot.assigned_to(&c.conversation).await?;
+        Ok(c)
+    }
+
     pub async fn bot(&self) -> Result<Client> {
         let t = self.token(BOT_APP_ID, BOT_SECRET).await?;
         Client::connect(&self.ws_url("/v1/bot"), Some(&t)).await
@@ -232,13 +240,13 @@ impl Client {
     /// the window it offers stays that small): one that stops reading fills the gateway's
     /// side in kilobytes, not megabytes.
     pub async fn connect_with_receive_buffer(url: &str, bearer: Option<&str>, bytes: u32) -> Result<Client> {
-        Client::connect_socket(url, bearer, |socket| socket.set_recv_buffer_size(bytes)).await
+        Client::connect_request(request(url, bearer)?, |socket| socket.set_recv_buffer_size(bytes)).await
     }
 
     /// A client connecting from the source address `local`: any of 127.0.0.0/8 reaches a
     /// server on 127.0.0.1, so a test can play a customer at another address.
     pub async fn connect_from(url: &str, local: std::net::IpAddr) -> Result<Client> {
-        Client::connect_socket(url, None, |socket| socket.bind(SocketAddr::new(local, 0))).await
+        Client::connect_request(request(url, None)?, |socket| socket.bind(SocketAddr::new(local, 0))).await
     }
 
     /// A customer behind a reverse proxy at `proxy`: the upgrade request comes from that
@@ -249,15 +257,7 @@ impl Client {
         Client::connect_request(req, |socket| socket.bind(SocketAddr::new(proxy, 0))).await
     }
 
-    /// A client over an IPv4 socket `set_up` prepared before it connects.
-    async fn connect_socket(
-        url: &str,
-        bearer: Option<&str>,
-        set_up: impl FnOnce(&tokio::net::TcpSocket) -> std::io::Result<()>,
-    ) -> Result<Client> {
-        Client::connect_request(request(url, bearer)?, set_up).await
-    }
-
+    /// A client sending `req` over an IPv4 socket `set_up` prepared before it connects.
     async fn connect_request(
         req: tokio_tungstenite::tungstenite::handshake::client::Request,
         set_up: impl FnOnce(&tokio::net::TcpSocket) -> std::io::Result<()>,
@@ -382,6 +382,14 @@ impl Client {
     }
 
     /// Reads until the server closes, returning the close code.
+    /// Waits for the work item of `conv` (its `conversation.assigned`, which has no `seq`).
+    pub async fn assigned_to(&mut self, conv: &str) -> Result<Value> {
+        self.until("assignment", |v| {
+            v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv && v["seq"].is_null()
+        })
+        .await
+    }
+
     pub async fn closed(&mut self) -> Result<Option<CloseCode>> {
         loop {
             match tokio::time::timeout(WAIT, self.ws.next()).await.map_err(|_| anyhow!("not closed in time"))? {

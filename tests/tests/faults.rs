@@ -14,19 +14,6 @@ fn config(server: &str) -> String {
     EXTERNAL_BOT.replacen("[server]\n", &format!("[server]\n{server}\n"), 1)
 }
 
-async fn assigned_to(c: &mut Client, conv: &str) -> Result<Value> {
-    c.until("assignment", |v| {
-        v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv && v["seq"].is_null()
-    })
-    .await
-}
-
-async fn chat_with_bot(s: &TestServer, bot: &mut Client, name: &str) -> Result<switchboard_tests::Customer> {
-    let c = s.start_chat("ChatWorkStream", name, json!({})).await?;
-    assigned_to(bot, &c.conversation).await?;
-    Ok(c)
-}
-
 /// Lets `d` of the gateway's time pass at once (paused tokio time, as the sweeper and the
 /// grace periods see it), then goes on in real time.
 async fn pass(d: Duration) {
@@ -67,7 +54,7 @@ async fn a_crashed_bot_hands_its_conversations_to_people_never_back_to_itself() 
     assert_ne!(toml, EXTERNAL_BOT);
     let s = start_server(Some(&toml)).await;
     let mut bot = s.bot().await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     ann.send(json!({"type":"message","text":"hello?"})).await?;
     bot.message().await?;
     bot.close().await; // the bot process dies
@@ -90,7 +77,7 @@ async fn a_crashed_bot_hands_its_conversations_to_people_never_back_to_itself() 
 
     // An agent signs in and gets it, the notice in its transcript.
     let mut alice = s.agent("alice").await?;
-    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    let a = alice.assigned_to(&ann.conversation).await?;
     assert_eq!(a["value"]["queue"], "GeneralQueue");
     let transcript = a["value"]["transcript"].as_array().unwrap();
     assert!(transcript.iter().any(|t| t["text"] == notice["text"]));
@@ -102,7 +89,7 @@ async fn a_bot_that_stops_answering_loses_the_conversation_to_people() -> Result
     let s = start_server(None).await;
     let mut bot = s.bot().await?;
     let mut bob = s.agent("bob").await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     // Answered in time: nothing happens, however long the customer then waits.
     ann.send(json!({"type":"message","text":"one"})).await?;
     ann.event("ack").await?;
@@ -115,7 +102,7 @@ async fn a_bot_that_stops_answering_loses_the_conversation_to_people() -> Result
     ann.send(json!({"type":"message","text":"two"})).await?;
     ann.event("ack").await?;
     pass(BOT_REPLY).await;
-    let a = assigned_to(&mut bob, &ann.conversation).await?;
+    let a = bob.assigned_to(&ann.conversation).await?;
     assert_eq!(a["value"]["queue"], "GeneralQueue");
     let notice = ann.until("the notice", |v| v["from"]["role"] == "system" && v["type"] == "message").await?;
     assert!(notice["text"].as_str().unwrap().contains("did not answer"));
@@ -128,16 +115,16 @@ async fn an_agent_who_returns_within_the_grace_period_keeps_the_conversation() -
     let mut bot = s.bot().await?;
     let mut alice = s.agent("alice").await?;
     let mut bob = s.agent("bob").await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
-    assigned_to(&mut alice, &ann.conversation).await?;
+    alice.assigned_to(&ann.conversation).await?;
     alice.close().await;
     until_seen("alice leave", || !online(&s, "alice")).await?;
     ann.send(json!({"type":"message","text":"are you still there?"})).await?;
     ann.event("ack").await?;
     pass(AGENT_GRACE / 2).await;
     let mut alice = s.agent("alice").await?;
-    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    let a = alice.assigned_to(&ann.conversation).await?;
     assert_eq!(a["value"]["resumed"], true);
     let last = a["value"]["transcript"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["text"], "are you still there?");
@@ -161,7 +148,7 @@ async fn a_bot_returning_to_hundreds_of_conversations_gets_each_back_before_anyt
     let mut bot = s.bot().await?;
     let mut customers = Vec::with_capacity(N);
     for i in 0..N {
-        customers.push(chat_with_bot(&s, &mut bot, &format!("Customer {i}")).await?);
+        customers.push(s.chat_with_bot(&mut bot, &format!("Customer {i}")).await?);
     }
     // The new connection replaces the old one and takes its conversations back.
     let mut bot = s.bot().await?;
@@ -196,12 +183,12 @@ async fn an_agent_who_does_not_return_has_the_conversation_requeued_at_the_front
     let s = start_server(None).await;
     let mut bot = s.bot().await?;
     let mut alice = s.agent("alice").await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
-    assigned_to(&mut alice, &ann.conversation).await?;
+    alice.assigned_to(&ann.conversation).await?;
     alice.close().await;
     // Meanwhile another customer waits in the same queue (alice is gone, bob offline).
-    let mut ben = chat_with_bot(&s, &mut bot, "Ben").await?;
+    let mut ben = s.chat_with_bot(&mut bot, "Ben").await?;
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ben.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
     ben.event("queue.position").await?;
     until_seen("alice leave", || !online(&s, "alice")).await?;
@@ -228,7 +215,7 @@ async fn a_customer_who_does_not_resume_in_time_has_the_conversation_closed() ->
     // clock would trip for the bot too; 100 s keeps the bot's connection inside it.
     let s = start_server(Some(&config("customer_resume_secs = 100"))).await;
     let mut bot = s.bot().await?;
-    let ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let ann = s.chat_with_bot(&mut bot, "Ann").await?;
     let conv = ann.conversation.clone();
     ann.client.close().await;
     let hub = s.running.hub.clone();
@@ -253,8 +240,8 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_others_and_loses
     // hold that much here (the default bound is 2 MiB).
     let s = start_server(Some(&config("outbound_queue = 16\nmax_conversation_bytes = 8388608"))).await;
     let mut bot = s.bot().await?;
-    let slow = chat_with_bot(&s, &mut bot, "Slow").await?;
-    let mut fast = chat_with_bot(&s, &mut bot, "Fast").await?;
+    let slow = s.chat_with_bot(&mut bot, "Slow").await?;
+    let mut fast = s.chat_with_bot(&mut bot, "Fast").await?;
     let big = "x".repeat(20_000);
     // The slow customer never reads; the bot keeps writing to it, and keeps serving Fast.
     for i in 0..300 {
@@ -311,9 +298,9 @@ async fn an_agent_that_stops_reading_is_closed_as_a_slow_consumer_and_gets_every
     let mut bot = s.bot().await?;
     let token = s.token("alice", &switchboard_tests::agent_secret("alice")).await?;
     let mut alice = Client::connect_with_receive_buffer(&s.ws_url("/v1/agent"), Some(&token), 4096).await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":ann.conversation},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
-    assigned_to(&mut alice, &ann.conversation).await?;
+    alice.assigned_to(&ann.conversation).await?;
 
     // From here Alice reads nothing, but her client stays alive: it pings, so the idle
     // timeout is not what ends her. Ann writes 300 long messages, 7.2 MB: far below the
@@ -334,7 +321,7 @@ async fn an_agent_that_stops_reading_is_closed_as_a_slow_consumer_and_gets_every
 
     // She keeps the conversation for the grace period, and gets it back whole.
     let mut alice = s.agent("alice").await?;
-    let a = assigned_to(&mut alice, &ann.conversation).await?;
+    let a = alice.assigned_to(&ann.conversation).await?;
     assert_eq!(a["value"]["resumed"], true);
     // The work item carries the newest page of the transcript; the older ones on request.
     let mut transcript = a["value"]["transcript"].as_array().unwrap().clone();
@@ -361,7 +348,7 @@ async fn an_agent_that_stops_reading_is_closed_as_a_slow_consumer_and_gets_every
 async fn floods_are_rate_limited_not_disconnected() -> Result<()> {
     let s = start_server(Some(&config("customer_rate = 5.0\ncustomer_burst = 10"))).await;
     let mut bot = s.bot().await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     for i in 0..40 {
         ann.send(json!({"type":"message","text":format!("m{i}"),"channelData":{"clientActivityId":format!("c{i}")}}))
             .await?;
@@ -407,7 +394,7 @@ async fn malformed_and_oversized_frames_under_load_hurt_only_their_sender() -> R
     let mut bot = s.bot().await?;
     let mut good = Vec::new();
     for i in 0..10 {
-        good.push(chat_with_bot(&s, &mut bot, &format!("G{i}")).await?);
+        good.push(s.chat_with_bot(&mut bot, &format!("G{i}")).await?);
     }
     let mut bad = s.customer().await?;
     bad.send(json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream"}})).await?;
@@ -442,7 +429,7 @@ async fn malformed_and_oversized_frames_under_load_hurt_only_their_sender() -> R
 async fn an_idle_conversation_is_closed_and_both_parties_are_told() -> Result<()> {
     let s = start_server(None).await;
     let mut bot = s.bot().await?;
-    let mut ann = chat_with_bot(&s, &mut bot, "Ann").await?;
+    let mut ann = s.chat_with_bot(&mut bot, "Ann").await?;
     let conv = ann.conversation.clone();
     // Nobody writes for the release default idle_close_secs (3600). Both stay connected:
     // time passes in steps shorter than the connections' idle timeout, and each client

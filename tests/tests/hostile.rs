@@ -254,6 +254,22 @@ async fn a_long_transcript_is_bounded_and_reaches_agents_in_pages() -> Result<()
     Ok(())
 }
 
+/// A `/metrics` counter's value. The counters are the process's, and other tests in this
+/// file move them too: a test compares a reading before and after.
+async fn counter(s: &TestServer, name: &str) -> Result<u64> {
+    let (status, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}");
+    let value = metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
+    value.with_context(|| format!("{name} in /metrics"))?.parse().context("a count")
+}
+
+/// The customer ends its chat, and the end is acknowledged (once the conversation closed).
+async fn end_chat(c: &mut Client) -> Result<()> {
+    c.send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
+    c.until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    Ok(())
+}
+
 /// One address opening chat after chat (and dropping them: a dropped customer's conversation
 /// is kept for resuming) would take every seat of the bot and then of the agents, and every
 /// other customer would wait. On the built-in default, an address holds at most 100 open
@@ -269,13 +285,7 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
         flood.push(s.start_chat("ChatWorkStream", &format!("Flood {i}"), json!({})).await?);
     }
     let start = |name: &str| json!({"type":"event","name":"session.start","value":{"workstream":"ChatWorkStream","user":{"name":name}}});
-    // The counter is the process's: other tests here refuse chats too.
-    let refusals = || async {
-        let (status, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
-        anyhow::ensure!(status == 200, "/metrics answered {status}");
-        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_chats_refused_total "));
-        line.context("switchboard_chats_refused_total")?.parse::<u64>().context("a count")
-    };
+    let refusals = || counter(&s, "switchboard_chats_refused_total");
     let before = refusals().await?;
     let mut refused = s.customer().await?;
     refused.send(start("One more")).await?;
@@ -294,9 +304,7 @@ async fn one_address_cannot_take_every_seat_with_open_chats() -> Result<()> {
 
     // One of the flood ends its chat (acknowledged once the conversation is closed): the
     // refused customer, on the same connection, now starts.
-    let first = &mut flood[0];
-    first.send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
-    first.until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    end_chat(&mut flood[0]).await?;
     refused.send(start("One more")).await?;
     refused.event("session.started").await?;
     // And that took the freed place: the address is at its limit again.
@@ -335,12 +343,7 @@ async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Res
         assert!(waiting(&outcome), "handed to people: {outcome}");
         three.push(c);
     }
-    // The counter is the process's: read it before and after.
-    let refusals = || async {
-        let (_, metrics) = switchboard_tests::http(s.addr, "GET", "/metrics", "", "").await?;
-        let line = metrics.lines().find_map(|l| l.strip_prefix("switchboard_agent_chats_refused_total "));
-        line.context("switchboard_agent_chats_refused_total")?.parse::<u64>().context("a count")
-    };
+    let refusals = || counter(&s, "switchboard_agent_chats_refused_total");
     let before = refusals().await?;
     let mut fourth = s.start_chat("ChatWorkStream", "Flood 3", json!({})).await?;
     let outcome = ask_for_a_person(&mut fourth).await?;
@@ -365,16 +368,14 @@ async fn one_address_cannot_take_every_agents_seat_by_asking_for_people() -> Res
     assert!(waiting(&outcome), "handed to people: {outcome}");
 
     // One of the three ends; the fourth asks again and is handed on.
-    three[0].send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
-    three[0].until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    end_chat(&mut three[0]).await?;
     let outcome = ask_for_a_person(&mut fourth).await?;
     assert!(waiting(&outcome), "handed to people once one ended: {outcome}");
     // That took the freed place: the direct start is still refused; once another ends,
     // it starts, straight in the credit card queue.
     direct.send(straight.clone()).await?;
     assert_eq!(direct.event("error").await?["value"]["code"], "rate_limited");
-    three[1].send(json!({"type":"endOfConversation","channelData":{"clientActivityId":"bye"}})).await?;
-    three[1].until("the ack of the end", |v| v["name"] == "ack" && v["value"]["clientActivityId"] == "bye").await?;
+    end_chat(&mut three[1]).await?;
     direct.send(straight).await?;
     direct.event("session.started").await?;
     let position = direct.event("queue.position").await?;
@@ -391,10 +392,8 @@ async fn a_bot_whose_handoff_is_refused_for_the_address_keeps_the_conversation()
     let mut bot = s.bot().await?;
     let mut customers = Vec::new();
     for i in 0..4 {
-        let c = s.start_chat("ChatWorkStream", &format!("C{i}"), json!({})).await?;
+        let c = s.chat_with_bot(&mut bot, &format!("C{i}")).await?;
         let conv = c.conversation.clone();
-        bot.until("assignment", |v| v["name"] == "conversation.assigned" && v["conversation"]["id"] == conv.as_str())
-            .await?;
         bot.send(json!({"type":"event","name":"handoff.initiate","conversation":{"id":conv},"value":{"BotHandoffTopic":"CreditCard"}})).await?;
         let status = bot
             .until("handoff.status", |v| v["name"] == "handoff.status" && v["conversation"]["id"] == conv.as_str())
